@@ -1,0 +1,325 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The C{twistd bluegreen} command line and service tree.
+
+C{twistd -n bluegreen --port 3090 --green URL --blue URL} parses
+L{Options}, then L{makeService} builds the proxy: a L{Controller} holding the
+live environment, a connection pool per environment and the proxy site
+listening on C{--port}.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python import usage
+
+from . import __version__
+from .accesslog import AccessLog
+from .controller import Controller
+from .environment import COLOURS, BadURL, Environment
+from .pool import UpstreamPool, loadTrustRoot
+from .proxy import ProxyResource, ProxySite
+
+
+def portToEndpoint(value: str) -> str:
+    """
+    Turn a C{--port} value into a server endpoint description.
+
+    A bare port number listens on every interface (as the workshop's proxy
+    did); anything else must be a Twisted endpoint string such as
+    C{tcp:3090:interface=127.0.0.1} or C{unix:/run/bluegreen.sock}.
+
+    @param value: The option's value.
+    @return: An endpoint description.
+    @raise usage.UsageError: If C{value} is not usable.
+    """
+    text = value.strip()
+    if text.isdigit():
+        port = int(text)
+        if not 0 < port < 65536:
+            raise usage.UsageError(
+                f"--port: {value!r} is not a TCP port number (1-65535)"
+            )
+        return f"tcp:{port}"
+    if not text:
+        raise usage.UsageError("--port: empty; give a port number or endpoint string")
+    try:
+        serverFromString(_NO_REACTOR, text)
+    except Exception as e:
+        raise usage.UsageError(
+            f"--port: {value!r} is not a valid endpoint "
+            f"(e.g. 3090, tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): {e}"
+        ) from None
+    return text
+
+
+# Endpoint strings are parsed (not listened on) while the options are
+# checked, before twistd has chosen its reactor.
+_NO_REACTOR: Any = object()
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise usage.UsageError(
+            f"--{name}: {value!r} is not a positive number of seconds"
+        )
+    return seconds
+
+
+def _count(name: str, value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise usage.UsageError(f"--{name}: {value!r} is not a whole number >= 1")
+    return int(value)
+
+
+class Options(usage.Options):
+    """
+    Command-line options for C{twistd bluegreen}.
+    """
+
+    synopsis = "[options] --green URL --blue URL"
+    longdesc = (
+        "Run the blue-green front end: a reverse proxy on --port that sends "
+        "every request to the live environment (--active at start)."
+    )
+
+    optParameters = [
+        [
+            "port",
+            "p",
+            "3090",
+            "Where to listen: a port number (all interfaces) or a Twisted "
+            "endpoint string, e.g. tcp:3090:interface=127.0.0.1.",
+        ],
+        ["green", None, None, "URL of the GREEN environment (http:// or https://)."],
+        ["blue", None, None, "URL of the BLUE environment (http:// or https://)."],
+        ["active", None, "green", "The environment that is live at start."],
+        ["upstream-ca", None, None, "PEM CA certificate to trust for https URLs."],
+        [
+            "upstream-host-header",
+            None,
+            "client",
+            "Host header sent upstream: 'client' (keep the client's) or "
+            "'target' (the environment's host:port).",
+        ],
+        ["connect-timeout", None, "5", "Seconds to connect to an environment."],
+        [
+            "response-timeout",
+            None,
+            "60",
+            "Seconds for an environment to start its response.",
+        ],
+        [
+            "max-connections",
+            None,
+            "100",
+            "Most connections open to each environment at once.",
+        ],
+        [
+            "idle-timeout",
+            None,
+            "4",
+            "Seconds an idle upstream connection is kept for reuse.",
+        ],
+        [
+            "access-log",
+            None,
+            "-",
+            "Access log: '-' (the service log), 'none', or a file path.",
+        ],
+    ]
+
+    def opt_version(self) -> None:
+        """
+        Print the version and exit.
+        """
+        print(f"bluegreen {__version__}")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        """
+        Check every option; the error names the option and the problem.
+
+        @raise usage.UsageError: On any invalid option.
+        """
+        self["endpoint"] = portToEndpoint(self["port"])
+        environments: dict[str, Environment] = {}
+        for colour in COLOURS:
+            url = self[colour]
+            if url is None:
+                raise usage.UsageError(
+                    f"--{colour} is required: the URL of the {colour.upper()} "
+                    "environment, e.g. --"
+                    f"{colour} http://127.0.0.1:{5002 if colour == 'green' else 5001}"
+                )
+            try:
+                environments[colour] = Environment.fromURL(colour, url)
+            except BadURL as e:
+                raise usage.UsageError(f"--{colour}: {e}") from None
+        self["environments"] = environments
+        if self["active"] not in COLOURS:
+            raise usage.UsageError(
+                f"--active: unknown environment {self['active']!r}; "
+                "expected green or blue"
+            )
+        if self["upstream-host-header"] not in ("client", "target"):
+            raise usage.UsageError(
+                f"--upstream-host-header: {self['upstream-host-header']!r} "
+                "must be 'client' or 'target'"
+            )
+        self["trustRoot"] = None
+        if self["upstream-ca"] is not None:
+            try:
+                self["trustRoot"] = loadTrustRoot(self["upstream-ca"])
+            except ValueError as e:
+                raise usage.UsageError(f"--upstream-ca: {e}") from None
+        self["connectTimeout"] = _seconds("connect-timeout", self["connect-timeout"])
+        self["responseTimeout"] = _seconds("response-timeout", self["response-timeout"])
+        self["idleTimeout"] = _seconds("idle-timeout", self["idle-timeout"])
+        self["maxConnections"] = _count("max-connections", self["max-connections"])
+        accessLog = self["access-log"]
+        if accessLog not in ("-", "none"):
+            directory = os.path.dirname(os.path.abspath(accessLog))
+            if os.path.isdir(accessLog) or not os.path.isdir(directory):
+                raise usage.UsageError(
+                    f"--access-log: {accessLog!r} is not a file in an existing "
+                    "directory"
+                )
+            if os.path.exists(accessLog) and not os.access(accessLog, os.W_OK):
+                raise usage.UsageError(f"--access-log: {accessLog!r} is not writable")
+            if not os.path.exists(accessLog) and not os.access(directory, os.W_OK):
+                raise usage.UsageError(
+                    f"--access-log: cannot create {accessLog!r} (directory not "
+                    "writable)"
+                )
+
+
+class _Listener(StreamServerEndpointService):
+    """
+    Listens on C{--port}; a failure to bind stops start-up with a message
+    that names the option.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, factory: Any, description: str):
+        super().__init__(endpoint, factory)
+        self._raiseSynchronously = True
+        self.description = description
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise CannotListenError(
+                e.interface, e.port, f"--port {self.description}: {e.socketError}"
+            ) from None
+
+
+class ProxyService(MultiService):
+    """
+    The bluegreen service: the listener plus the resources it owns (pools,
+    access log), closed on shutdown.
+
+    @ivar controller: The switch (see L{Controller.switch}).
+    @ivar resource: The proxy resource.
+    @ivar pools: Connection pools by environment name.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        controller: Controller,
+        resource: ProxyResource,
+        pools: dict[str, UpstreamPool],
+        accessLog: AccessLog | None,
+    ) -> None:
+        super().__init__()
+        self.controller = controller
+        self.resource = resource
+        self.pools = pools
+        self.accessLog = accessLog
+
+    def startService(self) -> None:
+        """
+        Start listening and say where traffic goes.
+        """
+        super().startService()
+        live = self.controller.live
+        self._log.info(
+            "bluegreen {version}: live environment {env} ({url})",
+            version=__version__,
+            env=live.name,
+            url=live.url,
+        )
+
+    def stopService(self) -> Deferred[Any]:
+        """
+        Stop listening, then close the upstream pools (letting requests in
+        flight finish for a few seconds) and the access log.
+        """
+        d: Deferred[Any] = Deferred.fromCoroutine(self._stop())
+        return d
+
+    async def _stop(self) -> None:
+        await super().stopService()  # type: ignore[misc]
+        await DeferredList([pool.close() for pool in self.pools.values()])
+        if self.accessLog is not None:
+            self.accessLog.close()
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """
+    Build the bluegreen service from parsed options.
+
+    @param options: Parsed and checked L{Options}.
+    @param reactor: The reactor to use (the global one if L{None}).
+    @return: The service tree for twistd.
+    @raise usage.UsageError: If the access log file cannot be opened.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    environments: dict[str, Environment] = options["environments"]
+    controller = Controller.create(environments, options["active"], reactor)
+    pools = {
+        name: UpstreamPool(
+            reactor,
+            environment,
+            connectTimeout=options["connectTimeout"],
+            trustRoot=options["trustRoot"],
+            maxConnections=options["maxConnections"],
+            idleTimeout=options["idleTimeout"],
+        )
+        for name, environment in environments.items()
+    }
+    try:
+        accessLog = AccessLog.fromOption(options["access-log"])
+    except OSError as e:
+        raise usage.UsageError(f"--access-log: {e}") from None
+    resource = ProxyResource(
+        controller,
+        pools,
+        reactor,
+        responseTimeout=options["responseTimeout"],
+        preserveHost=options["upstream-host-header"] == "client",
+        accessLog=accessLog,
+    )
+    service = ProxyService(controller, resource, pools, accessLog)
+    site = ProxySite(resource, reactor)
+    endpoint = serverFromString(reactor, options["endpoint"])
+    _Listener(endpoint, site, options["port"]).setServiceParent(service)
+    return service
