@@ -101,7 +101,7 @@ class UpstreamConnection(Protocol):
         """
         self.pool = pool
         self.reused = False
-        self.idleCall: object | None = None
+        self.idleSince = 0.0
         self._sink: ResponseSink | None = None
         self._buffer = b""
         self._inHead = False

@@ -11,6 +11,7 @@ from twisted.logger import (
     ILogObserver,
     Logger,
     formatEvent,
+    formatTime,
 )
 from zope.interface import implementer
 
@@ -21,18 +22,22 @@ FORMAT = (
 )
 
 
+#: Timestamps in the access log file: ISO 8601 with the UTC offset.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
 @implementer(ILogObserver)
 class _LineWriter:
     """
-    Writes each access event as a plain line (no timestamp prefix, the line
-    carries what an operator greps for) to an open file.
+    Writes each access event as one timestamped line to an open file.
     """
 
     def __init__(self, file: IO[str]) -> None:
         self.file = file
 
     def __call__(self, event: dict[str, Any]) -> None:
-        self.file.write(formatEvent(event) + "\n")
+        when = formatTime(event.get("log_time"), timeFormat=TIME_FORMAT)
+        self.file.write(f"{when} {formatEvent(event)}\n")
         self.file.flush()
 
 

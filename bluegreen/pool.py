@@ -135,6 +135,7 @@ class UpstreamPool:
     _closing: bool = field(default=False, init=False)
     _whenClosed: list[Deferred[None]] = field(factory=list, init=False)
     _factory: _ConnectionFactory = field(init=False)
+    _sweeper: IDelayedCall | None = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._factory = _ConnectionFactory(self)
@@ -157,24 +158,34 @@ class UpstreamPool:
         """
         return len(self._idle)
 
+    def idleConnection(self) -> UpstreamConnection | None:
+        """
+        Lend an idle connection at once, if there is one.
+
+        This is the hot path of a busy proxy, so it involves no L{Deferred}.
+
+        @return: The most recently used idle connection, or L{None}.
+        """
+        if self._idle and not self._closing:
+            return self._idle.pop()
+        return None
+
     def acquire(self, fresh: bool = False) -> Deferred[UpstreamConnection]:
         """
         Lend a connection.
 
         @param fresh: Open a new connection even when an idle one exists
-            (used to retry after a reused connection turned out closed).
+            (used to retry after a reused one turned out closed).
         @return: A Deferred that fires with a connection for one exchange, or
             fails with the connection error (or L{PoolClosed}).  Cancelling it
             gives up the place in the queue.
         """
         if self._closing:
             return fail(PoolClosed(f"{self.environment.name} pool is closed"))
-        if self._idle and not fresh:
-            conn = self._idle.pop()
-            call, conn.idleCall = conn.idleCall, None
-            if call is not None:
-                call.cancel()  # type: ignore[attr-defined]
-            return succeed(conn)
+        if not fresh:
+            conn = self.idleConnection()
+            if conn is not None:
+                return succeed(conn)
         if len(self._open) + self._connecting < self.maxConnections:
             return self._connect()
         waiter: Deferred[UpstreamConnection] = Deferred(self._cancelWaiter)
@@ -223,8 +234,10 @@ class UpstreamPool:
             if not waiter.called:
                 waiter.callback(conn)
                 return
-        conn.idleCall = self.reactor.callLater(self.idleTimeout, self._expire, conn)
+        conn.idleSince = self.reactor.seconds()
         self._idle.append(conn)
+        if self._sweeper is None:
+            self._sweeper = self.reactor.callLater(self.idleTimeout, self._sweep)
 
     def discard(self, conn: UpstreamConnection) -> None:
         """
@@ -234,9 +247,16 @@ class UpstreamPool:
         """
         conn.transport.loseConnection()
 
-    def _expire(self, conn: UpstreamConnection) -> None:
-        conn.idleCall = None
-        conn.transport.loseConnection()
+    def _sweep(self) -> None:
+        # One timer for all idle connections, rather than one per release:
+        # the idle list is oldest-first, so expired ones are at its head.
+        self._sweeper = None
+        deadline = self.reactor.seconds() - self.idleTimeout
+        while self._idle and self._idle[0].idleSince <= deadline:
+            self._idle.pop(0).transport.loseConnection()
+        if self._idle:
+            delay = self._idle[0].idleSince - deadline
+            self._sweeper = self.reactor.callLater(max(delay, 0.01), self._sweep)
 
     def connectionClosed(self, conn: UpstreamConnection) -> None:
         """
@@ -244,9 +264,6 @@ class UpstreamPool:
 
         @param conn: The connection.
         """
-        call, conn.idleCall = conn.idleCall, None
-        if call is not None and call.active():  # type: ignore[attr-defined]
-            call.cancel()  # type: ignore[attr-defined]
         if conn in self._idle:
             self._idle.remove(conn)
         self._open.discard(conn)
@@ -286,6 +303,9 @@ class UpstreamPool:
             waiter = self._waiters.popleft()
             if not waiter.called:
                 waiter.errback(PoolClosed(f"{self.environment.name} pool is closed"))
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conn in list(self._idle):
             conn.transport.loseConnection()
         d: Deferred[None] = Deferred()

@@ -536,16 +536,12 @@ class _Exchange:
             failed).
         """
         pool = self.resource.pools[self.environment.name]
+        if not fresh:
+            conn = pool.idleConnection()
+            if conn is not None:
+                self._connected(conn)
+                return
         d = pool.acquire(fresh)
-        if d.called:
-            # The common case: an idle connection (no Deferred callbacks).
-            result = d.result
-            d.result = None  # type: ignore[assignment]
-            if isinstance(result, Failure):
-                self._connectFailed(result)
-            else:
-                self._connected(result)
-            return
         self._acquiring = d
         d.addCallbacks(self._connected, self._connectFailed)
 

@@ -43,7 +43,7 @@ def portToEndpoint(value: str) -> str:
     @raise usage.UsageError: If C{value} is not usable.
     """
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         port = int(text)
         if not 0 < port < 65536:
             raise usage.UsageError(
@@ -53,12 +53,23 @@ def portToEndpoint(value: str) -> str:
     if not text:
         raise usage.UsageError("--port: empty; give a port number or endpoint string")
     try:
-        serverFromString(_NO_REACTOR, text)
+        endpoint = serverFromString(_NO_REACTOR, text)  # type: ignore[no-untyped-call]
     except Exception as e:
         raise usage.UsageError(
             f"--port: {value!r} is not a valid endpoint "
             f"(e.g. 3090, tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): {e}"
         ) from None
+    # serverFromString checks neither the range of a tcp port nor that a
+    # unix socket has a path; both would otherwise fail only when listening.
+    number = getattr(endpoint, "_port", None)
+    if isinstance(number, int) and not 0 <= number < 65536:
+        raise usage.UsageError(
+            f"--port: {value!r}: {number} is not a TCP port number (0-65535)"
+        )
+    if getattr(endpoint, "_address", None) == "":
+        raise usage.UsageError(
+            f"--port: {value!r} has no socket path (e.g. unix:/run/bg.sock)"
+        )
     return text
 
 
@@ -80,9 +91,10 @@ def _seconds(name: str, value: str) -> float:
 
 
 def _count(name: str, value: str) -> int:
-    if not value.strip().isdigit() or int(value) < 1:
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise usage.UsageError(f"--{name}: {value!r} is not a whole number >= 1")
-    return int(value)
+    return int(text)
 
 
 class Options(usage.Options):
@@ -207,23 +219,47 @@ class Options(usage.Options):
                 )
 
 
+class StartupError(SystemExit, Exception):
+    """
+    bluegreen cannot start; the message says why, naming the option.
+
+    twistd shows start-up failures as Python tracebacks.  This exception is
+    a L{SystemExit} carrying its message, so when it reaches the top of
+    C{twistd} Python prints just C{bluegreen: <message>} and exits with
+    status 1; it is also an L{Exception}, so twistd's own clean-up on a
+    failed start (removing the pidfile, telling a daemon's parent process
+    why) still runs.
+    """
+
+    def __init__(self, message: str) -> None:
+        """
+        @param message: What went wrong, without the C{bluegreen:} prefix.
+        """
+        super().__init__(f"bluegreen: {message}")
+
+
 class _Listener(StreamServerEndpointService):
     """
-    Listens on C{--port}; a failure to bind stops start-up with a message
-    that names the option.
+    Listens on C{--port}; a failure to bind stops start-up with a
+    L{StartupError} that names the option.
     """
 
     def __init__(self, endpoint: IStreamServerEndpoint, factory: Any, description: str):
-        super().__init__(endpoint, factory)
+        super().__init__(endpoint, factory)  # type: ignore[no-untyped-call]
         self._raiseSynchronously = True
         self.description = description
 
     def privilegedStartService(self) -> None:
+        """
+        Listen now (twistd calls this before dropping privileges).
+
+        @raise StartupError: If the port cannot be listened on.
+        """
         try:
-            super().privilegedStartService()
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
         except CannotListenError as e:
-            raise CannotListenError(
-                e.interface, e.port, f"--port {self.description}: {e.socketError}"
+            raise StartupError(
+                f"cannot listen on --port {self.description}: {e.socketError}"
             ) from None
 
 
@@ -246,7 +282,7 @@ class ProxyService(MultiService):
         pools: dict[str, UpstreamPool],
         accessLog: AccessLog | None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.controller = controller
         self.resource = resource
         self.pools = pools
@@ -256,7 +292,7 @@ class ProxyService(MultiService):
         """
         Start listening and say where traffic goes.
         """
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         live = self.controller.live
         self._log.info(
             "bluegreen {version}: live environment {env} ({url})",
@@ -274,7 +310,7 @@ class ProxyService(MultiService):
         return d
 
     async def _stop(self) -> None:
-        await super().stopService()  # type: ignore[misc]
+        await super().stopService()  # type: ignore[no-untyped-call]
         await DeferredList([pool.close() for pool in self.pools.values()])
         if self.accessLog is not None:
             self.accessLog.close()
@@ -287,7 +323,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     @param options: Parsed and checked L{Options}.
     @param reactor: The reactor to use (the global one if L{None}).
     @return: The service tree for twistd.
-    @raise usage.UsageError: If the access log file cannot be opened.
+    @raise StartupError: If the access log file cannot be opened.
     """
     if reactor is None:
         from twisted.internet import reactor as _reactor
@@ -309,7 +345,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     try:
         accessLog = AccessLog.fromOption(options["access-log"])
     except OSError as e:
-        raise usage.UsageError(f"--access-log: {e}") from None
+        raise StartupError(
+            f"--access-log: cannot open {options['access-log']!r}: {e.strerror}"
+        ) from None
     resource = ProxyResource(
         controller,
         pools,
@@ -320,6 +358,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     service = ProxyService(controller, resource, pools, accessLog)
     site = ProxySite(resource, reactor)
-    endpoint = serverFromString(reactor, options["endpoint"])
-    _Listener(endpoint, site, options["port"]).setServiceParent(service)
+    endpoint = serverFromString(reactor, options["endpoint"])  # type: ignore[no-untyped-call]
+    listener = _Listener(endpoint, site, options["port"])
+    listener.setServiceParent(service)  # type: ignore[no-untyped-call]
     return service
