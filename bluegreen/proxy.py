@@ -524,9 +524,14 @@ class _Exchange:
         self._done = False
         self._responded = False
         self._retried = False
-        self._timeoutCall = resource.clock.callLater(
-            resource.responseTimeout, self._timedOut
-        )
+        self._timeoutCall: Any = None
+        body = request.body
+        if body is None:
+            self._startTimeout()
+        else:
+            # An upload can take longer than any response timeout: the
+            # clock starts once the whole request is in.
+            body.whenComplete(self._startTimeout)
 
     def start(self, fresh: bool) -> None:
         """
@@ -706,6 +711,12 @@ class _Exchange:
             conn.abort()
         seconds = self.resource.responseTimeout
         self._error(504, f"did not respond within {seconds:g} s (response timeout)")
+
+    def _startTimeout(self) -> None:
+        if not (self._done or self._responded):
+            self._timeoutCall = self.resource.clock.callLater(
+                self.resource.responseTimeout, self._timedOut
+            )
 
     def _cancelTimeout(self) -> None:
         call, self._timeoutCall = self._timeoutCall, None
