@@ -1,44 +1,45 @@
 # -*- test-case-name: tests.test_accesslog -*-
 """
 One line per proxied request, through L{twisted.logger}.
+
+The line is formatted once, here, with a plain f-string, and carried in the
+event as C{line} (alongside the structured fields): twisted.logger's format
+machinery on every request would cost the proxy a third of its throughput.
 """
 
 from __future__ import annotations
 
+import time
 from typing import IO, Any
 
-from twisted.logger import (
-    ILogObserver,
-    Logger,
-    formatEvent,
-    formatTime,
-)
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import ILogObserver, Logger
 from zope.interface import implementer
 
-#: The access line's format (a twisted.logger format string).
-FORMAT = (
-    '{client} "{method} {path} {protocol}" {status} {bytes} {environment} '
-    "{duration:.1f}ms"
-)
-
-
-#: Timestamps in the access log file: ISO 8601 with the UTC offset.
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+#: How often a file access log is flushed, in seconds.
+FLUSH_INTERVAL = 1.0
 
 
 @implementer(ILogObserver)
 class _LineWriter:
     """
-    Writes each access event as one timestamped line to an open file.
+    Writes each access event as one line, prefixed with its local time in
+    ISO 8601, to an open (buffered) file.
     """
 
     def __init__(self, file: IO[str]) -> None:
         self.file = file
+        self._second = -1
+        self._stamp = ""
 
     def __call__(self, event: dict[str, Any]) -> None:
-        when = formatTime(event.get("log_time"), timeFormat=TIME_FORMAT)
-        self.file.write(f"{when} {formatEvent(event)}\n")
-        self.file.flush()
+        when = event.get("log_time") or time.time()
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second))
+        self.file.write(f"{self._stamp} {event['line']}\n")
 
 
 class AccessLog:
@@ -51,10 +52,13 @@ class AccessLog:
     def __init__(self, logger: Logger, file: IO[str] | None = None) -> None:
         """
         @param logger: Emits the events.
-        @param file: The file the logger writes to, closed by L{close}.
+        @param file: The file the logger writes to; flushed every
+            L{FLUSH_INTERVAL} seconds once L{start} is called, closed by
+            L{close}.
         """
         self.logger = logger
         self._file = file
+        self._flusher: LoopingCall | None = None
 
     @classmethod
     def fromOption(cls, value: str) -> AccessLog | None:
@@ -75,6 +79,17 @@ class AccessLog:
             Logger(namespace="bluegreen.access", observer=_LineWriter(file)), file
         )
 
+    def start(self, clock: IReactorTime) -> None:
+        """
+        Flush a file log periodically (lines are buffered between flushes).
+
+        @param clock: Times the flushes.
+        """
+        if self._file is not None and self._flusher is None:
+            self._flusher = LoopingCall(self._file.flush)
+            self._flusher.clock = clock
+            self._flusher.start(FLUSH_INTERVAL, now=False)
+
     def record(
         self, request: Any, environment: str, status: int, size: int, duration: float
     ) -> None:
@@ -87,23 +102,34 @@ class AccessLog:
         @param size: Response body bytes sent.
         @param duration: Seconds from arrival to the end.
         """
-        address = request.getClientAddress()
+        client = getattr(request.getClientAddress(), "host", None) or "-"
+        method = request.method.decode("latin-1")
+        path = request.uri.decode("latin-1")
+        protocol = request.clientproto.decode("latin-1")
+        milliseconds = duration * 1000.0
+        line = (
+            f'{client} "{method} {path} {protocol}" {status} {size} {environment} '
+            f"{milliseconds:.1f}ms"
+        )
         self.logger.info(
-            FORMAT,
-            client=getattr(address, "host", None) or "-",
-            method=request.method.decode("latin-1"),
-            path=request.uri.decode("latin-1"),
-            protocol=request.clientproto.decode("latin-1"),
+            "{line}",
+            line=line,
+            client=client,
+            method=method,
+            path=path,
             status=status,
             bytes=size,
             environment=environment,
-            duration=duration * 1000.0,
+            duration=duration,
         )
 
     def close(self) -> None:
         """
-        Close the log file, if there is one.
+        Stop flushing, flush and close the log file, if there is one.
         """
+        if self._flusher is not None and self._flusher.running:
+            self._flusher.stop()
+        self._flusher = None
         if self._file is not None:
             self._file.close()
             self._file = None
