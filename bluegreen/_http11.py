@@ -15,11 +15,11 @@ sink applies backpressure by pausing this connection's transport.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol as TypingProtocol
+from typing import TYPE_CHECKING
+from typing import Protocol as TypingProtocol
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer, ITransport
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class UpstreamConnection(Protocol):
         Connected: the pool hands the connection out.
         """
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Finish or fail the exchange in progress and leave the pool.
 
@@ -153,7 +153,11 @@ class UpstreamConnection(Protocol):
     # Request side
 
     def sendHead(
-        self, head: bytes, sink: ResponseSink, isHead: bool, chunked: bool,
+        self,
+        head: bytes,
+        sink: ResponseSink,
+        isHead: bool,
+        chunked: bool,
         hasBody: bool,
     ) -> None:
         """

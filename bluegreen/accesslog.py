@@ -74,7 +74,7 @@ class AccessLog:
             return None
         if value == "-":
             return cls(Logger(namespace="bluegreen.access"))
-        file = open(value, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        file = open(value, "a", encoding="utf-8")
         return cls(
             Logger(namespace="bluegreen.access", observer=_LineWriter(file)), file
         )

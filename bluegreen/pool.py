@@ -6,9 +6,10 @@ A bounded pool of persistent HTTP/1.1 connections to one environment.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from attrs import define, field
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import (
@@ -17,7 +18,6 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
@@ -47,7 +47,7 @@ def loadTrustRoot(path: str) -> IOpenSSLTrustRoot:
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e.strerror}") from None
     try:
-        return Certificate.loadPEM(data)  # type: ignore[no-any-return]
+        return IOpenSSLTrustRoot(Certificate.loadPEM(data))
     except Exception:
         raise ValueError(f"{path} does not hold a PEM certificate") from None
 
@@ -201,7 +201,7 @@ class UpstreamPool:
     def _connect(self) -> Deferred[UpstreamConnection]:
         self._connecting += 1
         assert self.endpoint is not None
-        d: Deferred[UpstreamConnection] = self.endpoint.connect(self._factory)
+        d = cast("Deferred[UpstreamConnection]", self.endpoint.connect(self._factory))
 
         def connected(conn: UpstreamConnection) -> UpstreamConnection:
             self._connecting -= 1

@@ -13,6 +13,7 @@ whole upload first), and a slow client pauses the upstream connection.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -74,7 +75,7 @@ PENDING_LIMIT = 64 * 1024
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
 
 
-def _droppedBy(connectionValues: list[bytes] | None) -> frozenset[bytes]:
+def _droppedBy(connectionValues: Sequence[bytes] | None) -> frozenset[bytes]:
     """
     The lower-case header names a message's C{Connection} header makes
     hop-by-hop, plus the standard ones.
@@ -226,7 +227,7 @@ class _RequestBody:
         """
         Stop reading from the client.
         """
-        transport = self.request.channel.transport if self.request.channel else None
+        transport = _clientTransport(self.request)
         if transport is not None:
             self._paused = True
             transport.pauseProducing()
@@ -235,7 +236,7 @@ class _RequestBody:
         """
         Read from the client again.
         """
-        transport = self.request.channel.transport if self.request.channel else None
+        transport = _clientTransport(self.request)
         self._paused = False
         if transport is not None:
             transport.resumeProducing()
@@ -273,7 +274,7 @@ class ProxyRequest(Request):
         command, path, version = channel._command, channel._path, channel._version
         # Start on the next turn, after twisted.web may have sent
         # "100 Continue", so that can never follow a final response.
-        self.channel.site.reactor.callLater(0, self._start, command, path, version)
+        channel.site.reactor.callLater(0, self._start, command, path, version)
 
     def handleContentChunk(self, data: bytes) -> None:
         """
@@ -296,12 +297,13 @@ class ProxyRequest(Request):
     def _start(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._disconnected:
             return
+        channel: Any = self.channel
         self.method, self.uri, self.clientproto = command, path, version
         self.path = path.split(b"?", 1)[0]
         self.args = {}
-        self.prepath = []
-        self.postpath = []
-        site = self.channel.site
+        self.prepath: list[bytes] = []
+        self.postpath: list[bytes] = []
+        site = channel.site
         self.site = site
         try:
             site.resource.render(self)
@@ -327,7 +329,7 @@ class ProxySite(Site):
     twisted.web's own access log (the proxy logs each request itself).
     """
 
-    requestFactory = ProxyRequest
+    requestFactory = ProxyRequest  # type: ignore[assignment]
 
     def __init__(self, resource: ProxyResource, reactor: Any) -> None:
         """
@@ -376,7 +378,7 @@ class ProxyResource(Resource):
         self.preserveHost = preserveHost
         self.accessLog = accessLog
 
-    def render(self, request: ProxyRequest) -> Any:  # type: ignore[override]
+    def render(self, request: ProxyRequest) -> Any:
         """
         Start forwarding C{request}.
 
@@ -421,8 +423,7 @@ class ProxyResource(Resource):
                 append(value)
                 append(b"\r\n")
         upstreamHost = (
-            host if host is not None and self.preserveHost
-            else environment.hostHeader
+            host if host is not None and self.preserveHost else environment.hostHeader
         )
         append(b"Host: ")
         append(upstreamHost)
@@ -447,6 +448,14 @@ class ProxyResource(Resource):
         return b"".join(parts)
 
 
+def _clientTransport(request: Request) -> Any:
+    """
+    The client connection's transport, or L{None} once it is gone.
+    """
+    channel = request.channel
+    return channel.transport if channel is not None else None
+
+
 def _clientHost(address: IAddress | None) -> bytes | None:
     host = getattr(address, "host", None)
     if isinstance(host, str):
@@ -454,7 +463,9 @@ def _clientHost(address: IAddress | None) -> bytes | None:
     return None
 
 
-def describeFailure(reason: Failure, connectTimeout: float | None = None) -> tuple[int, str]:
+def describeFailure(
+    reason: Failure, connectTimeout: float | None = None
+) -> tuple[int, str]:
     """
     Turn an upstream failure into a status and a short reason.
 
@@ -738,7 +749,9 @@ class _Exchange:
         message = f"bluegreen: {env.name} ({env.url}) {text}\n".encode()
         self.status = status
         request.setResponseCode(status)
-        request.responseHeaders.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+        request.responseHeaders.setRawHeaders(
+            b"Content-Type", [b"text/plain; charset=utf-8"]
+        )
         request.responseHeaders.setRawHeaders(b"Content-Length", [b"%d" % len(message)])
         request.responseHeaders.setRawHeaders(b"Date", [_dates.now(time.time())])
         request.write(message)
@@ -761,7 +774,7 @@ class _Exchange:
     def _abortClient(self) -> None:
         self._done = True
         self._cancelTimeout()
-        transport = self.request.channel.transport if self.request.channel else None
+        transport = _clientTransport(self.request)
         if transport is not None:
             transport.abortConnection()
         self._log()

@@ -361,7 +361,7 @@ class FailureTests(SynchronousTestCase):
         Bytes after a complete response (a confused server) drop the
         connection instead of being taken as the next response.
         """
-        conn, transport, pool = connect()
+        conn, transport, _ = connect()
         sink = send(conn)
         conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxEXTRA")
         self.assertTrue(sink.done)
@@ -426,4 +426,3 @@ class RequestBodyTests(SynchronousTestCase):
         conn.endBody()
         conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(pool.released, [conn])
-

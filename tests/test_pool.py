@@ -54,7 +54,7 @@ class FakeEndpoint:
 
     def succeedOne(self) -> UpstreamConnection:
         factory, d = self.pending.pop(0)
-        conn = factory.buildProtocol(None)
+        conn = factory.buildProtocol(None)  # type: ignore[arg-type]
         assert isinstance(conn, UpstreamConnection)
         transport = ClosingTransport()
         transport.protocol = conn
@@ -68,9 +68,9 @@ class FakeEndpoint:
         d.errback(ConnectionRefusedError())
 
 
-def makePool(maxConnections: int = 2, idleTimeout: float = 4.0) -> tuple[
-    UpstreamPool, FakeEndpoint, Clock
-]:
+def makePool(
+    maxConnections: int = 2, idleTimeout: float = 4.0
+) -> tuple[UpstreamPool, FakeEndpoint, Clock]:
     """
     A pool over a L{FakeEndpoint} and a L{Clock}.
     """
@@ -264,7 +264,9 @@ class EndpointTests(SynchronousTestCase):
         self.assertEqual(type(endpoint).__name__, "TCP4ClientEndpoint")
         self.assertEqual(endpoint._timeout, 3.0)  # type: ignore[attr-defined]
         v6 = Environment.fromURL("blue", "http://[::1]:5001")
-        self.assertEqual(type(endpointFor(Clock(), v6, 1)).__name__, "TCP6ClientEndpoint")
+        self.assertEqual(
+            type(endpointFor(Clock(), v6, 1)).__name__, "TCP6ClientEndpoint"
+        )
 
     def test_https(self) -> None:
         """
@@ -287,6 +289,3 @@ class EndpointTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as bad:
             loadTrustRoot(path)
         self.assertIn("does not hold a PEM certificate", str(bad.exception))
-
-
-
