@@ -91,7 +91,11 @@ class Environment:
         if not host:
             raise BadURL(f"{url!r} has no host name")
         if parts.username is not None or parts.password is not None:
-            raise BadURL(f"{url!r} must not contain user information")
+            # Not echoed: the user information may hold a password.
+            raise BadURL(
+                f"the URL for host {parts.hostname!r} must not contain user "
+                "information (user:password@)"
+            )
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise BadURL(
                 f"{url!r} must be an origin only (scheme, host and port): "

@@ -53,7 +53,7 @@ def portToEndpoint(value: str) -> str:
     if not text:
         raise usage.UsageError("--port: empty; give a port number or endpoint string")
     try:
-        endpoint = serverFromString(_NO_REACTOR, text)  # type: ignore[no-untyped-call]
+        endpoint = serverFromString(_NO_REACTOR, text)
     except Exception as e:
         raise usage.UsageError(
             f"--port: {value!r} is not a valid endpoint "
@@ -245,7 +245,7 @@ class _Listener(StreamServerEndpointService):
     """
 
     def __init__(self, endpoint: IStreamServerEndpoint, factory: Any, description: str):
-        super().__init__(endpoint, factory)  # type: ignore[no-untyped-call]
+        super().__init__(endpoint, factory)
         self._raiseSynchronously = True
         self.description = description
 
@@ -256,7 +256,7 @@ class _Listener(StreamServerEndpointService):
         @raise StartupError: If the port cannot be listened on.
         """
         try:
-            super().privilegedStartService()  # type: ignore[no-untyped-call]
+            super().privilegedStartService()
         except CannotListenError as e:
             raise StartupError(
                 f"cannot listen on --port {self.description}: {e.socketError}"
@@ -282,7 +282,7 @@ class ProxyService(MultiService):
         pools: dict[str, UpstreamPool],
         accessLog: AccessLog | None,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        super().__init__()
         self.controller = controller
         self.resource = resource
         self.pools = pools
@@ -292,7 +292,7 @@ class ProxyService(MultiService):
         """
         Start listening and say where traffic goes.
         """
-        super().startService()  # type: ignore[no-untyped-call]
+        super().startService()
         live = self.controller.live
         self._log.info(
             "bluegreen {version}: live environment {env} ({url})",
@@ -310,7 +310,7 @@ class ProxyService(MultiService):
         return d
 
     async def _stop(self) -> None:
-        await super().stopService()  # type: ignore[no-untyped-call]
+        await super().stopService()
         await DeferredList([pool.close() for pool in self.pools.values()])
         if self.accessLog is not None:
             self.accessLog.close()
@@ -358,7 +358,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     )
     service = ProxyService(controller, resource, pools, accessLog)
     site = ProxySite(resource, reactor)
-    endpoint = serverFromString(reactor, options["endpoint"])  # type: ignore[no-untyped-call]
+    endpoint = serverFromString(reactor, options["endpoint"])
     listener = _Listener(endpoint, site, options["port"])
-    listener.setServiceParent(service)  # type: ignore[no-untyped-call]
+    listener.setServiceParent(service)
     return service

@@ -1,0 +1,1401 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+Tests for L{bluegreen.tap}: the C{twistd bluegreen} options, the service
+tree, and the plugin run by a real C{twistd}.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import io
+import json
+import os
+import signal
+import socket
+import sys
+from contextlib import redirect_stdout
+from typing import Any, cast
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.application.service import IService
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python import usage
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from bluegreen import __version__
+from bluegreen.environment import Environment
+from bluegreen.proxy import ProxyResource, ProxySite
+from bluegreen.tap import Options, ProxyService, StartupError, makeService
+
+GREEN_URL = "http://127.0.0.1:5002"
+BLUE_URL = "http://127.0.0.1:5001"
+REQUIRED = ["--green", GREEN_URL, "--blue", BLUE_URL]
+
+#: What C{twistd} prints for a usage error in the C{--port} value C{bogus:1}.
+BOGUS_PORT = (
+    "--port: 'bogus:1' is not a valid endpoint "
+    "(e.g. 3090, tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): "
+)
+
+
+class _Reactor(IReactorProcess, IReactorTime):
+    """
+    The reactor interfaces the process tests use (for type checking only).
+    """
+
+
+def globalReactor() -> _Reactor:
+    """
+    @return: The global reactor, which runs the processes.
+    """
+    return cast(_Reactor, reactor)
+
+
+def parse(*args: str) -> Options:
+    """
+    Parse C{twistd bluegreen} options: the two required URLs, then C{args}
+    (a later option overrides an earlier one).
+
+    @param args: More command-line arguments.
+    @return: The parsed options.
+    """
+    options = Options()
+    options.parseOptions([*REQUIRED, *args])
+    return options
+
+
+def freePort() -> int:
+    """
+    @return: A TCP port on 127.0.0.1 that was free a moment ago.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def accepts(port: int) -> bool:
+    """
+    @param port: A TCP port on 127.0.0.1.
+    @return: Whether something accepts connections on it.
+    """
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def makeCertificate(commonName: str) -> bytes:
+    """
+    Make a self-signed CA certificate.
+
+    @param commonName: The certificate's subject CN.
+    @return: The certificate, PEM-encoded.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+class OptionErrorTests(SynchronousTestCase):
+    """
+    Every bad option is a usage error whose message names the option and
+    says what is wrong with it.
+    """
+
+    def assertUsageError(self, args: list[str], message: str) -> None:
+        """
+        Assert that parsing C{args} fails with exactly C{message}.
+
+        @param args: The whole command line after C{bluegreen}.
+        @param message: The expected message.
+        """
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, args)
+        self.assertEqual(str(error), message)
+
+    def assertBad(self, option: str, value: str, message: str) -> None:
+        """
+        Assert that C{option value}, with valid required options, fails with
+        exactly C{message}.
+
+        @param option: The option, e.g. C{--port}.
+        @param value: Its bad value.
+        @param message: The expected message.
+        """
+        self.assertUsageError([*REQUIRED, option, value], message)
+
+    def assertBadPrefix(
+        self, option: str, value: str, prefix: str, reason: str
+    ) -> None:
+        """
+        Like L{assertBad} where the message ends with Twisted's own words:
+        the message must start with C{prefix} and contain C{reason}.
+
+        @param option: The option, e.g. C{--port}.
+        @param value: Its bad value.
+        @param prefix: Our part of the message.
+        @param reason: Twisted's explanation, or part of it.
+        """
+        error = self.assertRaises(
+            usage.UsageError, Options().parseOptions, [*REQUIRED, option, value]
+        )
+        self.assertTrue(str(error).startswith(prefix), str(error))
+        self.assertIn(reason, str(error)[len(prefix) :])
+
+    def test_missingGreen(self) -> None:
+        """
+        C{--green} is required.
+        """
+        self.assertUsageError(
+            ["--blue", BLUE_URL],
+            "--green is required: the URL of the GREEN environment, "
+            "e.g. --green http://127.0.0.1:5002",
+        )
+
+    def test_missingBlue(self) -> None:
+        """
+        C{--blue} is required.
+        """
+        self.assertUsageError(
+            ["--green", GREEN_URL],
+            "--blue is required: the URL of the BLUE environment, "
+            "e.g. --blue http://127.0.0.1:5001",
+        )
+
+    def test_missingBoth(self) -> None:
+        """
+        With neither URL, the error is about C{--green}, the first.
+        """
+        self.assertUsageError(
+            [],
+            "--green is required: the URL of the GREEN environment, "
+            "e.g. --green http://127.0.0.1:5002",
+        )
+
+    def test_urlScheme(self) -> None:
+        """
+        An C{ftp://} URL is refused.
+        """
+        self.assertBad(
+            "--green",
+            "ftp://127.0.0.1:5002",
+            "--green: 'ftp://127.0.0.1:5002' must start with http:// or "
+            "https:// (e.g. http://127.0.0.1:5002)",
+        )
+
+    def test_urlNoHost(self) -> None:
+        """
+        A URL without a host is refused.
+        """
+        self.assertBad(
+            "--blue", "http://:5001", "--blue: 'http://:5001' has no host name"
+        )
+
+    def test_urlPath(self) -> None:
+        """
+        A URL with a path is refused.
+        """
+        self.assertBad(
+            "--blue",
+            "http://127.0.0.1:5001/x",
+            "--blue: 'http://127.0.0.1:5001/x' must be an origin only (scheme, "
+            "host and port): the proxy forwards each request's own path unchanged",
+        )
+
+    def test_urlUserInfo(self) -> None:
+        """
+        A URL with user information is refused.
+        """
+        self.assertBad(
+            "--green",
+            "http://admin@127.0.0.1:5002",
+            "--green: 'http://admin@127.0.0.1:5002' must not contain user information",
+        )
+
+    def test_urlBadPort(self) -> None:
+        """
+        A URL whose port is out of range is refused.
+        """
+        self.assertBad(
+            "--green",
+            "http://127.0.0.1:99999",
+            "--green: 'http://127.0.0.1:99999' is not a valid URL (Port out of "
+            "range 0-65535)",
+        )
+
+    def test_urlEmpty(self) -> None:
+        """
+        An empty URL is refused.
+        """
+        self.assertBad(
+            "--blue", "", "--blue: an empty URL; expected e.g. http://127.0.0.1:5002"
+        )
+
+    def test_active(self) -> None:
+        """
+        C{--active} must name green or blue.
+        """
+        self.assertBad(
+            "--active",
+            "red",
+            "--active: unknown environment 'red'; expected green or blue",
+        )
+
+    def test_activeCase(self) -> None:
+        """
+        C{--active} names are lower case.
+        """
+        self.assertBad(
+            "--active",
+            "GREEN",
+            "--active: unknown environment 'GREEN'; expected green or blue",
+        )
+
+    def test_portWord(self) -> None:
+        """
+        A C{--port} that is neither a number nor an endpoint is refused.
+        """
+        self.assertBadPrefix(
+            "--port",
+            "abc",
+            "--port: 'abc' is not a valid endpoint (e.g. 3090, "
+            "tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): ",
+            "Unknown endpoint type: 'abc'",
+        )
+
+    def test_portZero(self) -> None:
+        """
+        A bare port 0 is refused.
+        """
+        self.assertBad("--port", "0", "--port: '0' is not a TCP port number (1-65535)")
+
+    def test_portTooBig(self) -> None:
+        """
+        A bare port above 65535 is refused.
+        """
+        self.assertBad(
+            "--port", "70000", "--port: '70000' is not a TCP port number (1-65535)"
+        )
+
+    def test_portNotASCIIDigit(self) -> None:
+        """
+        A superscript digit is not a port number (and not a crash).
+        """
+        self.assertBadPrefix(
+            "--port",
+            "\N{SUPERSCRIPT THREE}",
+            "--port: '\N{SUPERSCRIPT THREE}' is not a valid endpoint",
+            "Unknown endpoint type",
+        )
+
+    def test_portEmpty(self) -> None:
+        """
+        An empty C{--port} is refused.
+        """
+        self.assertBad(
+            "--port", " ", "--port: empty; give a port number or endpoint string"
+        )
+
+    def test_portEndpointNotANumber(self) -> None:
+        """
+        A C{tcp:} endpoint whose port is not a number is refused.
+        """
+        self.assertBadPrefix(
+            "--port",
+            "tcp:notaport",
+            "--port: 'tcp:notaport' is not a valid endpoint (e.g. 3090, "
+            "tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): ",
+            "'notaport'",
+        )
+
+    def test_portEndpointTooBig(self) -> None:
+        """
+        A C{tcp:} endpoint whose port is above 65535 is refused.
+        """
+        self.assertBad(
+            "--port",
+            "tcp:70000",
+            "--port: 'tcp:70000': 70000 is not a TCP port number (0-65535)",
+        )
+
+    def test_portEndpointNegative(self) -> None:
+        """
+        A C{tcp:} endpoint with a negative port is refused.
+        """
+        self.assertBad(
+            "--port",
+            "tcp:-1:interface=127.0.0.1",
+            "--port: 'tcp:-1:interface=127.0.0.1': -1 is not a TCP port number "
+            "(0-65535)",
+        )
+
+    def test_portUnixNoPath(self) -> None:
+        """
+        A C{unix:} endpoint without a path is refused.
+        """
+        self.assertBad(
+            "--port",
+            "unix:",
+            "--port: 'unix:' has no socket path (e.g. unix:/run/bg.sock)",
+        )
+
+    def test_portUnknownType(self) -> None:
+        """
+        An unknown endpoint type is refused.
+        """
+        self.assertBadPrefix(
+            "--port", "bogus:1", BOGUS_PORT, "Unknown endpoint type: 'bogus'"
+        )
+
+    def test_connectTimeoutNegative(self) -> None:
+        """
+        C{--connect-timeout -1} is refused.
+        """
+        self.assertBad(
+            "--connect-timeout",
+            "-1",
+            "--connect-timeout: '-1' is not a positive number of seconds",
+        )
+
+    def test_connectTimeoutZero(self) -> None:
+        """
+        C{--connect-timeout 0} is refused.
+        """
+        self.assertBad(
+            "--connect-timeout",
+            "0",
+            "--connect-timeout: '0' is not a positive number of seconds",
+        )
+
+    def test_connectTimeoutWord(self) -> None:
+        """
+        C{--connect-timeout abc} is refused.
+        """
+        self.assertBad(
+            "--connect-timeout",
+            "abc",
+            "--connect-timeout: 'abc' is not a positive number of seconds",
+        )
+
+    def test_connectTimeoutNaN(self) -> None:
+        """
+        C{--connect-timeout nan} is refused.
+        """
+        self.assertBad(
+            "--connect-timeout",
+            "nan",
+            "--connect-timeout: 'nan' is not a positive number of seconds",
+        )
+
+    def test_connectTimeoutInfinite(self) -> None:
+        """
+        C{--connect-timeout inf} is refused.
+        """
+        self.assertBad(
+            "--connect-timeout",
+            "inf",
+            "--connect-timeout: 'inf' is not a positive number of seconds",
+        )
+
+    def test_responseTimeoutNegative(self) -> None:
+        """
+        C{--response-timeout -1} is refused.
+        """
+        self.assertBad(
+            "--response-timeout",
+            "-1",
+            "--response-timeout: '-1' is not a positive number of seconds",
+        )
+
+    def test_responseTimeoutZero(self) -> None:
+        """
+        C{--response-timeout 0} is refused.
+        """
+        self.assertBad(
+            "--response-timeout",
+            "0",
+            "--response-timeout: '0' is not a positive number of seconds",
+        )
+
+    def test_responseTimeoutWord(self) -> None:
+        """
+        C{--response-timeout abc} is refused.
+        """
+        self.assertBad(
+            "--response-timeout",
+            "abc",
+            "--response-timeout: 'abc' is not a positive number of seconds",
+        )
+
+    def test_responseTimeoutNaN(self) -> None:
+        """
+        C{--response-timeout nan} is refused.
+        """
+        self.assertBad(
+            "--response-timeout",
+            "nan",
+            "--response-timeout: 'nan' is not a positive number of seconds",
+        )
+
+    def test_responseTimeoutInfinite(self) -> None:
+        """
+        C{--response-timeout inf} is refused.
+        """
+        self.assertBad(
+            "--response-timeout",
+            "inf",
+            "--response-timeout: 'inf' is not a positive number of seconds",
+        )
+
+    def test_idleTimeoutNegative(self) -> None:
+        """
+        C{--idle-timeout -1} is refused.
+        """
+        self.assertBad(
+            "--idle-timeout",
+            "-1",
+            "--idle-timeout: '-1' is not a positive number of seconds",
+        )
+
+    def test_idleTimeoutZero(self) -> None:
+        """
+        C{--idle-timeout 0} is refused.
+        """
+        self.assertBad(
+            "--idle-timeout",
+            "0",
+            "--idle-timeout: '0' is not a positive number of seconds",
+        )
+
+    def test_idleTimeoutWord(self) -> None:
+        """
+        C{--idle-timeout abc} is refused.
+        """
+        self.assertBad(
+            "--idle-timeout",
+            "abc",
+            "--idle-timeout: 'abc' is not a positive number of seconds",
+        )
+
+    def test_idleTimeoutNaN(self) -> None:
+        """
+        C{--idle-timeout nan} is refused.
+        """
+        self.assertBad(
+            "--idle-timeout",
+            "nan",
+            "--idle-timeout: 'nan' is not a positive number of seconds",
+        )
+
+    def test_idleTimeoutInfinite(self) -> None:
+        """
+        C{--idle-timeout inf} is refused.
+        """
+        self.assertBad(
+            "--idle-timeout",
+            "inf",
+            "--idle-timeout: 'inf' is not a positive number of seconds",
+        )
+
+    def test_maxConnectionsZero(self) -> None:
+        """
+        C{--max-connections 0} is refused.
+        """
+        self.assertBad(
+            "--max-connections",
+            "0",
+            "--max-connections: '0' is not a whole number >= 1",
+        )
+
+    def test_maxConnectionsNegative(self) -> None:
+        """
+        C{--max-connections -1} is refused.
+        """
+        self.assertBad(
+            "--max-connections",
+            "-1",
+            "--max-connections: '-1' is not a whole number >= 1",
+        )
+
+    def test_maxConnectionsWord(self) -> None:
+        """
+        C{--max-connections abc} is refused.
+        """
+        self.assertBad(
+            "--max-connections",
+            "abc",
+            "--max-connections: 'abc' is not a whole number >= 1",
+        )
+
+    def test_maxConnectionsFraction(self) -> None:
+        """
+        C{--max-connections 2.5} is refused.
+        """
+        self.assertBad(
+            "--max-connections",
+            "2.5",
+            "--max-connections: '2.5' is not a whole number >= 1",
+        )
+
+    def test_maxConnectionsNotASCIIDigit(self) -> None:
+        """
+        A superscript digit is not a number of connections (and not a
+        crash).
+        """
+        self.assertBad(
+            "--max-connections",
+            "\N{SUPERSCRIPT THREE}",
+            "--max-connections: '\N{SUPERSCRIPT THREE}' is not a whole number >= 1",
+        )
+
+    def test_upstreamHostHeader(self) -> None:
+        """
+        C{--upstream-host-header} is C{client} or C{target}.
+        """
+        self.assertBad(
+            "--upstream-host-header",
+            "other",
+            "--upstream-host-header: 'other' must be 'client' or 'target'",
+        )
+
+    def test_upstreamCAMissing(self) -> None:
+        """
+        A C{--upstream-ca} file that does not exist is refused.
+        """
+        path = os.path.abspath(self.mktemp())
+        self.assertBad(
+            "--upstream-ca",
+            path,
+            f"--upstream-ca: cannot read {path}: No such file or directory",
+        )
+
+    def test_upstreamCANotPEM(self) -> None:
+        """
+        A C{--upstream-ca} file that holds no PEM certificate is refused.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("not a certificate\n")
+        self.assertBad(
+            "--upstream-ca",
+            path,
+            f"--upstream-ca: {path} does not hold a PEM certificate",
+        )
+
+    def test_accessLogMissingDirectory(self) -> None:
+        """
+        An C{--access-log} in a directory that does not exist is refused.
+        """
+        path = os.path.join(os.path.abspath(self.mktemp()), "access.log")
+        self.assertBad(
+            "--access-log",
+            path,
+            f"--access-log: {path!r} is not a file in an existing directory",
+        )
+
+    def test_accessLogDirectory(self) -> None:
+        """
+        An C{--access-log} that is a directory is refused.
+        """
+        path = os.path.abspath(self.mktemp())
+        os.makedirs(path)
+        self.assertBad(
+            "--access-log",
+            path,
+            f"--access-log: {path!r} is not a file in an existing directory",
+        )
+
+
+class OptionTests(SynchronousTestCase):
+    """
+    Good options are accepted and turned into what L{makeService} needs.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        With only the URLs given, bluegreen listens on port 3090 on every
+        interface with green live, and the documented defaults.
+        """
+        options = parse()
+        self.assertEqual(
+            {
+                key: options[key]
+                for key in (
+                    "endpoint",
+                    "active",
+                    "upstream-host-header",
+                    "connectTimeout",
+                    "responseTimeout",
+                    "idleTimeout",
+                    "maxConnections",
+                    "access-log",
+                    "trustRoot",
+                )
+            },
+            {
+                "endpoint": "tcp:3090",
+                "active": "green",
+                "upstream-host-header": "client",
+                "connectTimeout": 5.0,
+                "responseTimeout": 60.0,
+                "idleTimeout": 4.0,
+                "maxConnections": 100,
+                "access-log": "-",
+                "trustRoot": None,
+            },
+        )
+
+    def test_environments(self) -> None:
+        """
+        The URLs become the two environments.
+        """
+        self.assertEqual(
+            parse()["environments"],
+            {
+                "green": Environment.fromURL("green", GREEN_URL),
+                "blue": Environment.fromURL("blue", BLUE_URL),
+            },
+        )
+
+    def test_barePort(self) -> None:
+        """
+        A bare port number listens on every interface over TCP.
+        """
+        self.assertEqual(parse("--port", "3090")["endpoint"], "tcp:3090")
+
+    def test_barePortSpaces(self) -> None:
+        """
+        Spaces around a bare port number are ignored.
+        """
+        self.assertEqual(parse("--port", " 8080 ")["endpoint"], "tcp:8080")
+
+    def test_shortPort(self) -> None:
+        """
+        C{-p} is short for C{--port}.
+        """
+        self.assertEqual(parse("-p", "65535")["endpoint"], "tcp:65535")
+
+    def test_tcpEndpoint(self) -> None:
+        """
+        A TCP endpoint string is used as it is.
+        """
+        self.assertEqual(
+            parse("--port", "tcp:3090:interface=127.0.0.1")["endpoint"],
+            "tcp:3090:interface=127.0.0.1",
+        )
+
+    def test_tcp6Endpoint(self) -> None:
+        """
+        An IPv6 TCP endpoint string is used as it is.
+        """
+        self.assertEqual(
+            parse("--port", r"tcp6:3090:interface=\:\:1")["endpoint"],
+            r"tcp6:3090:interface=\:\:1",
+        )
+
+    def test_tcpEndpointAnyPort(self) -> None:
+        """
+        A C{tcp:0} endpoint (any free port) is allowed, as in Twisted.
+        """
+        self.assertEqual(parse("--port", "tcp:0")["endpoint"], "tcp:0")
+
+    def test_unixEndpoint(self) -> None:
+        """
+        A UNIX socket endpoint string is used as it is.
+        """
+        self.assertEqual(
+            parse("--port", "unix:/run/bluegreen.sock")["endpoint"],
+            "unix:/run/bluegreen.sock",
+        )
+
+    def test_values(self) -> None:
+        """
+        Every option's value is converted.
+        """
+        options = parse(
+            "--active",
+            "blue",
+            "--upstream-host-header",
+            "target",
+            "--connect-timeout",
+            "1.5",
+            "--response-timeout",
+            "30",
+            "--idle-timeout",
+            "0.25",
+            "--max-connections",
+            "7",
+        )
+        self.assertEqual(
+            (
+                options["active"],
+                options["upstream-host-header"],
+                options["connectTimeout"],
+                options["responseTimeout"],
+                options["idleTimeout"],
+                options["maxConnections"],
+            ),
+            ("blue", "target", 1.5, 30.0, 0.25, 7),
+        )
+
+    def test_upstreamCA(self) -> None:
+        """
+        A PEM CA certificate given with C{--upstream-ca} becomes a trust root
+        that TLS client options accept.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(makeCertificate("bluegreen test CA"))
+        trustRoot = parse("--upstream-ca", path)["trustRoot"]
+        self.assertIsNotNone(trustRoot)
+        optionsForClientTLS("example.com", trustRoot=trustRoot)
+
+    def test_accessLogFile(self) -> None:
+        """
+        An C{--access-log} file in an existing directory is accepted (and
+        not yet created).
+        """
+        path = os.path.join(os.path.abspath(self.mktemp()))
+        self.assertEqual(parse("--access-log", path)["access-log"], path)
+        self.assertFalse(os.path.exists(path))
+
+    def test_version(self) -> None:
+        """
+        C{--version} prints the version and exits successfully.
+        """
+        out = io.StringIO()
+        with redirect_stdout(out):
+            error = self.assertRaises(SystemExit, Options().parseOptions, ["--version"])
+        self.assertEqual(
+            (error.code, out.getvalue()), (0, f"bluegreen {__version__}\n")
+        )
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    L{makeService} builds the service tree on the given reactor.
+    """
+
+    def make(self, *args: str) -> tuple[ProxyService, MemoryReactorClock]:
+        """
+        Build the service for C{args} on a memory reactor.
+
+        @param args: Options besides the required URLs.
+        @return: The service and its reactor.
+        """
+        memory = MemoryReactorClock()
+        service = makeService(parse(*args), memory)
+        assert isinstance(service, ProxyService)
+        return service, memory
+
+    def test_service(self) -> None:
+        """
+        The result is an L{IService} named nothing in particular, not yet
+        running.
+        """
+        service, _ = self.make()
+        self.assertTrue(IService.providedBy(service))
+        self.assertFalse(service.running)
+
+    def test_listensWhenStarted(self) -> None:
+        """
+        Starting the service listens on the C{--port} endpoint, serving the
+        proxy site; nothing listens before.
+        """
+        service, memory = self.make("--port", "tcp:4567:interface=127.0.0.1")
+        self.assertEqual(memory.tcpServers, [])
+        service.startService()
+        self.addCleanup(service.stopService)
+        [(port, factory, _, interface)] = memory.tcpServers
+        self.assertEqual((port, interface), (4567, "127.0.0.1"))
+        assert isinstance(factory, ProxySite)
+        self.assertIs(factory.resource, service.resource)
+
+    def test_barePortAllInterfaces(self) -> None:
+        """
+        A bare port listens on every interface.
+        """
+        service, memory = self.make("--port", "4568")
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(
+            [(port, interface) for port, _, _, interface in memory.tcpServers],
+            [(4568, "")],
+        )
+
+    def test_controller(self) -> None:
+        """
+        The controller has both environments with C{--active} live, and the
+        proxy resource uses it.
+        """
+        service, _ = self.make("--active", "blue")
+        self.assertEqual(service.controller.active, "blue")
+        self.assertEqual(
+            dict(service.controller.environments),
+            {
+                "green": Environment.fromURL("green", GREEN_URL),
+                "blue": Environment.fromURL("blue", BLUE_URL),
+            },
+        )
+        self.assertIsInstance(service.resource, ProxyResource)
+        self.assertIs(service.resource.controller, service.controller)
+
+    def test_controllerClock(self) -> None:
+        """
+        The controller times switches with the reactor's clock.
+        """
+        service, memory = self.make()
+        memory.advance(12.5)
+        record = service.controller.switch("blue")
+        assert record is not None
+        self.assertEqual(record.when, 12.5)
+
+    def test_pools(self) -> None:
+        """
+        There is one pool per environment, configured from the options.
+        """
+        service, memory = self.make(
+            "--connect-timeout",
+            "2",
+            "--max-connections",
+            "9",
+            "--idle-timeout",
+            "3",
+        )
+        self.assertIs(service.resource.pools, service.pools)
+        self.assertEqual(
+            {
+                name: (
+                    pool.environment,
+                    pool.connectTimeout,
+                    pool.maxConnections,
+                    pool.idleTimeout,
+                    pool.reactor is memory,
+                )
+                for name, pool in service.pools.items()
+            },
+            {
+                "green": (service.controller.environments["green"], 2.0, 9, 3.0, True),
+                "blue": (service.controller.environments["blue"], 2.0, 9, 3.0, True),
+            },
+        )
+
+    def test_resource(self) -> None:
+        """
+        The proxy resource gets the response timeout and keeps the client's
+        C{Host} by default.
+        """
+        service, _ = self.make("--response-timeout", "7")
+        self.assertEqual(
+            (service.resource.responseTimeout, service.resource.preserveHost),
+            (7.0, True),
+        )
+
+    def test_targetHost(self) -> None:
+        """
+        C{--upstream-host-header target} makes the proxy send the
+        environment's C{Host}.
+        """
+        service, _ = self.make("--upstream-host-header", "target")
+        self.assertFalse(service.resource.preserveHost)
+
+    def test_accessLogNone(self) -> None:
+        """
+        C{--access-log none} means no access log.
+        """
+        service, _ = self.make("--access-log", "none")
+        self.assertIsNone(service.accessLog)
+        self.assertIsNone(service.resource.accessLog)
+
+    def test_accessLogFile(self) -> None:
+        """
+        An C{--access-log} file is opened (created) by L{makeService} and
+        used by the proxy resource.
+        """
+        path = os.path.abspath(self.mktemp())
+        service, _ = self.make("--access-log", path)
+        assert service.accessLog is not None
+        self.addCleanup(service.accessLog.close)
+        self.assertTrue(os.path.isfile(path))
+        self.assertIsNotNone(service.accessLog)
+        self.assertIs(service.resource.accessLog, service.accessLog)
+
+    def test_accessLogCannotOpen(self) -> None:
+        """
+        If the access log cannot be opened after all (its directory went
+        away since the options were checked), L{makeService} raises a
+        L{StartupError} naming the option and the file.
+        """
+        options = parse()
+        path = os.path.join(os.path.abspath(self.mktemp()), "access.log")
+        options["access-log"] = path
+        error = self.assertRaises(
+            StartupError, makeService, options, MemoryReactorClock()
+        )
+        self.assertEqual(
+            error.code,
+            f"bluegreen: --access-log: cannot open {path!r}: No such file or directory",
+        )
+
+    def test_startLogs(self) -> None:
+        """
+        Starting logs the version and the live environment.
+        """
+        service, _ = self.make("--active", "blue")
+        with capturedLogs() as events:
+            service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIn(
+            f"bluegreen {__version__}: live environment blue ({BLUE_URL})",
+            [formatEvent(event) for event in events],
+        )
+
+    def test_stopService(self) -> None:
+        """
+        Stopping the service stops its children and fires once the pools
+        are closed.
+        """
+        service, _ = self.make()
+        service.startService()
+        self.assertEqual([child.running for child in service], [1])
+        self.successResultOf(service.stopService())
+        self.assertFalse(service.running)
+        self.assertEqual([child.running for child in service], [0])
+
+
+class StartupErrorTests(SynchronousTestCase):
+    """
+    L{StartupError} ends C{twistd} with one line and status 1.
+    """
+
+    def test_exits(self) -> None:
+        """
+        It is a L{SystemExit} whose code is the message with a C{bluegreen:}
+        prefix (which Python prints, exiting with status 1).
+        """
+        error = StartupError("--port 1: no")
+        self.assertIsInstance(error, SystemExit)
+        self.assertEqual(error.code, "bluegreen: --port 1: no")
+
+    def test_isException(self) -> None:
+        """
+        It is also an L{Exception}, so twistd's clean-up on a failed start
+        (which catches L{Exception}) runs.
+        """
+        self.assertIsInstance(StartupError("x"), Exception)
+
+
+class ListenTests(TestCase):
+    """
+    Listening with the real reactor.
+    """
+
+    def test_portInUse(self) -> None:
+        """
+        If C{--port} is in use, starting the service raises a L{StartupError}
+        naming the option, its value and the socket error, and listens on
+        nothing.
+        """
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            value = f"tcp:{port}:interface=127.0.0.1"
+            service = makeService(parse("--port", value, "--access-log", "none"))
+            error = self.assertRaises(StartupError, service.privilegedStartService)
+        self.assertEqual(
+            error.code,
+            f"bluegreen: cannot listen on --port {value}: "
+            f"[Errno {errno.EADDRINUSE}] {os.strerror(errno.EADDRINUSE)}",
+        )
+        self.assertFalse(accepts(port))
+
+    async def test_listensAndStops(self) -> None:
+        """
+        Started on the global reactor, the service accepts connections on
+        C{--port}; once stopped it no longer does.
+        """
+        port = freePort()
+        service = makeService(
+            parse("--port", f"tcp:{port}:interface=127.0.0.1", "--access-log", "none")
+        )
+        service.startService()
+        try:
+            self.assertTrue(accepts(port))
+        finally:
+            await service.stopService()
+        self.assertFalse(accepts(port))
+
+
+def twistd() -> list[str]:
+    """
+    @return: The command that runs C{twistd} from this environment.
+    """
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.isfile(script):
+        return [script]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def childEnvironment() -> dict[str, str]:
+    """
+    @return: The environment variables for a child process: C{PATH}, and
+        C{PYTHONPATH} if the tests have one.
+    """
+    env = {"PATH": os.environ.get("PATH", os.defpath)}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+class Child(ProcessProtocol):
+    """
+    A child process whose output is collected.
+
+    @ivar output: Everything written to stdout and stderr, in order.
+    @ivar reason: Why it ended, once it has.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.reason: Failure | None = None
+        self._waiting: list[Deferred[Failure]] = []
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """
+        Collect output.
+        """
+        self.output += data
+
+    def processEnded(self, reason: Failure) -> None:
+        """
+        Remember why the process ended and tell those waiting.
+        """
+        self.reason = reason
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(reason)
+
+    def whenEnded(self) -> Deferred[Failure]:
+        """
+        @return: A Deferred that fires with the reason the process ended.
+        """
+        if self.reason is not None:
+            return succeed(self.reason)
+        d: Deferred[Failure] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def text(self) -> str:
+        """
+        @return: The output so far, decoded.
+        """
+        return self.output.decode("utf-8", "replace")
+
+
+class ProcessTestMixin(TestCase):
+    """
+    Runs real processes, killing any still running when a test ends.
+    """
+
+    def spawn(self, args: list[str]) -> Child:
+        """
+        Start a process in a new temporary directory.
+
+        @param args: The command line.
+        @return: The child.
+        """
+        child = Child()
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        transport = globalReactor().spawnProcess(
+            child, args[0], args, env=childEnvironment(), path=directory
+        )
+
+        def kill() -> Deferred[Failure] | None:
+            if child.reason is not None:
+                return None
+            transport.signalProcess("KILL")
+            return child.whenEnded()
+
+        self.addCleanup(kill)
+        return child
+
+    async def ended(self, child: Child, timeout: float = 30.0) -> Failure:
+        """
+        Wait for C{child} to end, failing the test if it takes too long.
+
+        @param child: A spawned child.
+        @param timeout: Seconds to wait.
+        @return: Why it ended.
+        """
+        delay = 0.0
+        while child.reason is None:
+            if delay >= timeout:
+                self.fail(f"still running after {timeout}s:\n{child.text()}")
+            await deferLater(globalReactor(), 0.05, lambda: None)
+            delay += 0.05
+        return child.reason
+
+    async def runToEnd(self, args: list[str]) -> tuple[int | None, str]:
+        """
+        Run a process to its end.
+
+        @param args: The command line.
+        @return: Its exit code (L{None} if a signal ended it) and output.
+        """
+        child = self.spawn(args)
+        reason = await self.ended(child)
+        ended = reason.value
+        assert isinstance(ended, (ProcessDone, ProcessTerminated)), reason
+        code: int | None = ended.exitCode
+        return code, child.text()
+
+
+class TwistdTests(ProcessTestMixin):
+    """
+    C{twistd bluegreen} run as a real process.
+    """
+
+    async def test_portInUse(self) -> None:
+        """
+        If C{--port} is in use, twistd exits with status 1 after printing one
+        line naming the option and the error (no traceback), and leaves
+        nothing listening.
+        """
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            value = f"tcp:{port}:interface=127.0.0.1"
+            code, output = await self.runToEnd(
+                [*twistd(), "-n", "--pidfile=", "bluegreen", "--port", value, *REQUIRED]
+            )
+        self.assertEqual(code, 1, output)
+        self.assertIn(
+            f"bluegreen: cannot listen on --port {value}: "
+            f"[Errno {errno.EADDRINUSE}] Address already in use\n",
+            output,
+        )
+        self.assertNotIn("Traceback", output)
+        self.assertFalse(accepts(port))
+
+    async def test_portInUsePidfile(self) -> None:
+        """
+        If C{--port} is in use, twistd still removes its pidfile.
+        """
+        pidfile = os.path.abspath(self.mktemp())
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            code, output = await self.runToEnd(
+                [
+                    *twistd(),
+                    "-n",
+                    f"--pidfile={pidfile}",
+                    "bluegreen",
+                    "--port",
+                    f"tcp:{port}:interface=127.0.0.1",
+                    *REQUIRED,
+                ]
+            )
+        self.assertEqual(code, 1, output)
+        self.assertIn("cannot listen on --port", output)
+        self.assertFalse(os.path.exists(pidfile))
+
+    async def test_portInUseDaemon(self) -> None:
+        """
+        Started as a daemon, twistd tells the shell that started it that it
+        could not listen, exits with status 1, and the daemon logs the line,
+        removes its pidfile and exits.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        pidfile = os.path.join(directory, "twistd.pid")
+        logfile = os.path.join(directory, "twistd.log")
+
+        def killDaemon() -> None:
+            # In case of a regression that leaves the daemon running.
+            try:
+                with open(pidfile) as f:
+                    os.kill(int(f.read()), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+
+        self.addCleanup(killDaemon)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            value = f"tcp:{port}:interface=127.0.0.1"
+            code, output = await self.runToEnd(
+                [
+                    *twistd(),
+                    f"--pidfile={pidfile}",
+                    f"--logfile={logfile}",
+                    "bluegreen",
+                    "--port",
+                    value,
+                    *REQUIRED,
+                ]
+            )
+            self.assertEqual(code, 1, output)
+            self.assertIn("An error has occurred: ", output)
+            self.assertIn("cannot listen on --port", output)
+            line = (
+                f"bluegreen: cannot listen on --port {value}: "
+                f"[Errno {errno.EADDRINUSE}] Address already in use\n"
+            )
+            log = ""
+            for _ in range(200):
+                with open(logfile) as f:
+                    log = f.read()
+                if line in log and not os.path.exists(pidfile):
+                    break
+                await deferLater(globalReactor(), 0.05, lambda: None)
+        self.assertIn(line, log)
+        self.assertNotIn("Traceback", log)
+        self.assertFalse(os.path.exists(pidfile))
+
+    async def test_missingGreen(self) -> None:
+        """
+        Without C{--green}, twistd exits with status 1 and says so.
+        """
+        code, output = await self.runToEnd(
+            [*twistd(), "-n", "--pidfile=", "bluegreen", "--blue", BLUE_URL]
+        )
+        self.assertEqual(code, 1, output)
+        self.assertIn(
+            ": --green is required: the URL of the GREEN environment, "
+            "e.g. --green http://127.0.0.1:5002\n",
+            output,
+        )
+        self.assertNotIn("Traceback", output)
+
+    async def test_badPort(self) -> None:
+        """
+        A bad C{--port} makes twistd exit with status 1 and say why.
+        """
+        code, output = await self.runToEnd(
+            [*twistd(), "-n", "--pidfile=", "bluegreen", "--port", "bogus:1", *REQUIRED]
+        )
+        self.assertEqual(code, 1, output)
+        self.assertIn(BOGUS_PORT, output)
+        self.assertNotIn("Traceback", output)
+
+    async def test_pollReactor(self) -> None:
+        """
+        C{twistd --reactor=poll bluegreen} runs on the poll reactor (the
+        plugin does not install a reactor first) and listens on C{--port};
+        on SIGTERM it shuts down cleanly and stops listening.
+
+        twistd then ends itself with the signal it received (see
+        C{twisted.application.app._exitWithSignal}), so the exit status is
+        "terminated by SIGTERM", which service managers count as a clean
+        stop, rather than 0.
+        """
+        port = freePort()
+        child = self.spawn(
+            [
+                *twistd(),
+                "--reactor=poll",
+                "-n",
+                "--pidfile=",
+                "bluegreen",
+                "--port",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--access-log",
+                "none",
+                *REQUIRED,
+            ]
+        )
+        waited = 0.0
+        while not accepts(port):
+            if child.reason is not None:
+                self.fail(f"twistd ended before listening:\n{child.text()}")
+            if waited > 30:
+                self.fail(f"twistd not listening after 30s:\n{child.text()}")
+            await deferLater(globalReactor(), 0.05, lambda: None)
+            waited += 0.05
+        cast(Any, child.transport).signalProcess("TERM")
+        reason = await self.ended(child)
+        output = child.text()
+        ended = reason.value
+        assert isinstance(ended, ProcessTerminated), output
+        self.assertEqual(
+            (ended.exitCode, ended.signal),
+            (None, signal.SIGTERM),
+            output,
+        )
+        self.assertIn("reactor class: twisted.internet.pollreactor.PollReactor", output)
+        self.assertIn("Received SIGTERM, shutting down.", output)
+        self.assertIn("Server Shut Down.", output)
+        self.assertIn(
+            f"bluegreen {__version__}: live environment green ({GREEN_URL})", output
+        )
+        self.assertNotIn("Traceback", output)
+        self.assertFalse(accepts(port))
+
+
+class PluginImportTests(ProcessTestMixin):
+    """
+    The plugin module is imported by every C{twistd} run, so it must stay
+    light.
+    """
+
+    async def test_light(self) -> None:
+        """
+        Importing the plugin module (and reading the plugin's name) in a
+        fresh interpreter imports neither the reactor nor L{bluegreen.tap}.
+        """
+        program = (
+            "import json, sys\n"
+            "from twisted.plugins import bluegreen_plugin\n"
+            "assert bluegreen_plugin.bluegreen.tapname == 'bluegreen'\n"
+            "print(json.dumps([m for m in ('twisted.internet.reactor', "
+            "'bluegreen.tap') if m in sys.modules]))\n"
+        )
+        code, output = await self.runToEnd([sys.executable, "-c", program])
+        self.assertEqual(code, 0, output)
+        self.assertEqual(json.loads(output), [])
+
+    async def test_tapImportsNoReactor(self) -> None:
+        """
+        Parsing the options (as twistd does before it installs the reactor
+        chosen with C{--reactor}) does not import the reactor either.
+        """
+        program = (
+            "import sys\n"
+            "from bluegreen.tap import Options\n"
+            f"Options().parseOptions({REQUIRED!r})\n"
+            "print('twisted.internet.reactor' in sys.modules)\n"
+        )
+        code, output = await self.runToEnd([sys.executable, "-c", program])
+        self.assertEqual((code, output), (0, "False\n"))
