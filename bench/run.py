@@ -57,7 +57,14 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 HOST = "127.0.0.1"
 
-TARGETS = ("backend", "hello", "stock", "bluegreen", "bluegreen+log", "bluegreen+twistdlog")
+TARGETS = (
+    "backend",
+    "hello",
+    "stock",
+    "bluegreen",
+    "bluegreen+log",
+    "bluegreen+twistdlog",
+)
 LABELS = {
     "backend": "fast backend, direct",
     "hello": "Twisted Web hello world",

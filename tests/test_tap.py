@@ -230,12 +230,13 @@ class OptionErrorTests(SynchronousTestCase):
 
     def test_urlUserInfo(self) -> None:
         """
-        A URL with user information is refused.
+        A URL with user information is refused without echoing the password.
         """
         self.assertBad(
             "--green",
-            "http://admin@127.0.0.1:5002",
-            "--green: 'http://admin@127.0.0.1:5002' must not contain user information",
+            "http://admin:hunter2@127.0.0.1:5002",
+            "--green: the URL for host '127.0.0.1' must not contain user "
+            "information (user:password@)",
         )
 
     def test_urlBadPort(self) -> None:
