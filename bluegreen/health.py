@@ -1,0 +1,454 @@
+# -*- test-case-name: tests.test_health -*-
+"""
+Active health checks of both environments, with rise/fall thresholds.
+
+Each environment is checked by its own L{LoopingCall}: C{GET} of the health
+path through treq, with its own connection pool, no redirects followed.  A
+check passes when the status is expected and the whole response, body
+included, arrived within the timeout.  C{fall} consecutive failures mark an
+environment down and C{rise} consecutive successes mark it up; while an
+environment is between the two, it is checked every C{fastInterval} seconds
+(HAProxy's C{fastinter}).  The first check after start decides at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import treq
+from attrs import define, field, frozen
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+)
+from twisted.internet.defer import (
+    TimeoutError as DeferredTimeoutError,
+)
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TimeoutError,
+)
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
+
+from .environment import Environment
+
+#: Checks remembered per environment (the dashboard's strip).
+HISTORY = 50
+
+#: The largest health response body read; a larger one fails the check.
+MAX_BODY = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    """
+    A health response body larger than L{MAX_BODY}.
+    """
+
+
+@frozen
+class StatusSet:
+    """
+    The statuses a healthy response may have, e.g. C{200,204} or C{2xx}.
+
+    @ivar ranges: Inclusive C{(low, high)} status ranges.
+    @ivar text: The specification as given.
+    """
+
+    ranges: tuple[tuple[int, int], ...]
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> StatusSet:
+        """
+        Parse a list of statuses, C{Nxx} classes and C{low-high} ranges.
+
+        @param text: E.g. C{200}, C{200,204}, C{2xx}, C{200-299,304}.
+        @return: The set.
+        @raise ValueError: With the offending item, if any is malformed.
+        """
+        ranges: list[tuple[int, int]] = []
+        for raw in text.split(","):
+            item = raw.strip().lower()
+            if re.fullmatch(r"[1-5]xx", item):
+                low = int(item[0]) * 100
+                ranges.append((low, low + 99))
+            elif re.fullmatch(r"\d{3}", item):
+                ranges.append((int(item), int(item)))
+            elif re.fullmatch(r"\d{3}-\d{3}", item):
+                low, high = (int(part) for part in item.split("-"))
+                if low > high:
+                    raise ValueError(f"{raw.strip()!r}: the range is backwards")
+                ranges.append((low, high))
+            else:
+                raise ValueError(
+                    f"{raw.strip()!r} is not a status, class or range "
+                    "(e.g. 200, 2xx, 200-299)"
+                )
+            if not all(100 <= bound <= 599 for bound in ranges[-1]):
+                raise ValueError(f"{raw.strip()!r} is outside 100-599")
+        return cls(tuple(ranges), text.strip())
+
+    def __contains__(self, code: object) -> bool:
+        return isinstance(code, int) and any(
+            low <= code <= high for low, high in self.ranges
+        )
+
+
+@frozen
+class HealthSettings:
+    """
+    How environments are checked.
+
+    @ivar interval: Seconds between checks of a steady environment.
+    @ivar fastInterval: Seconds between checks while one changes state.
+    @ivar path: The path requested (with any query).
+    @ivar expect: The statuses that pass.
+    @ivar timeout: Seconds for the whole response, body included.
+    @ivar fall: Consecutive failures that mark an environment down.
+    @ivar rise: Consecutive successes that mark it up.
+    """
+
+    interval: float = 5.0
+    fastInterval: float = 1.0
+    path: str = "/"
+    expect: StatusSet = StatusSet(((200, 200),), "200")
+    timeout: float = 2.0
+    fall: int = 1
+    rise: int = 2
+
+
+@frozen
+class CheckResult:
+    """
+    The outcome of one check.
+
+    @ivar ok: Whether it passed.
+    @ivar reason: Why not (or C{"status 200"} when it passed).
+    @ivar when: POSIX time the check finished.
+    @ivar latency: Seconds it took.
+    @ivar status: The response status, if a response arrived.
+    @ivar passive: C{True} for a failure seen on proxied traffic.
+    """
+
+    ok: bool
+    reason: str
+    when: float
+    latency: float
+    status: int | None = None
+    passive: bool = False
+
+
+@define
+class EnvironmentHealth:
+    """
+    What is known of one environment's health.
+
+    @ivar up: C{True}/C{False} once the first check has decided, L{None}
+        before.
+    @ivar successes: Consecutive passed checks.
+    @ivar failures: Consecutive failed checks.
+    @ivar last: The latest check, if any.
+    @ivar history: The latest L{HISTORY} checks, oldest first.
+    """
+
+    environment: Environment
+    up: bool | None = None
+    successes: int = 0
+    failures: int = 0
+    last: CheckResult | None = None
+    history: deque[CheckResult] = field(factory=lambda: deque(maxlen=HISTORY))
+    passiveCounted: bool = False
+
+    @property
+    def transitional(self) -> bool:
+        """
+        C{True} while the environment is heading for the other state.
+        """
+        return bool((self.up and self.failures) or (not self.up and self.successes))
+
+
+def describeCheckFailure(reason: Failure, timeout: float) -> str:
+    """
+    Say in a few words why a check failed.
+
+    @param reason: The failure of the check's request or body read.
+    @param timeout: The check timeout, for the message.
+    @return: E.g. C{"connection refused"}, C{"timeout after 2 s"}.
+    """
+    error = reason.value
+    if isinstance(error, (DeferredTimeoutError, CancelledError)):
+        return f"timeout after {timeout:g} s"
+    if isinstance(error, BodyTooLarge):
+        return f"body larger than {MAX_BODY} bytes"
+    if isinstance(error, (ResponseNeverReceived, ResponseFailed)):
+        inner = [r.value for r in error.reasons]
+        if any(isinstance(e, CancelledError) for e in inner):
+            return f"timeout after {timeout:g} s"
+        tls = [
+            e for e in inner if "SSL" in type(e).__name__ or "TLS" in type(e).__name__
+        ]
+        if tls:
+            return f"TLS error: {tls[0]}"
+        where = (
+            "before a response"
+            if isinstance(error, ResponseNeverReceived)
+            else ("during the response")
+        )
+        if any(isinstance(e, ConnectionDone) for e in inner):
+            return f"connection closed {where}"
+        return f"connection reset {where}"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, TimeoutError):
+        return f"connect timeout after {timeout:g} s"
+    if isinstance(error, DNSLookupError):
+        return "host name could not be resolved"
+    if isinstance(error, (ConnectError, ConnectionLost)):
+        return f"cannot connect ({error})"
+    name = type(error).__name__
+    if "SSL" in name or "TLS" in name or "Verification" in name:
+        return f"TLS error: {error}"
+    return f"{name}: {error}"
+
+
+#: Called with (environment name, up, reason) whenever one changes state.
+StateObserver = Callable[[str, bool, str], None]
+
+
+@define(slots=False, eq=False)
+class HealthMonitor(Service):
+    """
+    Checks every environment in a loop of its own and reports changes.
+
+    @ivar environments: What to check, by name.
+    @ivar settings: How.
+    @ivar clock: Schedules the checks.
+    @ivar http: A treq C{HTTPClient} (its pool owned by C{pool}).
+    @ivar pool: The client's connection pool, closed on stop (or L{None}).
+    @ivar health: The state of each environment, by name.
+    """
+
+    environments: dict[str, Environment]
+    settings: HealthSettings
+    clock: IReactorTime
+    http: Any
+    pool: Any = None
+    health: dict[str, EnvironmentHealth] = field(init=False)
+    _observers: list[StateObserver] = field(factory=list, init=False)
+    _loops: dict[str, LoopingCall] = field(factory=dict, init=False)
+    _inflight: dict[str, Deferred[None]] = field(factory=dict, init=False)
+    _waiting: dict[str, list[Deferred[None]]] = field(factory=dict, init=False)
+    _log: Logger = field(factory=Logger, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.health = {
+            name: EnvironmentHealth(environment)
+            for name, environment in self.environments.items()
+        }
+
+    def subscribe(self, observer: StateObserver) -> None:
+        """
+        Call C{observer(name, up, reason)} on every change of state
+        (including the first decision after start).
+        """
+        self._observers.append(observer)
+
+    def isUp(self, name: str) -> bool:
+        """
+        @return: C{True} if C{name} is known to be up.
+        """
+        state = self.health.get(name)
+        return state is not None and state.up is True
+
+    # Service
+
+    def startService(self) -> None:
+        """
+        Start checking every environment now.
+        """
+        super().startService()
+        for name in self.environments:
+            self._startLoop(name, self.settings.interval)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the loops, cancel checks in flight and close the pool.
+        """
+        super().stopService()
+        for loop in self._loops.values():
+            if loop.running:
+                loop.stop()
+        self._loops.clear()
+        inflight = list(self._inflight.values())
+        for check in inflight:
+            check.cancel()
+        done: Deferred[Any] = DeferredList(inflight)
+        if self.pool is not None:
+            pool = self.pool
+            done.addCallback(lambda _: pool.closeCachedConnections())
+        return done.addCallback(lambda _: None)
+
+    def _startLoop(self, name: str, interval: float) -> None:
+        loop = LoopingCall(self._loopCheck, name)
+        loop.clock = self.clock
+        self._loops[name] = loop
+        # The loop never fails (checks catch everything), but a Deferred
+        # that errbacks unobserved would be logged as an unhandled error.
+        loop.start(interval, now=True).addErrback(
+            lambda f: self._log.failure("health loop for {name} failed", f, name=name)
+        )
+
+    def _loopCheck(self, name: str) -> Deferred[None]:
+        return self.check(name)
+
+    # Checks
+
+    def checkNow(self, names: Iterable[str] | None = None) -> Deferred[Any]:
+        """
+        Check now, outside the schedule (an operator asked, or traffic saw a
+        failure); a check already in flight is not duplicated.
+
+        @param names: The environments to check (all when L{None}).
+        @return: A Deferred firing when the checks are done.
+        """
+        return DeferredList([self.check(name) for name in names or self.environments])
+
+    def check(self, name: str) -> Deferred[None]:
+        """
+        Run one check of C{name} and record it.  Never fails.
+
+        @return: A Deferred that fires once the result is recorded.
+        """
+        if name in self._inflight:
+            waiter: Deferred[None] = Deferred()
+            self._waiting.setdefault(name, []).append(waiter)
+            return waiter
+        started = self.clock.seconds()
+        d: Deferred[CheckResult] = Deferred.fromCoroutine(self._probe(name, started))
+        d.addTimeout(self.settings.timeout, self.clock)
+
+        def failed(reason: Failure) -> CheckResult:
+            now = self.clock.seconds()
+            return CheckResult(
+                False,
+                describeCheckFailure(reason, self.settings.timeout),
+                now,
+                now - started,
+            )
+
+        d.addErrback(failed)
+        recorded = d.addCallback(lambda result: self.record(name, result))
+        self._inflight[name] = recorded
+
+        def done(result: None) -> None:
+            self._inflight.pop(name, None)
+            for waiter in self._waiting.pop(name, []):
+                waiter.callback(None)
+
+        recorded.addBoth(done)
+        return recorded
+
+    async def _probe(self, name: str, started: float) -> CheckResult:
+        environment = self.environments[name]
+        url = environment.url + self.settings.path
+        response = await self.http.get(
+            url,
+            allow_redirects=False,
+            headers={b"User-Agent": [b"bluegreen-health"]},
+        )
+        size = 0
+
+        def collect(data: bytes) -> None:
+            nonlocal size
+            size += len(data)
+            if size > MAX_BODY:
+                raise BodyTooLarge()
+
+        await treq.collect(response, collect)
+        now = self.clock.seconds()
+        code = response.code
+        ok = code in self.settings.expect
+        reason = f"status {code}" + (
+            "" if ok else f" (expected {self.settings.expect.text})"
+        )
+        return CheckResult(ok, reason, now, now - started, code)
+
+    def reportPassive(self, name: str, reason: str) -> None:
+        """
+        Count a failure seen on proxied traffic as a failed check, and check
+        at once.
+
+        Only one passive failure counts between two active checks, so a burst
+        of failed requests is one piece of evidence, not C{fall} of them.
+
+        @param name: The environment.
+        @param reason: What the proxy saw.
+        """
+        state = self.health.get(name)
+        if state is None or not self.running:
+            return
+        if not state.passiveCounted:
+            state.passiveCounted = True
+            now = self.clock.seconds()
+            self.record(name, CheckResult(False, reason, now, 0.0, passive=True))
+        self.check(name)
+
+    def record(self, name: str, result: CheckResult) -> None:
+        """
+        Apply one check's result: thresholds, state changes, schedule.
+
+        @param name: The environment.
+        @param result: The check's outcome.
+        """
+        if not self.running:
+            # Checks cancelled by stopService say nothing about health.
+            return
+        state = self.health[name]
+        state.last = result
+        state.history.append(result)
+        if not result.passive:
+            state.passiveCounted = False
+        if result.ok:
+            state.successes += 1
+            state.failures = 0
+        else:
+            state.failures += 1
+            state.successes = 0
+        settings = self.settings
+        changed: bool | None = None
+        if state.up is None:
+            changed = result.ok
+        elif state.up and state.failures >= settings.fall:
+            changed = False
+        elif not state.up and state.successes >= settings.rise:
+            changed = True
+        if changed is not None:
+            state.up = changed
+            self._log.info(
+                "{name} is {state}: {reason}",
+                name=name,
+                state="up" if changed else "down",
+                reason=result.reason,
+                env=name,
+                up=changed,
+            )
+            for observer in list(self._observers):
+                observer(name, changed, result.reason)
+        loop = self._loops.get(name)
+        if loop is not None:
+            loop.interval = (
+                settings.fastInterval if state.transitional else settings.interval
+            )
