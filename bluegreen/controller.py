@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_controller -*-
 """
-The switch: which environment is live.
+The switch: which environment is live, and when it changes by itself.
 
 The live environment is one reference to an immutable
 L{bluegreen.environment.Environment}.  The proxy reads it exactly once per
@@ -8,22 +8,44 @@ request, so switching is a single assignment on the reactor thread: a request
 goes wholly to one environment, requests in flight finish where they started,
 and the next request, even on the same keep-alive connection, follows the
 switch.
+
+When it switches is decided by an explicit state machine (Automat), fed by the
+health monitor's state changes and by operators:
+
+  - C{serving}: the live environment is up (or not yet checked);
+  - C{outage}: the live environment is down and so is the standby; the
+    outage is logged every interval, and traffic moves as soon as either
+    comes back;
+  - C{failbackWaiting}: with C{--failback auto}, the preferred environment
+    is back up as the standby and must stay up for C{failbackDelay} seconds
+    before traffic returns to it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from attrs import define, field, frozen
-from twisted.internet.interfaces import IReactorTime
+from automat import MethodicalMachine
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from . import state as statefile
 from .environment import COLOURS, Environment
 
 
 class UnknownEnvironment(ValueError):
     """
     A name that is neither C{green} nor C{blue}.
+    """
+
+
+class SwitchRefused(Exception):
+    """
+    A switch that would be wrong (the target is down, or already live); the
+    message says why.
     """
 
 
@@ -44,21 +66,46 @@ class Switch:
     reason: str
 
 
-@define
+@define(slots=False, eq=False)
 class Controller:
     """
     Holds the live environment and switches it.
 
     @ivar environments: Every environment, by name.
     @ivar live: The live environment (read it once per request).
+    @ivar clock: Supplies times and timers.
     @ivar history: The switches made so far, oldest first.
+    @ivar why: Why the live environment is live (C{"start"}, a failover's
+        reason, a manual switch...).
+    @ivar isUp: Says whether an environment is known to be up (the health
+        monitor's answer; everything counts as up without one).
+    @ivar preferred: The environment C{--failback auto} returns to.
+    @ivar failback: C{"manual"} or C{"auto"}.
+    @ivar failbackDelay: Seconds the preferred environment must stay up
+        before an automatic failback.
+    @ivar outageInterval: Seconds between the error logs of an outage.
+    @ivar stateFile: Where the live colour and history are saved, or L{None}.
+    @ivar mode: The state machine's state, for operators: C{"serving"},
+        C{"outage"} or C{"failback-pending"}.
     """
 
     environments: Mapping[str, Environment]
     live: Environment
     clock: IReactorTime
     history: list[Switch] = field(factory=list)
+    why: str = "start"
+    isUp: Any = lambda name: True
+    preferred: str = "green"
+    failback: str = "manual"
+    failbackDelay: float = 30.0
+    outageInterval: float = 5.0
+    stateFile: str | None = None
+    mode: str = "serving"
+    _failbackCall: IDelayedCall | None = None
+    _outageLog: LoopingCall | None = None
+    _reasons: dict[str, str] = field(factory=dict)
     _log = Logger()
+    _machine = MethodicalMachine()
 
     @classmethod
     def create(
@@ -66,19 +113,51 @@ class Controller:
         environments: Mapping[str, Environment],
         active: str,
         clock: IReactorTime,
+        stateFile: str | None = None,
+        **settings: Any,
     ) -> Controller:
         """
-        Make a controller with C{active} live.
+        Make a controller with C{active} live, unless C{stateFile} says
+        otherwise.
 
         @param environments: The environments by name.
-        @param active: The name of the environment that is live at start.
-        @param clock: Supplies the time of each switch.
+        @param active: The environment live at start (and the preferred one).
+        @param clock: Supplies the time of each switch and the timers.
+        @param stateFile: The C{--state} file, if any.  A file that cannot be
+            read is logged and ignored: the service starts from C{active}.
+        @param settings: Further attributes (C{failback}, C{failbackDelay},
+            C{outageInterval}, C{isUp}).
         @return: The controller.
         @raise UnknownEnvironment: If C{active} is not in C{environments}.
         """
         if active not in environments:
             raise UnknownEnvironment(_unknown(active, environments))
-        return cls(environments=environments, live=environments[active], clock=clock)
+        live, why, history = active, "start", []
+        if stateFile is not None:
+            try:
+                saved = statefile.load(stateFile, tuple(environments))
+            except statefile.StateError as e:
+                cls._log.error(
+                    "state file ignored, starting with {active} live: {error}",
+                    active=active,
+                    error=str(e),
+                )
+            else:
+                if saved is not None:
+                    live, why = saved.live, f"restored from {stateFile}"
+                    history = [
+                        Switch(s.when, s.source, s.to, s.reason) for s in saved.history
+                    ]
+        return cls(
+            environments=environments,
+            live=environments[live],
+            clock=clock,
+            history=history,
+            why=why,
+            preferred=active,
+            stateFile=stateFile,
+            **settings,
+        )
 
     @property
     def active(self) -> str:
@@ -90,38 +169,273 @@ class Controller:
     def standby(self) -> Environment:
         """
         @return: The environment that is not live.
+        @raise UnknownEnvironment: If there is only one environment.
         """
-        for name in COLOURS:
-            if name in self.environments and name != self.live.name:
-                return self.environments[name]
-        raise UnknownEnvironment("there is no standby environment")
+        return self.other(self.live.name)
 
-    def switch(self, to: str, reason: str = "manual switch") -> Switch | None:
+    def other(self, name: str) -> Environment:
         """
-        Make C{to} the live environment.
+        @return: The environment that is not C{name}.
+        @raise UnknownEnvironment: If there is no other environment.
+        """
+        for candidate in COLOURS:
+            if candidate in self.environments and candidate != name:
+                return self.environments[candidate]
+        raise UnknownEnvironment(f"there is no environment other than {name}")
+
+    # Operators
+
+    def switch(
+        self, to: str, reason: str = "manual switch", force: bool = False
+    ) -> Switch:
+        """
+        Make C{to} the live environment, if that is safe.
 
         @param to: C{"green"} or C{"blue"}.
         @param reason: Recorded in the history and the log.
-        @return: The recorded L{Switch}, or L{None} if C{to} was already live.
+        @param force: Switch even to an environment that is down.
+        @return: The recorded L{Switch}.
         @raise UnknownEnvironment: If C{to} names no environment.
+        @raise SwitchRefused: If C{to} is already live, or is down and
+            C{force} is false.
         """
-        target = self.environments.get(to)
-        if target is None:
+        if to not in self.environments:
             raise UnknownEnvironment(_unknown(to, self.environments))
+        if to == self.live.name:
+            raise SwitchRefused(f"{to} is already live")
+        if not force and self.isUp(to) is False:
+            last = self._reasons.get(to, "failing its health checks")
+            raise SwitchRefused(f"{to} is down ({last}); use force to switch anyway")
+        self._operatorSwitch(to, reason)
+        return self.history[-1]
+
+    def stop(self) -> None:
+        """
+        Cancel the controller's timers (the service is stopping).
+        """
+        self._cancelFailback()
+        self._stopOutageLog()
+
+    # Health
+
+    def healthChanged(self, name: str, up: bool, reason: str) -> None:
+        """
+        An environment changed state (the health monitor's observer).
+
+        @param name: The environment.
+        @param up: Its new state.
+        @param reason: The check result that decided it.
+        """
+        self._reasons[name] = reason
+        if name == self.live.name:
+            if up:
+                self._liveRecovered()
+            elif self.isUp(self.standby().name):
+                self._liveFailed(reason)
+            else:
+                self._liveFailedNoStandby(reason)
+        elif up:
+            self._standbyRecovered()
+            # Recovering may have made it live (ending an outage).
+            if (
+                self.failback == "auto"
+                and name == self.preferred
+                and name != self.live.name
+            ):
+                self._preferredReady()
+        elif self.failback == "auto" and name == self.preferred:
+            self._preferredLost()
+
+    # The state machine
+
+    @_machine.state(initial=True)
+    def _serving(self) -> None:
+        "The live environment is up, or not yet checked."
+
+    @_machine.state()
+    def _outage(self) -> None:
+        "Both environments are down."
+
+    @_machine.state()
+    def _failbackWaiting(self) -> None:
+        "The preferred environment is up as standby; waiting to fail back."
+
+    @_machine.input()
+    def _liveFailed(self, reason: str) -> None:
+        "The live environment went down; the standby is up."
+
+    @_machine.input()
+    def _liveFailedNoStandby(self, reason: str) -> None:
+        "The live environment went down; the standby is not up either."
+
+    @_machine.input()
+    def _liveRecovered(self) -> None:
+        "The live environment came (back) up."
+
+    @_machine.input()
+    def _standbyRecovered(self) -> None:
+        "The standby came (back) up."
+
+    @_machine.input()
+    def _preferredReady(self) -> None:
+        "The preferred environment is up as the standby (auto failback)."
+
+    @_machine.input()
+    def _preferredLost(self) -> None:
+        "The preferred standby went down again."
+
+    @_machine.input()
+    def _failbackDue(self) -> None:
+        "The preferred environment stayed up for the failback delay."
+
+    @_machine.input()
+    def _operatorSwitch(self, to: str, reason: str) -> None:
+        "An operator switched (already checked by L{switch})."
+
+    @_machine.output()
+    def _failover(self, reason: str) -> None:
+        self._switchTo(
+            self.standby().name, f"failover: {self.live.name} down ({reason})"
+        )
+
+    @_machine.output()
+    def _switchToRecovered(self) -> None:
+        name = self.standby().name
+        self._switchTo(
+            name, f"failover: {name} recovered while {self.live.name} is down"
+        )
+
+    @_machine.output()
+    def _failBack(self) -> None:
+        self._failbackCall = None
+        self._switchTo(
+            self.preferred,
+            f"failback: {self.preferred} up for {self.failbackDelay:g} s",
+        )
+
+    @_machine.output()
+    def _manual(self, to: str, reason: str) -> None:
+        self._switchTo(to, reason)
+
+    @_machine.output()
+    def _startOutage(self, reason: str) -> None:
+        self.mode = "outage"
+        self._logOutage()
+        self._outageLog = LoopingCall(self._logOutage)
+        self._outageLog.clock = self.clock
+        self._outageLog.start(self.outageInterval, now=False)
+
+    @_machine.output()
+    def _endOutage(self) -> None:
+        self._stopOutageLog()
+        self.mode = "serving"
+        self._log.info(
+            "outage over: {env} is up", env=self.live.name, event="outage-over"
+        )
+
+    @_machine.output()
+    def _startFailbackTimer(self) -> None:
+        self.mode = "failback-pending"
+        self._log.info(
+            "{preferred} is up: failing back in {delay} s unless it fails again",
+            preferred=self.preferred,
+            delay=self.failbackDelay,
+        )
+        self._failbackCall = self.clock.callLater(self.failbackDelay, self._failbackDue)
+
+    @_machine.output()
+    def _cancelFailbackTimer(self) -> None:
+        self._cancelFailback()
+        self.mode = "serving"
+
+    _serving.upon(_liveFailed, enter=_serving, outputs=[_failover])
+    _serving.upon(_liveFailedNoStandby, enter=_outage, outputs=[_startOutage])
+    _serving.upon(_liveRecovered, enter=_serving, outputs=[])
+    _serving.upon(_standbyRecovered, enter=_serving, outputs=[])
+    _serving.upon(
+        _preferredReady, enter=_failbackWaiting, outputs=[_startFailbackTimer]
+    )
+    _serving.upon(_preferredLost, enter=_serving, outputs=[])
+    _serving.upon(_operatorSwitch, enter=_serving, outputs=[_manual])
+
+    _outage.upon(
+        _standbyRecovered, enter=_serving, outputs=[_endOutage, _switchToRecovered]
+    )
+    _outage.upon(_liveRecovered, enter=_serving, outputs=[_endOutage])
+    _outage.upon(_preferredReady, enter=_outage, outputs=[])
+    _outage.upon(_liveFailed, enter=_serving, outputs=[_endOutage, _failover])
+    _outage.upon(_preferredLost, enter=_outage, outputs=[])
+    _outage.upon(_liveFailedNoStandby, enter=_outage, outputs=[])
+    _outage.upon(_operatorSwitch, enter=_outage, outputs=[_manual])
+
+    _failbackWaiting.upon(
+        _failbackDue, enter=_serving, outputs=[_cancelFailbackTimer, _failBack]
+    )
+    _failbackWaiting.upon(
+        _preferredLost, enter=_serving, outputs=[_cancelFailbackTimer]
+    )
+    _failbackWaiting.upon(
+        _liveFailed, enter=_serving, outputs=[_cancelFailbackTimer, _failover]
+    )
+    _failbackWaiting.upon(
+        _liveFailedNoStandby,
+        enter=_outage,
+        outputs=[_cancelFailbackTimer, _startOutage],
+    )
+    _failbackWaiting.upon(_liveRecovered, enter=_failbackWaiting, outputs=[])
+    _failbackWaiting.upon(_standbyRecovered, enter=_failbackWaiting, outputs=[])
+    _failbackWaiting.upon(
+        _operatorSwitch, enter=_serving, outputs=[_cancelFailbackTimer, _manual]
+    )
+
+    # Helpers of the outputs
+
+    def _switchTo(self, to: str, reason: str) -> None:
         previous = self.live
-        if target is previous:
-            return None
         # The one assignment that moves traffic.
-        self.live = target
-        record = Switch(self.clock.seconds(), previous.name, target.name, reason)
+        self.live = self.environments[to]
+        record = Switch(self.clock.seconds(), previous.name, to, reason)
         self.history.append(record)
+        self.why = reason
         self._log.warn(
             "switched live environment {source} -> {to} ({reason})",
             source=previous.name,
-            to=target.name,
+            to=to,
             reason=reason,
+            event="switch",
         )
-        return record
+        if self.stateFile is not None:
+            try:
+                statefile.save(self.stateFile, to, self.history)
+            except OSError as e:
+                self._log.error(
+                    "cannot save state to {path}: {error}",
+                    path=self.stateFile,
+                    error=str(e),
+                )
+
+    def _logOutage(self) -> None:
+        details = "; ".join(
+            f"{name}: {self._reasons.get(name, 'not checked yet')}"
+            for name in self.environments
+        )
+        self._log.error(
+            "both environments are down ({details}); still sending traffic to "
+            "{live}, will switch as soon as one is up",
+            details=details,
+            live=self.live.name,
+            event="outage",
+        )
+
+    def _stopOutageLog(self) -> None:
+        loop, self._outageLog = self._outageLog, None
+        if loop is not None and loop.running:
+            loop.stop()
+
+    def _cancelFailback(self) -> None:
+        call, self._failbackCall = self._failbackCall, None
+        if call is not None and call.active():
+            call.cancel()
 
 
 def _unknown(name: str, environments: Mapping[str, Environment]) -> str:

@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import treq
 from attrs import define, field, frozen
+from OpenSSL.SSL import Error as SSLError
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -38,10 +38,14 @@ from twisted.internet.error import (
     TimeoutError,
 )
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
 
 from .environment import Environment
 
@@ -56,6 +60,54 @@ class BodyTooLarge(Exception):
     """
     A health response body larger than L{MAX_BODY}.
     """
+
+
+class _BodyReader(Protocol):
+    """
+    Read (and drop) a health response body of at most L{MAX_BODY} bytes.
+
+    Unlike C{treq.collect}, cancelling L{done} (the check timed out, or the
+    monitor stopped) closes the connection, so a backend that stalls in the
+    middle of a body does not keep one connection per check open.
+
+    @ivar done: Fires when the whole body has arrived; fails with
+        L{BodyTooLarge} or the reason the body was cut short.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.done: Deferred[None] = Deferred(lambda _: self._close())
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > MAX_BODY:
+            self._close()
+            self.done.errback(BodyTooLarge())
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+
+def _readBody(response: IResponse) -> Deferred[None]:
+    """
+    Read C{response}'s body with a L{_BodyReader}.
+
+    @return: L{_BodyReader.done}.
+    """
+    reader = _BodyReader()
+    response.deliverBody(reader)
+    return reader.done
 
 
 @frozen
@@ -180,6 +232,38 @@ class EnvironmentHealth:
         return bool((self.up and self.failures) or (not self.up and self.successes))
 
 
+def _isTLSError(error: object) -> bool:
+    """
+    Whether C{error} came from TLS: a handshake or certificate failure
+    (C{OpenSSL.SSL.Error}, whose class is just called C{Error}) or a
+    certificate that does not match the host (service_identity's
+    C{VerificationError}).
+    """
+    name = type(error).__name__
+    return (
+        isinstance(error, SSLError)
+        or "SSL" in name
+        or "TLS" in name
+        or "Verification" in name
+    )
+
+
+def _describeTLSError(error: object) -> str:
+    """
+    Say what went wrong in TLS, e.g. C{"TLS error: certificate verify
+    failed"} rather than OpenSSL's list of C{(library, function, reason)}.
+    """
+    if isinstance(error, SSLError) and error.args and isinstance(error.args[0], list):
+        reasons = [
+            str(item[-1])
+            for item in error.args[0]
+            if isinstance(item, tuple) and item and item[-1]
+        ]
+        if reasons:
+            return "TLS error: " + "; ".join(reasons)
+    return f"TLS error: {error}"
+
+
 def describeCheckFailure(reason: Failure, timeout: float) -> str:
     """
     Say in a few words why a check failed.
@@ -197,11 +281,9 @@ def describeCheckFailure(reason: Failure, timeout: float) -> str:
         inner = [r.value for r in error.reasons]
         if any(isinstance(e, CancelledError) for e in inner):
             return f"timeout after {timeout:g} s"
-        tls = [
-            e for e in inner if "SSL" in type(e).__name__ or "TLS" in type(e).__name__
-        ]
+        tls = [e for e in inner if _isTLSError(e)]
         if tls:
-            return f"TLS error: {tls[0]}"
+            return _describeTLSError(tls[0])
         where = (
             "before a response"
             if isinstance(error, ResponseNeverReceived)
@@ -213,15 +295,15 @@ def describeCheckFailure(reason: Failure, timeout: float) -> str:
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
     if isinstance(error, TimeoutError):
-        return f"connect timeout after {timeout:g} s"
+        # The agent's connect timeout, not the check's: no number to give.
+        return "connect timeout"
     if isinstance(error, DNSLookupError):
         return "host name could not be resolved"
     if isinstance(error, (ConnectError, ConnectionLost)):
         return f"cannot connect ({error})"
-    name = type(error).__name__
-    if "SSL" in name or "TLS" in name or "Verification" in name:
-        return f"TLS error: {error}"
-    return f"{name}: {error}"
+    if _isTLSError(error):
+        return _describeTLSError(error)
+    return f"{type(error).__name__}: {error}"
 
 
 #: Called with (environment name, up, reason) whenever one changes state.
@@ -353,7 +435,11 @@ class HealthMonitor(Service):
         recorded = d.addCallback(lambda result: self.record(name, result))
         self._inflight[name] = recorded
 
-        def done(result: None) -> None:
+        def done(result: Failure | None) -> None:
+            if isinstance(result, Failure):
+                self._log.failure(
+                    "recording a check of {name} failed", result, name=name
+                )
             self._inflight.pop(name, None)
             for waiter in self._waiting.pop(name, []):
                 waiter.callback(None)
@@ -369,15 +455,7 @@ class HealthMonitor(Service):
             allow_redirects=False,
             headers={b"User-Agent": [b"bluegreen-health"]},
         )
-        size = 0
-
-        def collect(data: bytes) -> None:
-            nonlocal size
-            size += len(data)
-            if size > MAX_BODY:
-                raise BodyTooLarge()
-
-        await treq.collect(response, collect)
+        await _readBody(response)
         now = self.clock.seconds()
         code = response.code
         ok = code in self.settings.expect
@@ -446,9 +524,19 @@ class HealthMonitor(Service):
                 up=changed,
             )
             for observer in list(self._observers):
-                observer(name, changed, result.reason)
+                try:
+                    observer(name, changed, result.reason)
+                except Exception:
+                    self._log.failure(
+                        "health observer {observer!r} failed", observer=observer
+                    )
         loop = self._loops.get(name)
-        if loop is not None:
-            loop.interval = (
-                settings.fastInterval if state.transitional else settings.interval
-            )
+        interval = settings.fastInterval if state.transitional else settings.interval
+        if loop is not None and loop.interval != interval:
+            loop.interval = interval
+            if loop.running:
+                # A result from outside the loop (reportPassive, checkNow)
+                # finds the next turn booked at the old interval: book it
+                # again.  (Inside the loop there is no booking yet and this
+                # does nothing; the loop books the new interval itself.)
+                loop.reset()

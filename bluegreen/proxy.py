@@ -41,6 +41,7 @@ from .pool import PoolClosed
 if TYPE_CHECKING:
     from .controller import Controller
     from .environment import Environment
+    from .health import HealthMonitor
     from .pool import UpstreamPool
 
 #: Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded; lower case.
@@ -73,6 +74,10 @@ REPLAY_LIMIT = 64 * 1024
 PENDING_LIMIT = 64 * 1024
 
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
+
+# Methods retried on the standby after they may have reached the live
+# environment: those without side effects.
+_SAFE = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 
 
 def _droppedBy(connectionValues: Sequence[bytes] | None) -> frozenset[bytes]:
@@ -357,6 +362,11 @@ class ProxyResource(Resource):
     @ivar preserveHost: Send the client's C{Host} (C{True}) or the
         environment's (C{False}).
     @ivar accessLog: Where each request is logged, or L{None}.
+    @ivar health: Told of environments that proxied requests cannot reach
+        (passive detection), and asked whether the standby is up.
+    @ivar retry: Retry a request that could not reach its environment once
+        on the standby (when it is up and nothing of the request can have
+        been processed).
     """
 
     isLeaf = True
@@ -369,8 +379,12 @@ class ProxyResource(Resource):
         responseTimeout: float = 60.0,
         preserveHost: bool = True,
         accessLog: AccessLog | None = None,
+        health: HealthMonitor | None = None,
+        retry: bool = True,
     ) -> None:
         super().__init__()
+        self.health = health
+        self.retry = retry
         self.controller = controller
         self.pools = pools
         self.clock = clock
@@ -512,6 +526,7 @@ class _Exchange:
         "_done",
         "_responded",
         "_retried",
+        "_standbyTried",
         "_timeoutCall",
         "bytes",
         "environment",
@@ -535,6 +550,7 @@ class _Exchange:
         self._done = False
         self._responded = False
         self._retried = False
+        self._standbyTried = False
         self._timeoutCall: Any = None
         body = request.body
         if body is None:
@@ -583,7 +599,42 @@ class _Exchange:
         self._acquiring = None
         if self._done or reason.check(CancelledError, ConnectingCancelledError):
             return
+        if not reason.check(PoolClosed) and self._unreachable(reason, sent=False):
+            return
         self._fail(reason)
+
+    def _unreachable(self, reason: Failure, sent: bool) -> bool:
+        """
+        The environment could not be reached: tell the health monitor, and
+        retry on the standby if that is safe.
+
+        @param reason: The connect failure, or the connection lost before
+            any response byte.
+        @param sent: C{True} if the request was written (so the application
+            may have acted on it).
+        @return: C{True} if the request was retried on the standby.
+        """
+        resource = self.resource
+        health = resource.health
+        environment = self.environment
+        if health is not None:
+            _, text = describeFailure(reason)
+            health.reportPassive(environment.name, f"proxied request: {text}")
+        if not resource.retry or self._standbyTried:
+            return False
+        request = self.request
+        if sent and (request.body is not None or request.method not in _SAFE):
+            return False
+        standby = resource.controller.other(environment.name)
+        if health is not None and not health.isUp(standby.name):
+            return False
+        self._standbyTried = True
+        self._retried = False
+        self.environment = standby
+        if request.body is not None:
+            request.body.detach()
+        self.start(False)
+        return True
 
     # ResponseSink
 
@@ -663,6 +714,12 @@ class _Exchange:
             # Part of the body went out: cut the client off so the response
             # is not passed off as complete.
             self._abortClient()
+            return
+        if (
+            not started
+            and reason.check(ConnectionDone, ConnectionLost)
+            and self._unreachable(reason, sent=True)
+        ):
             return
         self._fail(reason)
 

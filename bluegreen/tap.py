@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList
@@ -21,11 +22,18 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    _HTTP11ClientFactory,
+)
 
 from . import __version__
 from .accesslog import AccessLog
 from .controller import Controller
 from .environment import COLOURS, BadURL, Environment
+from .health import HealthMonitor, HealthSettings, StatusSet
 from .pool import UpstreamPool, loadTrustRoot
 from .proxy import ProxyResource, ProxySite
 
@@ -147,6 +155,61 @@ class Options(usage.Options):
             "Seconds an idle upstream connection is kept for reuse.",
         ],
         [
+            "health-interval",
+            None,
+            "5",
+            "Seconds between health checks of each environment.",
+        ],
+        [
+            "fast-interval",
+            None,
+            "1",
+            "Seconds between checks while an environment is changing state.",
+        ],
+        ["health-path", None, "/", "Path (and query) the health checks GET."],
+        [
+            "health-expect",
+            None,
+            "200",
+            "Healthy statuses: e.g. 200, 200,204, 2xx or 200-399.",
+        ],
+        [
+            "health-timeout",
+            None,
+            "2",
+            "Seconds for a whole health response, body included.",
+        ],
+        ["fall", None, "1", "Consecutive failed checks that mark an environment down."],
+        ["rise", None, "2", "Consecutive passed checks that mark it up again."],
+        [
+            "retry",
+            None,
+            "connect",
+            "'connect': a request that cannot reach the live environment is "
+            "retried once on the standby (if it is up); 'none': never.",
+        ],
+        [
+            "failback",
+            None,
+            "manual",
+            "'manual': traffic stays on the standby after a failover until an "
+            "operator switches; 'auto': back to --active once it has stayed up "
+            "for --failback-delay.",
+        ],
+        [
+            "failback-delay",
+            None,
+            "30",
+            "Seconds --active must stay up before an automatic failback.",
+        ],
+        [
+            "state",
+            None,
+            None,
+            "File that keeps the live environment and the switch history "
+            "across restarts.",
+        ],
+        [
             "access-log",
             None,
             "-",
@@ -160,6 +223,30 @@ class Options(usage.Options):
         """
         print(f"bluegreen {__version__}")
         raise SystemExit(0)
+
+    def _healthSettings(self) -> HealthSettings:
+        interval = _seconds("health-interval", self["health-interval"])
+        fast = _seconds("fast-interval", self["fast-interval"])
+        timeout = _seconds("health-timeout", self["health-timeout"])
+        path = self["health-path"]
+        if not path.startswith("/") or any(c.isspace() or ord(c) < 32 for c in path):
+            raise usage.UsageError(
+                f"--health-path: {path!r} must start with / and contain no "
+                "spaces or control characters"
+            )
+        try:
+            expect = StatusSet.parse(self["health-expect"])
+        except ValueError as e:
+            raise usage.UsageError(f"--health-expect: {e}") from None
+        return HealthSettings(
+            interval=interval,
+            fastInterval=fast,
+            path=path,
+            expect=expect,
+            timeout=timeout,
+            fall=_count("fall", self["fall"]),
+            rise=_count("rise", self["rise"]),
+        )
 
     def postOptions(self) -> None:
         """
@@ -202,6 +289,19 @@ class Options(usage.Options):
         self["responseTimeout"] = _seconds("response-timeout", self["response-timeout"])
         self["idleTimeout"] = _seconds("idle-timeout", self["idle-timeout"])
         self["maxConnections"] = _count("max-connections", self["max-connections"])
+        self["healthSettings"] = self._healthSettings()
+        for name, choices in (
+            ("retry", ("connect", "none")),
+            ("failback", ("manual", "auto")),
+        ):
+            if self[name] not in choices:
+                raise usage.UsageError(
+                    f"--{name}: {self[name]!r} must be "
+                    + " or ".join(repr(c) for c in choices)
+                )
+        self["failbackDelay"] = _seconds("failback-delay", self["failback-delay"])
+        if self["state"] is not None:
+            _checkWritableFile("state", self["state"])
         accessLog = self["access-log"]
         if accessLog not in ("-", "none"):
             directory = os.path.dirname(os.path.abspath(accessLog))
@@ -217,6 +317,23 @@ class Options(usage.Options):
                     f"--access-log: cannot create {accessLog!r} (directory not "
                     "writable)"
                 )
+
+
+def _checkWritableFile(name: str, path: str) -> None:
+    """
+    Check that C{path} names a file that can be created or replaced.
+
+    @raise usage.UsageError: Naming C{--name} and the problem.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(directory):
+        raise usage.UsageError(
+            f"--{name}: {path!r} is not a file in an existing directory"
+        )
+    if not os.access(directory, os.W_OK):
+        raise usage.UsageError(
+            f"--{name}: cannot write in {directory!r} (directory not writable)"
+        )
 
 
 class StartupError(SystemExit, Exception):
@@ -265,12 +382,13 @@ class _Listener(StreamServerEndpointService):
 
 class ProxyService(MultiService):
     """
-    The bluegreen service: the listener plus the resources it owns (pools,
-    access log), closed on shutdown.
+    The bluegreen service: the listener and health monitor, plus the
+    resources they share (pools, access log), closed on shutdown.
 
     @ivar controller: The switch (see L{Controller.switch}).
     @ivar resource: The proxy resource.
     @ivar pools: Connection pools by environment name.
+    @ivar health: The health monitor.
     """
 
     _log = Logger()
@@ -280,40 +398,75 @@ class ProxyService(MultiService):
         controller: Controller,
         resource: ProxyResource,
         pools: dict[str, UpstreamPool],
+        health: HealthMonitor,
         accessLog: AccessLog | None,
     ) -> None:
         super().__init__()
         self.controller = controller
         self.resource = resource
         self.pools = pools
+        self.health = health
         self.accessLog = accessLog
 
     def startService(self) -> None:
         """
-        Start listening and say where traffic goes.
+        Start listening and checking, and say where traffic goes.
         """
-        super().startService()
         live = self.controller.live
         self._log.info(
-            "bluegreen {version}: live environment {env} ({url})",
+            "bluegreen {version}: live environment {env} ({url}, {why})",
             version=__version__,
             env=live.name,
             url=live.url,
+            why=self.controller.why,
         )
+        if self.accessLog is not None:
+            self.accessLog.start(self.resource.clock)
+        super().startService()
 
     def stopService(self) -> Deferred[Any]:
         """
-        Stop listening, then close the upstream pools (letting requests in
-        flight finish for a few seconds) and the access log.
+        Stop listening and checking, then close the upstream pools (letting
+        requests in flight finish for a few seconds) and the access log.
         """
         d: Deferred[Any] = Deferred.fromCoroutine(self._stop())
         return d
 
     async def _stop(self) -> None:
         await super().stopService()
+        self.controller.stop()
         await DeferredList([pool.close() for pool in self.pools.values()])
         if self.accessLog is not None:
             self.accessLog.close()
+
+
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """
+    The pool's connection factory, without its start/stop log lines.
+    """
+
+    noisy = False
+
+
+def healthClient(reactor: Any, options: Options) -> tuple[Any, HTTPConnectionPool]:
+    """
+    The treq client the health checks use: its own pool, a new connection
+    per check (a reused connection would hide connect failures), https
+    verified like the proxy's.
+
+    @return: C{(client, pool)}; the pool is closed when the monitor stops.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    # One "Starting factory" log line per check would bury the real news.
+    pool._factory = _QuietClientFactory
+    trustRoot = options["trustRoot"]
+    agent = Agent(
+        reactor,
+        contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trustRoot),
+        connectTimeout=options["healthSettings"].timeout,
+        pool=pool,
+    )
+    return HTTPClient(agent), pool
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -330,7 +483,20 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
         reactor = _reactor
     environments: dict[str, Environment] = options["environments"]
-    controller = Controller.create(environments, options["active"], reactor)
+    settings: HealthSettings = options["healthSettings"]
+    http, healthPool = healthClient(reactor, options)
+    monitor = HealthMonitor(environments, settings, reactor, http, healthPool)
+    controller = Controller.create(
+        environments,
+        options["active"],
+        reactor,
+        stateFile=options["state"],
+        isUp=lambda name: monitor.health[name].up,
+        failback=options["failback"],
+        failbackDelay=options["failbackDelay"],
+        outageInterval=settings.interval,
+    )
+    monitor.subscribe(controller.healthChanged)
     pools = {
         name: UpstreamPool(
             reactor,
@@ -355,8 +521,11 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         responseTimeout=options["responseTimeout"],
         preserveHost=options["upstream-host-header"] == "client",
         accessLog=accessLog,
+        health=monitor,
+        retry=options["retry"] == "connect",
     )
-    service = ProxyService(controller, resource, pools, accessLog)
+    service = ProxyService(controller, resource, pools, monitor, accessLog)
+    monitor.setServiceParent(service)
     site = ProxySite(resource, reactor)
     endpoint = serverFromString(reactor, options["endpoint"])
     listener = _Listener(endpoint, site, options["port"])

@@ -9,7 +9,12 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from bluegreen.controller import Controller, Switch, UnknownEnvironment
+from bluegreen.controller import (
+    Controller,
+    Switch,
+    SwitchRefused,
+    UnknownEnvironment,
+)
 from bluegreen.environment import Environment
 
 GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
@@ -115,10 +120,13 @@ class SwitchTests(SynchronousTestCase):
 
     def test_alreadyLive(self) -> None:
         """
-        Switching to the live environment changes nothing and records
-        nothing.
+        Switching to the live environment is refused with L{SwitchRefused},
+        changes nothing and records nothing.
         """
-        self.assertIsNone(self.controller.switch("green", "no-op"))
+        error = self.assertRaises(
+            SwitchRefused, self.controller.switch, "green", "no-op"
+        )
+        self.assertEqual(str(error), "green is already live")
         self.assertIs(self.controller.live, GREEN)
         self.assertEqual(self.controller.history, [])
 
@@ -148,10 +156,10 @@ class SwitchTests(SynchronousTestCase):
 
     def test_noOpNotLogged(self) -> None:
         """
-        Switching to the live environment logs nothing.
+        A refused switch to the live environment logs nothing.
         """
         with capturedLogs() as events:
-            self.controller.switch("green")
+            self.assertRaises(SwitchRefused, self.controller.switch, "green")
         self.assertEqual(list(events), [])
 
 
@@ -175,4 +183,4 @@ class StandbyTests(SynchronousTestCase):
         """
         controller = Controller.create({"green": GREEN}, "green", Clock())
         error = self.assertRaises(UnknownEnvironment, controller.standby)
-        self.assertEqual(str(error), "there is no standby environment")
+        self.assertEqual(str(error), "there is no environment other than green")

@@ -973,21 +973,21 @@ class MakeServiceTests(SynchronousTestCase):
             service.startService()
         self.addCleanup(service.stopService)
         self.assertIn(
-            f"bluegreen {__version__}: live environment blue ({BLUE_URL})",
+            f"bluegreen {__version__}: live environment blue ({BLUE_URL}, start)",
             [formatEvent(event) for event in events],
         )
 
     def test_stopService(self) -> None:
         """
-        Stopping the service stops its children and fires once the pools
-        are closed.
+        Stopping the service stops its children (the listener and the
+        health monitor) and fires once the pools are closed.
         """
         service, _ = self.make()
         service.startService()
-        self.assertEqual([child.running for child in service], [1])
+        self.assertEqual([child.running for child in service], [1, 1])
         self.successResultOf(service.stopService())
         self.assertFalse(service.running)
-        self.assertEqual([child.running for child in service], [0])
+        self.assertEqual([child.running for child in service], [0, 0])
 
 
 class StartupErrorTests(SynchronousTestCase):
@@ -1359,7 +1359,8 @@ class TwistdTests(ProcessTestMixin):
         self.assertIn("Received SIGTERM, shutting down.", output)
         self.assertIn("Server Shut Down.", output)
         self.assertIn(
-            f"bluegreen {__version__}: live environment green ({GREEN_URL})", output
+            f"bluegreen {__version__}: live environment green ({GREEN_URL}, start)",
+            output,
         )
         self.assertNotIn("Traceback", output)
         self.assertFalse(accepts(port))

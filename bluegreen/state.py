@@ -1,0 +1,144 @@
+# -*- test-case-name: tests.test_state -*-
+"""
+The C{--state} file: the live colour and the switch history, kept across
+restarts.
+
+It is small JSON, replaced atomically (written to a temporary file in the same
+directory, flushed to disk, then renamed over the old one), so a crash leaves
+either the old state or the new, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+from attrs import frozen
+
+#: Switches kept in the file (the newest).
+KEEP = 200
+
+#: The file format's version.
+VERSION = 1
+
+
+class StateError(Exception):
+    """
+    The state file cannot be read or makes no sense; the message says why.
+    """
+
+
+@frozen
+class SwitchRecord:
+    """
+    One switch as stored (see L{bluegreen.controller.Switch}).
+    """
+
+    when: float
+    source: str
+    to: str
+    reason: str
+
+
+@frozen
+class SavedState:
+    """
+    What the file holds.
+
+    @ivar live: The colour that was live.
+    @ivar history: Switches, oldest first.
+    """
+
+    live: str
+    history: tuple[SwitchRecord, ...]
+
+
+def load(path: str, colours: tuple[str, ...]) -> SavedState | None:
+    """
+    Read the state file.
+
+    @param path: The file.
+    @param colours: The valid environment names.
+    @return: The saved state, or L{None} if the file does not exist (a first
+        start).
+    @raise StateError: If it exists but cannot be read or parsed.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StateError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise StateError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise StateError(f"{path} is not a bluegreen state file (version {VERSION})")
+    live = data.get("live")
+    if live not in colours:
+        raise StateError(f"{path}: 'live' is {live!r}, expected one of {colours}")
+    history: list[SwitchRecord] = []
+    raw = data.get("history", [])
+    if not isinstance(raw, list):
+        raise StateError(f"{path}: 'history' is not a list")
+    for item in raw:
+        try:
+            record = SwitchRecord(
+                float(item["when"]),
+                str(item["from"]),
+                str(item["to"]),
+                str(item["reason"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise StateError(
+                f"{path}: a history entry is malformed: {item!r}"
+            ) from None
+        history.append(record)
+    return SavedState(live, tuple(history))
+
+
+def save(path: str, live: str, history: list[Any]) -> None:
+    """
+    Replace the state file atomically.
+
+    @param path: The file.
+    @param live: The live colour.
+    @param history: Switches (objects with C{when}, C{source}, C{to},
+        C{reason}), oldest first; the newest L{KEEP} are stored.
+    @raise OSError: If it cannot be written (the old file is left as it was).
+    """
+    data = {
+        "version": VERSION,
+        "live": live,
+        "history": [
+            {"when": s.when, "from": s.source, "to": s.to, "reason": s.reason}
+            for s in history[-KEEP:]
+        ],
+    }
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=".bluegreen-state-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    try:
+        dirfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
