@@ -79,10 +79,16 @@ class _BodyReader(Protocol):
         self.done: Deferred[None] = Deferred(lambda _: self._close())
 
     def _close(self) -> None:
+        """
+        Close the connection the body arrives on (if it is still known).
+        """
         if self.transport is not None:
             self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Count the bytes; past L{MAX_BODY}, close and fail L{done}.
+        """
         if self.done.called:
             return
         self.size += len(data)
@@ -91,6 +97,9 @@ class _BodyReader(Protocol):
             self.done.errback(BodyTooLarge())
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Fire L{done}: with L{None} for a complete body, else with C{reason}.
+        """
         if self.done.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
