@@ -207,7 +207,11 @@ class Controller:
             last = self._reasons.get(to, "failing its health checks")
             raise SwitchRefused(f"{to} is down ({last}); use force to switch anyway")
         self._operatorSwitch(to, reason)
-        return self.history[-1]
+        record = self.history[-1]
+        if self.isUp(to) is False and self.isUp(self.standby().name) is not True:
+            # Forced onto a down environment with no healthy standby.
+            self._standbyFailedLiveDown(f"{to} forced live while down")
+        return record
 
     def stop(self) -> None:
         """
@@ -235,7 +239,12 @@ class Controller:
             else:
                 self._liveFailedNoStandby(reason)
         elif up:
-            self._standbyRecovered()
+            if self.isUp(self.live.name) is False:
+                # Traffic is on an environment that is down (an outage, or
+                # a forced switch): the one that came up takes over.
+                self._standbyRecoveredLiveDown()
+            else:
+                self._standbyRecovered()
             # Recovering may have made it live (ending an outage).
             if (
                 self.failback == "auto"
@@ -243,8 +252,11 @@ class Controller:
                 and name != self.live.name
             ):
                 self._preferredReady()
-        elif self.failback == "auto" and name == self.preferred:
-            self._preferredLost()
+        else:
+            if self.failback == "auto" and name == self.preferred:
+                self._preferredLost()
+            if self.isUp(self.live.name) is False:
+                self._standbyFailedLiveDown(reason)
 
     # The state machine
 
@@ -275,6 +287,14 @@ class Controller:
     @_machine.input()
     def _standbyRecovered(self) -> None:
         "The standby came (back) up."
+
+    @_machine.input()
+    def _standbyRecoveredLiveDown(self) -> None:
+        "The standby came (back) up while the live environment is down."
+
+    @_machine.input()
+    def _standbyFailedLiveDown(self, reason: str) -> None:
+        "The standby went down while the live environment is down too."
 
     @_machine.input()
     def _preferredReady(self) -> None:
@@ -351,6 +371,26 @@ class Controller:
     _serving.upon(_liveFailed, enter=_serving, outputs=[_failover])
     _serving.upon(_liveFailedNoStandby, enter=_outage, outputs=[_startOutage])
     _serving.upon(_liveRecovered, enter=_serving, outputs=[])
+    _serving.upon(
+        _standbyRecoveredLiveDown, enter=_serving, outputs=[_switchToRecovered]
+    )
+    _serving.upon(_standbyFailedLiveDown, enter=_outage, outputs=[_startOutage])
+    _outage.upon(
+        _standbyRecoveredLiveDown,
+        enter=_serving,
+        outputs=[_switchToRecovered, _endOutage],
+    )
+    _outage.upon(_standbyFailedLiveDown, enter=_outage, outputs=[])
+    _failbackWaiting.upon(
+        _standbyRecoveredLiveDown,
+        enter=_serving,
+        outputs=[_cancelFailbackTimer, _switchToRecovered],
+    )
+    _failbackWaiting.upon(
+        _standbyFailedLiveDown,
+        enter=_outage,
+        outputs=[_cancelFailbackTimer, _startOutage],
+    )
     _serving.upon(_standbyRecovered, enter=_serving, outputs=[])
     _serving.upon(
         _preferredReady, enter=_failbackWaiting, outputs=[_startFailbackTimer]
@@ -358,12 +398,13 @@ class Controller:
     _serving.upon(_preferredLost, enter=_serving, outputs=[])
     _serving.upon(_operatorSwitch, enter=_serving, outputs=[_manual])
 
+    # Switch first, so "outage over" names the environment now live.
     _outage.upon(
-        _standbyRecovered, enter=_serving, outputs=[_endOutage, _switchToRecovered]
+        _standbyRecovered, enter=_serving, outputs=[_switchToRecovered, _endOutage]
     )
     _outage.upon(_liveRecovered, enter=_serving, outputs=[_endOutage])
     _outage.upon(_preferredReady, enter=_outage, outputs=[])
-    _outage.upon(_liveFailed, enter=_serving, outputs=[_endOutage, _failover])
+    _outage.upon(_liveFailed, enter=_serving, outputs=[_failover, _endOutage])
     _outage.upon(_preferredLost, enter=_outage, outputs=[])
     _outage.upon(_liveFailedNoStandby, enter=_outage, outputs=[])
     _outage.upon(_operatorSwitch, enter=_outage, outputs=[_manual])
@@ -384,6 +425,8 @@ class Controller:
     )
     _failbackWaiting.upon(_liveRecovered, enter=_failbackWaiting, outputs=[])
     _failbackWaiting.upon(_standbyRecovered, enter=_failbackWaiting, outputs=[])
+    # A repeated "up" of the preferred keeps the timer already running.
+    _failbackWaiting.upon(_preferredReady, enter=_failbackWaiting, outputs=[])
     _failbackWaiting.upon(
         _operatorSwitch, enter=_serving, outputs=[_cancelFailbackTimer, _manual]
     )

@@ -72,10 +72,17 @@ def load(path: str, colours: tuple[str, ...]) -> SavedState | None:
         return None
     except OSError as e:
         raise StateError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        # A ValueError, not an OSError: binary garbage, not UTF-8 JSON.
+        raise StateError(
+            f"{path} is not valid JSON (not UTF-8: {e.reason} at byte {e.start})"
+        ) from None
     try:
         data = json.loads(text)
     except ValueError as e:
         raise StateError(f"{path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise StateError(f"{path} is not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise StateError(f"{path} is not a bluegreen state file (version {VERSION})")
     live = data.get("live")
