@@ -239,6 +239,8 @@ def serverCommand(name: str, port: int, backendPort: int, workdir: Path) -> list
         backendURL,
         "--access-log",
         accessLog,
+        "--admin",
+        "none",
     ]
 
 

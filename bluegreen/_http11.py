@@ -115,6 +115,7 @@ class UpstreamConnection(Protocol):
         self._requestDone = True
         self._responseDone = True
         self._closed = False
+        self._paused = False
 
     # Connection lifecycle
 
@@ -225,6 +226,7 @@ class UpstreamConnection(Protocol):
         Stop reading the response (the client is slow).
         """
         if not self._closed:
+            self._paused = True
             self.transport.pauseProducing()  # type: ignore[attr-defined]
 
     def resumeProducing(self) -> None:
@@ -232,6 +234,7 @@ class UpstreamConnection(Protocol):
         Read the response again.
         """
         if not self._closed:
+            self._paused = False
             self.transport.resumeProducing()  # type: ignore[attr-defined]
 
     # Response side
@@ -437,6 +440,11 @@ class UpstreamConnection(Protocol):
             return
         if self._keepAlive and self._sink is None:
             self.reused = True
+            if self._paused:
+                # Paused by a slow client in the read that ended the
+                # response: an idle connection must read (to notice a close,
+                # and to hear the next response).
+                self.resumeProducing()
             self.pool.release(self)
         else:
             self.pool.discard(self)

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from attrs import define, field, frozen
-from OpenSSL.SSL import Error as SSLError
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -47,6 +46,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
+from ._tls import describeTLSError, isTLSError
 from .environment import Environment
 
 #: Checks remembered per environment (the dashboard's strip).
@@ -241,38 +241,6 @@ class EnvironmentHealth:
         return bool((self.up and self.failures) or (not self.up and self.successes))
 
 
-def _isTLSError(error: object) -> bool:
-    """
-    Whether C{error} came from TLS: a handshake or certificate failure
-    (C{OpenSSL.SSL.Error}, whose class is just called C{Error}) or a
-    certificate that does not match the host (service_identity's
-    C{VerificationError}).
-    """
-    name = type(error).__name__
-    return (
-        isinstance(error, SSLError)
-        or "SSL" in name
-        or "TLS" in name
-        or "Verification" in name
-    )
-
-
-def _describeTLSError(error: object) -> str:
-    """
-    Say what went wrong in TLS, e.g. C{"TLS error: certificate verify
-    failed"} rather than OpenSSL's list of C{(library, function, reason)}.
-    """
-    if isinstance(error, SSLError) and error.args and isinstance(error.args[0], list):
-        reasons = [
-            str(item[-1])
-            for item in error.args[0]
-            if isinstance(item, tuple) and item and item[-1]
-        ]
-        if reasons:
-            return "TLS error: " + "; ".join(reasons)
-    return f"TLS error: {error}"
-
-
 def describeCheckFailure(reason: Failure, timeout: float) -> str:
     """
     Say in a few words why a check failed.
@@ -290,9 +258,9 @@ def describeCheckFailure(reason: Failure, timeout: float) -> str:
         inner = [r.value for r in error.reasons]
         if any(isinstance(e, CancelledError) for e in inner):
             return f"timeout after {timeout:g} s"
-        tls = [e for e in inner if _isTLSError(e)]
+        tls = [e for e in inner if isTLSError(e)]
         if tls:
-            return _describeTLSError(tls[0])
+            return describeTLSError(tls[0])
         where = (
             "before a response"
             if isinstance(error, ResponseNeverReceived)
@@ -310,8 +278,8 @@ def describeCheckFailure(reason: Failure, timeout: float) -> str:
         return "host name could not be resolved"
     if isinstance(error, (ConnectError, ConnectionLost)):
         return f"cannot connect ({error})"
-    if _isTLSError(error):
-        return _describeTLSError(error)
+    if isTLSError(error):
+        return describeTLSError(error)
     return f"{type(error).__name__}: {error}"
 
 

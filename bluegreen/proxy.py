@@ -35,6 +35,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
 from ._http11 import BadResponse, UpstreamConnection
+from ._tls import describeTLSError, isTLSError
 from .accesslog import AccessLog
 from .pool import PoolClosed
 
@@ -504,10 +505,9 @@ def describeFailure(
     if isinstance(error, ConnectError):
         text = str(error.osError or error) if hasattr(error, "osError") else str(error)
         return 502, f"could not be reached ({text.strip()})"
-    name = type(error).__name__
-    if "SSL" in name or "TLS" in name or "VerificationError" in name:
-        return 502, f"TLS handshake failed ({error})"
-    return 502, f"failed ({name}: {error})"
+    if isTLSError(error):
+        return 502, f"TLS handshake failed ({describeTLSError(error)})"
+    return 502, f"failed ({type(error).__name__}: {error})"
 
 
 @implementer(IPushProducer)

@@ -31,6 +31,7 @@ from twisted.web.client import (
 
 from . import __version__
 from .accesslog import AccessLog
+from .admin import AdminResource, BadToken, adminSite, exposedInterface, readToken
 from .controller import Controller
 from .environment import COLOURS, BadURL, Environment
 from .health import HealthMonitor, HealthSettings, StatusSet
@@ -38,15 +39,21 @@ from .pool import UpstreamPool, loadTrustRoot
 from .proxy import ProxyResource, ProxySite
 
 
-def portToEndpoint(value: str) -> str:
+def portToEndpoint(
+    value: str,
+    name: str = "port",
+    examples: str = "3090, tcp:3090:interface=127.0.0.1, unix:/run/bg.sock",
+) -> str:
     """
-    Turn a C{--port} value into a server endpoint description.
+    Turn a C{--port} (or C{--admin}) value into a server endpoint description.
 
     A bare port number listens on every interface (as the workshop's proxy
     did); anything else must be a Twisted endpoint string such as
     C{tcp:3090:interface=127.0.0.1} or C{unix:/run/bluegreen.sock}.
 
     @param value: The option's value.
+    @param name: The option's name, for the messages.
+    @param examples: Good values, for the messages.
     @return: An endpoint description.
     @raise usage.UsageError: If C{value} is not usable.
     """
@@ -55,28 +62,29 @@ def portToEndpoint(value: str) -> str:
         port = int(text)
         if not 0 < port < 65536:
             raise usage.UsageError(
-                f"--port: {value!r} is not a TCP port number (1-65535)"
+                f"--{name}: {value!r} is not a TCP port number (1-65535)"
             )
         return f"tcp:{port}"
     if not text:
-        raise usage.UsageError("--port: empty; give a port number or endpoint string")
+        raise usage.UsageError(
+            f"--{name}: empty; give a port number or endpoint string"
+        )
     try:
         endpoint = serverFromString(_NO_REACTOR, text)
     except Exception as e:
         raise usage.UsageError(
-            f"--port: {value!r} is not a valid endpoint "
-            f"(e.g. 3090, tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): {e}"
+            f"--{name}: {value!r} is not a valid endpoint (e.g. {examples}): {e}"
         ) from None
     # serverFromString checks neither the range of a tcp port nor that a
     # unix socket has a path; both would otherwise fail only when listening.
     number = getattr(endpoint, "_port", None)
     if isinstance(number, int) and not 0 <= number < 65536:
         raise usage.UsageError(
-            f"--port: {value!r}: {number} is not a TCP port number (0-65535)"
+            f"--{name}: {value!r}: {number} is not a TCP port number (0-65535)"
         )
     if getattr(endpoint, "_address", None) == "":
         raise usage.UsageError(
-            f"--port: {value!r} has no socket path (e.g. unix:/run/bg.sock)"
+            f"--{name}: {value!r} has no socket path (e.g. unix:/run/bg.sock)"
         )
     return text
 
@@ -215,6 +223,19 @@ class Options(usage.Options):
             "-",
             "Access log: '-' (the service log), 'none', or a file path.",
         ],
+        [
+            "admin",
+            None,
+            "tcp:3091:interface=127.0.0.1",
+            "Where the admin API listens (an endpoint string), or 'none'.",
+        ],
+        [
+            "admin-token-file",
+            None,
+            None,
+            "File holding the token the admin API requires for changes "
+            "(Authorization: Bearer <token>).",
+        ],
     ]
 
     def opt_version(self) -> None:
@@ -248,6 +269,46 @@ class Options(usage.Options):
             rise=_count("rise", self["rise"]),
         )
 
+    def _adminOptions(self) -> None:
+        """
+        Check C{--admin} and C{--admin-token-file}; set C{adminEndpoint}
+        (L{None} for C{none}) and C{adminToken} (L{None} without a file).
+
+        @raise usage.UsageError: For a bad endpoint, an unusable token file,
+            the proxied port, or an admin API that other machines could reach
+            without a token.
+        """
+        self["adminToken"] = None
+        if self["admin-token-file"] is not None:
+            try:
+                self["adminToken"] = readToken(self["admin-token-file"])
+            except BadToken as e:
+                raise usage.UsageError(f"--admin-token-file: {e}") from None
+        value = self["admin"]
+        self["adminEndpoint"] = None
+        if value.strip().lower() == "none":
+            return
+        text = portToEndpoint(
+            value, "admin", "tcp:3091:interface=127.0.0.1, unix:/run/bg-admin.sock"
+        )
+        admin = serverFromString(_NO_REACTOR, text)
+        proxy = serverFromString(_NO_REACTOR, self["endpoint"])
+        for attribute in ("_port", "_address"):
+            mine = getattr(admin, attribute, None)
+            if mine and mine == getattr(proxy, attribute, None):
+                raise usage.UsageError(
+                    f"--admin: {value!r} is the proxied port (--port "
+                    f"{self['port']}); the admin API needs its own"
+                )
+        exposed = exposedInterface(admin)
+        if exposed is not None and self["adminToken"] is None:
+            raise usage.UsageError(
+                f"--admin: {value!r} listens on {exposed}, so other machines "
+                "could switch traffic: give --admin-token-file FILE, or listen "
+                "on loopback only (e.g. --admin tcp:3091:interface=127.0.0.1)"
+            )
+        self["adminEndpoint"] = text
+
     def postOptions(self) -> None:
         """
         Check every option; the error names the option and the problem.
@@ -255,6 +316,7 @@ class Options(usage.Options):
         @raise usage.UsageError: On any invalid option.
         """
         self["endpoint"] = portToEndpoint(self["port"])
+        self._adminOptions()
         environments: dict[str, Environment] = {}
         for colour in COLOURS:
             url = self[colour]
@@ -357,14 +419,21 @@ class StartupError(SystemExit, Exception):
 
 class _Listener(StreamServerEndpointService):
     """
-    Listens on C{--port}; a failure to bind stops start-up with a
-    L{StartupError} that names the option.
+    Listens on C{--port} (or C{--admin}); a failure to bind stops start-up
+    with a L{StartupError} that names the option.
     """
 
-    def __init__(self, endpoint: IStreamServerEndpoint, factory: Any, description: str):
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        factory: Any,
+        description: str,
+        option: str = "port",
+    ):
         super().__init__(endpoint, factory)
         self._raiseSynchronously = True
         self.description = description
+        self.option = option
 
     def privilegedStartService(self) -> None:
         """
@@ -376,7 +445,7 @@ class _Listener(StreamServerEndpointService):
             super().privilegedStartService()
         except CannotListenError as e:
             raise StartupError(
-                f"cannot listen on --port {self.description}: {e.socketError}"
+                f"cannot listen on --{self.option} {self.description}: {e.socketError}"
             ) from None
 
 
@@ -389,9 +458,11 @@ class ProxyService(MultiService):
     @ivar resource: The proxy resource.
     @ivar pools: Connection pools by environment name.
     @ivar health: The health monitor.
+    @ivar admin: The admin API, or L{None} with C{--admin none}.
     """
 
     _log = Logger()
+    admin: AdminResource | None = None
 
     def __init__(
         self,
@@ -423,6 +494,19 @@ class ProxyService(MultiService):
         if self.accessLog is not None:
             self.accessLog.start(self.resource.clock)
         super().startService()
+
+    def privilegedStartService(self) -> None:
+        """
+        Listen on every port, or on none: if one cannot be listened on, stop
+        those already listening before raising the L{StartupError}.
+        """
+        try:
+            super().privilegedStartService()
+        except StartupError:
+            for child in self:
+                if isinstance(child, _Listener) and child._waitingForPort is not None:
+                    child.stopService()
+            raise
 
     def stopService(self) -> Deferred[Any]:
         """
@@ -530,4 +614,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     endpoint = serverFromString(reactor, options["endpoint"])
     listener = _Listener(endpoint, site, options["port"])
     listener.setServiceParent(service)
+    if options["adminEndpoint"] is not None:
+        admin = adminSite(controller, monitor, reactor, options["adminToken"])
+        service.admin = admin.admin
+        _Listener(
+            serverFromString(reactor, options["adminEndpoint"]),
+            admin,
+            options["admin"],
+            "admin",
+        ).setServiceParent(service)
     return service

@@ -67,7 +67,8 @@ class ConsoleScriptTests(TestCase):
         self.assertEqual((out, code), ("", 2))
         self.assertEqual(
             err,
-            "bluegreen: option --bogus not recognized\nusage: bluegreen [--version]\n",
+            "bluegreen: option --bogus not recognized\nusage: bluegreen [--admin URL] "
+            "[--token-file FILE] [--json] status|switch|check\n",
         )
 
 
@@ -95,7 +96,11 @@ class MainTests(SynchronousTestCase):
             code = main(["extra"])
         self.assertEqual((code, out.getvalue()), (2, ""))
         self.assertTrue(err.getvalue().startswith("bluegreen: "), err.getvalue())
-        self.assertIn("usage: bluegreen [--version]\n", err.getvalue())
+        self.assertIn(
+            "usage: bluegreen [--admin URL] [--token-file FILE] [--json] "
+            "status|switch|check\n",
+            err.getvalue(),
+        )
 
     def test_version(self) -> None:
         """

@@ -36,13 +36,16 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bluegreen import __version__
+from bluegreen.admin import AdminSite
 from bluegreen.environment import Environment
 from bluegreen.proxy import ProxyResource, ProxySite
 from bluegreen.tap import Options, ProxyService, StartupError, makeService
 
 GREEN_URL = "http://127.0.0.1:5002"
 BLUE_URL = "http://127.0.0.1:5001"
-REQUIRED = ["--green", GREEN_URL, "--blue", BLUE_URL]
+#: The required URLs, and no admin API: tests never listen on its default
+#: port 3091 (those that want one ask for it).
+REQUIRED = ["--green", GREEN_URL, "--blue", BLUE_URL, "--admin", "none"]
 
 #: What C{twistd} prints for a usage error in the C{--port} value C{bogus:1}.
 BOGUS_PORT = (
@@ -798,6 +801,241 @@ class OptionTests(SynchronousTestCase):
         )
 
 
+class AdminOptionTests(SynchronousTestCase):
+    """
+    C{--admin} and C{--admin-token-file}: where the admin API listens, and
+    the token its changes need.
+    """
+
+    def tokenFile(self, content: bytes) -> str:
+        """
+        @param content: What the file holds.
+        @return: The path of a new file holding C{content}.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(content)
+        return path
+
+    def assertRefused(self, args: list[str], message: str) -> None:
+        """
+        Assert that the required options plus C{args} fail with exactly
+        C{message}.
+        """
+        error = self.assertRaises(
+            usage.UsageError, Options().parseOptions, [*REQUIRED, *args]
+        )
+        self.assertEqual(str(error), message)
+
+    def test_default(self) -> None:
+        """
+        By default the admin API listens on port 3091 of 127.0.0.1, without
+        a token.
+        """
+        options = Options()
+        options.parseOptions(["--green", GREEN_URL, "--blue", BLUE_URL])
+        self.assertEqual(
+            (options["adminEndpoint"], options["adminToken"]),
+            ("tcp:3091:interface=127.0.0.1", None),
+        )
+
+    def test_none(self) -> None:
+        """
+        C{--admin none} turns the admin API off.
+        """
+        self.assertIsNone(parse("--admin", "none")["adminEndpoint"])
+
+    def test_loopback(self) -> None:
+        """
+        Without a token, the admin API may listen on any loopback address
+        (IPv4, IPv6, C{localhost}) or on a UNIX socket.
+        """
+        for value in [
+            "tcp:4000:interface=127.0.0.1",
+            "tcp:4000:interface=127.1.2.3",
+            r"tcp6:4000:interface=\:\:1",
+            r"tcp6:4000:interface=\:\:ffff\:127.0.0.1",
+            "tcp:4000:interface=localhost",
+            "tcp:0:interface=127.0.0.1",
+            "unix:/run/bluegreen-admin.sock",
+        ]:
+            self.assertEqual(parse("--admin", value)["adminEndpoint"], value)
+
+    def test_allInterfacesNeedsToken(self) -> None:
+        """
+        An admin API on every interface without a token is refused, naming
+        C{--admin} and C{--admin-token-file}.
+        """
+        self.assertRefused(
+            ["--admin", "tcp:3091"],
+            "--admin: 'tcp:3091' listens on all interfaces, so other machines "
+            "could switch traffic: give --admin-token-file FILE, or listen on "
+            "loopback only (e.g. --admin tcp:3091:interface=127.0.0.1)",
+        )
+
+    def test_barePortNeedsToken(self) -> None:
+        """
+        A bare port number means every interface (as for C{--port}), so it
+        needs a token too.
+        """
+        self.assertRefused(
+            ["--admin", "3091"],
+            "--admin: '3091' listens on all interfaces, so other machines "
+            "could switch traffic: give --admin-token-file FILE, or listen on "
+            "loopback only (e.g. --admin tcp:3091:interface=127.0.0.1)",
+        )
+
+    def test_otherExposedInterfaces(self) -> None:
+        """
+        Every interface over IPv6, an address of the machine or a host name
+        are not loopback: each needs a token.
+        """
+        for value, where in [
+            ("tcp6:3091", "all interfaces"),
+            ("tcp:3091:interface=0.0.0.0", "all interfaces"),
+            ("tcp:3091:interface=10.0.0.5", "interface 10.0.0.5"),
+            ("tcp:3091:interface=admin.example", "interface admin.example"),
+        ]:
+            error = self.assertRaises(
+                usage.UsageError,
+                Options().parseOptions,
+                [*REQUIRED, "--admin", value],
+            )
+            self.assertTrue(
+                str(error).startswith(f"--admin: {value!r} listens on {where}, "),
+                str(error),
+            )
+            self.assertIn("--admin-token-file", str(error))
+
+    def test_exposedWithToken(self) -> None:
+        """
+        With a token, the admin API may listen on every interface.
+        """
+        path = self.tokenFile(b"s3cret\n")
+        options = parse("--admin", "tcp:3091", "--admin-token-file", path)
+        self.assertEqual(
+            (options["adminEndpoint"], options["adminToken"]), ("tcp:3091", b"s3cret")
+        )
+
+    def test_tokenWithoutAdmin(self) -> None:
+        """
+        A token file is still read (and checked) with C{--admin none}.
+        """
+        options = parse("--admin-token-file", self.tokenFile(b"  tok  \r\n"))
+        self.assertEqual(options["adminToken"], b"tok")
+
+    def test_tokenFileMissing(self) -> None:
+        """
+        A token file that does not exist is refused.
+        """
+        path = os.path.abspath(self.mktemp())
+        self.assertRefused(
+            ["--admin-token-file", path],
+            f"--admin-token-file: cannot read {path!r}: No such file or directory",
+        )
+
+    def test_tokenFileDirectory(self) -> None:
+        """
+        A directory is not a token file.
+        """
+        path = os.path.abspath(self.mktemp())
+        os.makedirs(path)
+        self.assertRefused(
+            ["--admin-token-file", path],
+            f"--admin-token-file: cannot read {path!r}: Is a directory",
+        )
+
+    def test_tokenFileEmpty(self) -> None:
+        """
+        An empty token file (or one of only white space) is refused.
+        """
+        for content in (b"", b" \n\n"):
+            path = self.tokenFile(content)
+            self.assertRefused(
+                ["--admin-token-file", path],
+                f"--admin-token-file: {path!r} is empty",
+            )
+
+    def test_tokenFileBadCharacters(self) -> None:
+        """
+        A token that could not be sent in an C{Authorization} header (inner
+        spaces, control characters, non-ASCII) is refused.
+        """
+        for content in (
+            b"two words",
+            b"tab\there",
+            "caf\N{LATIN SMALL LETTER E WITH ACUTE}".encode(),
+        ):
+            path = self.tokenFile(content)
+            self.assertRefused(
+                ["--admin-token-file", path],
+                f"--admin-token-file: {path!r} must hold one token of printable "
+                "ASCII characters without spaces",
+            )
+
+    def test_badEndpoint(self) -> None:
+        """
+        A C{--admin} that is not an endpoint is refused, with C{--admin}
+        examples.
+        """
+        error = self.assertRaises(
+            usage.UsageError,
+            Options().parseOptions,
+            [*REQUIRED, "--admin", "bogus:1"],
+        )
+        self.assertTrue(
+            str(error).startswith(
+                "--admin: 'bogus:1' is not a valid endpoint (e.g. "
+                "tcp:3091:interface=127.0.0.1, unix:/run/bg-admin.sock): "
+            ),
+            str(error),
+        )
+
+    def test_badAdminPorts(self) -> None:
+        """
+        Out-of-range ports, an empty value and a UNIX socket without a path
+        are refused, naming C{--admin}.
+        """
+        for value, message in [
+            (
+                "tcp:70000:interface=127.0.0.1",
+                "--admin: 'tcp:70000:interface=127.0.0.1': 70000 is not a TCP "
+                "port number (0-65535)",
+            ),
+            ("0", "--admin: '0' is not a TCP port number (1-65535)"),
+            ("", "--admin: empty; give a port number or endpoint string"),
+            ("unix:", "--admin: 'unix:' has no socket path (e.g. unix:/run/bg.sock)"),
+        ]:
+            self.assertRefused(["--admin", value], message)
+
+    def test_proxiedPort(self) -> None:
+        """
+        The admin API never shares the proxied port (or socket).
+        """
+        self.assertRefused(
+            ["--port", "4000", "--admin", "tcp:4000:interface=127.0.0.1"],
+            "--admin: 'tcp:4000:interface=127.0.0.1' is the proxied port "
+            "(--port 4000); the admin API needs its own",
+        )
+        self.assertRefused(
+            ["--port", "unix:/run/bg.sock", "--admin", "unix:/run/bg.sock"],
+            "--admin: 'unix:/run/bg.sock' is the proxied port "
+            "(--port unix:/run/bg.sock); the admin API needs its own",
+        )
+
+    def test_bothOnAnyPort(self) -> None:
+        """
+        Port 0 (any free port) for both is not the same port.
+        """
+        options = parse(
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--admin",
+            "tcp:0:interface=127.0.0.1",
+        )
+        self.assertEqual(options["adminEndpoint"], "tcp:0:interface=127.0.0.1")
+
+
 class MakeServiceTests(SynchronousTestCase):
     """
     L{makeService} builds the service tree on the given reactor.
@@ -990,6 +1228,78 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual([child.running for child in service], [0, 0])
 
 
+class AdminServiceTests(SynchronousTestCase):
+    """
+    L{makeService} adds the admin API's listener when C{--admin} is not
+    C{none}.
+    """
+
+    def make(self, *args: str) -> tuple[ProxyService, MemoryReactorClock]:
+        """
+        Build the service for C{args} on a memory reactor.
+        """
+        memory = MemoryReactorClock()
+        service = makeService(parse(*args), memory)
+        assert isinstance(service, ProxyService)
+        return service, memory
+
+    def test_none(self) -> None:
+        """
+        With C{--admin none} there is no admin API: one listener only.
+        """
+        service, memory = self.make("--port", "tcp:4567:interface=127.0.0.1")
+        self.assertIsNone(service.admin)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual([port for port, *_ in memory.tcpServers], [4567])
+
+    def test_listens(self) -> None:
+        """
+        The admin API listens on C{--admin}, serving an L{AdminResource} on
+        the service's controller and health monitor.
+        """
+        service, memory = self.make(
+            "--port",
+            "tcp:4567:interface=127.0.0.1",
+            "--admin",
+            "tcp:4568:interface=127.0.0.1",
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        [proxy, admin] = memory.tcpServers
+        self.assertEqual((proxy[0], admin[0], admin[3]), (4567, 4568, "127.0.0.1"))
+        site = admin[1]
+        assert isinstance(site, AdminSite)
+        self.assertIs(site.admin, service.admin)
+        assert service.admin is not None
+        self.assertIs(service.admin.controller, service.controller)
+        self.assertIs(service.admin.health, service.health)
+        self.assertIsNone(service.admin.token)
+
+    def test_token(self) -> None:
+        """
+        The token read from C{--admin-token-file} guards the admin API.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write("tok3n\n")
+        service, _ = self.make(
+            "--admin", "tcp:4568:interface=127.0.0.1", "--admin-token-file", path
+        )
+        assert service.admin is not None
+        self.assertEqual(service.admin.token, b"tok3n")
+
+    def test_stops(self) -> None:
+        """
+        Stopping the service stops the admin listener too.
+        """
+        service, _ = self.make("--admin", "tcp:4568:interface=127.0.0.1")
+        service.startService()
+        self.assertEqual([child.running for child in service], [1, 1, 1])
+        self.successResultOf(service.stopService())
+        self.assertEqual([child.running for child in service], [0, 0, 0])
+
+
 class StartupErrorTests(SynchronousTestCase):
     """
     L{StartupError} ends C{twistd} with one line and status 1.
@@ -1045,6 +1355,71 @@ class ListenTests(TestCase):
         port = freePort()
         service = makeService(
             parse("--port", f"tcp:{port}:interface=127.0.0.1", "--access-log", "none")
+        )
+        service.startService()
+        try:
+            self.assertTrue(accepts(port))
+        finally:
+            await service.stopService()
+        self.assertFalse(accepts(port))
+
+
+class AdminListenTests(TestCase):
+    """
+    The admin listener with the real reactor.
+    """
+
+    async def test_adminPortInUse(self) -> None:
+        """
+        If C{--admin} is in use, starting the service raises a
+        L{StartupError} naming C{--admin}, and the proxy port it had already
+        bound is closed again.
+        """
+        proxyPort = freePort()
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            value = f"tcp:{port}:interface=127.0.0.1"
+            service = makeService(
+                parse(
+                    "--port",
+                    f"tcp:{proxyPort}:interface=127.0.0.1",
+                    "--admin",
+                    value,
+                    "--access-log",
+                    "none",
+                )
+            )
+            error = self.assertRaises(StartupError, service.privilegedStartService)
+        self.assertEqual(
+            error.code,
+            f"bluegreen: cannot listen on --admin {value}: "
+            f"[Errno {errno.EADDRINUSE}] {os.strerror(errno.EADDRINUSE)}",
+        )
+        # The proxy's port closes on the next turns of the reactor.
+        for _ in range(100):
+            if not accepts(proxyPort):
+                break
+            await deferLater(globalReactor(), 0.01, lambda: None)
+        self.assertFalse(accepts(proxyPort))
+        self.assertFalse(accepts(port))
+
+    async def test_listensAndStops(self) -> None:
+        """
+        Started on the global reactor, the admin API accepts connections on
+        C{--admin}; once stopped it no longer does.
+        """
+        port = freePort()
+        service = makeService(
+            parse(
+                "--port",
+                "tcp:0:interface=127.0.0.1",
+                "--admin",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--access-log",
+                "none",
+            )
         )
         service.startService()
         try:
@@ -1364,6 +1739,74 @@ class TwistdTests(ProcessTestMixin):
         )
         self.assertNotIn("Traceback", output)
         self.assertFalse(accepts(port))
+
+
+class AdminTwistdTests(ProcessTestMixin):
+    """
+    C{twistd bluegreen} with the admin API options.
+    """
+
+    async def test_exposedWithoutToken(self) -> None:
+        """
+        An admin API on every interface without a token stops twistd with
+        status 1 and one line saying why (no traceback), before listening.
+        """
+        port = freePort()
+        code, output = await self.runToEnd(
+            [
+                *twistd(),
+                "-n",
+                "--pidfile=",
+                "bluegreen",
+                *REQUIRED,
+                "--port",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--admin",
+                "tcp:0",
+            ]
+        )
+        self.assertEqual(code, 1, output)
+        self.assertIn(
+            "--admin: 'tcp:0' listens on all interfaces, so other machines could "
+            "switch traffic: give --admin-token-file FILE, or listen on loopback "
+            "only (e.g. --admin tcp:3091:interface=127.0.0.1)\n",
+            output,
+        )
+        self.assertNotIn("Traceback", output)
+        self.assertFalse(accepts(port))
+
+    async def test_adminPortInUse(self) -> None:
+        """
+        If C{--admin} is in use, twistd exits with status 1 after one line
+        naming C{--admin}, and leaves the proxy port closed.
+        """
+        proxyPort = freePort()
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            value = f"tcp:{port}:interface=127.0.0.1"
+            code, output = await self.runToEnd(
+                [
+                    *twistd(),
+                    "-n",
+                    "--pidfile=",
+                    "bluegreen",
+                    *REQUIRED,
+                    "--port",
+                    f"tcp:{proxyPort}:interface=127.0.0.1",
+                    "--admin",
+                    value,
+                ]
+            )
+        self.assertEqual(code, 1, output)
+        self.assertIn(
+            f"bluegreen: cannot listen on --admin {value}: "
+            f"[Errno {errno.EADDRINUSE}] Address already in use\n",
+            output,
+        )
+        self.assertNotIn("Traceback", output)
+        self.assertFalse(accepts(proxyPort))
 
 
 class PluginImportTests(ProcessTestMixin):

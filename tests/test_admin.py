@@ -1,0 +1,1243 @@
+# -*- test-case-name: tests.test_admin -*-
+"""
+Tests for L{bluegreen.admin}: the admin HTTP API, served by a real service
+(built by L{bluegreen.tap.makeService}) on a free port of 127.0.0.1, in
+front of real backends.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from typing import Any, cast
+
+from attrs import define, field
+from treq import content
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+    connectProtocol,
+)
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorTCP,
+    IReactorTime,
+    IReactorUNIX,
+)
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from bluegreen import __version__, admin
+from bluegreen.admin import (
+    MAX_BODY,
+    BadToken,
+    exposedInterface,
+    isLoopback,
+    readToken,
+)
+from bluegreen.tap import Options, ProxyService, _Listener, makeService
+
+#: The endpoints, as the 404 message lists them.
+TRY = "(try GET /api/status, POST /api/switch, POST /api/check)"
+
+
+class _Reactor(IReactorTCP, IReactorTime, IReactorUNIX):
+    """
+    The reactor interfaces these tests use (for type checking only).
+    """
+
+
+def globalReactor() -> _Reactor:
+    """
+    @return: The global reactor.
+    """
+    return cast(_Reactor, reactor)
+
+
+def freePort() -> int:
+    """
+    @return: A TCP port of 127.0.0.1 that nothing listens on (a moment ago).
+    """
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class _Hello(Resource):
+    """
+    A backend's only page: its name.
+    """
+
+    isLeaf = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def render_GET(self, request: Any) -> bytes:
+        return f"{self.name}\n".encode()
+
+
+@define
+class Backend:
+    """
+    An environment's app: a tiny twisted.web site on 127.0.0.1, which can
+    be started and stopped (to be up or down).
+
+    @ivar name: What it answers.
+    @ivar port: Its TCP port (fixed, so it can come back).
+    @ivar listening: Its listening port while it is started.
+    """
+
+    name: str
+    port: int = field(factory=freePort)
+    listening: IListeningPort | None = None
+
+    @property
+    def url(self) -> str:
+        """
+        Its URL.
+        """
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """
+        Start answering.
+        """
+        site: Any = Site(_Hello(self.name))
+        site.noisy = False
+        self.listening = globalReactor().listenTCP(
+            self.port, site, interface="127.0.0.1"
+        )
+
+    async def stop(self) -> None:
+        """
+        Stop answering.
+        """
+        listening, self.listening = self.listening, None
+        if listening is not None:
+            stopped = listening.stopListening()
+            if stopped is not None:
+                await stopped
+
+
+@define
+class Running:
+    """
+    A running bluegreen service with its admin API.
+
+    @ivar service: The service.
+    @ivar adminPort: Where the admin API listens.
+    @ivar green: The GREEN backend.
+    @ivar blue: The BLUE backend.
+    """
+
+    service: ProxyService
+    adminPort: int
+    green: Backend
+    blue: Backend
+
+    @property
+    def admin(self) -> admin.AdminResource:
+        """
+        The admin API's resource.
+        """
+        assert self.service.admin is not None
+        return self.service.admin
+
+    @property
+    def base(self) -> str:
+        """
+        The admin API's base URL.
+        """
+        return f"http://127.0.0.1:{self.adminPort}"
+
+
+def listeningPort(service: ProxyService, option: str) -> IListeningPort:
+    """
+    @return: The listening port of the service's C{--option} listener.
+    """
+    [listener] = [
+        child
+        for child in service
+        if isinstance(child, _Listener) and child.option == option
+    ]
+    ports: list[IListeningPort] = []
+
+    def got(port: IListeningPort) -> IListeningPort:
+        ports.append(port)
+        return port
+
+    # TCP and UNIX listening is synchronous: this has fired already.
+    cast("Deferred[IListeningPort]", listener._waitingForPort).addCallback(got)
+    assert ports, f"--{option} is not listening"
+    return ports[0]
+
+
+async def startService(
+    testCase: TestCase,
+    *extra: str,
+    green: bool = True,
+    blue: bool = True,
+    token: str | None = None,
+) -> Running:
+    """
+    Start two backends and a bluegreen service in front of them with its
+    admin API on a free port, all stopped when the test ends; wait for the
+    first health checks.
+
+    The health checks run at start (rise 1, so one passed check is "up")
+    and then only when asked (the interval is long).
+
+    @param extra: More options.
+    @param green: Start the GREEN backend (else it is down).
+    @param blue: Start the BLUE backend (else it is down).
+    @param token: Guard the admin API with this token.
+    @return: The service.
+    """
+    backends = Backend("green"), Backend("blue")
+    for backend, up in zip(backends, (green, blue), strict=True):
+        if up:
+            backend.start()
+        testCase.addCleanup(backend.stop)
+    args = [
+        "--port",
+        "tcp:0:interface=127.0.0.1",
+        "--admin",
+        "tcp:0:interface=127.0.0.1",
+        "--green",
+        backends[0].url,
+        "--blue",
+        backends[1].url,
+        "--access-log",
+        "none",
+        "--health-interval",
+        "300",
+        "--fast-interval",
+        "300",
+        "--rise",
+        "1",
+    ]
+    if token is not None:
+        path = os.path.abspath(testCase.mktemp())
+        with open(path, "w") as f:
+            f.write(token + "\n")
+        args += ["--admin-token-file", path]
+    options = Options()
+    options.parseOptions([*args, *extra])
+    service = makeService(options, reactor)
+    assert isinstance(service, ProxyService)
+    service.startService()
+    testCase.addCleanup(service.stopService)
+    # A UNIX socket has no port number.
+    adminPort = getattr(listeningPort(service, "admin").getHost(), "port", 0)
+    running = Running(service, adminPort, *backends)
+    await settled(running)
+    return running
+
+
+async def settled(running: Running) -> None:
+    """
+    Wait until the health monitor has decided on every environment.
+    """
+    for _ in range(1000):
+        states = running.service.health.health.values()
+        if all(state.up is not None for state in states):
+            return
+        await deferLater(globalReactor(), 0.01, lambda: None)
+    raise AssertionError("the first health checks did not finish")
+
+
+@define
+class Answer:
+    """
+    An admin API answer.
+
+    @ivar code: The status.
+    @ivar headers: The headers.
+    @ivar data: The body.
+    """
+
+    code: int
+    headers: Headers
+    data: bytes
+
+    @property
+    def json(self) -> Any:
+        """
+        The body, parsed (it must be JSON).
+        """
+        contentType = self.headers.getRawHeaders(b"content-type")
+        assert contentType == [b"application/json"], contentType
+        return json.loads(self.data)
+
+    @property
+    def error(self) -> str:
+        """
+        The error message of an C{{"error": ...}} body.
+        """
+        body = self.json
+        assert list(body) == ["error"], body
+        message: str = body["error"]
+        return message
+
+
+async def call(
+    url: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[bytes, list[bytes]] | None = None,
+    payload: Any = None,
+) -> Answer:
+    """
+    Make one request with a fresh connection.
+
+    @param url: Where to.
+    @param method: The method.
+    @param body: The raw body, if any (no content type is added).
+    @param headers: The request headers.
+    @param payload: A JSON body (sent with C{Content-Type: application/json}).
+    @return: The answer.
+    """
+    pool = HTTPConnectionPool(globalReactor(), persistent=False)
+    client = HTTPClient(Agent(globalReactor(), pool=pool))
+    allHeaders = Headers(dict(headers or {}))
+    extra: dict[str, Any] = {}
+    if payload is not None:
+        allHeaders.setRawHeaders(b"content-type", [b"application/json"])
+        extra["data"] = json.dumps(payload).encode("utf-8")
+    elif body is not None:
+        extra["data"] = body
+    response = await client.request(method, url, headers=allHeaders, **extra)
+    data = await content(response)
+    return Answer(response.code, response.headers, data)
+
+
+class _Collect(Protocol):
+    """
+    Collects everything received until the connection is closed.
+    """
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.done.callback(self.data)
+
+
+async def rawExchange(port: int, *writes: bytes, close: bool = False) -> bytes:
+    """
+    Send raw bytes to C{port} and collect the answer until the server
+    closes the connection.
+
+    @param writes: What to send, in separate writes.
+    @param close: Close the connection right after sending (and return
+        what had arrived by then).
+    @return: Everything received.
+    """
+    protocol = _Collect()
+    endpoint = TCP4ClientEndpoint(globalReactor(), "127.0.0.1", port)
+    await connectProtocol(endpoint, protocol)
+    assert protocol.transport is not None
+    for data in writes:
+        protocol.transport.write(data)
+    if close:
+        protocol.transport.loseConnection()
+    done = protocol.done
+    done.addTimeout(10, globalReactor())
+    return await done
+
+
+def captureEvents(testCase: TestCase) -> list[LogEvent]:
+    """
+    Collect the log events of the admin API during the test.
+
+    @return: The list that fills up.
+    """
+    events: list[LogEvent] = []
+
+    def observer(event: LogEvent) -> None:
+        if event.get("log_namespace") == "bluegreen.admin":
+            events.append(event)
+
+    globalLogPublisher.addObserver(cast(ILogObserver, observer))
+    testCase.addCleanup(globalLogPublisher.removeObserver, cast(ILogObserver, observer))
+    return events
+
+
+def messages(events: list[LogEvent]) -> list[str]:
+    """
+    @return: The formatted C{events}.
+    """
+    return [formatEvent(event) for event in events]
+
+
+class StatusTests(TestCase):
+    """
+    C{GET /api/status}.
+    """
+
+    async def test_status(self) -> None:
+        """
+        The status says what is live and why, each environment's URL and
+        health (state, consecutive checks, last check's time, reason and
+        latency), and the (empty) history.
+        """
+        running = await startService(self, blue=False)
+        answer = await call(running.base + "/api/status")
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(answer.headers.getRawHeaders(b"cache-control"), [b"no-store"])
+        status = answer.json
+        self.assertEqual(
+            {
+                key: status[key]
+                for key in ("version", "live", "why", "since", "mode", "history")
+            },
+            {
+                "version": __version__,
+                "live": "green",
+                "why": "start",
+                "since": None,
+                "mode": "serving",
+                "history": [],
+            },
+        )
+        self.assertIsInstance(status["now"], float)
+        self.assertEqual(list(status["environments"]), ["green", "blue"])
+        green, blue = status["environments"]["green"], status["environments"]["blue"]
+        self.assertEqual(
+            (green["url"], green["live"], blue["url"], blue["live"]),
+            (running.green.url, True, running.blue.url, False),
+        )
+        self.assertEqual(
+            {key: green["health"][key] for key in ("state", "up", "successes")},
+            {"state": "up", "up": True, "successes": 1},
+        )
+        self.assertEqual(
+            {key: blue["health"][key] for key in ("state", "up", "failures")},
+            {"state": "down", "up": False, "failures": 1},
+        )
+        last = green["health"]["lastCheck"]
+        self.assertEqual(
+            (last["ok"], last["reason"], last["status"], last["passive"]),
+            (True, "status 200", 200, False),
+        )
+        self.assertLessEqual(last["when"], status["now"])
+        self.assertGreaterEqual(last["latency"], 0)
+        self.assertRegex(last["at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertEqual(blue["health"]["lastCheck"]["reason"], "connection refused")
+
+    async def test_statusAfterSwitch(self) -> None:
+        """
+        After a switch, the status has it in the history, and says why the
+        environment is live and since when.
+        """
+        running = await startService(self)
+        record = running.service.controller.switch("blue", "deploy 42")
+        status = (await call(running.base + "/api/status")).json
+        self.assertEqual(
+            (status["live"], status["why"], status["since"]),
+            ("blue", "deploy 42", record.when),
+        )
+        [entry] = status["history"]
+        self.assertEqual(
+            {key: entry[key] for key in ("when", "from", "to", "reason")},
+            {"when": record.when, "from": "green", "to": "blue", "reason": "deploy 42"},
+        )
+
+    async def test_head(self) -> None:
+        """
+        C{HEAD /api/status} answers like C{GET}, without the body.
+        """
+        running = await startService(self)
+        answer = await call(running.base + "/api/status", "HEAD")
+        self.assertEqual((answer.code, answer.data), (200, b""))
+        self.assertEqual(
+            answer.headers.getRawHeaders(b"content-type"), [b"application/json"]
+        )
+
+    async def test_statusProviders(self) -> None:
+        """
+        Sections added with L{AdminResource.addStatus} (what later features
+        report, such as flags) appear in the status.
+        """
+        running = await startService(self)
+        running.admin.addStatus("flags", lambda: {"newCheckout": True})
+        status = (await call(running.base + "/api/status")).json
+        self.assertEqual(status["flags"], {"newCheckout": True})
+
+    async def test_statusNeedsNoToken(self) -> None:
+        """
+        Reading the status needs no token, even when changes do.
+        """
+        running = await startService(self, token="t0ken")
+        answer = await call(running.base + "/api/status")
+        self.assertEqual(answer.code, 200)
+
+    async def test_internalError(self) -> None:
+        """
+        An unexpected exception is logged and answered with 500 and a JSON
+        error that gives nothing away.
+        """
+        running = await startService(self)
+
+        def broken() -> None:
+            raise RuntimeError("secret detail")
+
+        running.admin.addStatus("broken", broken)
+        answer = await call(running.base + "/api/status")
+        self.assertEqual(
+            (answer.code, answer.error), (500, "internal error (see the log)")
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+class SwitchTests(TestCase):
+    """
+    C{POST /api/switch}.
+    """
+
+    async def test_switch(self) -> None:
+        """
+        A switch to an environment that is up makes it live; the history
+        says who asked, and so does the log.
+        """
+        events = captureEvents(self)
+        running = await startService(self)
+        answer = await call(
+            running.base + "/api/switch", "POST", payload={"to": "blue"}
+        )
+        self.assertEqual(answer.code, 200)
+        controller = running.service.controller
+        self.assertEqual(controller.live.name, "blue")
+        reason = "manual switch via admin API from 127.0.0.1"
+        self.assertEqual(
+            (controller.history[-1].reason, controller.why), (reason, reason)
+        )
+        body = answer.json
+        self.assertEqual(
+            {key: body["switched"][key] for key in ("from", "to", "reason")},
+            {"from": "green", "to": "blue", "reason": reason},
+        )
+        self.assertEqual(body["status"]["live"], "blue")
+        self.assertIn("admin API from 127.0.0.1: switch to blue", messages(events))
+
+    async def test_alreadyLive(self) -> None:
+        """
+        A switch to the live environment is refused with 409 and the
+        reason, which is logged.
+        """
+        events = captureEvents(self)
+        running = await startService(self)
+        answer = await call(
+            running.base + "/api/switch", "POST", payload={"to": "green"}
+        )
+        self.assertEqual((answer.code, answer.error), (409, "green is already live"))
+        self.assertEqual(running.service.controller.history, [])
+        self.assertIn(
+            "admin API from 127.0.0.1: switch to green refused: green is already live",
+            messages(events),
+        )
+
+    async def test_targetDown(self) -> None:
+        """
+        A switch to an environment that is down is refused with 409, saying
+        why it is down.
+        """
+        running = await startService(self, blue=False)
+        answer = await call(
+            running.base + "/api/switch", "POST", payload={"to": "blue", "force": False}
+        )
+        self.assertEqual(
+            (answer.code, answer.error),
+            (409, "blue is down (connection refused); use force to switch anyway"),
+        )
+        self.assertEqual(running.service.controller.live.name, "green")
+
+    async def test_force(self) -> None:
+        """
+        With C{"force": true} a switch to an environment that is down is
+        made, and the history says it was forced.
+        """
+        running = await startService(self, blue=False)
+        answer = await call(
+            running.base + "/api/switch", "POST", payload={"to": "blue", "force": True}
+        )
+        self.assertEqual(answer.code, 200)
+        controller = running.service.controller
+        self.assertEqual(
+            (controller.live.name, controller.history[-1].reason),
+            ("blue", "manual switch via admin API from 127.0.0.1, forced"),
+        )
+
+    async def test_forceAlreadyLive(self) -> None:
+        """
+        Forcing does not make a switch to the live environment happen.
+        """
+        running = await startService(self)
+        answer = await call(
+            running.base + "/api/switch", "POST", payload={"to": "green", "force": True}
+        )
+        self.assertEqual((answer.code, answer.error), (409, "green is already live"))
+
+    async def test_unknownEnvironment(self) -> None:
+        """
+        An unknown environment is a bad request.
+        """
+        running = await startService(self)
+        answer = await call(
+            running.base + "/api/switch", "POST", payload={"to": "purple"}
+        )
+        self.assertEqual(
+            (answer.code, answer.error),
+            (400, "unknown environment 'purple'; expected green or blue"),
+        )
+
+    async def test_charset(self) -> None:
+        """
+        C{application/json} with parameters (a charset) is JSON too.
+        """
+        running = await startService(self)
+        answer = await call(
+            running.base + "/api/switch",
+            "POST",
+            body=b'{"to": "blue"}',
+            headers={b"content-type": [b"Application/JSON; charset=utf-8"]},
+        )
+        self.assertEqual(answer.code, 200)
+
+
+class BadRequestTests(TestCase):
+    """
+    Bad bodies get 400 (or 415) with the reason, and change nothing.
+    """
+
+    async def assertBad(
+        self,
+        body: bytes,
+        code: int,
+        error: str,
+        contentType: bytes | None = b"application/json",
+        path: str = "/api/switch",
+    ) -> None:
+        """
+        Assert that posting C{body} to C{path} is refused with C{code} and
+        C{error}, and changes nothing.
+        """
+        running = await startService(self)
+        headers = {} if contentType is None else {b"content-type": [contentType]}
+        answer = await call(running.base + path, "POST", body=body, headers=headers)
+        self.assertEqual((answer.code, answer.error), (code, error))
+        self.assertEqual(running.service.controller.live.name, "green")
+
+    async def test_malformed(self) -> None:
+        """
+        Malformed JSON.
+        """
+        await self.assertBad(
+            b'{"to": "blue"',
+            400,
+            "malformed JSON: Expecting ',' delimiter: line 1 column 14 (char 13)",
+        )
+
+    async def test_notAnObject(self) -> None:
+        """
+        JSON that is not an object.
+        """
+        await self.assertBad(
+            b'["blue"]', 400, "the body must be a JSON object, not array"
+        )
+
+    async def test_unknownField(self) -> None:
+        """
+        A field the call does not know.
+        """
+        await self.assertBad(
+            b'{"to": "blue", "now": true}',
+            400,
+            "unknown field 'now' (expected: 'to', 'force')",
+        )
+
+    async def test_missingField(self) -> None:
+        """
+        A missing required field, or no body at all.
+        """
+        await self.assertBad(b'{"force": true}', 400, "missing field 'to'")
+
+    async def test_noBody(self) -> None:
+        """
+        A switch without a body misses its C{to}.
+        """
+        await self.assertBad(b"", 400, "missing field 'to'", contentType=None)
+
+    async def test_toNotAString(self) -> None:
+        """
+        C{to} must be a string.
+        """
+        await self.assertBad(
+            b'{"to": 1}', 400, "field 'to' must be a string, not number"
+        )
+
+    async def test_forceNotABoolean(self) -> None:
+        """
+        C{force} must be a boolean: not a string, not a number.
+        """
+        await self.assertBad(
+            b'{"to": "blue", "force": "yes"}',
+            400,
+            "field 'force' must be true or false, not string",
+        )
+
+    async def test_forceNumber(self) -> None:
+        """
+        C{1} is not C{true}.
+        """
+        await self.assertBad(
+            b'{"to": "blue", "force": 1}',
+            400,
+            "field 'force' must be true or false, not number",
+        )
+
+    async def test_toBoolean(self) -> None:
+        """
+        A boolean is not a string either.
+        """
+        await self.assertBad(
+            b'{"to": true}', 400, "field 'to' must be a string, not boolean"
+        )
+
+    async def test_nan(self) -> None:
+        """
+        C{NaN} is not JSON.
+        """
+        await self.assertBad(
+            b'{"to": "blue", "force": NaN}',
+            400,
+            "malformed JSON: NaN is not valid JSON",
+        )
+
+    async def test_duplicateField(self) -> None:
+        """
+        A field given twice is refused rather than one of them picked.
+        """
+        await self.assertBad(
+            b'{"to": "green", "to": "blue"}',
+            400,
+            "malformed JSON: duplicate field 'to'",
+        )
+
+    async def test_notUTF8(self) -> None:
+        """
+        JSON is UTF-8.
+        """
+        await self.assertBad(
+            b'{"to": "\xff"}', 400, "malformed JSON: the body is not UTF-8"
+        )
+
+    async def test_form(self) -> None:
+        """
+        A form is not JSON: 415.
+        """
+        await self.assertBad(
+            b"to=blue",
+            415,
+            "Content-Type must be application/json "
+            "(got 'application/x-www-form-urlencoded')",
+            contentType=b"application/x-www-form-urlencoded",
+        )
+
+    async def test_noContentType(self) -> None:
+        """
+        A body without a content type is refused too (415): a browser can
+        send one cross-site without asking first.
+        """
+        await self.assertBad(
+            b'{"to": "blue"}',
+            415,
+            "Content-Type must be application/json (got none)",
+            contentType=None,
+        )
+
+    async def test_checkUnknownField(self) -> None:
+        """
+        C{POST /api/check} takes no fields.
+        """
+        await self.assertBad(
+            b'{"all": true}',
+            400,
+            "unknown field 'all' (expected: none)",
+            path="/api/check",
+        )
+
+
+class CheckTests(TestCase):
+    """
+    C{POST /api/check}.
+    """
+
+    async def test_check(self) -> None:
+        """
+        The checks run at once (here the interval is 300 s) and the answer
+        is the status once they are done: an environment that came up is
+        seen up.
+        """
+        events = captureEvents(self)
+        running = await startService(self, blue=False)
+        running.blue.start()
+        answer = await call(running.base + "/api/check", "POST")
+        self.assertEqual(answer.code, 200)
+        health = answer.json["environments"]["blue"]["health"]
+        self.assertEqual(
+            (health["state"], health["lastCheck"]["reason"]), ("up", "status 200")
+        )
+        self.assertTrue(running.service.health.isUp("blue"))
+        self.assertIn(
+            "admin API from 127.0.0.1: running the health checks now",
+            messages(events),
+        )
+        self.assertIn(
+            "admin API from 127.0.0.1: health checks done: green up (status 200), "
+            "blue up (status 200)",
+            messages(events),
+        )
+
+    async def test_emptyObject(self) -> None:
+        """
+        An empty JSON object is an empty body.
+        """
+        running = await startService(self)
+        answer = await call(running.base + "/api/check", "POST", payload={})
+        self.assertEqual(answer.code, 200)
+
+    async def test_notRunning(self) -> None:
+        """
+        When the health monitor is not running, the checks cannot be run:
+        503.
+        """
+        running = await startService(self)
+        await running.service.health.stopService()
+        answer = await call(running.base + "/api/check", "POST")
+        self.assertEqual(
+            (answer.code, answer.error), (503, "health checks are not running")
+        )
+
+    async def test_clientLeaves(self) -> None:
+        """
+        A client that leaves while the checks run is not answered (and
+        nothing fails).
+        """
+        running = await startService(self)
+        checked = len(running.service.health.health["green"].history)
+        await rawExchange(
+            running.adminPort,
+            b"POST /api/check HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            close=True,
+        )
+        for _ in range(500):
+            if len(running.service.health.health["green"].history) > checked:
+                break
+            await deferLater(globalReactor(), 0.01, lambda: None)
+        await deferLater(globalReactor(), 0.05, lambda: None)
+        self.assertGreater(len(running.service.health.health["green"].history), checked)
+
+
+class AuthorizationTests(TestCase):
+    """
+    With C{--admin-token-file}, changes need the token.
+    """
+
+    async def test_missing(self) -> None:
+        """
+        A switch without a token gets 401 (with C{WWW-Authenticate}), does
+        not switch, and is logged.
+        """
+        events = captureEvents(self)
+        running = await startService(self, token="t0ken")
+        answer = await call(
+            running.base + "/api/switch", "POST", payload={"to": "blue"}
+        )
+        self.assertEqual(
+            (answer.code, answer.error), (401, "missing Authorization: Bearer <token>")
+        )
+        self.assertEqual(
+            answer.headers.getRawHeaders(b"www-authenticate"),
+            [b'Bearer realm="bluegreen admin"'],
+        )
+        self.assertEqual(running.service.controller.live.name, "green")
+        self.assertIn(
+            "admin API from 127.0.0.1: POST /api/switch refused: missing "
+            "Authorization: Bearer <token>",
+            messages(events),
+        )
+
+    async def test_wrong(self) -> None:
+        """
+        A wrong token gets 401.
+        """
+        running = await startService(self, token="t0ken")
+        answer = await call(
+            running.base + "/api/switch",
+            "POST",
+            payload={"to": "blue"},
+            headers={b"authorization": [b"Bearer t0kem"]},
+        )
+        self.assertEqual((answer.code, answer.error), (401, "wrong token"))
+        self.assertEqual(running.service.controller.live.name, "green")
+
+    async def test_prefix(self) -> None:
+        """
+        A prefix of the token is a wrong token.
+        """
+        running = await startService(self, token="t0ken")
+        answer = await call(
+            running.base + "/api/switch",
+            "POST",
+            payload={"to": "blue"},
+            headers={b"authorization": [b"Bearer t0k"]},
+        )
+        self.assertEqual((answer.code, answer.error), (401, "wrong token"))
+
+    async def test_otherScheme(self) -> None:
+        """
+        Only the C{Bearer} scheme counts.
+        """
+        running = await startService(self, token="t0ken")
+        answer = await call(
+            running.base + "/api/switch",
+            "POST",
+            payload={"to": "blue"},
+            headers={b"authorization": [b"Basic dDBrZW4="]},
+        )
+        self.assertEqual(
+            (answer.code, answer.error), (401, "missing Authorization: Bearer <token>")
+        )
+
+    async def test_twoHeaders(self) -> None:
+        """
+        Two C{Authorization} headers are refused, even if one is right.
+        """
+        running = await startService(self, token="t0ken")
+        answer = await call(
+            running.base + "/api/switch",
+            "POST",
+            payload={"to": "blue"},
+            headers={b"authorization": [b"Bearer t0ken", b"Bearer x"]},
+        )
+        self.assertEqual(
+            (answer.code, answer.error), (401, "more than one Authorization header")
+        )
+
+    async def test_right(self) -> None:
+        """
+        With the right token (the scheme in any case) the switch is made;
+        the token is compared in constant time.
+        """
+        compared: list[tuple[bytes, bytes]] = []
+        real = hmac.compare_digest
+
+        def compare(a: bytes, b: bytes) -> bool:
+            compared.append((a, b))
+            return real(a, b)
+
+        self.patch(hmac, "compare_digest", compare)
+        running = await startService(self, token="t0ken")
+        answer = await call(
+            running.base + "/api/switch",
+            "POST",
+            payload={"to": "blue"},
+            headers={b"authorization": [b"bearer t0ken"]},
+        )
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(running.service.controller.live.name, "blue")
+        self.assertEqual(len(compared), 1)
+
+    async def test_checkNeedsToken(self) -> None:
+        """
+        Running the checks is a change too: it needs the token.
+        """
+        running = await startService(self, token="t0ken")
+        answer = await call(running.base + "/api/check", "POST")
+        self.assertEqual(answer.code, 401)
+        answer = await call(
+            running.base + "/api/check",
+            "POST",
+            headers={b"authorization": [b"Bearer t0ken"]},
+        )
+        self.assertEqual(answer.code, 200)
+
+    async def test_tokenBeforeBody(self) -> None:
+        """
+        Without the token, a bad body is not even looked at: 401, not 400.
+        """
+        running = await startService(self, token="t0ken")
+        answer = await call(
+            running.base + "/api/switch",
+            "POST",
+            body=b"{",
+            headers={b"content-type": [b"application/json"]},
+        )
+        self.assertEqual(answer.code, 401)
+
+
+class RoutingTests(TestCase):
+    """
+    Unknown paths and wrong methods.
+    """
+
+    async def test_notFound(self) -> None:
+        """
+        Unknown paths get a JSON 404 listing the endpoints.
+        """
+        running = await startService(self)
+        for path in ("/", "/api", "/api/", "/api/nope", "/api/status/", "/x/y"):
+            answer = await call(running.base + path)
+            self.assertEqual(
+                (answer.code, answer.error),
+                (404, f"not found: {path} {TRY}"),
+                path,
+            )
+
+    async def test_notFoundPost(self) -> None:
+        """
+        Unknown paths are 404 for any method.
+        """
+        running = await startService(self)
+        answer = await call(running.base + "/api/nope", "POST", payload={})
+        self.assertEqual(answer.code, 404)
+
+    async def test_methodNotAllowed(self) -> None:
+        """
+        A wrong method gets a JSON 405 with C{Allow}.
+        """
+        running = await startService(self)
+        for method, path, allow in [
+            ("GET", "/api/switch", b"POST"),
+            ("GET", "/api/check", b"POST"),
+            ("POST", "/api/status", b"GET, HEAD"),
+            ("DELETE", "/api/status", b"GET, HEAD"),
+            ("PUT", "/api/switch", b"POST"),
+        ]:
+            answer = await call(running.base + path, method)
+            self.assertEqual(
+                (answer.code, answer.error),
+                (405, f"method {method} not allowed on {path}"),
+            )
+            self.assertEqual(answer.headers.getRawHeaders(b"allow"), [allow])
+
+
+class BodySizeTests(TestCase):
+    """
+    Bodies over 64 KiB get 413, as soon as that is known.
+    """
+
+    async def test_declaredTooLarge(self) -> None:
+        """
+        A C{Content-Length} over the limit is refused as soon as the headers
+        are in: 413, and the connection is closed.
+        """
+        events = captureEvents(self)
+        running = await startService(self)
+        data = await rawExchange(
+            running.adminPort,
+            b"POST /api/switch HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (MAX_BODY + 1,),
+        )
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 413 "), data)
+        self.assertIn(b"\r\nConnection: close", head)
+        self.assertEqual(
+            json.loads(body), {"error": "request body larger than 65536 bytes"}
+        )
+        self.assertIn(
+            "admin API from 127.0.0.1: request body over 65536 bytes refused",
+            messages(events),
+        )
+
+    async def test_noContinue(self) -> None:
+        """
+        A client that expects C{100 Continue} gets the 413 instead.
+        """
+        running = await startService(self)
+        data = await rawExchange(
+            running.adminPort,
+            b"POST /api/switch HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: 1000000\r\n\r\n",
+        )
+        self.assertTrue(data.startswith(b"HTTP/1.1 413 "), data)
+        self.assertNotIn(b"100 Continue", data)
+
+    async def test_sentTooLarge(self) -> None:
+        """
+        A body sent (here, uploaded after the 413) is read and dropped, so
+        the client gets the answer rather than a reset connection.
+        """
+        running = await startService(self)
+        data = await rawExchange(
+            running.adminPort,
+            b"POST /api/switch HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: 200000\r\n\r\n",
+            b"x" * 200000,
+        )
+        self.assertTrue(data.startswith(b"HTTP/1.1 413 "), data)
+
+    async def test_chunkedTooLarge(self) -> None:
+        """
+        A chunked body is refused once it grows past the limit.
+        """
+        running = await startService(self)
+        chunk = b"x" * 40000
+        data = await rawExchange(
+            running.adminPort,
+            b"POST /api/switch HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            b"%x\r\n%s\r\n" % (len(chunk), chunk),
+            b"%x\r\n%s\r\n" % (len(chunk), chunk),
+        )
+        self.assertTrue(data.startswith(b"HTTP/1.1 413 "), data)
+        self.assertEqual(running.service.controller.live.name, "green")
+
+    async def test_atTheLimit(self) -> None:
+        """
+        A body of exactly 64 KiB is read (and here refused for its content).
+        """
+        running = await startService(self)
+        body = b'{"to": "blue", "pad": "'
+        body += b"x" * (MAX_BODY - len(body) - 2) + b'"}'
+        self.assertEqual(len(body), MAX_BODY)
+        answer = await call(
+            running.base + "/api/switch",
+            "POST",
+            body=body,
+            headers={b"content-type": [b"application/json"]},
+        )
+        self.assertEqual(
+            (answer.code, answer.error),
+            (400, "unknown field 'pad' (expected: 'to', 'force')"),
+        )
+
+
+class UNIXSocketTests(TestCase):
+    """
+    The admin API on a UNIX socket.
+    """
+
+    async def test_switch(self) -> None:
+        """
+        Over a UNIX socket, the history says the switch came from a local
+        socket.
+        """
+        from bluegreen.cli import _UNIXEndpointFactory
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "admin.sock")
+        running = await startService(self, "--admin", f"unix:{path}")
+        pool = HTTPConnectionPool(globalReactor(), persistent=False)
+        agent = Agent.usingEndpointFactory(
+            globalReactor(), _UNIXEndpointFactory(globalReactor(), path), pool=pool
+        )
+        response = await HTTPClient(agent).post(
+            "http://localhost/api/switch", json={"to": "blue"}
+        )
+        self.assertEqual(response.code, 200)
+        await response.content()
+        self.assertEqual(
+            running.service.controller.history[-1].reason,
+            "manual switch via admin API from local socket",
+        )
+
+
+class HelperTests(SynchronousTestCase):
+    """
+    The helpers for the options: loopback detection and the token file.
+    """
+
+    def test_isLoopback(self) -> None:
+        """
+        Loopback addresses and C{localhost} are loopback; every interface,
+        other addresses and host names are not.
+        """
+        for host in (
+            "127.0.0.1",
+            "127.9.9.9",
+            "::1",
+            "[::1]",
+            "::ffff:127.0.0.1",
+            "localhost",
+            "LOCALHOST",
+        ):
+            self.assertTrue(isLoopback(host), host)
+        for host in ("", "0.0.0.0", "::", "10.1.2.3", "::ffff:10.0.0.1", "example.com"):
+            self.assertFalse(isLoopback(host), host)
+
+    def test_exposedInterface(self) -> None:
+        """
+        TCP, TCP6 and TLS endpoints are exposed unless on loopback; UNIX
+        sockets are not.
+        """
+        r: Any = object()
+        self.assertIsNone(
+            exposedInterface(TCP4ServerEndpoint(r, 1, interface="127.0.0.1"))
+        )
+        self.assertEqual(exposedInterface(TCP4ServerEndpoint(r, 1)), "all interfaces")
+        self.assertEqual(exposedInterface(TCP6ServerEndpoint(r, 1)), "all interfaces")
+        self.assertIsNone(exposedInterface(TCP6ServerEndpoint(r, 1, interface="::1")))
+        self.assertEqual(
+            exposedInterface(SSL4ServerEndpoint(r, 1, cast(Any, None))),
+            "all interfaces",
+        )
+        self.assertEqual(
+            exposedInterface(
+                SSL4ServerEndpoint(r, 1, cast(Any, None), interface="10.0.0.1")
+            ),
+            "interface 10.0.0.1",
+        )
+        self.assertIsNone(
+            exposedInterface(
+                SSL4ServerEndpoint(r, 1, cast(Any, None), interface="127.0.0.1")
+            )
+        )
+        self.assertIsNone(exposedInterface(UNIXServerEndpoint(r, "/tmp/x.sock")))
+
+    def test_readToken(self) -> None:
+        """
+        The token is the file's content without the white space around it.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"\n  abc.DEF-123_~+/=  \r\n")
+        self.assertEqual(readToken(path), b"abc.DEF-123_~+/=")
+
+    def test_readTokenTooLarge(self) -> None:
+        """
+        A token file larger than 64 KiB is refused (it is not a token).
+        """
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"x" * (MAX_BODY + 1))
+        self.assertRaises(BadToken, readToken, path)
