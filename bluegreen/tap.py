@@ -10,7 +10,9 @@ listening on C{--port}.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from typing import Any
 
 from treq.client import HTTPClient
@@ -20,7 +22,12 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
-from twisted.logger import Logger
+from twisted.logger import (
+    ILogObserver,
+    Logger,
+    formatEvent,
+    formatTime,
+)
 from twisted.python import usage
 from twisted.web.client import (
     Agent,
@@ -28,6 +35,7 @@ from twisted.web.client import (
     HTTPConnectionPool,
     _HTTP11ClientFactory,
 )
+from zope.interface import implementer
 
 from . import __version__
 from .accesslog import AccessLog
@@ -218,6 +226,13 @@ class Options(usage.Options):
             "across restarts.",
         ],
         [
+            "log-format",
+            None,
+            "text",
+            "'text' (twistd's log) or 'json' (one JSON object per event on "
+            "standard output, with every structured field; use with -n).",
+        ],
+        [
             "access-log",
             None,
             "-",
@@ -364,6 +379,10 @@ class Options(usage.Options):
         self["failbackDelay"] = _seconds("failback-delay", self["failback-delay"])
         if self["state"] is not None:
             _checkWritableFile("state", self["state"])
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(
+                f"--log-format: {self['log-format']!r} must be 'text' or 'json'"
+            )
         accessLog = self["access-log"]
         if accessLog not in ("-", "none"):
             directory = os.path.dirname(os.path.abspath(accessLog))
@@ -449,6 +468,44 @@ class _Listener(StreamServerEndpointService):
             ) from None
 
 
+def jsonLinesObserver(stream: Any) -> ILogObserver:
+    """
+    A log observer writing each event as one line of JSON: C{time} (ISO
+    8601), C{level}, C{namespace}, C{text} (the formatted message), every
+    structured field whose value is a JSON scalar (e.g. C{env}, C{reason},
+    C{to}), and C{traceback} for a failure.
+
+    @param stream: Where to write (a text stream).
+    @return: The observer.
+    """
+
+    @implementer(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        level = event.get("log_level")
+        record: dict[str, Any] = {
+            "time": formatTime(event.get("log_time")),
+            "level": getattr(level, "name", "info"),
+            "namespace": event.get("log_namespace", "-"),
+            "text": formatEvent(event),
+        }
+        for key, value in event.items():
+            if key.startswith("log_") or key in _JSON_SKIP or key in record:
+                continue
+            if value is None or isinstance(value, (str, int, float, bool)):
+                record[key] = value
+        failure = event.get("log_failure")
+        if failure is not None:
+            record["traceback"] = failure.getTraceback()
+        stream.write(json.dumps(record) + "\n")
+        stream.flush()
+
+    return observe
+
+
+# Keys of legacy log events that repeat what the record already says.
+_JSON_SKIP = frozenset(("message", "format", "isError", "system"))
+
+
 class ProxyService(MultiService):
     """
     The bluegreen service: the listener and health monitor, plus the
@@ -507,6 +564,18 @@ class ProxyService(MultiService):
                 if isinstance(child, _Listener) and child._waitingForPort is not None:
                     child.stopService()
             raise
+
+    #: Set by C{--log-format json}: installed as the application's log
+    #: observer (twistd then uses it instead of its text log).
+    logObserver: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join twistd's application, giving it our log observer if we have one.
+        """
+        super().setServiceParent(parent)
+        if self.logObserver is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.logObserver)
 
     def stopService(self) -> Deferred[Any]:
         """
@@ -609,6 +678,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         retry=options["retry"] == "connect",
     )
     service = ProxyService(controller, resource, pools, monitor, accessLog)
+    if options["log-format"] == "json":
+        service.logObserver = jsonLinesObserver(sys.stdout)
     monitor.setServiceParent(service)
     site = ProxySite(resource, reactor)
     endpoint = serverFromString(reactor, options["endpoint"])
