@@ -232,12 +232,15 @@ class Controller:
         """
         self._reasons[name] = reason
         if name == self.live.name:
+            standby = self.isUp(self.standby().name)
             if up:
                 self._liveRecovered()
-            elif self.isUp(self.standby().name):
+            elif standby:
                 self._liveFailed(reason)
-            else:
+            elif standby is False:
                 self._liveFailedNoStandby(reason)
+            # Otherwise the standby's first check has not decided yet: its
+            # result (up or down) moves traffic or starts the outage.
         elif up:
             if self.isUp(self.live.name) is False:
                 # Traffic is on an environment that is down (an outage, or

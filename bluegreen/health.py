@@ -447,13 +447,17 @@ class HealthMonitor(Service):
         at once.
 
         Only one passive failure counts between two active checks, so a burst
-        of failed requests is one piece of evidence, not C{fall} of them.
+        of failed requests is one piece of evidence, not C{fall} of them; an
+        environment already down is left to its own loop.
 
         @param name: The environment.
         @param reason: What the proxy saw.
         """
         state = self.health.get(name)
-        if state is None or not self.running:
+        if state is None or not self.running or state.up is False:
+            # Already down: its own loop (at the fast interval while it
+            # recovers) is checking it; a check per failed request would be
+            # a storm.
             return
         if not state.passiveCounted:
             state.passiveCounted = True

@@ -253,11 +253,12 @@ class ServingTests(ControllerMixin):
 
     def test_standbyUnchecked(self) -> None:
         """
-        A standby not checked yet is not known to be up: no switch to it.
+        A standby not checked yet is not known to be up: no switch to it, and
+        no outage declared before its first check.
         """
         self.make()
         self.change("green", False)
-        self.assertState("green", "outage", 0)
+        self.assertState("green", "serving", 0)
         self.assertEqual(self.logged(LogLevel.warn), [])
 
     def test_liveRecovered(self) -> None:
@@ -356,18 +357,35 @@ class OutageTests(ControllerMixin):
 
     def test_uncheckedStandby(self) -> None:
         """
-        A standby never checked is reported as such.
+        The live environment failing before the standby's first check is not
+        an outage yet: nothing is logged or switched until the standby's
+        first result, which then decides (down: the outage starts).
         """
         self.make()
         self.change("green", False, "connection refused")
+        self.assertState("green", "serving", 0)
+        self.assertEqual(self.logged(LogLevel.error), [])
+        self.change("blue", False, "connection refused")
+        self.assertState("green", "outage", 0)
         self.assertEqual(
             self.logged(LogLevel.error),
             [
                 self.outageMessage(
-                    details="green: connection refused; blue: not checked yet"
+                    details="green: connection refused; blue: connection refused"
                 )
             ],
         )
+
+    def test_uncheckedStandbyComesUp(self) -> None:
+        """
+        The live environment failing before the standby's first check: a
+        passing first check of the standby moves traffic to it at once.
+        """
+        self.make()
+        self.change("green", False, "connection refused")
+        self.change("blue", True)
+        self.assertState("blue", "serving", 1)
+        self.assertEqual(self.logged(LogLevel.error), [])
 
     def test_everyInterval(self) -> None:
         """
