@@ -5,25 +5,32 @@ The admin HTTP API: see and change what bluegreen does.
 It is served on C{--admin} (by default C{tcp:3091:interface=127.0.0.1}),
 never on the proxied port::
 
+    GET  /             the dashboard, a web page (see L{bluegreen.dashboard})
     GET  /api/status   the live environment and why, each environment's URL
-                       and health, the switch history (JSON)
+                       and health (with its last checks), the switch history
+                       (JSON)
+    GET  /api/events   the same status as server-sent events, whenever it
+                       changes (for the dashboard)
     POST /api/switch   {"to": "blue", "force": false}: switch, or 409 with
                        the reason (target down, already live)
     POST /api/check    run the health checks now, then answer as
                        GET /api/status
+    GET  /metrics      Prometheus metrics, in the text format (added by
+                       L{bluegreen.tap.makeService}; see L{bluegreen.metrics})
 
-Every answer is JSON; errors are C{{"error": "..."}} with the fitting status
-(400 bad request body, 401 missing or wrong token, 404 unknown path, 405
-wrong method (with C{Allow}), 409 switch refused, 413 body over 64 KiB, 415
-a body that is not C{application/json}).
+Every answer but C{/}, C{/api/events} and C{/metrics} is JSON; errors are
+C{{"error": "..."}} with the fitting status (400 bad request body, 401
+missing or wrong token, 404 unknown path, 405 wrong method (with C{Allow}),
+409 switch refused, 413 body over 64 KiB, 415 a body that is not
+C{application/json}).
 
 With C{--admin-token-file}, the C{POST} calls need C{Authorization: Bearer
-<token>}; C{GET /api/status} stays open.  A C{POST} with a body must say
-C{Content-Type: application/json}; one without a body (C{POST /api/check})
-needs no content type.  Insisting on JSON means a web page in an
-operator's browser cannot switch through the loopback API with a "simple"
-cross-site request: a JSON body needs a CORS preflight, which this API never
-grants.
+<token>}; the C{GET}s stay open.  A C{POST}
+with a body must say C{Content-Type: application/json}; one without a body
+(C{POST /api/check}) needs no content type.  Insisting on JSON means a web
+page in an operator's browser cannot switch through the loopback API with a
+"simple" cross-site request: a JSON body needs a CORS preflight, which this
+API never grants.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from . import __version__
 from .controller import Controller, Switch, SwitchRefused, UnknownEnvironment
+from .dashboard import DashboardPage, StatusEvents
 from .health import CheckResult, EnvironmentHealth, HealthMonitor
 
 #: The largest request body accepted (a larger one gets 413).
@@ -332,10 +340,25 @@ def _checkResult(result: CheckResult | None) -> JSONObject | None:
     }
 
 
+def _check(result: CheckResult) -> JSONObject:
+    """
+    @return: A check of the recent history as JSON (the dashboard's strip).
+    """
+    return {
+        "ok": result.ok,
+        "when": result.when,
+        "reason": result.reason,
+        "latency": result.latency,
+        "passive": result.passive,
+    }
+
+
 def _health(state: EnvironmentHealth | None) -> JSONObject:
     """
     @return: An environment's health as JSON: C{state} is C{"up"},
-        C{"down"} or C{"unknown"} (not checked yet, or no monitor).
+        C{"down"} or C{"unknown"} (not checked yet, or no monitor);
+        C{checks} are the last L{bluegreen.health.HISTORY} checks, oldest
+        first.
     """
     if state is None or state.up is None:
         word = "unknown"
@@ -348,6 +371,7 @@ def _health(state: EnvironmentHealth | None) -> JSONObject:
         "successes": 0 if state is None else state.successes,
         "failures": 0 if state is None else state.failures,
         "lastCheck": _checkResult(last),
+        "checks": [] if state is None else [_check(r) for r in state.history],
     }
 
 
@@ -366,7 +390,8 @@ def _switch(record: Switch) -> JSONObject:
 
 class AdminResource(Resource):
     """
-    The root of the admin API: C{/api/status}, C{/api/switch}, C{/api/check}.
+    The root of the admin API: C{/api/status}, C{/api/switch}, C{/api/check},
+    and the dashboard: C{/} and C{/api/events}.
 
     @ivar controller: The switch.
     @ivar health: The health monitor, or L{None} (no health checks).
@@ -374,6 +399,7 @@ class AdminResource(Resource):
     @ivar clock: Tells the time for C{now} in the status.
     @ivar statusProviders: Extra sections of the status (e.g. C{flags},
         C{sync}), by name; see L{addStatus}.
+    @ivar events: C{/api/events}, the status as server-sent events.
     """
 
     def __init__(
@@ -400,6 +426,9 @@ class AdminResource(Resource):
         api.putChild(b"status", _Endpoint(self, {b"GET": self.status}))
         api.putChild(b"switch", _Endpoint(self, {b"POST": self.switch}))
         api.putChild(b"check", _Endpoint(self, {b"POST": self.check}))
+        self.putChild(b"", DashboardPage())
+        self.events = StatusEvents(self.status, clock)
+        api.putChild(b"events", self.events)
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         """

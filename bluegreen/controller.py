@@ -23,7 +23,7 @@ health monitor's state changes and by operators:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from attrs import define, field, frozen
@@ -40,6 +40,12 @@ class UnknownEnvironment(ValueError):
     """
     A name that is neither C{green} nor C{blue}.
     """
+
+
+#: Called with every L{Switch} and its kind: C{"failover"} (the live
+#: environment went down), C{"recovered"} (traffic was on a down environment
+#: and the other came up), C{"failback"} (automatic) or C{"manual"}.
+SwitchObserver = Callable[["Switch", str], None]
 
 
 class SwitchRefused(Exception):
@@ -87,6 +93,7 @@ class Controller:
     @ivar stateFile: Where the live colour and history are saved, or L{None}.
     @ivar mode: The state machine's state, for operators: C{"serving"},
         C{"outage"} or C{"failback-pending"}.
+    @ivar onSwitch: Observers told of every switch (see L{SwitchObserver}).
     """
 
     environments: Mapping[str, Environment]
@@ -104,6 +111,7 @@ class Controller:
     _failbackCall: IDelayedCall | None = None
     _outageLog: LoopingCall | None = None
     _reasons: dict[str, str] = field(factory=dict)
+    onSwitch: list[SwitchObserver] = field(factory=list)
     _log = Logger()
     _machine = MethodicalMachine()
 
@@ -318,14 +326,18 @@ class Controller:
     @_machine.output()
     def _failover(self, reason: str) -> None:
         self._switchTo(
-            self.standby().name, f"failover: {self.live.name} down ({reason})"
+            self.standby().name,
+            f"failover: {self.live.name} down ({reason})",
+            "failover",
         )
 
     @_machine.output()
     def _switchToRecovered(self) -> None:
         name = self.standby().name
         self._switchTo(
-            name, f"failover: {name} recovered while {self.live.name} is down"
+            name,
+            f"failover: {name} recovered while {self.live.name} is down",
+            "recovered",
         )
 
     @_machine.output()
@@ -334,11 +346,12 @@ class Controller:
         self._switchTo(
             self.preferred,
             f"failback: {self.preferred} up for {self.failbackDelay:g} s",
+            "failback",
         )
 
     @_machine.output()
     def _manual(self, to: str, reason: str) -> None:
-        self._switchTo(to, reason)
+        self._switchTo(to, reason, "manual")
 
     @_machine.output()
     def _startOutage(self, reason: str) -> None:
@@ -436,7 +449,7 @@ class Controller:
 
     # Helpers of the outputs
 
-    def _switchTo(self, to: str, reason: str) -> None:
+    def _switchTo(self, to: str, reason: str, kind: str) -> None:
         previous = self.live
         # The one assignment that moves traffic.
         self.live = self.environments[to]
@@ -458,6 +471,13 @@ class Controller:
                     "cannot save state to {path}: {error}",
                     path=self.stateFile,
                     error=str(e),
+                )
+        for observer in self.onSwitch:
+            try:
+                observer(record, kind)
+            except Exception:
+                self._log.failure(
+                    "switch observer {observer!r} failed", observer=observer
                 )
 
     def _logOutage(self) -> None:

@@ -286,6 +286,9 @@ def describeCheckFailure(reason: Failure, timeout: float) -> str:
 #: Called with (environment name, up, reason) whenever one changes state.
 StateObserver = Callable[[str, bool, str], None]
 
+#: Called with (environment name, result) for every check result recorded.
+CheckObserver = Callable[[str, CheckResult], None]
+
 
 @define(slots=False, eq=False)
 class HealthMonitor(Service):
@@ -307,6 +310,7 @@ class HealthMonitor(Service):
     pool: Any = None
     health: dict[str, EnvironmentHealth] = field(init=False)
     _observers: list[StateObserver] = field(factory=list, init=False)
+    _checkObservers: list[CheckObserver] = field(factory=list, init=False)
     _loops: dict[str, LoopingCall] = field(factory=dict, init=False)
     _inflight: dict[str, Deferred[None]] = field(factory=dict, init=False)
     _waiting: dict[str, list[Deferred[None]]] = field(factory=dict, init=False)
@@ -324,6 +328,15 @@ class HealthMonitor(Service):
         (including the first decision after start).
         """
         self._observers.append(observer)
+
+    def subscribeChecks(self, observer: CheckObserver) -> None:
+        """
+        Call C{observer(name, result)} with every check result recorded
+        (passive ones included; not those of checks cancelled by a stop):
+        after the result is in the environment's L{EnvironmentHealth}
+        counts, before any change of state it causes is decided.
+        """
+        self._checkObservers.append(observer)
 
     def isUp(self, name: str) -> bool:
         """
@@ -486,6 +499,13 @@ class HealthMonitor(Service):
         else:
             state.failures += 1
             state.successes = 0
+        for checkObserver in self._checkObservers:
+            try:
+                checkObserver(name, result)
+            except Exception:
+                self._log.failure(
+                    "check observer {observer!r} failed", observer=checkObserver
+                )
         settings = self.settings
         changed: bool | None = None
         if state.up is None:

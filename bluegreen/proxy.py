@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .controller import Controller
     from .environment import Environment
     from .health import HealthMonitor
+    from .metrics import Metrics
     from .pool import UpstreamPool
 
 #: Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded; lower case.
@@ -368,6 +369,7 @@ class ProxyResource(Resource):
     @ivar retry: Retry a request that could not reach its environment once
         on the standby (when it is up and nothing of the request can have
         been processed).
+    @ivar metrics: Counts requests, upstream errors and retries, or L{None}.
     """
 
     isLeaf = True
@@ -382,10 +384,12 @@ class ProxyResource(Resource):
         accessLog: AccessLog | None = None,
         health: HealthMonitor | None = None,
         retry: bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self.health = health
         self.retry = retry
+        self.metrics = metrics
         self.controller = controller
         self.pools = pools
         self.clock = clock
@@ -478,6 +482,79 @@ def _clientHost(address: IAddress | None) -> bytes | None:
     return None
 
 
+#: The kinds of upstream failure, as the metrics name them:
+#:   - C{refused}: the connection was refused;
+#:   - C{timeout_connect}: no connection within C{--connect-timeout};
+#:   - C{timeout_response}: no response head within C{--response-timeout};
+#:   - C{dns}: the host name could not be resolved;
+#:   - C{unreachable}: any other failure to connect (no route to host...);
+#:   - C{tls}: the TLS handshake or the certificate check failed;
+#:   - C{closed}: the upstream closed the connection (before or during the
+#:     response);
+#:   - C{reset}: the connection was reset or otherwise lost;
+#:   - C{invalid_response}: the response was not valid HTTP/1.1;
+#:   - C{shutdown}: bluegreen is shutting down (the pool is closed);
+#:   - C{other}: anything else.
+#: L{classifyFailure} says which (but for C{timeout_response}).
+FAILURE_KINDS = (
+    "refused",
+    "timeout_connect",
+    "timeout_response",
+    "dns",
+    "unreachable",
+    "tls",
+    "closed",
+    "reset",
+    "invalid_response",
+    "shutdown",
+    "other",
+)
+
+
+def classifyFailure(
+    reason: Failure, connectTimeout: float | None = None
+) -> tuple[int, str, str]:
+    """
+    Turn an upstream failure into a status, a short reason and a kind.
+
+    @param reason: Why the upstream exchange failed.
+    @param connectTimeout: The connect timeout, for the message.
+    @return: C{(502, 503 or 504, reason, kind)}; the kind is one of
+        L{FAILURE_KINDS} (but never C{timeout_response}, which is no
+        failure of the connection: see L{_Exchange._timedOut}).
+    """
+    error = reason.value
+    if isinstance(error, TimeoutError):
+        after = f" within {connectTimeout:g} s" if connectTimeout else ""
+        return (
+            504,
+            f"did not accept a connection{after} (connect timeout)",
+            "timeout_connect",
+        )
+    if isinstance(error, ConnectionRefusedError):
+        return 502, "refused the connection", "refused"
+    if isinstance(error, DNSLookupError):
+        return 502, f"host name could not be resolved ({error})", "dns"
+    if isinstance(error, BadResponse):
+        return 502, f"sent an invalid response: {error}", "invalid_response"
+    if isinstance(error, PoolClosed):
+        return (
+            503,
+            "is not accepting requests (bluegreen is shutting down)",
+            "shutdown",
+        )
+    if isinstance(error, ConnectionDone):
+        return 502, "closed the connection before responding", "closed"
+    if isinstance(error, ConnectionLost):
+        return 502, "closed the connection before responding", "reset"
+    if isinstance(error, ConnectError):
+        text = str(error.osError or error) if hasattr(error, "osError") else str(error)
+        return 502, f"could not be reached ({text.strip()})", "unreachable"
+    if isTLSError(error):
+        return 502, f"TLS handshake failed ({describeTLSError(error)})", "tls"
+    return 502, f"failed ({type(error).__name__}: {error})", "other"
+
+
 def describeFailure(
     reason: Failure, connectTimeout: float | None = None
 ) -> tuple[int, str]:
@@ -486,28 +563,10 @@ def describeFailure(
 
     @param reason: Why the upstream exchange failed.
     @param connectTimeout: The connect timeout, for the message.
-    @return: C{(502 or 504, reason)}.
+    @return: C{(502, 503 or 504, reason)}: see L{classifyFailure}.
     """
-    error = reason.value
-    if isinstance(error, TimeoutError):
-        after = f" within {connectTimeout:g} s" if connectTimeout else ""
-        return 504, f"did not accept a connection{after} (connect timeout)"
-    if isinstance(error, ConnectionRefusedError):
-        return 502, "refused the connection"
-    if isinstance(error, DNSLookupError):
-        return 502, f"host name could not be resolved ({error})"
-    if isinstance(error, BadResponse):
-        return 502, f"sent an invalid response: {error}"
-    if isinstance(error, PoolClosed):
-        return 503, "is not accepting requests (bluegreen is shutting down)"
-    if isinstance(error, (ConnectionDone, ConnectionLost)):
-        return 502, "closed the connection before responding"
-    if isinstance(error, ConnectError):
-        text = str(error.osError or error) if hasattr(error, "osError") else str(error)
-        return 502, f"could not be reached ({text.strip()})"
-    if isTLSError(error):
-        return 502, f"TLS handshake failed ({describeTLSError(error)})"
-    return 502, f"failed ({type(error).__name__}: {error})"
+    status, text, _ = classifyFailure(reason, connectTimeout)
+    return status, text
 
 
 @implementer(IPushProducer)
@@ -599,6 +658,7 @@ class _Exchange:
         self._acquiring = None
         if self._done or reason.check(CancelledError, ConnectingCancelledError):
             return
+        self._countError(reason)
         if not reason.check(PoolClosed) and self._unreachable(reason, sent=False):
             return
         self._fail(reason)
@@ -630,6 +690,9 @@ class _Exchange:
             return False
         self._standbyTried = True
         self._retried = False
+        metrics = resource.metrics
+        if metrics is not None:
+            metrics.retry(environment.name, standby.name, "standby")
         self.environment = standby
         if request.body is not None:
             request.body.detach()
@@ -706,10 +769,15 @@ class _Exchange:
             # A pooled connection the server had already closed: nothing
             # reached the application, so send it again on a new connection.
             self._retried = True
+            metrics = self.resource.metrics
+            if metrics is not None:
+                name = self.environment.name
+                metrics.retry(name, name, "stale_connection")
             if body is not None:
                 body.detach()
             self.start(True)
             return
+        self._countError(reason)
         if self._responded:
             # Part of the body went out: cut the client off so the response
             # is not passed off as complete.
@@ -777,6 +845,9 @@ class _Exchange:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.abort()
+        metrics = self.resource.metrics
+        if metrics is not None:
+            metrics.upstreamError(self.environment.name, "timeout_response")
         seconds = self.resource.responseTimeout
         self._error(504, f"did not respond within {seconds:g} s (response timeout)")
 
@@ -790,6 +861,15 @@ class _Exchange:
         call, self._timeoutCall = self._timeoutCall, None
         if call is not None and call.active():
             call.cancel()
+
+    def _countError(self, reason: Failure) -> None:
+        """
+        Count an upstream failure in the metrics (if there are any).
+        """
+        metrics = self.resource.metrics
+        if metrics is not None:
+            _, _, kind = classifyFailure(reason)
+            metrics.upstreamError(self.environment.name, kind)
 
     def _fail(self, reason: Failure) -> None:
         pool = self.resource.pools[self.environment.name]
@@ -837,12 +917,24 @@ class _Exchange:
         self._log()
 
     def _log(self) -> None:
-        accessLog = self.resource.accessLog
+        resource = self.resource
+        accessLog = resource.accessLog
+        metrics = resource.metrics
+        if accessLog is None and metrics is None:
+            return
+        seconds = time.monotonic() - self.started
         if accessLog is not None:
             accessLog.record(
                 self.request,
                 self.environment.name,
                 self.status,
                 self.bytes,
-                time.monotonic() - self.started,
+                seconds,
+            )
+        if metrics is not None:
+            status = self.status
+            if status == 499 and not self._responded:
+                status = 0  # the client left first
+            metrics.request(
+                self.environment.name, self.request.method, status, self.bytes, seconds
             )

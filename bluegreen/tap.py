@@ -44,6 +44,9 @@ from .admin import AdminResource, BadToken, adminSite, exposedInterface, readTok
 from .controller import Controller
 from .environment import COLOURS, BadURL, Environment
 from .health import HealthMonitor, HealthSettings, StatusSet
+from .manhole import SSH_EXAMPLES, TELNET_EXAMPLES, Manhole, ManholeError
+from .manhole import checkOptions as checkManholeOptions
+from .metrics import Metrics, MetricsResource
 from .pool import UpstreamPool, endpointFor, loadTrustRoot
 from .proxy import ProxyResource, ProxySite
 
@@ -252,6 +255,42 @@ class Options(usage.Options):
             "File holding the token the admin API requires for changes "
             "(Authorization: Bearer <token>).",
         ],
+        [
+            "manhole",
+            None,
+            None,
+            "Telnet manhole (a Python prompt inside the proxy) on this endpoint, "
+            "loopback or UNIX socket only, e.g. tcp:6023:interface=127.0.0.1. "
+            "Needs --manhole-passwd. Off by default.",
+        ],
+        [
+            "manhole-ssh",
+            None,
+            None,
+            "SSH manhole on this endpoint, e.g. tcp:6022:interface=127.0.0.1. "
+            "Needs --manhole-keys and/or --manhole-passwd. Off by default.",
+        ],
+        [
+            "manhole-passwd",
+            None,
+            None,
+            "Manhole logins: user:password lines (plaintext or a bcrypt hash); "
+            "must not be readable by other users.",
+        ],
+        [
+            "manhole-keys",
+            None,
+            None,
+            "authorized_keys file of the public keys that may log in to the "
+            "SSH manhole.",
+        ],
+        [
+            "manhole-host-key",
+            None,
+            None,
+            "SSH manhole host key, created (mode 0600) if missing; default "
+            "~/.local/state/bluegreen/manhole_host_key.",
+        ],
     ]
 
     def opt_version(self) -> None:
@@ -333,6 +372,18 @@ class Options(usage.Options):
         """
         self["endpoint"] = portToEndpoint(self["port"])
         self._adminOptions()
+        self["manholeSettings"] = checkManholeOptions(
+            self,
+            *(
+                None
+                if self[name] is None
+                else portToEndpoint(self[name], name, examples)
+                for name, examples in (
+                    ("manhole", TELNET_EXAMPLES),
+                    ("manhole-ssh", SSH_EXAMPLES),
+                )
+            ),
+        )
         environments: dict[str, Environment] = {}
         for colour in COLOURS:
             url = self[colour]
@@ -517,10 +568,15 @@ class ProxyService(MultiService):
     @ivar pools: Connection pools by environment name.
     @ivar health: The health monitor.
     @ivar admin: The admin API, or L{None} with C{--admin none}.
+    @ivar manhole: The manholes, or L{None} without C{--manhole} or
+        C{--manhole-ssh}.
+    @ivar metrics: The metrics (C{GET /metrics} on the admin API).
     """
 
     _log = Logger()
     admin: AdminResource | None = None
+    manhole: Manhole | None = None
+    metrics: Metrics | None = None
 
     def __init__(
         self,
@@ -650,7 +706,8 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     @param options: Parsed and checked L{Options}.
     @param reactor: The reactor to use (the global one if L{None}).
     @return: The service tree for twistd.
-    @raise StartupError: If the access log file cannot be opened.
+    @raise StartupError: If the access log file cannot be opened, or the
+        manhole's SSH host key cannot be read or created.
     """
     if reactor is None:
         from twisted.internet import reactor as _reactor
@@ -688,6 +745,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         raise StartupError(
             f"--access-log: cannot open {options['access-log']!r}: {e.strerror}"
         ) from None
+    metrics = Metrics(controller, monitor)
     resource = ProxyResource(
         controller,
         pools,
@@ -697,8 +755,10 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         accessLog=accessLog,
         health=monitor,
         retry=options["retry"] == "connect",
+        metrics=metrics,
     )
     service = ProxyService(controller, resource, pools, monitor, accessLog)
+    service.metrics = metrics
     if options["log-format"] == "json":
         service.logObserver = jsonLinesObserver(sys.stdout)
     monitor.setServiceParent(service)
@@ -709,10 +769,22 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if options["adminEndpoint"] is not None:
         admin = adminSite(controller, monitor, reactor, options["adminToken"])
         service.admin = admin.admin
+        admin.admin.putChild(b"metrics", MetricsResource(metrics))
         _Listener(
             serverFromString(reactor, options["adminEndpoint"]),
             admin,
             options["admin"],
             "admin",
         ).setServiceParent(service)
+    if options.get("manholeSettings") is not None:
+        try:
+            manhole = Manhole.create(options["manholeSettings"], service, reactor)
+        except ManholeError as e:
+            raise StartupError(str(e)) from None
+        service.manhole = manhole
+        manhole.setServiceParent(service)
+        for option, description, factory in manhole.listeners():
+            _Listener(
+                serverFromString(reactor, description), factory, options[option], option
+            ).setServiceParent(service)
     return service

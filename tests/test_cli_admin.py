@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, cast
 
@@ -251,8 +253,9 @@ class StatusCommandTests(TestCase):
         C{--admin unix:PATH} talks to an admin API on a UNIX socket; a
         socket that is not there is reported.
         """
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
+        # Short: trial's temporary paths can exceed AF_UNIX's 108 bytes.
+        directory = tempfile.mkdtemp(prefix="bg-")
+        self.addCleanup(shutil.rmtree, directory, True)
         path = os.path.join(directory, "admin.sock")
         await startService(self, "--admin", f"unix:{path}")
         out, err, code = await bluegreen("--admin", f"unix:{path}", "status")

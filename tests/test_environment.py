@@ -212,8 +212,7 @@ class BadURLTests(SynchronousTestCase):
         """
         self.assertBad(
             "http://user:secret@h:1",
-            "the URL for host 'h' must not contain user information "
-            "(user:password@)",
+            "the URL for host 'h' must not contain user information (user:password@)",
         )
 
     def test_portOutOfRange(self) -> None:

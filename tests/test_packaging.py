@@ -117,7 +117,8 @@ class WheelTests(TestCase):
 
     async def test_contents(self) -> None:
         """
-        The wheel holds the plugin module and every bluegreen module, but no
+        The wheel holds the plugin module, every bluegreen module and the
+        dashboard page, but no
         C{twisted/__init__.py}, C{twisted/plugins/__init__.py} or plugin
         cache; its entry points name the console script.
         """
@@ -164,6 +165,7 @@ class WheelTests(TestCase):
             ]
             entryPointsText = archive.read(entryPoints).decode("utf-8")
         self.assertIn("twisted/plugins/bluegreen_plugin.py", names)
+        self.assertIn("bluegreen/dashboard.html", names)
         self.assertNotIn("twisted/plugins/__init__.py", names)
         self.assertNotIn("twisted/__init__.py", names)
         self.assertNotIn("twisted/plugins/dropin.cache", names)

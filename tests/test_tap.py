@@ -1871,3 +1871,211 @@ class HealthEndpointTests(SynchronousTestCase):
         self.assertIsInstance(v6, TCP6ClientEndpoint)
         tls = endpoints.endpointForURI(URI.fromBytes(b"https://localhost:8443/"))
         self.assertEqual(type(tls).__name__, "_WrapperEndpoint")
+
+
+class ManholeOptionTests(SynchronousTestCase):
+    """
+    The C{--manhole*} options: both manholes are off by default, the telnet
+    one needs a password file and loopback (or a UNIX socket), the SSH one
+    needs keys or passwords.
+    """
+
+    def setUp(self) -> None:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.passwd = os.path.join(directory, "passwd")
+        with open(self.passwd, "w") as f:
+            f.write("alice:s3cret\n")
+        os.chmod(self.passwd, 0o600)
+        self.keys = os.path.join(directory, "keys")
+        with open(self.keys, "w") as f:
+            f.write(
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDZcpNlqVMf0VzLRhWgi6bmq"
+                "WcIHsUlCRaGUvyFQYnd2 alice@laptop\n"
+            )
+        self.hostKey = os.path.join(directory, "host_key")
+
+    def assertRefused(self, args: list[str], message: str) -> None:
+        """
+        Assert that the required options plus C{args} fail with exactly
+        C{message}.
+        """
+        error = self.assertRaises(
+            usage.UsageError, Options().parseOptions, [*REQUIRED, *args]
+        )
+        self.assertEqual(str(error), message)
+
+    def test_off(self) -> None:
+        """
+        Without C{--manhole} or C{--manhole-ssh} there is no manhole, and
+        the other manhole options are not looked at.
+        """
+        self.assertIsNone(parse()["manholeSettings"])
+        self.assertIsNone(parse("--manhole-passwd", "/nonexistent")["manholeSettings"])
+
+    def test_telnet(self) -> None:
+        """
+        The telnet manhole may listen on loopback (IPv4, IPv6, C{localhost})
+        or a UNIX socket; C{--manhole-keys} is not used by it.
+        """
+        for value in [
+            "tcp:6023:interface=127.0.0.1",
+            r"tcp6:6023:interface=\:\:1",
+            "tcp:6023:interface=localhost",
+            "unix:/run/bluegreen/manhole.sock:mode=600",
+        ]:
+            settings = parse(
+                "--manhole",
+                value,
+                "--manhole-passwd",
+                self.passwd,
+                "--manhole-keys",
+                self.keys,
+            )["manholeSettings"]
+            self.assertEqual(
+                (settings.telnet, settings.ssh, settings.passwd, settings.keys),
+                (value, None, self.passwd, None),
+            )
+
+    def test_telnetNeedsPasswd(self) -> None:
+        """
+        The telnet manhole needs a password file.
+        """
+        self.assertRefused(
+            ["--manhole", "tcp:6023:interface=127.0.0.1"],
+            "--manhole: the telnet manhole needs --manhole-passwd FILE "
+            "(user:password lines)",
+        )
+        self.assertRefused(
+            ["--manhole", "tcp:6023:interface=127.0.0.1", "--manhole-keys", self.keys],
+            "--manhole: the telnet manhole needs --manhole-passwd FILE "
+            "(user:password lines); --manhole-keys is for --manhole-ssh",
+        )
+
+    def test_telnetExposed(self) -> None:
+        """
+        A telnet manhole that other machines could reach is refused, naming
+        where it would listen.
+        """
+        for value, where in [
+            ("6023", "all interfaces"),
+            ("tcp:6023", "all interfaces"),
+            ("tcp:6023:interface=0.0.0.0", "all interfaces"),
+            ("tcp6:6023", "all interfaces"),
+            ("tcp:6023:interface=10.0.0.5", "interface 10.0.0.5"),
+        ]:
+            self.assertRefused(
+                ["--manhole", value, "--manhole-passwd", self.passwd],
+                f"--manhole: {value!r} listens on {where}; the telnet manhole "
+                "sends passwords and Python code unencrypted, so it may listen "
+                "only on loopback or a UNIX socket (e.g. --manhole "
+                "tcp:6023:interface=127.0.0.1 or --manhole "
+                "unix:/run/bluegreen/manhole.sock:mode=600); use --manhole-ssh "
+                "to reach it from other machines",
+            )
+
+    def test_badEndpoint(self) -> None:
+        """
+        A manhole endpoint that is not one is refused.
+        """
+        self.assertRefused(
+            ["--manhole", "bogus:1", "--manhole-passwd", self.passwd],
+            "--manhole: 'bogus:1' is not a valid endpoint (e.g. "
+            "tcp:6023:interface=127.0.0.1, unix:/run/bluegreen/manhole.sock): "
+            "Unknown endpoint type: 'bogus'",
+        )
+        self.assertRefused(
+            ["--manhole-ssh", "tcp:70000", "--manhole-passwd", self.passwd],
+            "--manhole-ssh: 'tcp:70000': 70000 is not a TCP port number (0-65535)",
+        )
+
+    def test_passwdUnusable(self) -> None:
+        """
+        A password file that is missing, open to other users or malformed is
+        refused.
+        """
+        missing = self.passwd + ".missing"
+        self.assertRefused(
+            ["--manhole", "tcp:6023:interface=127.0.0.1", "--manhole-passwd", missing],
+            f"--manhole-passwd: cannot read {missing!r}: No such file or directory",
+        )
+        os.chmod(self.passwd, 0o644)
+        self.assertRefused(
+            ["--manhole-ssh", "tcp:6022", "--manhole-passwd", self.passwd],
+            f"--manhole-passwd: {self.passwd!r} has mode 0644, so other users "
+            "could read or change the manhole passwords: chmod 600 it",
+        )
+        os.chmod(self.passwd, 0o600)
+        with open(self.passwd, "w") as f:
+            f.write("alice\n")
+        self.assertRefused(
+            ["--manhole-ssh", "tcp:6022", "--manhole-passwd", self.passwd],
+            f"--manhole-passwd: {self.passwd!r} line 1: expected user:password",
+        )
+
+    def test_ssh(self) -> None:
+        """
+        The SSH manhole may listen on every interface, with keys, passwords
+        or both; its host key defaults to the user's state directory.
+        """
+        from bluegreen.manhole import defaultHostKeyPath
+
+        for logins in [
+            ["--manhole-keys", self.keys],
+            ["--manhole-passwd", self.passwd],
+            ["--manhole-keys", self.keys, "--manhole-passwd", self.passwd],
+        ]:
+            settings = parse("--manhole-ssh", "6022", *logins)["manholeSettings"]
+            self.assertEqual(
+                (settings.telnet, settings.ssh, settings.hostKey),
+                (None, "tcp:6022", defaultHostKeyPath()),
+            )
+        settings = parse(
+            "--manhole-ssh",
+            "tcp:6022",
+            "--manhole-keys",
+            self.keys,
+            "--manhole-host-key",
+            self.hostKey,
+        )["manholeSettings"]
+        self.assertEqual((settings.keys, settings.hostKey), (self.keys, self.hostKey))
+        # Parsing the options creates no key.
+        self.assertFalse(os.path.exists(self.hostKey))
+
+    def test_sshNeedsLogins(self) -> None:
+        """
+        The SSH manhole needs keys or passwords.
+        """
+        self.assertRefused(
+            ["--manhole-ssh", "tcp:6022:interface=127.0.0.1"],
+            "--manhole-ssh: the SSH manhole needs --manhole-keys FILE "
+            "(authorized_keys) or --manhole-passwd FILE (user:password lines)",
+        )
+
+    def test_keysUnusable(self) -> None:
+        """
+        An authorized keys file that holds no key is refused.
+        """
+        with open(self.keys, "w") as f:
+            f.write("# nobody yet\n")
+        self.assertRefused(
+            ["--manhole-ssh", "tcp:6022", "--manhole-keys", self.keys],
+            f"--manhole-keys: {self.keys!r} has no public key",
+        )
+
+    def test_hostKeyDirectory(self) -> None:
+        """
+        A host key path that is a directory is refused.
+        """
+        directory = os.path.dirname(self.hostKey)
+        self.assertRefused(
+            [
+                "--manhole-ssh",
+                "tcp:6022",
+                "--manhole-keys",
+                self.keys,
+                "--manhole-host-key",
+                directory,
+            ],
+            f"--manhole-host-key: {directory!r} is a directory; give the key's file",
+        )

@@ -1,0 +1,808 @@
+# -*- test-case-name: tests.test_dashboard_browser -*-
+"""
+The dashboard in a real headless Chromium, against a real bluegreen service
+in front of real backends.
+
+Chromium is driven with the Chrome DevTools Protocol over
+C{--remote-debugging-pipe} (NUL-separated JSON messages on the browser's
+file descriptors 3 and 4): it runs as a child process of the reactor
+(L{IReactorProcess.spawnProcess}), so the test needs no WebDriver, no
+websocket library and no thread, and the browser is shut down and reaped
+(its profile directory removed) when the test ends.
+
+The tests are skipped when no Chromium is installed, unless
+C{BLUEGREEN_REQUIRE_CHROMIUM} is set (C{.ci/run} installs Debian's
+C{chromium} and sets it when it can); C{BLUEGREEN_CHROMIUM} names another
+binary.  With
+C{BLUEGREEN_SCREENSHOT=PATH} the test also saves its screenshot of the
+dashboard there (C{tools/screenshot.py} does this for C{docs/dashboard.png}).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.resources
+import json
+import os
+import re
+import shutil
+import struct
+import tempfile
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from bluegreen.tap import Options, ProxyService, makeService
+
+from .test_admin import listeningPort
+
+#: The reactor the test runs on (trial's real one).
+reactor: Any = _reactor
+
+#: Registers a cleanup: C{addCleanup(f, *args)}, as L{TestCase.addCleanup}.
+AddCleanup = Callable[..., object]
+
+#: Seconds a CDP command may take.
+COMMAND_TIMEOUT = 30.0
+
+#: Health settings of the service under test.
+INTERVAL, FAST_INTERVAL, TIMEOUT = 0.3, 0.2, 0.5
+
+#: Seconds the page may lag behind the service (the issue's bound).
+LAG = 2.0
+
+
+def pageConstant(name: str) -> int:
+    """
+    @return: The value of C{var NAME = N;} in the dashboard's script.
+    """
+    page = importlib.resources.files("bluegreen").joinpath("dashboard.html")
+    found = re.search(rb"var " + name.encode() + rb" = (\d+);", page.read_bytes())
+    assert found is not None, name
+    return int(found.group(1))
+
+
+#: Seconds of silence after which the page says it may be out of date.
+STALE_AFTER = pageConstant("STALE_AFTER")
+
+#: The admin token of the service under test.
+TOKEN = "dashboard-s3cret"
+
+#: The size of the browser window (and of the screenshot's width).
+WIDTH, HEIGHT = 1280, 900
+
+#: Installed in every page before its own script runs: collects Content
+#: Security Policy violations and uncaught errors for the test to check.
+WATCH = """
+window.__violations = [];
+window.__errors = [];
+document.addEventListener("securitypolicyviolation", function (e) {
+  window.__violations.push(e.violatedDirective + " " + e.blockedURI);
+});
+window.addEventListener("error", function (e) {
+  window.__errors.push(String(e.message));
+});
+window.addEventListener("unhandledrejection", function (e) {
+  window.__errors.push("unhandled rejection: " + String(e.reason));
+});
+"""
+
+
+def findChromium() -> str | None:
+    """
+    @return: The Chromium to use: C{$BLUEGREEN_CHROMIUM}, or the first of
+        C{chromium}, C{chromium-browser}, C{google-chrome} on C{PATH}.
+    """
+    explicit = os.environ.get("BLUEGREEN_CHROMIUM")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    return None
+
+
+CHROMIUM = findChromium()
+
+
+class DevToolsError(Exception):
+    """
+    Chromium answered a command with an error, or went away.
+    """
+
+
+class Chromium(ProcessProtocol):
+    """
+    A headless Chromium child process, spoken to over its DevTools pipe.
+
+    @ivar events: The DevTools events received, in order.
+    @ivar output: The tail of its standard output and error (diagnostics).
+    @ivar exited: Whether the process has ended.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.output = b""
+        self.exited = False
+        self._buffer = b""
+        self._lastId = 0
+        self._pending: dict[int, Deferred[dict[str, Any]]] = {}
+        self._ended: list[Deferred[None]] = []
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        """
+        Messages arrive on fd 4; anything else is kept for diagnostics.
+        """
+        if childFD != 4:
+            self.output = (self.output + data)[-32768:]
+            return
+        self._buffer += data
+        while b"\0" in self._buffer:
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            message = json.loads(raw)
+            waiting = self._pending.pop(message.get("id", -1), None)
+            if waiting is None:
+                self.events.append(message)
+            elif "error" in message:
+                waiting.errback(DevToolsError(json.dumps(message["error"])))
+            else:
+                waiting.callback(message.get("result", {}))
+
+    def processEnded(self, reason: Failure) -> None:
+        """
+        Fail the commands still waiting, and tell those waiting for the end.
+        """
+        self.exited = True
+        pending, self._pending = self._pending, {}
+        for waiting in pending.values():
+            waiting.errback(DevToolsError(f"Chromium exited: {reason.value}"))
+        ended, self._ended = self._ended, []
+        for waiter in ended:
+            waiter.callback(None)
+
+    def whenEnded(self) -> Deferred[None]:
+        """
+        @return: A Deferred firing once the process has ended.
+        """
+        waiter: Deferred[None] = Deferred()
+        if self.exited:
+            waiter.callback(None)
+        else:
+            self._ended.append(waiter)
+        return waiter
+
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, session: str = ""
+    ) -> Deferred[dict[str, Any]]:
+        """
+        Send a DevTools command.
+
+        @param method: E.g. C{"Runtime.evaluate"}.
+        @param params: Its parameters.
+        @param session: The target session, or C{""} for the browser.
+        @return: A Deferred firing with the command's result.
+        """
+        if self.exited or self.transport is None:
+            raise DevToolsError(f"Chromium has exited; cannot send {method}")
+        self._lastId += 1
+        message: dict[str, Any] = {
+            "id": self._lastId,
+            "method": method,
+            "params": params or {},
+        }
+        if session:
+            message["sessionId"] = session
+        result: Deferred[dict[str, Any]] = Deferred()
+        self._pending[self._lastId] = result
+        self.transport.writeToChild(3, json.dumps(message).encode("utf-8") + b"\0")
+        return result.addTimeout(COMMAND_TIMEOUT, reactor)
+
+    async def close(self) -> None:
+        """
+        Close the browser (killing it if it does not go) and wait for it.
+        """
+        if not self.exited:
+            try:
+                await self.send("Browser.close")
+            except Exception:
+                pass
+        ended = self.whenEnded()
+        timer = reactor.callLater(10, self._kill)
+        await ended
+        if timer.active():
+            timer.cancel()
+
+    def _kill(self) -> None:
+        if not self.exited and self.transport is not None:
+            self.transport.signalProcess("KILL")
+
+
+class Page:
+    """
+    A page of a L{Chromium}: evaluate, wait, click, type, take screenshots.
+    """
+
+    def __init__(self, browser: Chromium, session: str) -> None:
+        self.browser = browser
+        self.session = session
+
+    async def call(self, method: str, **params: Any) -> dict[str, Any]:
+        """
+        Send a DevTools command to this page.
+        """
+        return await self.browser.send(method, params, self.session)
+
+    async def evaluate(self, expression: str) -> Any:
+        """
+        Evaluate a JavaScript expression in the page.
+
+        @return: Its value (JSON-able values only).
+        @raise DevToolsError: If it throws.
+        """
+        result = await self.call(
+            "Runtime.evaluate",
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=True,
+        )
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            text = details.get("exception", {}).get("description") or details["text"]
+            raise DevToolsError(f"{expression!r} threw: {text}")
+        return result["result"].get("value")
+
+    async def waitFor(self, expression: str, within: float) -> Any:
+        """
+        Wait until a JavaScript expression is truthy (an expression that
+        throws, e.g. on an element not there yet, counts as false).
+
+        @return: Its value.
+        @raise AssertionError: If it is not within C{within} seconds; the
+            message shows the page's text.
+        """
+        deadline = reactor.seconds() + within
+        value: Any = None
+        while reactor.seconds() < deadline:
+            try:
+                value = await self.evaluate(expression)
+            except DevToolsError as e:
+                value = e
+            else:
+                if value:
+                    return value
+            await deferLater(reactor, 0.05, lambda: None)
+        text = await self.evaluate("document.body && document.body.innerText")
+        raise AssertionError(
+            f"not true within {within} s: {expression} (last value {value!r});"
+            f" the page says:\n{text}"
+        )
+
+    async def goto(self, url: str) -> None:
+        """
+        Load C{url} and wait until it has loaded.
+        """
+        await self.call("Page.navigate", url=url)
+        await self.waitFor(
+            f"location.href === {json.dumps(url)}"
+            " && document.readyState === 'complete'",
+            within=10,
+        )
+
+    async def text(self, selector: str) -> str:
+        """
+        @return: The text of the element C{selector} picks.
+        """
+        value = await self.evaluate(
+            f"document.querySelector({json.dumps(selector)}).textContent"
+        )
+        return str(value)
+
+    async def click(self, selector: str) -> None:
+        """
+        Click the middle of an element with the mouse, as a person would.
+        """
+        box = await self.evaluate(
+            "(function () {"
+            f" var e = document.querySelector({json.dumps(selector)});"
+            " if (!e) { return null; }"
+            " e.scrollIntoView({block: 'center'});"
+            " var r = e.getBoundingClientRect();"
+            " return {x: r.left + r.width / 2, y: r.top + r.height / 2};"
+            "}())"
+        )
+        assert box is not None, f"nothing matches {selector}"
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            await self.call(
+                "Input.dispatchMouseEvent",
+                type=kind,
+                x=box["x"],
+                y=box["y"],
+                button="left",
+                clickCount=1,
+            )
+
+    async def type(self, text: str) -> None:
+        """
+        Type C{text} into the focused element.
+        """
+        await self.call("Input.insertText", text=text)
+
+    async def pressEnter(self) -> None:
+        """
+        Press the Enter key.
+        """
+        for kind in ("keyDown", "keyUp"):
+            await self.call(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key="Enter",
+                code="Enter",
+                windowsVirtualKeyCode=13,
+                **({"text": "\r"} if kind == "keyDown" else {}),
+            )
+
+    async def screenshot(self) -> bytes:
+        """
+        @return: A PNG of the whole page.
+        """
+        height = await self.evaluate(
+            "Math.ceil(document.body.getBoundingClientRect().height)"
+        )
+        await self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=WIDTH,
+            height=int(height),
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        shot = await self.call("Page.captureScreenshot", format="png")
+        return base64.b64decode(shot["data"])
+
+
+async def launch(addCleanup: AddCleanup) -> Page:
+    """
+    Start a headless Chromium with a fresh profile, closed (and the profile
+    removed) at cleanup.
+
+    @param addCleanup: Registers a cleanup (e.g. L{TestCase.addCleanup}).
+    @return: Its page, with L{WATCH} installed.
+    """
+    assert CHROMIUM is not None, (
+        "BLUEGREEN_REQUIRE_CHROMIUM is set, but no Chromium was found "
+        "(apt-get install -y chromium, or set BLUEGREEN_CHROMIUM)"
+    )
+    profile = tempfile.mkdtemp(prefix="bluegreen-chromium-")
+    addCleanup(shutil.rmtree, profile, True)
+    environment = {
+        **os.environ,
+        "HOME": profile,
+        "XDG_CONFIG_HOME": os.path.join(profile, "config"),
+        "XDG_CACHE_HOME": os.path.join(profile, "cache"),
+    }
+    browser = Chromium()
+    reactor.spawnProcess(
+        browser,
+        CHROMIUM,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-default-apps",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--mute-audio",
+            f"--window-size={WIDTH},{HEIGHT}",
+            f"--user-data-dir={os.path.join(profile, 'data')}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ],
+        env=environment,
+        childFDs={0: "w", 1: "r", 2: "r", 3: "w", 4: "r"},
+    )
+    addCleanup(browser.close)
+    try:
+        targets = await browser.send("Target.getTargets")
+    except Exception as e:
+        output = browser.output.decode("utf-8", "replace")
+        raise AssertionError(
+            f"Chromium did not start ({e}); it said:\n{output}"
+        ) from None
+    [target] = [t for t in targets["targetInfos"] if t["type"] == "page"]
+    attached = await browser.send(
+        "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+    )
+    page = Page(browser, attached["sessionId"])
+    await page.call("Page.enable")
+    await page.call("Runtime.enable")
+    await page.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=WIDTH,
+        height=HEIGHT,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    await page.call("Page.addScriptToEvaluateOnNewDocument", source=WATCH)
+    return page
+
+
+class App(Resource):
+    """
+    An environment's app: its name, or a 500 while it is failing.
+    """
+
+    isLeaf = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.failing = False
+
+    def render_GET(self, request: Request) -> bytes:
+        """
+        Answer with the name, or fail.
+        """
+        if self.failing:
+            request.setResponseCode(500)
+            return f"{self.name} is failing\n".encode()
+        return f"{self.name}\n".encode()
+
+
+def serve(addCleanup: AddCleanup, app: App) -> str:
+    """
+    Serve C{app} on a free port of 127.0.0.1 until cleanup.
+
+    @return: Its URL.
+    """
+    site: Any = Site(app)
+    site.noisy = False
+    port: IListeningPort = reactor.listenTCP(0, site, interface="127.0.0.1")
+    addCleanup(port.stopListening)
+    address = cast(IPv4Address, port.getHost())
+    return f"http://127.0.0.1:{address.port}"
+
+
+def startBluegreen(
+    addCleanup: AddCleanup, green: App, blue: App, *extra: str
+) -> tuple[ProxyService, str]:
+    """
+    Serve GREEN and BLUE and start a bluegreen service in front of them,
+    with fast health checks and its admin API on a free port, until
+    cleanup.
+
+    @param extra: More options.
+    @return: The service and the dashboard's URL.
+    """
+    greenURL, blueURL = serve(addCleanup, green), serve(addCleanup, blue)
+    options = Options()
+    options.parseOptions(
+        [
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--admin",
+            "tcp:0:interface=127.0.0.1",
+            "--green",
+            greenURL,
+            "--blue",
+            blueURL,
+            "--access-log",
+            "none",
+            "--health-interval",
+            str(INTERVAL),
+            "--fast-interval",
+            str(FAST_INTERVAL),
+            "--health-timeout",
+            str(TIMEOUT),
+            *extra,
+        ]
+    )
+    service = makeService(options, reactor)
+    assert isinstance(service, ProxyService)
+    service.startService()
+    addCleanup(service.stopService)
+    address = cast(IPv4Address, listeningPort(service, "admin").getHost())
+    return service, f"http://127.0.0.1:{address.port}/"
+
+
+async def closeStreams(service: ProxyService, page: Page) -> None:
+    """
+    Leave the dashboard, and wait until the service has closed its event
+    stream (so that stopping the service leaves nothing behind).
+    """
+    await page.call("Page.navigate", url="about:blank")
+    assert service.admin is not None
+    events = service.admin.events
+    for _ in range(500):
+        if not events.streams:
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("the dashboard's event stream is still open")
+
+
+def pngSize(data: bytes) -> tuple[int, int]:
+    """
+    @return: The width and height of a PNG image.
+    """
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:8]
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+class DashboardBrowserTests(TestCase):
+    """
+    The dashboard, seen and used in Chromium.
+    """
+
+    if CHROMIUM is None and not os.environ.get("BLUEGREEN_REQUIRE_CHROMIUM"):
+        skip = (
+            "no Chromium found (install Debian's chromium: apt-get install -y "
+            "chromium; .ci/run does), or set BLUEGREEN_CHROMIUM"
+        )
+
+    timeout = 120
+
+    async def test_dashboard(self) -> None:
+        """
+        The page shows GREEN live; when GREEN fails, it shows BLUE live
+        within L{LAG} seconds of the failover.  Its switch button asks for
+        confirmation and for the token, and shows why a switch to a down
+        GREEN is refused; once GREEN is back, the switch is made and shown.
+        Nothing on the page breaks the Content Security Policy or throws.
+        """
+        tokenFile = os.path.abspath(self.mktemp())
+        with open(tokenFile, "w") as f:
+            f.write(TOKEN + "\n")
+        green = App("green")
+        service, url = startBluegreen(
+            self.addCleanup, green, App("blue"), "--admin-token-file", tokenFile
+        )
+        controller = service.controller
+        page = await launch(self.addCleanup)
+        self.addCleanup(closeStreams, service, page)
+        await page.goto(url)
+
+        # GREEN is live, in its colour and in words.
+        await page.waitFor(
+            "document.getElementById('live-name').textContent === 'GREEN'"
+            " && document.body.dataset.connection === 'live'"
+            " && document.querySelector('#env-green').dataset.state === 'up'"
+            " && document.querySelector('#env-blue').dataset.state === 'up'",
+            within=10,
+        )
+        self.assertEqual(
+            await page.evaluate("document.getElementById('banner').className"),
+            "banner env-green",
+        )
+        self.assertEqual(
+            await page.evaluate(
+                "getComputedStyle(document.getElementById('banner')).backgroundColor"
+            ),
+            "rgb(23, 117, 58)",
+        )
+        self.assertEqual(await page.text(".live-name"), "GREEN is live")
+        self.assertEqual(await page.text("#env-green .role"), "LIVE")
+        self.assertEqual(await page.text("#env-blue .role"), "standby")
+        self.assertEqual(await page.text("#switch"), "Switch to BLUE\u2026")
+        self.assertEqual(
+            await page.evaluate("document.title"), "GREEN live \u00b7 bluegreen"
+        )
+
+        # While nothing changes, the live regions are left alone (rewriting
+        # them at every update would have screen readers repeat them).
+        await page.evaluate(
+            "window.__announced = 0;"
+            " var watch = new MutationObserver(function (m) {"
+            "   window.__announced += m.length; });"
+            " ['.live-name', '#connection', '#mode'].forEach(function (s) {"
+            "   watch.observe(document.querySelector(s),"
+            "     {childList: true, subtree: true, characterData: true}); })"
+        )
+        await deferLater(reactor, 2.5, lambda: None)
+        self.assertEqual(await page.evaluate("window.__announced"), 0)
+
+        # GREEN fails: the page shows BLUE live soon after the failover.
+        green.failing = True
+        failed = reactor.seconds()
+        await page.waitFor(
+            "document.getElementById('live-name').textContent === 'BLUE'",
+            within=INTERVAL + TIMEOUT + LAG + 1,
+        )
+        seen = reactor.seconds()
+        self.assertEqual(controller.live.name, "blue")
+        failover = controller.history[-1].when
+        self.assertLessEqual(seen - failover, LAG)
+        self.assertLessEqual(seen - failed, INTERVAL + TIMEOUT + LAG)
+        await page.waitFor(
+            "document.querySelector('#env-green').dataset.state === 'down'"
+            " && document.querySelectorAll('#env-green .strip li.fail').length > 0",
+            within=LAG + 1,
+        )
+        self.assertEqual(await page.text("#env-green .state"), "\u2717 DOWN")
+        self.assertEqual(
+            await page.evaluate("document.getElementById('banner').className"),
+            "banner env-blue",
+        )
+        rows = await page.evaluate(
+            "Array.from(document.querySelectorAll('#history tbody tr'))"
+            ".map(r => Array.from(r.cells).map(c => c.textContent))"
+        )
+        self.assertEqual(len(rows), 1)
+        self.assertEqual(rows[0][1:3], ["GREEN", "BLUE"])
+        self.assertIn("failover: green down (status 500", rows[0][3])
+
+        # The switch button asks first; Cancel does nothing.
+        self.assertEqual(await page.text("#switch"), "Switch to GREEN\u2026")
+        await page.click("#switch")
+        await page.waitFor("document.getElementById('dialog').open", within=2)
+        self.assertEqual(
+            await page.text("#dialog-title"), "Switch live traffic to GREEN?"
+        )
+        warning = await page.text("#dialog-warning")
+        self.assertIn("GREEN is DOWN", warning)
+        await page.click("#dialog-cancel")
+        await page.waitFor("!document.getElementById('dialog').open", within=2)
+        self.assertEqual(controller.live.name, "blue")
+
+        # Confirming asks for the token (401); a wrong one is refused.
+        await page.click("#switch")
+        await page.waitFor("document.getElementById('dialog').open", within=2)
+        await page.click("#dialog-confirm")
+        await page.waitFor("!document.getElementById('token-row').hidden", within=5)
+        self.assertIn("needs its admin token", await page.text("#token-hint"))
+        self.assertEqual(
+            await page.evaluate("document.activeElement.id"), "token", "focus"
+        )
+        await page.type("not-the-token")
+        await page.click("#dialog-confirm")
+        await page.waitFor(
+            "document.getElementById('token-hint').textContent"
+            ".indexOf('wrong token') >= 0",
+            within=5,
+        )
+        self.assertIsNone(
+            await page.evaluate("sessionStorage.getItem('bluegreen.adminToken')")
+        )
+
+        # The right token (submitted with Enter): GREEN is down, so the API
+        # refuses with 409, and the page shows its reason.
+        await page.evaluate("document.getElementById('token').value = ''")
+        await page.click("#token")
+        await page.type(TOKEN)
+        await page.pressEnter()
+        error = await page.waitFor(
+            "!document.getElementById('dialog-error').hidden"
+            " && document.getElementById('dialog-error').textContent",
+            within=5,
+        )
+        self.assertEqual(
+            error,
+            "Refused: green is down (status 500 (expected 200)); use force to "
+            "switch anyway",
+        )
+        self.assertEqual(controller.live.name, "blue")
+        self.assertEqual(
+            await page.evaluate("sessionStorage.getItem('bluegreen.adminToken')"),
+            TOKEN,
+        )
+        await page.click("#dialog-cancel")
+
+        # GREEN recovers; switching to it now works, with the kept token.
+        green.failing = False
+        await page.waitFor(
+            "document.querySelector('#env-green').dataset.state === 'up'",
+            within=INTERVAL + 2 * FAST_INTERVAL + 2 * TIMEOUT + LAG,
+        )
+        await page.click("#switch")
+        await page.waitFor("document.getElementById('dialog').open", within=2)
+        self.assertTrue(
+            await page.evaluate("document.getElementById('dialog-warning').hidden")
+        )
+        self.assertTrue(
+            await page.evaluate("document.getElementById('token-row').hidden")
+        )
+        await page.click("#dialog-confirm")
+        await page.waitFor(
+            "!document.getElementById('dialog').open"
+            " && document.getElementById('live-name').textContent === 'GREEN'",
+            within=5,
+        )
+        self.assertEqual(controller.live.name, "green")
+        self.assertEqual(
+            controller.history[-1].reason,
+            "manual switch via admin API from 127.0.0.1",
+        )
+        self.assertRegex(
+            await page.text("#notice"), r"^Switched to GREEN at \d\d:\d\d:\d\d\.$"
+        )
+        rows = await page.evaluate(
+            "Array.from(document.querySelectorAll('#history tbody tr'))"
+            ".map(r => Array.from(r.cells).map(c => c.textContent))"
+        )
+        self.assertEqual(
+            [row[1:] for row in rows],
+            [
+                ["BLUE", "GREEN", "manual switch via admin API from 127.0.0.1"],
+                ["GREEN", "BLUE", rows[1][3]],
+            ],
+        )
+
+        # The screenshot (for the README, with BLUEGREEN_SCREENSHOT).
+        await page.evaluate("document.activeElement.blur()")
+        image = await page.screenshot()
+        width, height = pngSize(image)
+        self.assertEqual(width, WIDTH)
+        self.assertGreater(height, 400)
+        for path in (self.mktemp() + ".png", os.environ.get("BLUEGREEN_SCREENSHOT")):
+            if path:
+                with open(path, "wb") as f:
+                    f.write(image)
+
+        # Sections added to the status later (flags, sync) appear too.
+        assert service.admin is not None
+        service.admin.addStatus("flags", lambda: {"new-checkout": True})
+        await page.waitFor(
+            "document.querySelector('#extra-flags dd') !== null"
+            " && document.querySelector('#extra-flags dd').textContent === 'on'",
+            within=LAG + 1,
+        )
+        self.assertEqual(await page.text("#extra-flags h2"), "Flags")
+        self.assertEqual(await page.text("#extra-flags dt"), "new-checkout")
+
+        self.assertEqual(await page.evaluate("window.__violations"), [])
+        self.assertEqual(await page.evaluate("window.__errors"), [])
+        exceptions = [
+            e
+            for e in page.browser.events
+            if e.get("method") == "Runtime.exceptionThrown"
+        ]
+        self.assertEqual(exceptions, [])
+
+    async def test_silence(self) -> None:
+        """
+        When updates stop coming, the page says that what it shows may be
+        out of date, and for how long it has heard nothing.
+        """
+        service, url = startBluegreen(self.addCleanup, App("green"), App("blue"))
+        page = await launch(self.addCleanup)
+        self.addCleanup(closeStreams, service, page)
+        await page.goto(url)
+        await page.waitFor("document.body.dataset.connection === 'live'", within=10)
+        self.assertFalse(
+            await page.evaluate("document.body.classList.contains('stale')")
+        )
+
+        def broken() -> dict[str, Any]:
+            raise RuntimeError("the status is broken")
+
+        assert service.admin is not None
+        service.admin.events.status = broken
+        await page.waitFor(
+            "document.body.classList.contains('stale')"
+            " && document.body.dataset.connection === 'lost'",
+            within=STALE_AFTER + 2,
+        )
+        self.assertRegex(await page.text("#connection"), r"^no update for \d+ s$")
+        self.assertEqual(
+            await page.evaluate(
+                "getComputedStyle(document.querySelector('.stale-note')).display"
+            ),
+            "block",
+        )
+        self.assertGreaterEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

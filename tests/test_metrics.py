@@ -1,0 +1,1185 @@
+# -*- test-case-name: tests.test_metrics -*-
+# mypy: allow-untyped-calls
+"""
+Tests of L{bluegreen.metrics}: the collectors on their own (on a L{Clock}),
+the hooks that feed them, and the real service's C{GET /metrics} over real
+sockets, parsed by C{prometheus_client}'s text parser.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import Service
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TimeoutError,
+)
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from bluegreen import __version__
+from bluegreen._http11 import BadResponse
+from bluegreen.admin import AdminSite
+from bluegreen.controller import Controller, Switch
+from bluegreen.environment import Environment
+from bluegreen.health import CheckResult, HealthMonitor, HealthSettings
+from bluegreen.metrics import (
+    CHECK_BUCKETS,
+    CONTENT_TYPE,
+    REQUEST_BUCKETS,
+    Histogram,
+    Metrics,
+    MetricsResource,
+    statusClass,
+)
+from bluegreen.pool import PoolClosed
+from bluegreen.proxy import FAILURE_KINDS, classifyFailure, describeFailure
+from bluegreen.tap import Options, ProxyService, makeService
+from tests._backends import (
+    BackendConnection,
+    IncompleteResponseError,
+    ReceivedRequest,
+    closeAfterFirst,
+    closedPortURL,
+    closeWithoutResponse,
+    connectRaw,
+    echo,
+    failOnLoggedErrors,
+    fetch,
+    portNumber,
+    rawThen,
+    reactor,
+    resetWithoutResponse,
+    route,
+    silent,
+    sleep,
+    startBackend,
+    startProxy,
+    withTimeout,
+)
+
+GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
+BLUE = Environment.fromURL("blue", "http://127.0.0.1:5001")
+BOTH = {"green": GREEN, "blue": BLUE}
+
+#: A sample's key in L{Scrape}: its name and its labels.
+Key = tuple[str, frozenset[tuple[str, str]]]
+
+
+class Scrape:
+    """
+    A scrape, parsed by C{prometheus_client}'s text parser.
+
+    @ivar families: The metric families by name (counters without
+        C{_total}, as the parser names them).
+    @ivar samples: Every sample's value by name and labels.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+        self.samples: dict[Key, float] = {}
+        for family in self.families.values():
+            for sample in family.samples:
+                key = (sample.name, frozenset(sample.labels.items()))
+                assert key not in self.samples, f"duplicate sample {key}"
+                self.samples[key] = sample.value
+
+    def __call__(self, name: str, labels: Mapping[str, str] | None = None) -> float:
+        """
+        @return: The value of the sample C{name} with exactly C{labels}.
+        @raise KeyError: If there is none.
+        """
+        return self.samples[name, frozenset((labels or {}).items())]
+
+    def series(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
+        """
+        @return: Every sample called C{name}, by its labels.
+        """
+        return {
+            labels: value
+            for (sampleName, labels), value in self.samples.items()
+            if sampleName == name
+        }
+
+    def nonZero(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """
+        @return: The non-zero samples called C{name}, by their sorted labels.
+        """
+        return {
+            tuple(sorted(labels)): value
+            for labels, value in self.series(name).items()
+            if value
+        }
+
+
+def labels(**values: str) -> tuple[tuple[str, str], ...]:
+    """
+    @return: C{values} as sorted label pairs, as L{Scrape.nonZero} keys them.
+    """
+    return tuple(sorted(values.items()))
+
+
+def retryLabels(source: str, to: str, kind: str) -> tuple[tuple[str, str], ...]:
+    """
+    @return: A retry's labels (C{from} is a keyword), as L{Scrape.nonZero}
+        keys them.
+    """
+    return tuple(sorted({"from": source, "to": to, "kind": kind}.items()))
+
+
+def scrape(metrics: Metrics) -> Scrape:
+    """
+    @return: C{metrics} exposed and parsed.
+    """
+    return Scrape(metrics.expose().decode("utf-8"))
+
+
+def makeController(clock: Clock | None = None, **settings: Any) -> Controller:
+    """
+    @return: A controller of L{BOTH} with green live.
+    """
+    return Controller.create(BOTH, "green", clock or Clock(), **settings)
+
+
+def makeMonitor(clock: Clock) -> HealthMonitor:
+    """
+    @return: A health monitor of L{BOTH} that runs no checks itself (it is
+        "running" so that it records the results it is given).
+    """
+    monitor = HealthMonitor(BOTH, HealthSettings(), clock, http=None)
+    Service.startService(monitor)
+    return monitor
+
+
+class HistogramTests(SynchronousTestCase):
+    """
+    L{Histogram}: buckets counted as Prometheus defines them.
+    """
+
+    def test_buckets(self) -> None:
+        """
+        A value counts in the first bucket whose bound is not below it (a
+        bound is inclusive), a value above every bound in C{+Inf}; the
+        buckets are cumulative and the sum is kept.
+        """
+        histogram = Histogram((0.1, 1.0))
+        self.assertEqual(histogram.buckets(), [("0.1", 0), ("1.0", 0), ("+Inf", 0)])
+        for value in (0.0, 0.1, 0.5, 1.0, 1.5, 100.0):
+            histogram.observe(value)
+        self.assertEqual(histogram.buckets(), [("0.1", 2), ("1.0", 4), ("+Inf", 6)])
+        self.assertAlmostEqual(histogram.sum, 103.1)
+
+    def test_bucketChoices(self) -> None:
+        """
+        The bounds are ascending, and reach the default response timeout
+        (requests) and beyond the default check timeout (checks).
+        """
+        for bounds in (REQUEST_BUCKETS, CHECK_BUCKETS):
+            self.assertEqual(list(bounds), sorted(set(bounds)))
+        self.assertEqual(REQUEST_BUCKETS[-1], 60.0)
+        self.assertGreater(CHECK_BUCKETS[-1], HealthSettings().timeout)
+
+
+class StatusClassTests(SynchronousTestCase):
+    """
+    L{statusClass}.
+    """
+
+    def test_classes(self) -> None:
+        """
+        Statuses are counted by class; C{0} means the client left first.
+        """
+        self.assertEqual(
+            [statusClass(s) for s in (0, 101, 200, 299, 304, 404, 499, 502, 599)],
+            ["client_closed", "1xx", "2xx", "2xx", "3xx", "4xx", "4xx", "5xx", "5xx"],
+        )
+
+    def test_other(self) -> None:
+        """
+        A status outside 100-599 (an upstream may send any three digits) is
+        C{other}.
+        """
+        self.assertEqual([statusClass(s) for s in (99, 600, 999)], ["other"] * 3)
+
+
+class MetricsTests(SynchronousTestCase):
+    """
+    L{Metrics}: what is counted, and how it is exported.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.controller = makeController(self.clock)
+        self.monitor = makeMonitor(self.clock)
+        self.metrics = Metrics(self.controller, self.monitor)
+
+    def test_ownRegistry(self) -> None:
+        """
+        Every L{Metrics} has a registry of its own: any number can exist in
+        one process, and the global registry holds none of them.
+        """
+        other = Metrics(makeController())
+        self.assertIsInstance(self.metrics.registry, CollectorRegistry)
+        self.assertIsNot(self.metrics.registry, other.registry)
+        self.assertIsNot(self.metrics.registry, REGISTRY)
+        self.assertNotIn("bluegreen_requests", [m.name for m in REGISTRY.collect()])
+
+    def test_families(self) -> None:
+        """
+        Every metric is exported from the start, with its type and help.
+        """
+        result = scrape(self.metrics)
+        types = {
+            name: family.type
+            for name, family in result.families.items()
+            if name.startswith("bluegreen_")
+        }
+        self.assertEqual(
+            types,
+            {
+                "bluegreen_requests": "counter",
+                "bluegreen_request_duration_seconds": "histogram",
+                "bluegreen_response_bytes": "counter",
+                "bluegreen_upstream_errors": "counter",
+                "bluegreen_retries": "counter",
+                "bluegreen_live_environment": "gauge",
+                "bluegreen_environment_up": "gauge",
+                "bluegreen_health_checks": "counter",
+                "bluegreen_health_check_duration_seconds": "histogram",
+                "bluegreen_switches": "counter",
+                "bluegreen_build_info": "gauge",
+            },
+        )
+        for family in result.families.values():
+            self.assertTrue(family.documentation, family.name)
+        self.assertEqual(result("bluegreen_build_info", {"version": __version__}), 1.0)
+
+    def test_processMetrics(self) -> None:
+        """
+        The process metrics are exported too, unless turned off.
+        """
+        self.assertIn(
+            "process_cpu_seconds_total",
+            self.metrics.expose().decode(),
+        )
+        quiet = Metrics(makeController(), process=False)
+        self.assertNotIn("process_", quiet.expose().decode())
+
+    def test_zeroAtStart(self) -> None:
+        """
+        The label sets known in advance are exported at zero before anything
+        happens, so C{rate()} sees the first event; requests (by method and
+        status) appear as they come.
+        """
+        result = scrape(self.metrics)
+        self.assertEqual(result.series("bluegreen_requests_total"), {})
+        for name in ("green", "blue"):
+            env = {"environment": name}
+            self.assertEqual(result("bluegreen_response_bytes_total", env), 0)
+            self.assertEqual(result("bluegreen_request_duration_seconds_count", env), 0)
+            self.assertEqual(
+                result("bluegreen_health_check_duration_seconds_count", env), 0
+            )
+            for kind in FAILURE_KINDS:
+                self.assertEqual(
+                    result(
+                        "bluegreen_upstream_errors_total",
+                        {"environment": name, "kind": kind},
+                    ),
+                    0,
+                )
+            for outcome in ("success", "failure", "passive_failure"):
+                self.assertEqual(
+                    result(
+                        "bluegreen_health_checks_total",
+                        {"environment": name, "result": outcome},
+                    ),
+                    0,
+                )
+        self.assertEqual(
+            set(result.series("bluegreen_retries_total")),
+            {
+                frozenset(retryLabels("green", "green", "stale_connection")),
+                frozenset(retryLabels("blue", "blue", "stale_connection")),
+                frozenset(retryLabels("green", "blue", "standby")),
+                frozenset(retryLabels("blue", "green", "standby")),
+            },
+        )
+        self.assertEqual(
+            {
+                dict(labels)["reason"]: value
+                for labels, value in result.series("bluegreen_switches_total").items()
+            },
+            {"failover": 0, "recovered": 0, "failback": 0, "manual": 0},
+        )
+
+    def test_requests(self) -> None:
+        """
+        Requests are counted by environment, method and status class; the
+        bytes and the durations are added up by environment.
+        """
+        m = self.metrics
+        m.request("green", b"GET", 200, 10, 0.0002)
+        m.request("green", b"GET", 204, 0, 0.003)
+        m.request("green", b"GET", 404, 5, 0.02)
+        m.request("green", b"POST", 502, 7, 1.5)
+        m.request("blue", b"HEAD", 200, 0, 120.0)
+        result = scrape(m)
+        self.assertEqual(
+            result.nonZero("bluegreen_requests_total"),
+            {
+                labels(environment="green", method="GET", status_class="2xx"): 2,
+                labels(environment="green", method="GET", status_class="4xx"): 1,
+                labels(environment="green", method="POST", status_class="5xx"): 1,
+                labels(environment="blue", method="HEAD", status_class="2xx"): 1,
+            },
+        )
+        green, blue = {"environment": "green"}, {"environment": "blue"}
+        self.assertEqual(result("bluegreen_response_bytes_total", green), 22)
+        self.assertEqual(result("bluegreen_response_bytes_total", blue), 0)
+        duration = "bluegreen_request_duration_seconds"
+        self.assertEqual(result(duration + "_count", green), 4)
+        self.assertAlmostEqual(result(duration + "_sum", green), 1.5232)
+        self.assertEqual(
+            result(duration + "_bucket", {"environment": "green", "le": "0.0005"}), 1
+        )
+        self.assertEqual(
+            result(duration + "_bucket", {"environment": "green", "le": "0.005"}), 2
+        )
+        self.assertEqual(
+            result(duration + "_bucket", {"environment": "green", "le": "0.025"}), 3
+        )
+        self.assertEqual(
+            result(duration + "_bucket", {"environment": "green", "le": "60.0"}), 4
+        )
+        self.assertEqual(
+            result(duration + "_bucket", {"environment": "blue", "le": "60.0"}), 0
+        )
+        self.assertEqual(
+            result(duration + "_bucket", {"environment": "blue", "le": "+Inf"}), 1
+        )
+
+    def test_methods(self) -> None:
+        """
+        The standard methods are counted by name; any other method (or
+        spelling) is C{other}, so clients cannot add series at will.
+        """
+        for method in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH"):
+            self.metrics.request("green", method, 200, 0, 0.001)
+        self.metrics.request("green", b"OPTIONS", 200, 0, 0.001)
+        for method in (b"get", b"PURGE", b"TRACE", b"X" * 100):
+            self.metrics.request("green", method, 200, 0, 0.001)
+        self.assertEqual(
+            {
+                dict(key)["method"]: value
+                for key, value in scrape(self.metrics)
+                .nonZero("bluegreen_requests_total")
+                .items()
+            },
+            {
+                "GET": 1,
+                "HEAD": 1,
+                "POST": 1,
+                "PUT": 1,
+                "DELETE": 1,
+                "PATCH": 1,
+                "OPTIONS": 1,
+                "other": 4,
+            },
+        )
+
+    def test_clientClosed(self) -> None:
+        """
+        A request whose client left before any response (status C{0}) is
+        counted as C{client_closed}; statuses of the same class add up.
+        """
+        self.metrics.request("green", b"GET", 0, 0, 1.0)
+        self.metrics.request("green", b"GET", 500, 0, 1.0)
+        self.metrics.request("green", b"GET", 503, 0, 1.0)
+        self.assertEqual(
+            scrape(self.metrics).nonZero("bluegreen_requests_total"),
+            {
+                labels(
+                    environment="green", method="GET", status_class="client_closed"
+                ): 1,
+                labels(environment="green", method="GET", status_class="5xx"): 2,
+            },
+        )
+
+    def test_errorsAndRetries(self) -> None:
+        """
+        Upstream errors are counted by environment and kind, retries by
+        source, target and kind.
+        """
+        m = self.metrics
+        m.upstreamError("green", "refused")
+        m.upstreamError("green", "refused")
+        m.upstreamError("blue", "timeout_response")
+        m.retry("green", "blue", "standby")
+        m.retry("blue", "blue", "stale_connection")
+        m.retry("blue", "blue", "stale_connection")
+        result = scrape(m)
+        self.assertEqual(
+            result.nonZero("bluegreen_upstream_errors_total"),
+            {
+                labels(environment="green", kind="refused"): 2,
+                labels(environment="blue", kind="timeout_response"): 1,
+            },
+        )
+        self.assertEqual(
+            result.nonZero("bluegreen_retries_total"),
+            {
+                retryLabels("green", "blue", "standby"): 1,
+                retryLabels("blue", "blue", "stale_connection"): 2,
+            },
+        )
+
+    def test_live(self) -> None:
+        """
+        The live environment is read from the controller on each scrape.
+        """
+        live = "bluegreen_live_environment"
+        result = scrape(self.metrics)
+        self.assertEqual(result(live, {"environment": "green"}), 1)
+        self.assertEqual(result(live, {"environment": "blue"}), 0)
+        # Not through the controller's switch: the gauge is not kept, it is
+        # read.
+        self.controller.live = BLUE
+        result = scrape(self.metrics)
+        self.assertEqual(result(live, {"environment": "green"}), 0)
+        self.assertEqual(result(live, {"environment": "blue"}), 1)
+
+    def test_up(self) -> None:
+        """
+        Health is read from the monitor on each scrape: 1 up, 0 down, -1 not
+        known yet.
+        """
+        up = "bluegreen_environment_up"
+        result = scrape(self.metrics)
+        self.assertEqual(result(up, {"environment": "green"}), -1)
+        self.assertEqual(result(up, {"environment": "blue"}), -1)
+        self.monitor.health["green"].up = True
+        self.monitor.health["blue"].up = False
+        result = scrape(self.metrics)
+        self.assertEqual(result(up, {"environment": "green"}), 1)
+        self.assertEqual(result(up, {"environment": "blue"}), 0)
+
+    def test_upWithoutMonitor(self) -> None:
+        """
+        Without a health monitor, health is unknown.
+        """
+        result = scrape(Metrics(makeController()))
+        self.assertEqual(
+            result.series("bluegreen_environment_up"),
+            {
+                frozenset({("environment", "green")}): -1,
+                frozenset({("environment", "blue")}): -1,
+            },
+        )
+
+    def test_checks(self) -> None:
+        """
+        Every check result the monitor records is counted; the durations of
+        active checks (passed or failed) go in the histogram, passive
+        failures (which take no time) do not.
+        """
+        record = self.monitor.record
+        record("green", CheckResult(True, "status 200", 1.0, 0.004, 200))
+        record("green", CheckResult(True, "status 200", 2.0, 0.3, 200))
+        record("blue", CheckResult(False, "connection refused", 1.0, 0.0008))
+        record("blue", CheckResult(False, "refused", 1.0, 0.0, passive=True))
+        result = scrape(self.metrics)
+        self.assertEqual(
+            result.nonZero("bluegreen_health_checks_total"),
+            {
+                labels(environment="green", result="success"): 2,
+                labels(environment="blue", result="failure"): 1,
+                labels(environment="blue", result="passive_failure"): 1,
+            },
+        )
+        duration = "bluegreen_health_check_duration_seconds"
+        self.assertEqual(result(duration + "_count", {"environment": "green"}), 2)
+        self.assertAlmostEqual(
+            result(duration + "_sum", {"environment": "green"}), 0.304
+        )
+        self.assertEqual(
+            result(duration + "_bucket", {"environment": "green", "le": "0.005"}), 1
+        )
+        self.assertEqual(result(duration + "_count", {"environment": "blue"}), 1)
+        self.assertEqual(
+            result(duration + "_bucket", {"environment": "blue", "le": "0.001"}), 1
+        )
+
+    def test_checksWhileStopped(self) -> None:
+        """
+        Results that reach a stopped monitor (checks it cancelled) are not
+        counted, as the monitor ignores them.
+        """
+        Service.stopService(self.monitor)
+        self.monitor.record("green", CheckResult(False, "timeout", 1.0, 2.0))
+        self.assertEqual(
+            scrape(self.metrics).nonZero("bluegreen_health_checks_total"), {}
+        )
+
+    def test_checkObserverSeesTheResultApplied(self) -> None:
+        """
+        A check observer is called once the result is in the environment's
+        counts, before the state change it decides.
+        """
+        seen: list[tuple[str, CheckResult, int, bool | None]] = []
+
+        def observer(name: str, result: CheckResult) -> None:
+            state = self.monitor.health[name]
+            seen.append((name, result, state.successes, state.up))
+
+        self.monitor.subscribeChecks(observer)
+        result = CheckResult(True, "status 200", 1.0, 0.01, 200)
+        self.monitor.record("green", result)
+        self.assertEqual(seen, [("green", result, 1, None)])
+        self.assertTrue(self.monitor.health["green"].up)
+
+    def test_checkObserverFails(self) -> None:
+        """
+        A check observer that raises is logged; the others, and the monitor,
+        carry on.
+        """
+
+        def broken(name: str, result: CheckResult) -> None:
+            raise RuntimeError("boom")
+
+        self.monitor._checkObservers.insert(0, broken)
+        with capturedLogs() as events:
+            self.monitor.record("green", CheckResult(True, "ok", 1.0, 0.01, 200))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(
+            [e["log_format"] for e in events if e.get("log_failure")],
+            ["check observer {observer!r} failed"],
+        )
+        self.assertTrue(self.monitor.health["green"].up)
+        self.assertEqual(
+            scrape(self.metrics).nonZero("bluegreen_health_checks_total"),
+            {labels(environment="green", result="success"): 1},
+        )
+
+    def test_extraCollector(self) -> None:
+        """
+        Other collectors (later features' metrics) can be added to the
+        registry; a clash of names is refused.
+        """
+
+        class Flags:
+            def describe(self) -> Iterable[Metric]:
+                return [GaugeMetricFamily("bluegreen_flags", "Flags.")]
+
+            def collect(self) -> Iterable[Metric]:
+                return [GaugeMetricFamily("bluegreen_flags", "Flags.", value=3)]
+
+        class Clash:
+            def describe(self) -> Iterable[Metric]:
+                return [GaugeMetricFamily("bluegreen_live_environment", "Again.")]
+
+            def collect(self) -> Iterable[Metric]:
+                return []
+
+        self.metrics.register(Flags())
+        self.assertEqual(scrape(self.metrics)("bluegreen_flags"), 3)
+        self.assertRaises(ValueError, self.metrics.register, Clash())
+
+
+class SwitchMetricsTests(SynchronousTestCase):
+    """
+    Switches are counted by the controller's kind of reason.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.up: dict[str, bool | None] = {"green": True, "blue": True}
+        self.controller = makeController(
+            self.clock,
+            isUp=lambda name: self.up[name],
+            failback="auto",
+            failbackDelay=10.0,
+        )
+        self.metrics = Metrics(self.controller, process=False)
+
+    def switches(self) -> dict[str, float]:
+        """
+        @return: The non-zero switch counts by reason.
+        """
+        return {
+            dict(key)["reason"]: value
+            for key, value in scrape(self.metrics)
+            .nonZero("bluegreen_switches_total")
+            .items()
+        }
+
+    def change(self, name: str, up: bool) -> None:
+        """
+        Tell the controller C{name} went up or down.
+        """
+        self.up[name] = up
+        self.controller.healthChanged(name, up, "test")
+
+    def test_kinds(self) -> None:
+        """
+        A failover, an automatic failback, a switch to an environment that
+        recovered while the live one is down, and a manual switch are each
+        counted under their own reason.
+        """
+        self.change("green", False)
+        self.assertEqual(self.controller.live, BLUE)
+        self.assertEqual(self.switches(), {"failover": 1})
+        self.change("green", True)
+        self.clock.advance(10)
+        self.assertEqual(self.controller.live, GREEN)
+        self.assertEqual(self.switches(), {"failover": 1, "failback": 1})
+        self.change("blue", False)
+        self.change("green", False)
+        self.assertEqual(self.controller.mode, "outage")
+        self.change("blue", True)
+        self.assertEqual(self.controller.live, BLUE)
+        self.assertEqual(
+            self.switches(), {"failover": 1, "failback": 1, "recovered": 1}
+        )
+        self.change("green", True)
+        self.controller.switch("green", "maintenance")
+        self.assertEqual(
+            self.switches(),
+            {"failover": 1, "failback": 1, "recovered": 1, "manual": 1},
+        )
+        self.assertEqual(len(self.controller.history), 4)
+
+    def test_observers(self) -> None:
+        """
+        Switch observers get the recorded L{Switch} and its kind; one that
+        raises is logged and the others still run.
+        """
+        seen: list[tuple[Switch, str]] = []
+
+        def broken(record: Switch, kind: str) -> None:
+            raise RuntimeError("boom")
+
+        self.controller.onSwitch.insert(0, broken)
+        self.controller.onSwitch.append(lambda r, k: seen.append((r, k)))
+        with capturedLogs() as events:
+            record = self.controller.switch("blue", "because")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(
+            [
+                e["log_format"]
+                for e in events
+                if e.get("log_level") == LogLevel.critical or e.get("log_failure")
+            ],
+            ["switch observer {observer!r} failed"],
+        )
+        self.assertEqual(seen, [(record, "manual")])
+        self.assertEqual(self.controller.live, BLUE)
+        self.assertEqual(self.switches(), {"manual": 1})
+
+
+class ClassifyFailureTests(SynchronousTestCase):
+    """
+    L{classifyFailure}: one classification for error pages and metrics.
+    """
+
+    def test_kinds(self) -> None:
+        """
+        Each failure has its status, reason and kind; L{describeFailure}
+        gives the first two.
+        """
+        cases: list[tuple[BaseException, int, str]] = [
+            (TimeoutError(), 504, "timeout_connect"),
+            (ConnectionRefusedError(), 502, "refused"),
+            (DNSLookupError("nowhere.invalid"), 502, "dns"),
+            (BadResponse("invalid status line"), 502, "invalid_response"),
+            (PoolClosed("green pool is closed"), 503, "shutdown"),
+            (ConnectionDone(), 502, "closed"),
+            (ConnectionLost(), 502, "reset"),
+            (ConnectError(osError="No route to host"), 502, "unreachable"),
+            (DeferredTimeoutError(), 502, "other"),
+            (ValueError("odd"), 502, "other"),
+        ]
+        for error, status, kind in cases:
+            reason = Failure(error)
+            got = classifyFailure(reason, 5.0)
+            self.assertEqual((got[0], got[2]), (status, kind), error)
+            self.assertEqual(describeFailure(reason, 5.0), got[:2])
+            self.assertIn(kind, FAILURE_KINDS)
+
+    def test_tls(self) -> None:
+        """
+        A TLS failure is C{tls}.
+        """
+        from OpenSSL.SSL import Error as SSLError
+
+        error = SSLError([("SSL routines", "", "certificate verify failed")])
+        self.assertEqual(
+            classifyFailure(Failure(error)),
+            (
+                502,
+                "TLS handshake failed (TLS error: certificate verify failed)",
+                "tls",
+            ),
+        )
+
+    def test_messagesUnchanged(self) -> None:
+        """
+        The error page's reasons are those L{describeFailure} always gave.
+        """
+        self.assertEqual(
+            describeFailure(Failure(TimeoutError()), 5.0),
+            (504, "did not accept a connection within 5 s (connect timeout)"),
+        )
+        self.assertEqual(
+            describeFailure(Failure(ConnectionLost())),
+            (502, "closed the connection before responding"),
+        )
+
+
+class MetricsResourceTests(SynchronousTestCase):
+    """
+    L{MetricsResource} rendered directly.
+    """
+
+    def setUp(self) -> None:
+        self.metrics = Metrics(makeController(), process=False)
+        self.resource = MetricsResource(self.metrics)
+
+    def render(self, method: bytes, postpath: list[bytes] | None = None) -> Any:
+        request: Any = DummyRequest(postpath or [])
+        request.method = method
+        request.path = b"/metrics/" + b"/".join(postpath or [])
+        body = self.resource.render(request)
+        return request, body
+
+    def test_get(self) -> None:
+        """
+        C{GET} answers every metric in the text format 0.0.4.
+        """
+        self.metrics.request("green", b"GET", 200, 3, 0.01)
+        request, body = self.render(b"GET")
+        self.assertIn(request.responseCode, (None, 200))
+        self.assertEqual(
+            request.responseHeaders.getRawHeaders(b"content-type"), [CONTENT_TYPE]
+        )
+        self.assertEqual(
+            request.responseHeaders.getRawHeaders(b"content-length"),
+            [str(len(body)).encode()],
+        )
+        self.assertEqual(body, self.metrics.expose())
+        self.assertEqual(
+            Scrape(body.decode())(
+                "bluegreen_requests_total",
+                {"environment": "green", "method": "GET", "status_class": "2xx"},
+            ),
+            1,
+        )
+
+    def test_otherMethods(self) -> None:
+        """
+        Other methods than C{GET} and C{HEAD} get a JSON 405 with C{Allow}.
+        """
+        for method in (b"POST", b"DELETE"):
+            request, body = self.render(method)
+            self.assertEqual(request.responseCode, 405)
+            self.assertEqual(
+                request.responseHeaders.getRawHeaders(b"allow"), [b"GET, HEAD"]
+            )
+            self.assertEqual(
+                json.loads(body),
+                {"error": f"method {method.decode()} not allowed on /metrics"},
+            )
+
+    def test_below(self) -> None:
+        """
+        Paths below C{/metrics} are not found.
+        """
+        request, body = self.render(b"GET", [b"more"])
+        self.assertEqual(request.responseCode, 404)
+        self.assertEqual(
+            json.loads(body), {"error": "not found: /metrics/more (try GET /metrics)"}
+        )
+
+
+# Over real sockets
+
+
+def listeningPort(service: ProxyService, admin: bool) -> int:
+    """
+    @param admin: The admin API's port (C{True}) or the proxy's.
+    @return: The port number the service listens on.
+    """
+    [listener] = [
+        child
+        for child in service
+        if isinstance(child, StreamServerEndpointService)
+        and isinstance(child.factory, AdminSite) == admin
+    ]
+    ports: list[IListeningPort] = []
+
+    def found(port: IListeningPort) -> IListeningPort:
+        ports.append(port)
+        return port
+
+    waiting = listener._waitingForPort
+    assert waiting is not None
+    # TCP listening is synchronous: this has fired already.
+    waiting.addCallback(found)
+    assert ports, f"not listening: {listener}"
+    return portNumber(ports[0])
+
+
+def notFound(request: ReceivedRequest, conn: BackendConnection) -> None:
+    """
+    Answer 404.
+    """
+    conn.respond(404, b"Not Found", body=b"no such page\n")
+
+
+class EndToEndTests(TestCase):
+    """
+    The real service (C{makeService}, its health monitor and admin API),
+    real backends, real clients, and C{GET /metrics} over a real socket.
+    """
+
+    async def test_scrape(self) -> None:
+        """
+        Requests served, a 404 from the backend, a refused upstream retried
+        on the standby, a forced switch through the admin API, a refused
+        upstream without retry (502), and the health checks are all counted
+        exactly, as the Prometheus text parser reads them.
+        """
+        failOnLoggedErrors(self)
+        _, greenURL = startBackend(
+            self, "green", route({b"/missing": notFound}, echo("green"))
+        )
+        blueURL = closedPortURL()
+        options = Options()
+        options.parseOptions(
+            [
+                "--port",
+                "tcp:0:interface=127.0.0.1",
+                "--admin",
+                "tcp:0:interface=127.0.0.1",
+                "--green",
+                greenURL,
+                "--blue",
+                blueURL,
+                "--access-log",
+                "none",
+                "--health-interval",
+                "300",
+                "--fast-interval",
+                "300",
+            ]
+        )
+        service = makeService(options, reactor)
+        assert isinstance(service, ProxyService)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port, admin = listeningPort(service, False), listeningPort(service, True)
+        states = service.health.health
+        for _ in range(500):
+            if all(state.up is not None for state in states.values()):
+                break
+            await sleep(0.01)
+        self.assertEqual((states["green"].up, states["blue"].up), (True, False))
+
+        bodies: dict[str, int] = {"green": 0, "blue": 0}
+
+        async def request(
+            method: bytes, target: bytes, code: int, body: bytes | None = None
+        ) -> None:
+            response = await fetch(self, port, method, target, body=body)
+            self.assertEqual(response.code, code, response.text)
+            served = "blue" if code == 502 else "green"
+            bodies[served] += response.body.length
+
+        for _ in range(3):
+            await request(b"GET", b"/", 200)
+        await request(b"GET", b"/missing", 404)
+        await request(b"POST", b"/form", 200, b"a=1")
+        await request(b"HEAD", b"/", 200)
+        await request(b"PURGE", b"/cache", 200)
+
+        switch = await fetch(
+            self,
+            admin,
+            b"POST",
+            b"/api/switch",
+            [(b"Content-Type", b"application/json")],
+            b'{"to": "blue", "force": true}',
+        )
+        self.assertEqual(switch.code, 200, switch.text)
+        self.assertEqual(service.controller.live.name, "blue")
+
+        # Blue refuses: retried on GREEN, which is up.
+        await request(b"GET", b"/", 200)
+        # Without the retry, the client gets blue's 502.
+        service.resource.retry = False
+        await request(b"GET", b"/", 502)
+
+        response = await fetch(self, admin, b"GET", b"/metrics")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.values(b"content-type"), [CONTENT_TYPE])
+        result = Scrape(response.text)
+
+        self.assertEqual(
+            result.nonZero("bluegreen_requests_total"),
+            {
+                labels(environment="green", method="GET", status_class="2xx"): 4,
+                labels(environment="green", method="GET", status_class="4xx"): 1,
+                labels(environment="green", method="POST", status_class="2xx"): 1,
+                labels(environment="green", method="HEAD", status_class="2xx"): 1,
+                labels(environment="green", method="other", status_class="2xx"): 1,
+                labels(environment="blue", method="GET", status_class="5xx"): 1,
+            },
+        )
+        for name, count in (("green", 8), ("blue", 1)):
+            env = {"environment": name}
+            self.assertEqual(
+                result("bluegreen_request_duration_seconds_count", env), count
+            )
+            self.assertEqual(
+                result(
+                    "bluegreen_request_duration_seconds_bucket",
+                    {"environment": name, "le": "+Inf"},
+                ),
+                count,
+            )
+            self.assertGreater(result("bluegreen_request_duration_seconds_sum", env), 0)
+            self.assertEqual(
+                result("bluegreen_response_bytes_total", env), bodies[name]
+            )
+        self.assertGreater(bodies["green"], 0)
+        self.assertEqual(
+            result.nonZero("bluegreen_upstream_errors_total"),
+            {labels(environment="blue", kind="refused"): 2},
+        )
+        self.assertEqual(
+            result.nonZero("bluegreen_retries_total"),
+            {retryLabels("blue", "green", "standby"): 1},
+        )
+        self.assertEqual(
+            result.series("bluegreen_live_environment"),
+            {
+                frozenset({("environment", "green")}): 0,
+                frozenset({("environment", "blue")}): 1,
+            },
+        )
+        self.assertEqual(
+            result.series("bluegreen_environment_up"),
+            {
+                frozenset({("environment", "green")}): 1,
+                frozenset({("environment", "blue")}): 0,
+            },
+        )
+        self.assertEqual(
+            result.nonZero("bluegreen_health_checks_total"),
+            {
+                labels(environment="green", result="success"): 1,
+                labels(environment="blue", result="failure"): 1,
+            },
+        )
+        for name in ("green", "blue"):
+            self.assertEqual(
+                result(
+                    "bluegreen_health_check_duration_seconds_count",
+                    {"environment": name},
+                ),
+                1,
+            )
+        self.assertEqual(
+            result.nonZero("bluegreen_switches_total"), {labels(reason="manual"): 1}
+        )
+        self.assertEqual(result("bluegreen_build_info", {"version": __version__}), 1)
+
+    async def test_adminEndpoint(self) -> None:
+        """
+        C{/metrics} on the admin API needs no token (even when the API has
+        one), answers C{HEAD} without a body, and refuses other methods with
+        the API's JSON errors.
+        """
+        _, greenURL = startBackend(self, "green", echo("green"))
+        _, blueURL = startBackend(self, "blue", echo("blue"))
+        token = self.mktemp()
+        with open(token, "w") as f:
+            f.write("s3cret\n")
+        options = Options()
+        options.parseOptions(
+            [
+                "--port",
+                "tcp:0:interface=127.0.0.1",
+                "--admin",
+                "tcp:0:interface=127.0.0.1",
+                "--admin-token-file",
+                token,
+                "--green",
+                greenURL,
+                "--blue",
+                blueURL,
+                "--access-log",
+                "none",
+            ]
+        )
+        service = makeService(options, reactor)
+        assert isinstance(service, ProxyService)
+        service.startService()
+        self.addCleanup(service.stopService)
+        admin = listeningPort(service, True)
+
+        get = await fetch(self, admin, b"GET", b"/metrics")
+        self.assertEqual(get.code, 200)
+        self.assertIn(b"bluegreen_live_environment", get.content)
+        head = await fetch(self, admin, b"HEAD", b"/metrics")
+        self.assertEqual(head.code, 200)
+        self.assertEqual(head.body.length, 0)
+        self.assertEqual(head.values(b"content-type"), [CONTENT_TYPE])
+        post = await fetch(self, admin, b"POST", b"/metrics")
+        self.assertEqual(post.code, 405)
+        self.assertEqual(post.values(b"allow"), [b"GET, HEAD"])
+        self.assertEqual(post.json(), {"error": "method POST not allowed on /metrics"})
+        below = await fetch(self, admin, b"GET", b"/metrics/x")
+        self.assertEqual(below.code, 404)
+
+
+class ExchangeMetricsTests(TestCase):
+    """
+    What the proxy counts when upstreams misbehave (real proxy and backends,
+    no health checks, no retry on the standby).
+    """
+
+    def setUp(self) -> None:
+        self.backend, greenURL = startBackend(
+            self,
+            "green",
+            route(
+                {
+                    b"/close": closeAfterFirst(closeWithoutResponse),
+                    b"/reset": resetWithoutResponse,
+                    b"/garbage": rawThen(b"NOT HTTP\r\n\r\n"),
+                    b"/silent": silent,
+                    b"/short": rawThen(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"
+                    ),
+                },
+                echo("green"),
+            ),
+        )
+        self.proxy = startProxy(
+            self, greenURL, closedPortURL(), "--response-timeout", "0.5"
+        )
+        metrics = self.proxy.service.metrics
+        assert metrics is not None
+        self.metrics = metrics
+
+    async def test_upstreamFailures(self) -> None:
+        """
+        A stale pooled connection is retried on a new one (a retry, not an
+        error); a connection closed or reset before any response, an invalid
+        response and a response timeout are errors of their kinds.
+        """
+        port = self.proxy.port
+        ok = await fetch(self, port, b"GET", b"/")
+        self.assertEqual(ok.code, 200)
+        # The pooled connection is reused and closed by the backend: sent
+        # again on a new connection, which is closed too.
+        closed = await fetch(self, port, b"GET", b"/close")
+        self.assertEqual(closed.code, 502)
+        reset = await fetch(self, port, b"GET", b"/reset")
+        self.assertEqual(reset.code, 502)
+        garbage = await fetch(self, port, b"GET", b"/garbage")
+        self.assertEqual(garbage.code, 502)
+        timeout = await fetch(self, port, b"GET", b"/silent")
+        self.assertEqual(timeout.code, 504)
+        result = scrape(self.metrics)
+        self.assertEqual(
+            result.nonZero("bluegreen_upstream_errors_total"),
+            {
+                labels(environment="green", kind="closed"): 1,
+                labels(environment="green", kind="reset"): 1,
+                labels(environment="green", kind="invalid_response"): 1,
+                labels(environment="green", kind="timeout_response"): 1,
+            },
+        )
+        self.assertEqual(
+            result.nonZero("bluegreen_retries_total"),
+            {retryLabels("green", "green", "stale_connection"): 1},
+        )
+        self.assertEqual(
+            result.nonZero("bluegreen_requests_total"),
+            {
+                labels(environment="green", method="GET", status_class="2xx"): 1,
+                labels(environment="green", method="GET", status_class="5xx"): 4,
+            },
+        )
+        # No health checks run here.
+        self.assertEqual(set(result.series("bluegreen_environment_up").values()), {-1})
+
+    async def test_cutOff(self) -> None:
+        """
+        A response the upstream cuts off half way counts under its status,
+        and as an upstream error.
+        """
+        with self.assertRaises(IncompleteResponseError):
+            await fetch(self, self.proxy.port, b"GET", b"/short")
+        for _ in range(200):
+            if scrape(self.metrics).nonZero("bluegreen_requests_total"):
+                break
+            await sleep(0.01)
+        result = scrape(self.metrics)
+        self.assertEqual(
+            result.nonZero("bluegreen_requests_total"),
+            {labels(environment="green", method="GET", status_class="2xx"): 1},
+        )
+        self.assertEqual(
+            result.nonZero("bluegreen_upstream_errors_total"),
+            {labels(environment="green", kind="closed"): 1},
+        )
+        self.assertEqual(
+            result("bluegreen_response_bytes_total", {"environment": "green"}), 5
+        )
+
+    async def test_clientClosed(self) -> None:
+        """
+        A client that leaves before the response is counted as
+        C{client_closed}, not as an upstream error.
+        """
+        client = await connectRaw(self, self.proxy.port)
+        pending = client.request(b"GET", b"/silent")
+        pending.addErrback(lambda _: None)
+        await withTimeout(
+            self.backend.when(lambda: bool(self.backend.requests)),
+            5,
+            "the request reaching the backend",
+        )
+        client.abort()
+        await client.lost
+        key = labels(environment="green", method="GET", status_class="client_closed")
+        for _ in range(200):
+            if scrape(self.metrics).nonZero("bluegreen_requests_total"):
+                break
+            await sleep(0.01)
+        result = scrape(self.metrics)
+        self.assertEqual(result.nonZero("bluegreen_requests_total"), {key: 1})
+        self.assertEqual(result.nonZero("bluegreen_upstream_errors_total"), {})
+        self.assertEqual(
+            result("bluegreen_response_bytes_total", {"environment": "green"}), 0
+        )
