@@ -73,7 +73,10 @@ IDLE_TIMEOUT = 60
 LINGER = 2
 
 #: The endpoints, for the 404 message.
-ENDPOINTS = "GET /api/status, POST /api/switch, POST /api/check"
+ENDPOINTS = (
+    "GET /, GET /api/status, GET /api/events, POST /api/switch, POST /api/check, "
+    "GET /metrics"
+)
 
 _log = Logger(namespace="bluegreen.admin")
 

@@ -54,7 +54,10 @@ from bluegreen.admin import (
 from bluegreen.tap import Options, ProxyService, _Listener, makeService
 
 #: The endpoints, as the 404 message lists them.
-TRY = "(try GET /api/status, POST /api/switch, POST /api/check)"
+TRY = (
+    "(try GET /, GET /api/status, GET /api/events, POST /api/switch, "
+    "POST /api/check, GET /metrics)"
+)
 
 
 class _Reactor(IReactorTCP, IReactorTime, IReactorUNIX):
