@@ -27,8 +27,9 @@ import math
 import sys
 import time
 from collections import Counter
+from typing import cast
 
-from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, ITCPTransport
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
@@ -39,6 +40,12 @@ MAX_HEAD = 65536
 class ResponseError(Exception):
     """
     A response could not be parsed.
+    """
+
+
+class _Reactor(IReactorTCP, IReactorTime):
+    """
+    The reactor interfaces L{LoadFactory} uses (for type checking only).
     """
 
 
@@ -128,6 +135,8 @@ class LoadProtocol(Protocol):
     @ivar _done: whether the protocol stopped on purpose (closing is no error).
     """
 
+    factory: LoadFactory
+
     def __init__(self, stats: Stats, request: bytes) -> None:
         """
         @param stats: where to record results.
@@ -138,6 +147,14 @@ class LoadProtocol(Protocol):
         self._sentAt = 0.0
         self._buffer = b""
         self._done = False
+
+    def _transport(self) -> ITCPTransport:
+        """
+        @return: the connection's transport: a TCP one, since L{LoadFactory}
+            connects with C{connectTCP}.
+        """
+        assert self.transport is not None
+        return cast(ITCPTransport, self.transport)
 
     def connectionMade(self) -> None:
         """
@@ -151,10 +168,10 @@ class LoadProtocol(Protocol):
         """
         if not self._stats.running:
             self._done = True
-            self.transport.loseConnection()
+            self._transport().loseConnection()
             return
         self._sentAt = time.perf_counter()
-        self.transport.write(self._request)
+        self._transport().write(self._request)
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -196,8 +213,8 @@ class LoadProtocol(Protocol):
         elif close:
             self._stats.errors["server closed the connection"] += 1
             self._done = True
-            self.transport.loseConnection()
-            self.factory.replace()  # type: ignore[attr-defined]
+            self._transport().loseConnection()
+            self.factory.replace()
         else:
             self._send()
 
@@ -209,8 +226,8 @@ class LoadProtocol(Protocol):
         """
         self._stats.errors[reason] += 1
         self._done = True
-        self.transport.abortConnection()
-        self.factory.replace()  # type: ignore[attr-defined]
+        self._transport().abortConnection()
+        self.factory.replace()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
@@ -221,16 +238,16 @@ class LoadProtocol(Protocol):
         if self._done or not self._stats.running:
             return
         self._stats.errors[f"connection lost: {reason.getErrorMessage()}"] += 1
-        self.factory.replace()  # type: ignore[attr-defined]
+        self.factory.replace()
 
 
-class LoadFactory(ClientFactory):
+class LoadFactory(ClientFactory[LoadProtocol]):
     """
     Open connections to the target and replace any that fail.
     """
 
     def __init__(
-        self, reactor: IReactorTCP, host: str, port: int, path: str, stats: Stats
+        self, reactor: _Reactor, host: str, port: int, path: str, stats: Stats
     ) -> None:
         """
         @param reactor: the reactor to connect with.
@@ -261,7 +278,7 @@ class LoadFactory(ClientFactory):
         @param delay: seconds to wait first.
         """
         if self._stats.running:
-            self._reactor.callLater(delay, self.connect)  # type: ignore[attr-defined]
+            self._reactor.callLater(delay, self.connect)
 
     def buildProtocol(self, addr: object) -> LoadProtocol:
         """
@@ -328,18 +345,18 @@ def main(argv: list[str]) -> None:
     host, port, connections, duration, *rest = argv
     path = rest[0] if rest else "/"
     stats = Stats()
-    factory = LoadFactory(reactor, host, int(port), path, stats)  # type: ignore[arg-type]
+    factory = LoadFactory(cast(_Reactor, reactor), host, int(port), path, stats)
     started = time.perf_counter()
 
     def stop() -> None:
         stats.running = False
         print(json.dumps(summarize(stats, time.perf_counter() - started)))
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
 
     for _ in range(int(connections)):
         factory.connect()
-    reactor.callLater(float(duration), stop)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callLater(float(duration), stop)
+    reactor.run()
 
 
 if __name__ == "__main__":

@@ -107,14 +107,16 @@ class FastHTTP(Protocol):
             if close:
                 self._close = True
                 break
+        transport = self.transport
+        assert transport is not None
         if replies:
-            self.transport.write(b"".join(replies))
+            transport.write(b"".join(replies))
         if self._close and not self._skip:
-            self.transport.loseConnection()
+            transport.loseConnection()
             self._buffer = b""
         elif len(buffer) > MAX_HEAD:
-            self.transport.write(BAD_REQUEST)
-            self.transport.loseConnection()
+            transport.write(BAD_REQUEST)
+            transport.loseConnection()
             self._buffer = b""
         else:
             self._buffer = buffer
@@ -165,10 +167,16 @@ def main(argv: list[str]) -> None:
     from twisted.internet import reactor
 
     (port,) = argv
-    reactor.listenTCP(  # type: ignore[attr-defined]
-        int(port), Factory.forProtocol(FastHTTP), backlog=1024, interface="127.0.0.1"
+    # Twisted annotates listenTCP's factory as ServerFactory[_ProtoWithFactory],
+    # which no other Factory matches (Factory is invariant in its protocol
+    # type), although any IProtocolFactory works.
+    reactor.listenTCP(
+        int(port),
+        Factory.forProtocol(FastHTTP),  # type: ignore[arg-type]
+        backlog=1024,
+        interface="127.0.0.1",
     )
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":
