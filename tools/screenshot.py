@@ -108,9 +108,21 @@ def main(reactor: Any, *argv: str) -> Deferred[None]:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Render the dashboard in headless Chromium and save a PNG."
+    )
+    parser.add_argument(
+        "output",
+        nargs="?",
+        default=os.path.join(ROOT, "docs", "dashboard.png"),
+        help="where to write the PNG (default: docs/dashboard.png)",
+    )
+    arguments = parser.parse_args()
     if CHROMIUM is None:
         sys.exit(
             "screenshot.py: no Chromium found (apt-get install -y chromium, "
             "or set BLUEGREEN_CHROMIUM)"
         )
-    react(main, sys.argv[1:])
+    react(main, [arguments.output])
