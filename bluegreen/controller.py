@@ -327,7 +327,7 @@ class Controller:
     def _failover(self, reason: str) -> None:
         self._switchTo(
             self.standby().name,
-            f"failover: {self.live.name} down ({reason})",
+            f"failover: {self.live.name} down: {reason}",
             "failover",
         )
 

@@ -675,7 +675,7 @@ STATUS: dict[str, Any] = {
     "version": "0.1.0",
     "now": 1_000_060.0,
     "live": "blue",
-    "why": "failover: green down (connection refused)",
+    "why": "failover: green down: connection refused",
     "since": 1_000_000.0,
     "mode": "serving",
     "environments": {
@@ -716,7 +716,7 @@ STATUS: dict[str, Any] = {
             "at": "",
             "from": "green",
             "to": "blue",
-            "reason": "failover: green down (connection refused)",
+            "reason": "failover: green down: connection refused",
         }
     ],
 }
@@ -741,7 +741,7 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(
             formatStatus(STATUS),
             "live: BLUE  http://127.0.0.1:5001\n"
-            "why:  failover: green down (connection refused); since "
+            "why:  failover: green down: connection refused; since "
             f"{local(1_000_000)} (60 s ago)\n"
             "\n"
             "health:\n"
@@ -752,8 +752,8 @@ class FormatTests(SynchronousTestCase):
             "         not checked yet\n"
             "\n"
             "last switches:\n"
-            f"  {local(1_000_000)}  green -> blue  failover: green down "
-            "(connection refused)\n",
+            f"  {local(1_000_000)}  green -> blue  failover: green down: "
+            "connection refused\n",
         )
 
     def test_colour(self) -> None:

@@ -645,7 +645,7 @@ class DashboardBrowserTests(TestCase):
         )
         self.assertEqual(len(rows), 1)
         self.assertEqual(rows[0][1:3], ["GREEN", "BLUE"])
-        self.assertIn("failover: green down (status 500", rows[0][3])
+        self.assertIn("failover: green down: status 500", rows[0][3])
 
         # The switch button asks first; Cancel does nothing.
         self.assertEqual(await page.text("#switch"), "Switch to GREEN\u2026")

@@ -206,7 +206,7 @@ class ServingTests(ControllerMixin):
         self.bothUp()
         self.clock.advance(5)
         self.change("green", False, "status 500")
-        reason = "failover: green down (status 500)"
+        reason = "failover: green down: status 500"
         self.assertState("blue", "serving", 1)
         self.assertEqual(
             self.controller.history, [Switch(1005.0, "green", "blue", reason)]
@@ -228,7 +228,7 @@ class ServingTests(ControllerMixin):
         self.assertState("green", "serving", 1)
         self.assertEqual(
             self.controller.history[0].reason,
-            "failover: blue down (connection refused)",
+            "failover: blue down: connection refused",
         )
 
     def test_failoverFromUnchecked(self) -> None:
@@ -316,7 +316,7 @@ class ServingTests(ControllerMixin):
         self.assertState("green", "serving", 2)
         self.assertEqual(
             self.controller.history[1],
-            Switch(1060.0, "blue", "green", "failover: blue down (connection refused)"),
+            Switch(1060.0, "blue", "green", "failover: blue down: connection refused"),
         )
 
 
@@ -480,7 +480,7 @@ class OutageTests(ControllerMixin):
         self.controller.healthChanged("green", False, "status 503")
         self.assertState("blue", "serving", 1)
         self.assertEqual(
-            self.controller.history[0].reason, "failover: green down (status 503)"
+            self.controller.history[0].reason, "failover: green down: status 503"
         )
         self.assertEqual(self.logged(LogLevel.info), ["outage over: blue is up"])
         self.assertNoTimers()
@@ -813,7 +813,7 @@ class AutoFailbackTests(ControllerMixin):
         self.assertState("green", "serving", 2)
         self.assertEqual(
             self.controller.history[1],
-            Switch(1010.0, "blue", "green", "failover: blue down (connection refused)"),
+            Switch(1010.0, "blue", "green", "failover: blue down: connection refused"),
         )
         self.assertNoTimers()
         self.clock.advance(60)
@@ -964,7 +964,7 @@ class StateFileTests(ControllerMixin):
             saved.history,
             (
                 statefile.SwitchRecord(
-                    1000.0, "green", "blue", "failover: green down (status 500)"
+                    1000.0, "green", "blue", "failover: green down: status 500"
                 ),
             ),
         )
@@ -1245,7 +1245,7 @@ class ChainTests(ChainMixin):
                     5.0,
                     "green",
                     "blue",
-                    "failover: green down (status 500 (expected 200))",
+                    "failover: green down: status 500 (expected 200)",
                 )
             ],
         )
@@ -1392,7 +1392,7 @@ class ChainTests(ChainMixin):
                     1.0,
                     "green",
                     "blue",
-                    "failover: green down (proxied request: refused the connection)",
+                    "failover: green down: proxied request: refused the connection",
                 )
             ],
         )
@@ -1594,7 +1594,7 @@ class ProxyTests(ChainMixin):
         self.assertEqual(controller.active, "blue")
         self.assertEqual(
             controller.history[0].reason,
-            "failover: green down (proxied request: refused the connection)",
+            "failover: green down: proxied request: refused the connection",
         )
 
     def test_refusedPOSTRetried(self) -> None:

@@ -22,7 +22,7 @@ from bluegreen.state import (
 
 COLOURS = ("green", "blue")
 
-FIRST = SwitchRecord(1000.0, "green", "blue", "failover: green down (status 500)")
+FIRST = SwitchRecord(1000.0, "green", "blue", "failover: green down: status 500")
 SECOND = SwitchRecord(1030.5, "blue", "green", "failback: green up for 30 s")
 
 
@@ -130,7 +130,7 @@ class RoundTripTests(StateMixin):
                         "when": 1000.0,
                         "from": "green",
                         "to": "blue",
-                        "reason": "failover: green down (status 500)",
+                        "reason": "failover: green down: status 500",
                     }
                 ],
             },
