@@ -15,17 +15,21 @@ never on the proxied port::
                        the reason (target down, already live)
     POST /api/check    run the health checks now, then answer as
                        GET /api/status
+    GET  /api/flags    the feature flags of each environment; also
+                       GET|PUT|DELETE /api/flags/{name} and
+                       GET /api/flags/history (see L{bluegreen._flagsapi})
     GET  /metrics      Prometheus metrics, in the text format (added by
                        L{bluegreen.tap.makeService}; see L{bluegreen.metrics})
 
 Every answer but C{/}, C{/api/events} and C{/metrics} is JSON; errors are
 C{{"error": "..."}} with the fitting status (400 bad request body, 401
 missing or wrong token, 404 unknown path, 405 wrong method (with C{Allow}),
-409 switch refused, 413 body over 64 KiB, 415 a body that is not
-C{application/json}).
+409 switch refused (or a flag change where there is no Redis), 413 body
+over 64 KiB, 415 a body that is not C{application/json}, 503 health checks
+not running or a Redis that cannot be reached).
 
-With C{--admin-token-file}, the C{POST} calls need C{Authorization: Bearer
-<token>}; the C{GET}s stay open.  A C{POST}
+With C{--admin-token-file}, the C{POST}, C{PUT} and C{DELETE} calls need
+C{Authorization: Bearer <token>}; the C{GET}s stay open.  A C{POST}
 with a body must say C{Content-Type: application/json}; one without a body
 (C{POST /api/check}) needs no content type.  Insisting on JSON means a web
 page in an operator's browser cannot switch through the loopback API with a
@@ -75,6 +79,7 @@ LINGER = 2
 #: The endpoints, for the 404 message.
 ENDPOINTS = (
     "GET /, GET /api/status, GET /api/events, POST /api/switch, POST /api/check, "
+    "GET /api/flags, GET|PUT|DELETE /api/flags/{name}, GET /api/flags/history, "
     "GET /metrics"
 )
 

@@ -8,6 +8,9 @@ The C{bluegreen} console command: talks to a running service's admin API.
                                      the health of each; the last switches
     bluegreen switch blue [--force]  make BLUE live
     bluegreen check                  run the health checks now
+    bluegreen flag set|get|list|unset|history ...
+                                     the feature flags of each environment
+                                     (see L{bluegreen._flagscli})
 
 Common options (before or after the command): C{--admin URL} (default
 C{$BLUEGREEN_ADMIN}, else C{http://127.0.0.1:3091}; C{unix:/path} for a
@@ -61,7 +64,9 @@ SHOWN_SWITCHES = 5
 _COLOURS = {"green": "1;32", "blue": "1;34"}
 _RED = "1;31"
 
-SYNOPSIS = "bluegreen [--admin URL] [--token-file FILE] [--json] status|switch|check"
+SYNOPSIS = (
+    "bluegreen [--admin URL] [--token-file FILE] [--json] status|switch|check|flag"
+)
 
 
 class _Common(usage.Options):
@@ -212,7 +217,17 @@ class Options(_Common):
         ["status", None, StatusOptions, "Show what is live and the health."],
         ["switch", None, SwitchOptions, "Make green or blue live."],
         ["check", None, CheckOptions, "Run the health checks now."],
+        ["flag", None, lambda: _flagOptions(), "See and change the feature flags."],
     ]
+
+
+def _flagOptions() -> usage.Options:
+    """
+    @return: The options of C{bluegreen flag} (imported only when used).
+    """
+    from ._flagscli import FlagOptions
+
+    return FlagOptions()
 
 
 @frozen
@@ -248,10 +263,14 @@ def settingsFrom(options: Options, environ: Mapping[str, str]) -> Settings:
     @raise usage.UsageError: For a bad URL, token file or timeout.
     """
     sub = options.subOptions
+    # The command's options, then its parent's (bluegreen flag set ...).
+    chain = [o for o in (getattr(sub, "subOptions", None), sub) if o is not None]
 
     def pick(name: str) -> Any:
-        value = sub[name] if sub is not None else None
-        return options[name] if value is None else value
+        for level in chain:
+            if level[name] is not None:
+                return level[name]
+        return options[name]
 
     admin, adminName = pick("admin"), "--admin"
     if admin is None and environ.get("BLUEGREEN_ADMIN"):
@@ -300,7 +319,7 @@ def settingsFrom(options: Options, environ: Mapping[str, str]) -> Settings:
         base=base,
         socket=socket,
         token=token,
-        json=bool(options["json"] or (sub is not None and sub["json"])),
+        json=bool(options["json"] or any(level["json"] for level in chain)),
         timeout=timeout,
     )
 
@@ -308,6 +327,12 @@ def settingsFrom(options: Options, environ: Mapping[str, str]) -> Settings:
 class Failed(Exception):
     """
     The command failed or was refused; the message says why.
+    """
+
+
+class Unreachable(Failed):
+    """
+    The admin API could not be reached.
     """
 
 
@@ -398,7 +423,7 @@ async def call(
         await collecting
     except Exception:
         reason = _describe(Failure(), settings.timeout)
-        raise Failed(
+        raise Unreachable(
             f"cannot reach bluegreen admin at {settings.admin}: {reason}"
         ) from None
     code: int = response.code
@@ -426,6 +451,9 @@ async def call(
             raise Failed(f"not authorized: {error} ({hint})")
         if code == 409 and path == "/api/switch":
             raise Failed(f"switch refused: {error}")
+        if code in (400, 409, 503) and path.startswith("/api/flags"):
+            # The reason says it all: "cannot reach Redis for blue at ...".
+            raise Failed(error)
         raise Failed(f"{error} (HTTP {code})")
     return answer
 
@@ -637,18 +665,23 @@ def main(argv: list[str] | None = None) -> int:
         settings = settingsFrom(options, os.environ)
     except usage.UsageError as e:
         sub = getattr(options, "subOptions", None)
-        synopsis = (sub or options).synopsis
+        leaf = getattr(sub, "subOptions", None) or sub
+        synopsis = (leaf or options).synopsis
         message = str(e)
         if message.startswith("Unknown command: "):
             message = (
                 f"unknown command {message.split(': ', 1)[1]!r}; "
-                "expected status, switch or check"
+                "expected status, switch, check or flag"
             )
         print(f"bluegreen: {message}", file=sys.stderr)
         print(f"usage: {synopsis}", file=sys.stderr)
         return 2
     sub = options.subOptions
     command: str = options.subCommand
+    if command == "flag":
+        from ._flagscli import runFlag
+
+        return runFlag(sub, settings)
     to = sub.get("to")
     force = bool(sub.get("force"))
     colour = not settings.json and useColour(sys.stdout, os.environ)

@@ -1099,7 +1099,32 @@ class Manhole(Service):
         namespace["switch"] = functools.partial(self.switch, who)
         namespace["status"] = self.status
         namespace["help"] = functools.partial(self.help, who)
+        if getattr(self.service, "flags", None) is not None:
+            namespace["setFlag"] = functools.partial(self.setFlag, who)
+            namespace["unsetFlag"] = functools.partial(self.unsetFlag, who)
         return namespace
+
+    def setFlag(self, who: str, env: str, name: str, value: str) -> Deferred[Any]:
+        """
+        Set a feature flag in C{env}'s Redis, recorded as C{who}'s change
+        from the manhole.  The value is stored as given (C{"ON"} is on).
+
+        @return: A Deferred firing with the L{bluegreen.flags.FlagChange}
+            (the manhole prints it when it fires).
+        """
+        flags = self.service.flags
+        assert flags is not None
+        return Deferred.fromCoroutine(flags.set(env, name, value, f"manhole {who}"))
+
+    def unsetFlag(self, who: str, env: str, name: str) -> Deferred[Any]:
+        """
+        Remove a feature flag from C{env}'s Redis, recorded as C{who}'s.
+
+        @return: A Deferred firing with the L{bluegreen.flags.FlagChange}.
+        """
+        flags = self.service.flags
+        assert flags is not None
+        return Deferred.fromCoroutine(flags.unset(env, name, f"manhole {who}"))
 
     def switch(self, who: str, to: str, force: bool = False) -> Switch:
         """
@@ -1154,6 +1179,17 @@ class Manhole(Service):
             (
                 "switch(to, force=False)",
                 'switch traffic to "green" or "blue", recorded as yours',
+            ),
+            *(
+                [
+                    (
+                        "setFlag(env, name, value)",
+                        'set a flag, e.g. "blue", "RECENT", "ON"',
+                    ),
+                    ("unsetFlag(env, name)", "remove a flag"),
+                ]
+                if getattr(self.service, "flags", None) is not None
+                else []
             ),
             *((name, description) for name, (_, description) in self._entries.items()),
             ("help()", "this text"),

@@ -47,6 +47,13 @@ in one process.  The metrics (all prefixed C{bluegreen_}):
     (traffic was on a down environment and the other came up), C{failback}
     (automatic return to C{--active}) or C{manual}.
   - C{bluegreen_build_info{version}}: always 1.
+  - With feature flags (L{FlagMetrics}, for each environment that has a
+    Redis): C{bluegreen_flag_on{environment, flag}} (1 on, 0 off, from the
+    cache at scrape time), C{bluegreen_flag_changes_total{environment}}
+    (changes the service saw since start, whoever made them),
+    C{bluegreen_flag_redis_up{environment}} (1 connected, 0 not) and
+    C{bluegreen_flag_cache_stale{environment}} (1 while the cached values
+    may be out of date).
   - C{process_*}: C{prometheus_client}'s process metrics (CPU, memory, file
     descriptors), where the platform has them.
 
@@ -79,6 +86,7 @@ from .proxy import FAILURE_KINDS
 
 if TYPE_CHECKING:
     from .controller import Controller, Switch
+    from .flags import FlagChange, FlagService
     from .health import CheckResult, HealthMonitor
 
 #: The exposition format served: the Prometheus text format 0.0.4, which
@@ -483,6 +491,93 @@ class _Families:
             self.switches,
             self.info,
         ]
+
+
+class FlagMetrics:
+    """
+    The feature flag metrics: a collector for L{Metrics.register}, reading
+    the flag service's cache when scraped (never Redis) and counting the
+    changes it reports.
+
+    @ivar flags: The flag service.
+    """
+
+    def __init__(self, flags: FlagService) -> None:
+        """
+        Subscribe to C{flags}' changes.
+
+        @param flags: The flag service.
+        """
+        self.flags = flags
+        self._changes: dict[str, int] = {
+            name: 0
+            for name, info in flags.table()["environments"].items()
+            if info.get("redis") is not None
+        }
+        flags.subscribe(self.changed)
+
+    def changed(self, change: FlagChange) -> None:
+        """
+        Count a change.
+        """
+        self._changes[change.env] = self._changes.get(change.env, 0) + 1
+
+    def describe(self) -> Iterable[Metric]:
+        """
+        The metric families, without samples.
+        """
+        return list(_flagFamilies())
+
+    def collect(self) -> Iterable[Metric]:
+        """
+        The metric families with their current samples.
+        """
+        from .flags import isOn
+
+        on, changes, up, stale = _flagFamilies()
+        environments = self.flags.table()["environments"]
+        for name, info in environments.items():
+            if info.get("redis") is None:
+                continue
+            for flag, value in sorted(info.get("flags", {}).items()):
+                on.add_metric([name, flag], 1 if isOn(value) else 0)
+            up.add_metric([name], 1 if info.get("connected") else 0)
+            stale.add_metric([name], 1 if info.get("stale") else 0)
+        for name, count in sorted(self._changes.items()):
+            changes.add_metric([name], count)
+        return [on, changes, up, stale]
+
+
+def _flagFamilies() -> tuple[
+    GaugeMetricFamily, CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily
+]:
+    """
+    @return: The families of L{FlagMetrics}, empty: flag on, changes, Redis
+        up, cache stale.
+    """
+    return (
+        GaugeMetricFamily(
+            "bluegreen_flag_on",
+            "Feature flags: 1 on (the value ON), 0 off, as last read from the "
+            "environment's Redis.",
+            labels=["environment", "flag"],
+        ),
+        CounterMetricFamily(
+            "bluegreen_flag_changes",
+            "Feature flag changes seen since start (whoever made them).",
+            labels=["environment"],
+        ),
+        GaugeMetricFamily(
+            "bluegreen_flag_redis_up",
+            "1 while the environment's Redis is connected, else 0.",
+            labels=["environment"],
+        ),
+        GaugeMetricFamily(
+            "bluegreen_flag_cache_stale",
+            "1 while the cached flags may be out of date (Redis unreachable).",
+            labels=["environment"],
+        ),
+    )
 
 
 class MetricsResource(Resource):

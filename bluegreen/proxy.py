@@ -13,7 +13,7 @@ whole upload first), and a slow client pauses the upstream connection.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -370,6 +370,11 @@ class ProxyResource(Resource):
         on the standby (when it is up and nothing of the request can have
         been processed).
     @ivar metrics: Counts requests, upstream errors and retries, or L{None}.
+    @ivar stampFlags: With C{--stamp-flags}: called with the name of the
+        environment a request goes to, returns its flags (name to C{"on"} or
+        C{"off"}, from a cache: it never waits), each sent upstream as
+        C{X-Feature-<NAME>}; the client's own C{X-Feature-*} headers are then
+        dropped, so they cannot be forged.  L{None}: no stamping.
     """
 
     isLeaf = True
@@ -385,8 +390,10 @@ class ProxyResource(Resource):
         health: HealthMonitor | None = None,
         retry: bool = True,
         metrics: Metrics | None = None,
+        stampFlags: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
         super().__init__()
+        self.stampFlags = stampFlags
         self.health = health
         self.retry = retry
         self.metrics = metrics
@@ -426,9 +433,12 @@ class ProxyResource(Resource):
         append = parts.append
         host: bytes | None = None
         forwardedFor: list[bytes] = []
+        stamp = self.stampFlags
         for name, values in headers.getAllRawHeaders():
             lower = name.lower()
             if lower in drop or lower.startswith(b"proxy-"):
+                continue
+            if stamp is not None and lower.startswith(b"x-feature-"):
                 continue
             if lower in _REWRITTEN:
                 if lower == b"host":
@@ -460,6 +470,11 @@ class ProxyResource(Resource):
         if host is not None:
             append(b"\r\nX-Forwarded-Host: ")
             append(host)
+        if stamp is not None:
+            for flag, state in stamp(environment.name).items():
+                # A name with ":" cannot be a header name: not stamped.
+                if ":" not in flag:
+                    append(b"\r\nX-Feature-%s: %s" % (flag.encode(), state.encode()))
         body = request.body
         if body is not None and body.length is None:
             append(b"\r\nTransfer-Encoding: chunked")

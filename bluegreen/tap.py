@@ -39,14 +39,23 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from . import __version__
+from ._flagsapi import mountFlags
 from .accesslog import AccessLog
 from .admin import AdminResource, BadToken, adminSite, exposedInterface, readToken
 from .controller import Controller
 from .environment import COLOURS, BadURL, Environment
+from .flags import (
+    DEFAULT_NAMES,
+    FlagError,
+    FlagService,
+    RedisTarget,
+    readPasswordFile,
+    validateName,
+)
 from .health import HealthMonitor, HealthSettings, StatusSet
 from .manhole import SSH_EXAMPLES, TELNET_EXAMPLES, Manhole, ManholeError
 from .manhole import checkOptions as checkManholeOptions
-from .metrics import Metrics, MetricsResource
+from .metrics import FlagMetrics, Metrics, MetricsResource
 from .pool import UpstreamPool, endpointFor, loadTrustRoot
 from .proxy import ProxyResource, ProxySite
 
@@ -291,6 +300,37 @@ class Options(usage.Options):
             "SSH manhole host key, created (mode 0600) if missing; default "
             "~/.local/state/bluegreen/manhole_host_key.",
         ],
+        [
+            "green-redis",
+            None,
+            None,
+            "GREEN's Redis, for its feature flags: redis://[user:password@]"
+            "host:port/db, rediss:// (TLS) or unix:///path?db=0.",
+        ],
+        ["blue-redis", None, None, "BLUE's Redis (as --green-redis)."],
+        [
+            "redis-password-file",
+            None,
+            None,
+            "File holding the Redis password, for URLs without one.",
+        ],
+        ["redis-timeout", None, "1", "Seconds allowed for each Redis call."],
+        [
+            "flag-refresh",
+            None,
+            "30",
+            "Seconds between full re-reads of the flags (changes normally "
+            "show at once, by notification).",
+        ],
+    ]
+
+    optFlags = [
+        [
+            "stamp-flags",
+            None,
+            "Send the live environment's flags with each proxied request, as "
+            "X-Feature-<NAME>: on|off (from the cache: never waits on Redis).",
+        ],
     ]
 
     def opt_version(self) -> None:
@@ -299,6 +339,12 @@ class Options(usage.Options):
         """
         print(f"bluegreen {__version__}")
         raise SystemExit(0)
+
+    def opt_flag(self, name: str) -> None:
+        """
+        A flag to show and stamp even while unset (repeatable; default: RECENT).
+        """
+        self.setdefault("flagNames", []).append(name)
 
     def _healthSettings(self) -> HealthSettings:
         interval = _seconds("health-interval", self["health-interval"])
@@ -363,6 +409,46 @@ class Options(usage.Options):
                 "on loopback only (e.g. --admin tcp:3091:interface=127.0.0.1)"
             )
         self["adminEndpoint"] = text
+
+    def _flagOptions(self) -> None:
+        """
+        Check the feature flag options; set C{redisTargets} (each
+        environment's L{RedisTarget}, or L{None} without a Redis),
+        C{flagNames}, C{redisTimeout} and C{flagRefresh}.
+
+        @raise usage.UsageError: For a bad URL, password file, flag name or
+            number, or C{--stamp-flags} without any Redis.
+        """
+        password = None
+        if self["redis-password-file"] is not None:
+            try:
+                password = readPasswordFile(self["redis-password-file"])
+            except ValueError as e:
+                raise usage.UsageError(f"--redis-password-file: {e}") from None
+        targets: dict[str, RedisTarget | None] = {}
+        for colour in COLOURS:
+            url = self[f"{colour}-redis"]
+            try:
+                targets[colour] = (
+                    None if url is None else RedisTarget.parse(url, password)
+                )
+            except ValueError as e:
+                raise usage.UsageError(f"--{colour}-redis: {e}") from None
+        self["redisTargets"] = targets
+        names = self.get("flagNames") or list(DEFAULT_NAMES)
+        for name in names:
+            try:
+                validateName(name)
+            except FlagError as e:
+                raise usage.UsageError(f"--flag: {e}") from None
+        self["flagNames"] = list(dict.fromkeys(names))
+        self["redisTimeout"] = _seconds("redis-timeout", self["redis-timeout"])
+        self["flagRefresh"] = _seconds("flag-refresh", self["flag-refresh"])
+        if self["stamp-flags"] and not any(targets.values()):
+            raise usage.UsageError(
+                "--stamp-flags: no environment has a Redis (give --green-redis "
+                "and/or --blue-redis)"
+            )
 
     def postOptions(self) -> None:
         """
@@ -429,6 +515,7 @@ class Options(usage.Options):
                     + " or ".join(repr(c) for c in choices)
                 )
         self["failbackDelay"] = _seconds("failback-delay", self["failback-delay"])
+        self._flagOptions()
         if self["state"] is not None:
             _checkWritableFile("state", self["state"])
         if self["log-format"] not in ("text", "json"):
@@ -571,12 +658,15 @@ class ProxyService(MultiService):
     @ivar manhole: The manholes, or L{None} without C{--manhole} or
         C{--manhole-ssh}.
     @ivar metrics: The metrics (C{GET /metrics} on the admin API).
+    @ivar flags: The feature flags, or L{None} when no environment has a
+        Redis (C{--green-redis}, C{--blue-redis}).
     """
 
     _log = Logger()
     admin: AdminResource | None = None
     manhole: Manhole | None = None
     metrics: Metrics | None = None
+    flags: FlagService | None = None
 
     def __init__(
         self,
@@ -746,6 +836,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             f"--access-log: cannot open {options['access-log']!r}: {e.strerror}"
         ) from None
     metrics = Metrics(controller, monitor)
+    flags = None
+    targets = options.get("redisTargets") or {}
+    if any(target is not None for target in targets.values()):
+        flags = FlagService(
+            reactor,
+            targets,
+            options["flagNames"],
+            timeout=options["redisTimeout"],
+            refresh=options["flagRefresh"],
+        )
     resource = ProxyResource(
         controller,
         pools,
@@ -756,9 +856,13 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         health=monitor,
         retry=options["retry"] == "connect",
         metrics=metrics,
+        stampFlags=flags.flagsFor if flags and options["stamp-flags"] else None,
     )
     service = ProxyService(controller, resource, pools, monitor, accessLog)
     service.metrics = metrics
+    if flags is not None:
+        service.flags = flags
+        flags.setServiceParent(service)
     if options["log-format"] == "json":
         service.logObserver = jsonLinesObserver(sys.stdout)
     monitor.setServiceParent(service)
@@ -766,10 +870,15 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     endpoint = serverFromString(reactor, options["endpoint"])
     listener = _Listener(endpoint, site, options["port"])
     listener.setServiceParent(service)
+    if flags is not None:
+        metrics.register(FlagMetrics(flags))
     if options["adminEndpoint"] is not None:
         admin = adminSite(controller, monitor, reactor, options["adminToken"])
         service.admin = admin.admin
         admin.admin.putChild(b"metrics", MetricsResource(metrics))
+        mountFlags(admin.admin, flags)
+        if flags is not None:
+            admin.admin.addStatus("flags", flags.table)
         _Listener(
             serverFromString(reactor, options["adminEndpoint"]),
             admin,
@@ -782,6 +891,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         except ManholeError as e:
             raise StartupError(str(e)) from None
         service.manhole = manhole
+        if flags is not None:
+            manhole.add(
+                "flags",
+                flags,
+                "the feature flags: .table(), .view('blue', 'RECENT')",
+            )
         manhole.setServiceParent(service)
         for option, description, factory in manhole.listeners():
             _Listener(

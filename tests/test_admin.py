@@ -56,7 +56,8 @@ from bluegreen.tap import Options, ProxyService, _Listener, makeService
 #: The endpoints, as the 404 message lists them.
 TRY = (
     "(try GET /, GET /api/status, GET /api/events, POST /api/switch, "
-    "POST /api/check, GET /metrics)"
+    "POST /api/check, GET /api/flags, GET|PUT|DELETE /api/flags/{name}, "
+    "GET /api/flags/history, GET /metrics)"
 )
 
 

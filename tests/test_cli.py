@@ -68,7 +68,7 @@ class ConsoleScriptTests(TestCase):
         self.assertEqual(
             err,
             "bluegreen: option --bogus not recognized\nusage: bluegreen [--admin URL] "
-            "[--token-file FILE] [--json] status|switch|check\n",
+            "[--token-file FILE] [--json] status|switch|check|flag\n",
         )
 
 
@@ -98,7 +98,7 @@ class MainTests(SynchronousTestCase):
         self.assertTrue(err.getvalue().startswith("bluegreen: "), err.getvalue())
         self.assertIn(
             "usage: bluegreen [--admin URL] [--token-file FILE] [--json] "
-            "status|switch|check\n",
+            "status|switch|check|flag\n",
             err.getvalue(),
         )
 

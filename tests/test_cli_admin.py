@@ -520,8 +520,9 @@ class UsageTests(TestCase):
         """
         await self.assertUsage(
             ["stats"],
-            "unknown command 'stats'; expected status, switch or check",
-            "bluegreen [--admin URL] [--token-file FILE] [--json] status|switch|check",
+            "unknown command 'stats'; expected status, switch, check or flag",
+            "bluegreen [--admin URL] [--token-file FILE] [--json] "
+            "status|switch|check|flag",
         )
 
     async def test_unknownOption(self) -> None:

@@ -44,6 +44,7 @@ from twisted.web.server import Request, Site
 
 from bluegreen.tap import Options, ProxyService, makeService
 
+from ._redis import startRedis
 from .test_admin import listeningPort
 
 #: The reactor the test runs on (trial's real one).
@@ -773,6 +774,100 @@ class DashboardBrowserTests(TestCase):
             if e.get("method") == "Runtime.exceptionThrown"
         ]
         self.assertEqual(exceptions, [])
+
+    async def test_flags(self) -> None:
+        """
+        The flags are a flag x environment grid of switches: a click asks
+        for the token, then sets the flag in the environment's Redis; a
+        change made with C{redis-cli} shows; with Redis down the values are
+        marked stale and a click says why it failed.
+        """
+        redis = await startRedis(self)
+        tokenFile = os.path.abspath(self.mktemp())
+        with open(tokenFile, "w") as f:
+            f.write(TOKEN + "\n")
+        service, url = startBluegreen(
+            self.addCleanup,
+            App("green"),
+            App("blue"),
+            "--admin-token-file",
+            tokenFile,
+            "--blue-redis",
+            redis.url,
+        )
+        page = await launch(self.addCleanup)
+        self.addCleanup(closeStreams, service, page)
+        await page.goto(url)
+        toggle = "#flag-grid tr[data-flag=RECENT] td[data-env=blue] button"
+        await page.waitFor(
+            f"document.querySelector({json.dumps(toggle)}) !== null"
+            " && !document.getElementById('flags').hidden",
+            within=10,
+        )
+        self.assertEqual(await page.text(toggle), "OFF")
+        self.assertEqual(
+            await page.text("#flag-grid tr[data-flag=RECENT] td[data-env=blue]"),
+            "OFFnot set",
+        )
+        self.assertEqual(
+            await page.text("#flag-grid tr[data-flag=RECENT] td[data-env=green]"),
+            "\u2014",
+        )
+        self.assertEqual(
+            await page.text("#flag-notes li"),
+            "GREEN has no Redis (start bluegreen with --green-redis URL).",
+        )
+        # The generic section is not drawn for the flag table.
+        self.assertIsNone(await page.evaluate("document.getElementById('extra-flags')"))
+
+        # Switch RECENT on in BLUE: the token is asked for, then it is set.
+        await page.click(toggle)
+        await page.waitFor("document.getElementById('token-dialog').open", within=5)
+        await page.type(TOKEN)
+        await page.pressEnter()
+        await page.waitFor(
+            f"document.querySelector({json.dumps(toggle)}).textContent === 'ON'",
+            within=LAG + 1,
+        )
+        self.assertEqual(await redis.cli("GET", "RECENT"), "ON")
+        self.assertEqual(
+            await page.evaluate(
+                f"document.querySelector({json.dumps(toggle)})"
+                ".getAttribute('aria-checked')"
+            ),
+            "true",
+        )
+        self.assertEqual(await page.text("#notice"), "Set RECENT = ON in BLUE.")
+        assert service.flags is not None
+        [change] = await service.flags.history("blue")
+        self.assertEqual(change.who, "admin API from 127.0.0.1 (dashboard)")
+
+        # A change made with redis-cli shows.
+        await redis.cli("SET", "RECENT", "OFF")
+        await page.waitFor(
+            f"document.querySelector({json.dumps(toggle)}).textContent === 'OFF'",
+            within=LAG + 1,
+        )
+
+        # Redis down: stale, and a click says why it cannot be changed.
+        await redis.kill()
+        await page.waitFor(
+            "document.querySelector('#flag-grid th[data-env=blue] .stale-tag')"
+            " !== null",
+            within=LAG + 2,
+        )
+        await page.click(toggle)
+        await page.waitFor(
+            "document.getElementById('notice').className === 'notice error'",
+            within=LAG + 1,
+        )
+        self.assertRegex(
+            await page.text("#notice"),
+            r"^Cannot set RECENT in BLUE: cannot reach Redis for blue at "
+            r"redis://127\.0\.0\.1:\d+/0: ",
+        )
+        self.assertEqual(await page.evaluate("window.__violations"), [])
+        self.assertEqual(await page.evaluate("window.__errors"), [])
 
     async def test_silence(self) -> None:
         """

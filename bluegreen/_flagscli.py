@@ -1,0 +1,840 @@
+# -*- test-case-name: tests.test_flags_cli -*-
+"""
+C{bluegreen flag ...}: see and change the feature flags of each
+environment (see L{bluegreen.flags})::
+
+    bluegreen flag set NAME on|off --env green|blue|all
+    bluegreen flag set NAME --raw VALUE --env green|blue|all
+    bluegreen flag get NAME [--env green|blue|all]
+    bluegreen flag list [--env green|blue|all]
+    bluegreen flag unset NAME --env green|blue|all
+    bluegreen flag history [--env green|blue|all] [--limit N]
+
+By default the commands go through a running service's admin API
+(C{--admin}, C{--token-file} and their environment variables, as the other
+commands); with C{--redis URL} they go straight to one environment's Redis
+(for when no service runs), and C{--env} then only names that environment
+in the history and the output (each Redis call may take at most 1 s).
+
+C{set} normalises C{on}, C{off}, C{true}, C{false}, C{1}, C{0}, C{yes} and
+C{no} to C{ON} or C{OFF} (what the app reads); C{--raw VALUE} stores any
+string as it is.  C{set} and C{unset} need C{--env} (C{all}: every
+environment that has a Redis, one after the other); the others show every
+environment unless told.  Changes are recorded as made by C{CLI user
+<$USER>} (through the admin API: C{admin API from <address> (CLI user
+<$USER>)}).
+
+Through the admin API, reads answer from the service's cache: when an
+environment's Redis cannot be reached they show the last known values,
+marked stale, and do not fail.  Writes fail (exit status 1) with the reason,
+e.g. C{cannot reach Redis for blue at redis://127.0.0.1:6380/0: connection
+refused}.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from twisted.python import usage
+
+from .cli import (
+    _COLOURS,
+    _RED,
+    Failed,
+    Settings,
+    Unreachable,
+    _ago,
+    _Command,
+    _Common,
+    _localTime,
+    _paint,
+    call,
+    useColour,
+)
+from .environment import COLOURS
+from .flags import (
+    FlagError,
+    RedisTarget,
+    normalise,
+    readPasswordFile,
+    validateName,
+    validateValue,
+)
+
+#: The changes C{flag history} shows unless told otherwise.
+DEFAULT_LIMIT = 50
+
+#: The most characters of a value shown in C{flag list}'s table.
+SHOWN_VALUE = 40
+
+#: Every environment, as C{--env} says it.
+ALL = "all"
+
+
+def whoAmI(environ: Mapping[str, str]) -> str:
+    """
+    @return: Who makes a change from this command, for the history:
+        C{CLI user <name>}.
+    """
+    name = environ.get("USER") or environ.get("LOGNAME")
+    if not name:
+        try:
+            name = getpass.getuser()
+        except Exception:
+            name = "unknown"
+    return f"CLI user {name}"
+
+
+class _FlagCommand(_Command):
+    """
+    The options of every C{flag} command.
+    """
+
+    #: Whether the command needs C{--env}.
+    needsEnv = False
+
+    optParameters = [
+        [
+            "env",
+            "e",
+            None,
+            "The environment: green, blue or all.",
+        ],
+        [
+            "redis",
+            None,
+            None,
+            "Talk straight to this Redis (redis://[user:password@]host:port/db, "
+            "rediss://..., unix:///path?db=0) instead of the admin API, for "
+            "when no service runs; --env then names its environment.",
+        ],
+        [
+            "redis-password-file",
+            None,
+            None,
+            "File holding the password of --redis.",
+        ],
+    ]
+
+    def postOptions(self) -> None:
+        """
+        Check C{--env}, C{--redis} and the password file.
+
+        @raise usage.UsageError: If they do not fit.
+        """
+        env = self["env"]
+        command = self.synopsis.split()[2]
+        if env is not None and env not in (*COLOURS, ALL):
+            raise usage.UsageError(
+                f"--env: unknown environment {env!r}; expected green, blue or all"
+            )
+        if self["redis"] is not None:
+            password = None
+            if self["redis-password-file"] is not None:
+                try:
+                    password = readPasswordFile(self["redis-password-file"])
+                except ValueError as e:
+                    raise usage.UsageError(f"--redis-password-file: {e}") from None
+            try:
+                self["target"] = RedisTarget.parse(self["redis"], password)
+            except ValueError as e:
+                raise usage.UsageError(f"--redis: {e}") from None
+            if env == ALL:
+                raise usage.UsageError(
+                    "--env all: --redis reaches one environment's Redis; "
+                    "name it with --env green or --env blue"
+                )
+            if env is None:
+                raise usage.UsageError(
+                    f"flag {command}: with --redis, say whose Redis it is: "
+                    "--env green or --env blue"
+                )
+        elif self["redis-password-file"] is not None:
+            raise usage.UsageError("--redis-password-file needs --redis URL")
+        if env is None and self.needsEnv:
+            raise usage.UsageError(
+                f"flag {command}: which environment? --env green, blue or all"
+            )
+        if env is None:
+            self["env"] = ALL
+
+    def _flagName(self, name: str) -> str:
+        """
+        @return: C{name}, a valid flag name.
+        @raise usage.UsageError: Otherwise, with the reason.
+        """
+        try:
+            return validateName(name)
+        except FlagError as e:
+            command = self.synopsis.split()[2]
+            raise usage.UsageError(f"flag {command}: {e}") from None
+
+
+class FlagSetOptions(_FlagCommand):
+    """
+    C{bluegreen flag set NAME on|off --env ENV}.
+    """
+
+    synopsis = (
+        "bluegreen flag set NAME on|off|--raw VALUE --env green|blue|all "
+        "[--redis URL] [--json]"
+    )
+    longdesc = (
+        "Set a flag: on/true/1/yes store ON, off/false/0/no store OFF (what "
+        "the app reads); --raw VALUE stores any string as it is."
+    )
+    needsEnv = True
+    optParameters = [["raw", None, None, "Store VALUE exactly as given."]]
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        @raise usage.UsageError: Unless there is a name and a value (or
+            C{--raw}).
+        """
+        if not args:
+            raise usage.UsageError("flag set: which flag? e.g. flag set RECENT on")
+        if len(args) > 2:
+            raise usage.UsageError(f"flag set: unexpected argument {args[2]!r}")
+        self["name"] = self._flagName(args[0])
+        raw = self["raw"]
+        if len(args) == 2 and raw is not None:
+            raise usage.UsageError(
+                f"flag set: give on/off or --raw VALUE, not both ({args[1]!r} "
+                f"and --raw {raw!r})"
+            )
+        if len(args) == 1 and raw is None:
+            raise usage.UsageError(
+                f"flag set: which value? on or off (e.g. flag set {args[0]} on), "
+                "or --raw VALUE"
+            )
+        try:
+            if raw is not None:
+                self["value"] = validateValue(raw)
+            else:
+                self["value"] = normalise(args[1])
+        except FlagError as e:
+            # normalise's message says to use --raw.
+            raise usage.UsageError(f"flag set: {e}") from None
+
+
+class FlagUnsetOptions(_FlagCommand):
+    """
+    C{bluegreen flag unset NAME --env ENV}.
+    """
+
+    synopsis = "bluegreen flag unset NAME --env green|blue|all [--redis URL] [--json]"
+    longdesc = "Remove a flag (the app then reads it as off)."
+    needsEnv = True
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        @raise usage.UsageError: Unless there is one argument, a flag name.
+        """
+        if not args:
+            raise usage.UsageError("flag unset: which flag? e.g. flag unset RECENT")
+        if len(args) > 1:
+            raise usage.UsageError(f"flag unset: unexpected argument {args[1]!r}")
+        self["name"] = self._flagName(args[0])
+
+
+class FlagGetOptions(_FlagCommand):
+    """
+    C{bluegreen flag get NAME [--env ENV]}.
+    """
+
+    synopsis = "bluegreen flag get NAME [--env green|blue|all] [--redis URL] [--json]"
+    longdesc = "Show a flag's value in each environment (or in --env)."
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        @raise usage.UsageError: Unless there is one argument, a flag name.
+        """
+        if not args:
+            raise usage.UsageError("flag get: which flag? e.g. flag get RECENT")
+        if len(args) > 1:
+            raise usage.UsageError(f"flag get: unexpected argument {args[1]!r}")
+        self["name"] = self._flagName(args[0])
+
+
+class FlagListOptions(_FlagCommand):
+    """
+    C{bluegreen flag list [--env ENV]}.
+    """
+
+    synopsis = "bluegreen flag list [--env green|blue|all] [--redis URL] [--json]"
+    longdesc = "Show every flag in each environment (or in --env), as a table."
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        @raise usage.UsageError: If there are any arguments.
+        """
+        if args:
+            raise usage.UsageError(f"flag list: unexpected argument {args[0]!r}")
+
+
+class FlagHistoryOptions(_FlagCommand):
+    """
+    C{bluegreen flag history [--env ENV] [--limit N]}.
+    """
+
+    synopsis = (
+        "bluegreen flag history [--env green|blue|all] [--limit N] "
+        "[--redis URL] [--json]"
+    )
+    longdesc = "Show the recorded flag changes, newest first."
+    optParameters = [
+        ["limit", "n", str(DEFAULT_LIMIT), "Show at most this many changes."]
+    ]
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        @raise usage.UsageError: If there are any arguments.
+        """
+        if args:
+            raise usage.UsageError(f"flag history: unexpected argument {args[0]!r}")
+
+    def postOptions(self) -> None:
+        """
+        Check C{--limit} too.
+        """
+        super().postOptions()
+        text = self["limit"].strip()
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 1000):
+            raise usage.UsageError(
+                f"--limit: {self['limit']!r} is not a whole number from 1 to 1000"
+            )
+        self["limit"] = int(text)
+
+
+#: The C{flag} commands: name, options, description.
+COMMANDS: list[tuple[str, type[_FlagCommand], str]] = [
+    ("set", FlagSetOptions, "Set a flag (on, off, or --raw VALUE)."),
+    ("get", FlagGetOptions, "Show a flag in each environment."),
+    ("list", FlagListOptions, "Show every flag, flag x environment."),
+    ("unset", FlagUnsetOptions, "Remove a flag."),
+    ("history", FlagHistoryOptions, "Show the flag changes, newest first."),
+]
+
+
+class FlagOptions(_Common):
+    """
+    C{bluegreen flag COMMAND}.
+    """
+
+    synopsis = "bluegreen flag set|get|list|unset|history [options]"
+    longdesc = (
+        "See and change the feature flags kept in each environment's Redis, "
+        "through the admin API or (--redis URL) directly."
+    )
+    subCommands = [[name, None, kind, doc] for name, kind, doc in COMMANDS]
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse C{options}, naming the C{flag} commands in errors.
+
+        @raise usage.UsageError: For an unknown or missing command.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            message = str(e)
+            if message.startswith("Unknown command: "):
+                raise usage.UsageError(
+                    f"flag: unknown command {message.split(': ', 1)[1]!r}; "
+                    "expected set, get, list, unset or history"
+                ) from None
+            raise
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        Called only without a command.
+
+        @raise usage.UsageError: Always.
+        """
+        raise usage.UsageError("flag: which command? set, get, list, unset or history")
+
+
+# Output
+
+
+def showValue(value: str | None, limit: int | None = None) -> str:
+    """
+    @param value: A flag's value, or L{None} if it is not set.
+    @param limit: Shorten longer values to this many characters.
+    @return: The value for a person: C{-} if not set, as it is if it is
+        plain, else quoted (empty, spaces, control characters...).
+    """
+    if value is None:
+        return "-"
+    plain = (
+        value != "-"
+        and value != ""
+        and value[0] not in "\"'"
+        and all(c.isprintable() and not c.isspace() for c in value)
+    )
+    text = value if plain else json.dumps(value, ensure_ascii=False)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "\u2026"
+    return text
+
+
+def _env(name: str, colour: bool, width: int = 0) -> str:
+    """
+    @return: An environment's name, padded to C{width}, in its colour.
+    """
+    return _paint(f"{name:<{width}}", _COLOURS.get(name, ""), colour)
+
+
+def _wanted(table: Mapping[str, Any], env: str) -> list[str]:
+    """
+    @return: The environments C{env} (C{all} or a name) stands for, in the
+        table's order.
+    @raise Failed: For an environment the service does not have.
+    """
+    environments: Mapping[str, Any] = table.get("environments", {})
+    if env == ALL:
+        return list(environments)
+    if env not in environments:
+        raise Failed(f"the service has no environment {env!r}")
+    return [env]
+
+
+def _noRedis(name: str) -> str:
+    return f"{name} has no Redis (start bluegreen with --{name}-redis URL)"
+
+
+def _notes(
+    table: Mapping[str, Any], names: Sequence[str], now: float, colour: bool
+) -> list[str]:
+    """
+    @return: A line for each environment of C{names} without Redis or with
+        stale values.
+    """
+    lines = []
+    environments: Mapping[str, Any] = table.get("environments", {})
+    for name in names:
+        info = environments[name]
+        if info.get("redis") is None:
+            lines.append(
+                f"{_env(name, colour)}: no Redis (start bluegreen with "
+                f"--{name}-redis URL)"
+            )
+        elif info.get("stale"):
+            why = info.get("error") or "its Redis cannot be reached"
+            updated = info.get("updated")
+            when = (
+                f"last read {_localTime(updated)} ({_ago(now - updated)})"
+                if isinstance(updated, (int, float))
+                else "never read"
+            )
+            lines.append(
+                f"{_env(name, colour)}: {_paint('STALE', _RED, colour)}: {why}; "
+                f"values as {when}"
+            )
+    return lines
+
+
+def formatList(
+    table: Mapping[str, Any], env: str, colour: bool = False, now: float | None = None
+) -> str:
+    """
+    The flags as a table, one row per flag (every flag known: set in an
+    environment, or configured, or ever set through bluegreen), one column
+    per environment that has Redis; stale columns are marked with C{*}, and
+    explained below with the environments that have no Redis.
+
+    @param table: The flag table (C{GET /api/flags}).
+    @param env: C{all} or one environment.
+    @param colour: Use ANSI colours.
+    @param now: The time (for "N s ago").
+    @return: The text, ending in a newline.
+    @raise Failed: If C{env} (not C{all}) has no Redis.
+    """
+    now = time.time() if now is None else now
+    names = _wanted(table, env)
+    environments: Mapping[str, Any] = table.get("environments", {})
+    if env != ALL and environments[env].get("redis") is None:
+        raise Failed(_noRedis(env))
+    columns = [name for name in names if environments[name].get("redis") is not None]
+    flags = sorted(
+        {flag for name in columns for flag in environments[name].get("flags", {})}
+        | set(table.get("names", []))
+    )
+    lines: list[str] = []
+    if not columns:
+        lines.append(
+            "no environment has a Redis (start bluegreen with --green-redis URL "
+            "and/or --blue-redis URL)"
+        )
+        return "\n".join(lines) + "\n"
+    if not flags:
+        lines.append("no flags set in " + " or ".join(columns))
+    else:
+        headers = [
+            name.upper() + ("*" if environments[name].get("stale") else "")
+            for name in columns
+        ]
+        cells = [
+            [
+                showValue(environments[name].get("flags", {}).get(flag), SHOWN_VALUE)
+                for name in columns
+            ]
+            for flag in flags
+        ]
+        first = max(len("FLAG"), *(len(flag) for flag in flags))
+        widths = [
+            max(len(header), *(len(row[i]) for row in cells))
+            for i, header in enumerate(headers)
+        ]
+        head = f"{'FLAG':<{first}}"
+        for name, header, width in zip(columns, headers, widths, strict=True):
+            head += "  " + _paint(f"{header:<{width}}", _COLOURS.get(name, ""), colour)
+        lines.append(head.rstrip())
+        for flag, row in zip(flags, cells, strict=True):
+            line = f"{flag:<{first}}"
+            for cell, width in zip(row, widths, strict=True):
+                line += f"  {cell:<{width}}"
+            lines.append(line.rstrip())
+        if any(environments[name].get("stale") for name in columns):
+            lines.append("* stale: the last known values (see below)")
+    notes = _notes(table, names, now, colour)
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def formatGet(
+    table: Mapping[str, Any],
+    flag: str,
+    env: str,
+    colour: bool = False,
+    now: float | None = None,
+) -> str:
+    """
+    One flag in each environment: C{RECENT in blue: ON (on)}.
+
+    @param table: The flag table (C{GET /api/flags}).
+    @param flag: The flag's name.
+    @param env: C{all} or one environment.
+    @param colour: Use ANSI colours.
+    @param now: The time (for "N s ago").
+    @return: The text, ending in a newline.
+    @raise Failed: If C{env} (not C{all}) has no Redis.
+    """
+    now = time.time() if now is None else now
+    names = _wanted(table, env)
+    environments: Mapping[str, Any] = table.get("environments", {})
+    if env != ALL and environments[env].get("redis") is None:
+        raise Failed(_noRedis(env))
+    lines = []
+    for name in names:
+        info = environments[name]
+        if info.get("redis") is None:
+            continue
+        value = info.get("flags", {}).get(flag)
+        state = "on" if value == "ON" else "off"
+        text = "not set" if value is None else showValue(value)
+        line = f"{flag} in {_env(name, colour)}: {text} ({state})"
+        if info.get("stale"):
+            line += " " + _paint("[stale]", _RED, colour)
+        lines.append(line)
+    if not lines:
+        lines.append(
+            "no environment has a Redis (start bluegreen with --green-redis URL "
+            "and/or --blue-redis URL)"
+        )
+    notes = _notes(table, names, now, colour)
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def formatChange(change: Mapping[str, Any], colour: bool = False) -> str:
+    """
+    Say what a change did: C{RECENT = ON in blue (was OFF)}, C{RECENT
+    removed from green (was ON)}.
+
+    @param change: A change as JSON (L{bluegreen.flags.FlagChange.asJSON}).
+    @param colour: Use ANSI colours.
+    @return: One line, ending in a newline.
+    """
+    flag = change.get("flag")
+    env = _env(str(change.get("env")), colour)
+    old, new = change.get("old"), change.get("new")
+    was = "was not set" if old is None else f"was {showValue(old)}"
+    if old == new:
+        was = "unchanged" if new is not None else "was not set"
+    if new is None:
+        if old is None:
+            return f"{flag} was not set in {env}\n"
+        return f"{flag} removed from {env} ({was})\n"
+    return f"{flag} = {showValue(new)} in {env} ({was})\n"
+
+
+def formatHistory(changes: Sequence[Mapping[str, Any]], colour: bool = False) -> str:
+    """
+    The changes, one a line, as given (newest first): when, environment,
+    flag, old and new value, who.
+
+    @param changes: Changes as JSON.
+    @param colour: Use ANSI colours.
+    @return: The text, ending in a newline.
+    """
+    if not changes:
+        return "no flag changes recorded\n"
+    envWidth = max(len(str(c.get("env"))) for c in changes)
+    flagWidth = max(len(str(c.get("flag"))) for c in changes)
+    moves = [f"{showValue(c.get('old'))} -> {showValue(c.get('new'))}" for c in changes]
+    moveWidth = max(len(move) for move in moves)
+    lines = []
+    for change, move in zip(changes, moves, strict=True):
+        when = change.get("when")
+        stamp = _localTime(when) if isinstance(when, (int, float)) else "?"
+        lines.append(
+            f"{stamp}  {_env(str(change.get('env')), colour, envWidth)}  "
+            f"{change.get('flag')!s:<{flagWidth}}  {move:<{moveWidth}}  "
+            f"{change.get('who')}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# Running
+
+
+def _dump(answer: Any) -> str:
+    return json.dumps(answer, indent=2, ensure_ascii=False) + "\n"
+
+
+async def _api(
+    reactor: Any, settings: Settings, method: str, path: str, body: Any = None
+) -> dict[str, Any]:
+    """
+    Call the admin API; if it cannot be reached, say how to do without it.
+    """
+    try:
+        return await call(reactor, settings, method, path, body)
+    except Unreachable as e:
+        raise Failed(
+            f"{e} (is bluegreen running? without it, give --redis URL to "
+            "reach an environment's Redis directly)"
+        ) from None
+
+
+async def throughAdmin(
+    reactor: Any,
+    command: str,
+    sub: Mapping[str, Any],
+    settings: Settings,
+    colour: bool,
+    environ: Mapping[str, str],
+    err: Any,
+) -> tuple[str, bool]:
+    """
+    Run a C{flag} command through the admin API.
+
+    @param sub: The command's parsed options.
+    @param err: Where to write the failures of C{--env all} changes.
+    @return: What to print, and whether everything succeeded.
+    @raise Failed: If it failed.
+    """
+    env: str = sub["env"]
+    if command in ("set", "unset"):
+        name: str = sub["name"]
+        path = "/api/flags/" + quote(name, safe="")
+        if env == ALL:
+            table = await _api(reactor, settings, "GET", "/api/flags")
+            envs = [
+                n
+                for n, info in table.get("environments", {}).items()
+                if info.get("redis") is not None
+            ]
+            if not envs:
+                raise Failed(
+                    "no environment has a Redis (start bluegreen with "
+                    "--green-redis URL and/or --blue-redis URL)"
+                )
+        else:
+            envs = [env]
+        who = whoAmI(environ)
+        answers = []
+        ok = True
+        for target in envs:
+            try:
+                if command == "set":
+                    answer = await _api(
+                        reactor,
+                        settings,
+                        "PUT",
+                        path,
+                        {"env": target, "value": sub["value"], "who": who},
+                    )
+                else:
+                    answer = await _api(
+                        reactor,
+                        settings,
+                        "DELETE",
+                        f"{path}?{urlencode({'env': target})}",
+                        {"who": who},
+                    )
+            except Failed as e:
+                if len(envs) == 1:
+                    raise
+                print(f"bluegreen: {target}: {e}", file=err)
+                ok = False
+                continue
+            answers.append(answer)
+        if settings.json:
+            if env != ALL:
+                return _dump(answers[0]), ok
+            return _dump(
+                {
+                    "changes": [a["change"] for a in answers],
+                    "flags": answers[-1]["flags"] if answers else None,
+                }
+            ), ok
+        return "".join(formatChange(a["change"], colour) for a in answers), ok
+    if command == "history":
+        query = {"limit": str(sub["limit"])}
+        if env != ALL:
+            query["env"] = env
+        answer = await _api(
+            reactor, settings, "GET", f"/api/flags/history?{urlencode(query)}"
+        )
+        if settings.json:
+            return _dump(answer), True
+        return formatHistory(answer.get("history", []), colour), True
+    table = await _api(reactor, settings, "GET", "/api/flags")
+    if command == "get":
+        text = formatGet(table, sub["name"], env, colour)
+        if settings.json:
+            path = "/api/flags/" + quote(sub["name"], safe="")
+            if env != ALL:
+                path += "?" + urlencode({"env": env})
+            return _dump(await _api(reactor, settings, "GET", path)), True
+        return text, True
+    text = formatList(table, env, colour)
+    return (_dump(table) if settings.json else text), True
+
+
+async def direct(
+    reactor: Any,
+    command: str,
+    sub: Mapping[str, Any],
+    settings: Settings,
+    colour: bool,
+    environ: Mapping[str, str],
+) -> str:
+    """
+    Run a C{flag} command straight against one Redis (C{--redis URL}).
+
+    @param sub: The command's parsed options.
+    @return: What to print.
+    @raise Failed: If it failed (e.g. C{cannot reach Redis for blue at
+        ...: connection refused}).
+    """
+    from .flags import FlagStore, RedisUnavailable
+
+    env: str = sub["env"]
+    target: RedisTarget = sub["target"]
+    # One-shot: no pub/sub connection and no CONFIG SET on the server.
+    store = FlagStore(env, target, reactor, watch=False)
+    try:
+        await store.start()
+        if store.stale:
+            raise RedisUnavailable(store.describeUnavailable())
+        if command == "set":
+            change = await store.set(sub["name"], sub["value"], whoAmI(environ))
+            answer: dict[str, Any] = {"change": change.asJSON()}
+            text = formatChange(answer["change"], colour)
+        elif command == "unset":
+            change = await store.unset(sub["name"], whoAmI(environ))
+            answer = {"change": change.asJSON()}
+            text = formatChange(answer["change"], colour)
+        elif command == "history":
+            changes = await store.history(sub["limit"])
+            answer = {"history": [c.asJSON() for c in changes]}
+            text = formatHistory(answer["history"], colour)
+        else:
+            flags = store.cached()
+            if command == "get":
+                value = await store.get(sub["name"])
+                if value is None:
+                    flags.pop(sub["name"], None)
+                else:
+                    flags[sub["name"]] = value
+            info = {
+                "redis": target.describe(),
+                "connected": True,
+                "stale": False,
+                "error": None,
+                "updated": store.updated,
+                "flags": flags,
+            }
+            table = {"environments": {env: info}, "names": store.names}
+            if command == "get":
+                answer = {
+                    "flag": sub["name"],
+                    "environments": {
+                        env: {"value": value, "on": value == "ON", "stale": False}
+                    },
+                }
+                text = formatGet(table, sub["name"], env, colour)
+            else:
+                answer = table
+                text = formatList(table, env, colour)
+    except (FlagError, RedisUnavailable) as e:
+        raise Failed(str(e)) from None
+    finally:
+        await store.stop()
+    return _dump(answer) if settings.json else text
+
+
+def runFlag(options: usage.Options, settings: Settings) -> int:
+    """
+    Run C{bluegreen flag ...} on the global reactor and print the outcome.
+
+    @param options: The parsed C{flag} options (with a command).
+    @param settings: Where the admin API is.
+    @return: The exit code: 0 done, 1 failed.
+    """
+    from twisted.internet.task import react
+
+    command = str(options.subCommand)
+    sub: usage.Options = options.subOptions
+    colour = not settings.json and useColour(sys.stdout, os.environ)
+
+    async def go(reactor: Any) -> None:
+        ok = True
+        try:
+            if sub["redis"] is not None:
+                text = await direct(reactor, command, sub, settings, colour, os.environ)
+            else:
+                text, ok = await throughAdmin(
+                    reactor, command, sub, settings, colour, os.environ, sys.stderr
+                )
+        except Failed as e:
+            print(f"bluegreen: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except Exception:
+            traceback.print_exc()
+            print("bluegreen: unexpected error (see above)", file=sys.stderr)
+            raise SystemExit(1) from None
+        sys.stdout.write(text)
+        if not ok:
+            raise SystemExit(1)
+
+    try:
+        react(go)
+    except SystemExit as e:
+        if isinstance(e.code, int):
+            return e.code
+        return 1
+    return 0  # pragma: no cover (react always exits)
