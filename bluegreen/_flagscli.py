@@ -124,6 +124,20 @@ class _FlagCommand(_Command):
         ],
     ]
 
+    def _oneName(self, command: str, args: tuple[str, ...]) -> None:
+        """
+        Take the command's one argument, a flag name.
+
+        @raise usage.UsageError: Unless there is exactly one, and it is valid.
+        """
+        if not args:
+            raise usage.UsageError(
+                f"flag {command}: which flag? e.g. flag {command} RECENT"
+            )
+        if len(args) > 1:
+            raise usage.UsageError(f"flag {command}: unexpected argument {args[1]!r}")
+        self["name"] = self._flagName(args[0])
+
     def postOptions(self) -> None:
         """
         Check C{--env}, C{--redis} and the password file.
@@ -238,11 +252,7 @@ class FlagUnsetOptions(_FlagCommand):
         """
         @raise usage.UsageError: Unless there is one argument, a flag name.
         """
-        if not args:
-            raise usage.UsageError("flag unset: which flag? e.g. flag unset RECENT")
-        if len(args) > 1:
-            raise usage.UsageError(f"flag unset: unexpected argument {args[1]!r}")
-        self["name"] = self._flagName(args[0])
+        self._oneName("unset", args)
 
 
 class FlagGetOptions(_FlagCommand):
@@ -257,11 +267,7 @@ class FlagGetOptions(_FlagCommand):
         """
         @raise usage.UsageError: Unless there is one argument, a flag name.
         """
-        if not args:
-            raise usage.UsageError("flag get: which flag? e.g. flag get RECENT")
-        if len(args) > 1:
-            raise usage.UsageError(f"flag get: unexpected argument {args[1]!r}")
-        self["name"] = self._flagName(args[0])
+        self._oneName("get", args)
 
 
 class FlagListOptions(_FlagCommand):
