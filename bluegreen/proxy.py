@@ -359,8 +359,10 @@ class ProxyResource(Resource):
     @ivar controller: Holds the live environment.
     @ivar pools: A connection pool per environment name.
     @ivar clock: Times responses.
-    @ivar responseTimeout: Seconds from the start of a request until the
-        upstream's response headers must have arrived.
+    @ivar responseTimeout: Seconds from the whole request being received
+        until the upstream's response headers must have arrived, and the
+        longest silence allowed in a response body (not counting pauses a
+        slow client causes); a stalled body aborts the client connection.
     @ivar preserveHost: Send the client's C{Host} (C{True}) or the
         environment's (C{False}).
     @ivar accessLog: Where each request is logged, or L{None}.
@@ -722,7 +724,8 @@ class _Exchange:
         """
         Copy the upstream's status and end-to-end headers to the client.
         """
-        self._cancelTimeout()
+        # From here the response timeout bounds silences in the body.
+        self._armTimeout()
         self._responded = True
         self.status = code
         request = self.request
@@ -746,6 +749,9 @@ class _Exchange:
         """
         Pass a piece of the body on.
         """
+        call = self._timeoutCall
+        if call is not None:
+            call.reset(self.resource.responseTimeout)
         self.bytes += len(data)
         self.request.write(data)
 
@@ -810,9 +816,11 @@ class _Exchange:
 
     def pauseProducing(self) -> None:
         """
-        The client is not keeping up: stop reading from the upstream.
+        The client is not keeping up: stop reading from the upstream (and
+        stop timing its silence, which is the client's doing).
         """
         if self._conn is not None:
+            self._cancelTimeout()
             self._conn.pauseProducing()
 
     def resumeProducing(self) -> None:
@@ -820,6 +828,7 @@ class _Exchange:
         The client caught up.
         """
         if self._conn is not None:
+            self._armTimeout()
             self._conn.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -852,7 +861,17 @@ class _Exchange:
 
     def _timedOut(self) -> None:
         self._timeoutCall = None
-        if self._done or self._responded:
+        if self._done:
+            return
+        if self._responded:
+            # The body stalled: the response cannot be completed.
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.abort()
+            metrics = self.resource.metrics
+            if metrics is not None:
+                metrics.upstreamError(self.environment.name, "timeout_response")
+            self._abortClient()
             return
         if self._acquiring is not None:
             acquiring, self._acquiring = self._acquiring, None
@@ -868,6 +887,15 @@ class _Exchange:
 
     def _startTimeout(self) -> None:
         if not (self._done or self._responded):
+            self._timeoutCall = self.resource.clock.callLater(
+                self.resource.responseTimeout, self._timedOut
+            )
+
+    def _armTimeout(self) -> None:
+        call = self._timeoutCall
+        if call is not None and call.active():
+            call.reset(self.resource.responseTimeout)
+        elif not self._done:
             self._timeoutCall = self.resource.clock.callLater(
                 self.resource.responseTimeout, self._timedOut
             )

@@ -169,7 +169,8 @@ class Options(usage.Options):
             "response-timeout",
             None,
             "60",
-            "Seconds for an environment to start its response.",
+            "Seconds for an environment to start its response, and the "
+            "longest silence allowed within a response body.",
         ],
         [
             "max-connections",

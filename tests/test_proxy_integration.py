@@ -1056,6 +1056,27 @@ class ErrorTests(IntegrationTestCase):
         self.assertIncomplete(caught.exception, b"0123456789")
         self.assertTrue(client.closed)
 
+    async def test_stalledBodyAbortsClient(self) -> None:
+        """
+        A body that stops arriving (10 of 1000 bytes, then silence, the
+        connection left open) is cut off after C{--response-timeout}: the
+        client connection is aborted mid-body and the upstream connection
+        dropped, instead of both being held forever.
+        """
+        stalled = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789"
+        green, greenURL = startBackend(self, "green", rawThen(stalled, "keep"))
+        _blue, blueURL = startBackend(self, "blue", echo("blue"))
+        proxy = startProxy(self, greenURL, blueURL, "--response-timeout", "0.5")
+        client = await connectRaw(self, proxy.port)
+        started = time.monotonic()
+        with self.assertRaises(IncompleteResponseError) as caught:
+            await withTimeout(client.request(b"GET", b"/"), 5, "abort")
+        self.assertGreater(time.monotonic() - started, 0.45)
+        self.assertIncomplete(caught.exception, b"0123456789")
+        self.assertTrue(client.closed)
+        await withTimeout(green.when(lambda: green.open == 0), 2, "dropped")
+        self.assertEqual(proxy.pools["green"].busy, 0)
+
     async def test_truncatedChunkedBodyAbortsClient(self) -> None:
         """
         A chunked body whose connection closes before the last chunk makes
