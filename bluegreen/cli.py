@@ -11,6 +11,8 @@ The C{bluegreen} console command: talks to a running service's admin API.
     bluegreen flag set|get|list|unset|history ...
                                      the feature flags of each environment
                                      (see L{bluegreen._flagscli})
+    bluegreen sync --from PATH --to PATH --strategy copy|migrate ...
+                                     sync a database (see L{bluegreen._synccli})
 
 Common options (before or after the command): C{--admin URL} (default
 C{$BLUEGREEN_ADMIN}, else C{http://127.0.0.1:3091}; C{unix:/path} for a
@@ -218,6 +220,7 @@ class Options(_Common):
         ["switch", None, SwitchOptions, "Make green or blue live."],
         ["check", None, CheckOptions, "Run the health checks now."],
         ["flag", None, lambda: _flagOptions(), "See and change the feature flags."],
+        ["sync", None, lambda: _syncOptions(), "Sync one database from another."],
     ]
 
 
@@ -228,6 +231,15 @@ def _flagOptions() -> usage.Options:
     from ._flagscli import FlagOptions
 
     return FlagOptions()
+
+
+def _syncOptions() -> usage.Options:
+    """
+    @return: The options of C{bluegreen sync} (imported only when used).
+    """
+    from ._synccli import SyncOptions
+
+    return SyncOptions()
 
 
 @frozen
@@ -682,6 +694,10 @@ def main(argv: list[str] | None = None) -> int:
         from ._flagscli import runFlag
 
         return runFlag(sub, settings)
+    if command == "sync":
+        from ._synccli import runSync
+
+        return runSync(sub, settings)
     to = sub.get("to")
     force = bool(sub.get("force"))
     colour = not settings.json and useColour(sys.stdout, os.environ)
