@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_accesslog -*-
+# -*- test-case-name: tests.test_proxy_integration -*-
 """
 One line per proxied request, through L{twisted.logger}.
 
