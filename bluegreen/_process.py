@@ -52,6 +52,11 @@ PACKAGES: Mapping[str, str] = {
     "setsid": "util-linux",
 }
 
+#: Tools only some syncs need (remote locations): name -> Debian package.
+OPTIONAL_PACKAGES: Mapping[str, str] = {
+    "ssh": "openssh-client",
+}
+
 #: The options C{sqlite3} always runs with.
 SQLITE_OPTIONS = ("-bail", "-batch", "-init", "/dev/null")
 
@@ -77,12 +82,15 @@ class Tools:
     @ivar sh: A POSIX shell, for the user's stop and start commands.
     @ivar setsid: Starts each child as the leader of its own process group,
         so that a timeout or a cancellation kills its children too.
+    @ivar ssh: The C{ssh} client, for remote locations (L{None} when it is
+        not installed).
     """
 
     sqlite3: str
     rsync: str
     sh: str
     setsid: str
+    ssh: str | None = None
 
     @classmethod
     def find(
@@ -97,7 +105,8 @@ class Tools:
             (C{shutil.which}; replaced in tests).
         @param path: The search path; C{$PATH} (then L{MINIMAL_ENV}'s) if
             L{None}.
-        @return: Their absolute paths.
+        @return: Their absolute paths (an optional tool that is missing is
+            L{None}).
         @raise MissingTool: Naming the first tool missing and its package.
         """
         if path is None:
@@ -111,7 +120,14 @@ class Tools:
                     f"'apt-get install {package}'"
                 )
             found[name] = os.path.abspath(where)
-        return cls(**found)
+        ssh = which("ssh", path=path)
+        return cls(
+            sqlite3=found["sqlite3"],
+            rsync=found["rsync"],
+            sh=found["sh"],
+            setsid=found["setsid"],
+            ssh=os.path.abspath(ssh) if ssh is not None else None,
+        )
 
 
 def _signalName(number: int) -> str:

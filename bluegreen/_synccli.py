@@ -3,8 +3,18 @@
 C{bluegreen sync}: bring one SQLite database up to date from another,
 without a running service (see L{bluegreen.sync})::
 
-    bluegreen sync --from PATH --to PATH --strategy copy|migrate
+    bluegreen sync --from LOCATION --to LOCATION --strategy copy|migrate
                    [--dry-run] [--json] [--stop-cmd CMD --start-cmd CMD]
+                   [--ssh-option OPT]...
+
+A LOCATION is a local path or C{[user@]host:/path}, reached with C{ssh -o
+BatchMode=yes} and C{rsync} over ssh (C{--ssh-option} adds ssh options; the
+stop and start commands run on the target's host).
+
+or, through a running service's admin API (L{bluegreen.syncservice}),
+naming environments rather than databases::
+
+    bluegreen sync green blue [--strategy copy|migrate] [--dry-run] [--json]
 
 Prints a human summary (or, with C{--json}, the JSON report).  Exit status:
 0 when everything was (or, with C{--dry-run}, would be) copied, 1 when
@@ -17,28 +27,82 @@ import json
 import sys
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 
-from .cli import Settings, _Common
+from .cli import Settings, _Command
+from .environment import COLOURS
+from .sync import Conflict, SyncReport, parseLocation, sshArguments
 
 
-class SyncOptions(_Common):
+class SyncOptions(_Command):
     """
-    C{bluegreen sync --from PATH --to PATH --strategy copy|migrate}.
+    C{bluegreen sync --from PATH --to PATH --strategy copy|migrate}, or
+    C{bluegreen sync SOURCE TARGET} (environments, through the admin API).
+
+    @ivar envs: C{(source, target)} environment names, or L{None}.
     """
+
+    envs: tuple[str, str] | None = None
 
     synopsis = (
-        "bluegreen sync --from PATH --to PATH --strategy copy|migrate "
-        "[--dry-run] [--json] [--stop-cmd CMD --start-cmd CMD]"
+        "bluegreen sync --from LOCATION --to LOCATION --strategy copy|migrate "
+        "[--dry-run] [--json] [--stop-cmd CMD --start-cmd CMD] "
+        "[--ssh-option OPT]...\n"
+        "       bluegreen sync green|blue blue|green [--strategy copy|migrate] "
+        "[--dry-run] [--json]"
     )
     optFlags = [["dry-run", None, "Report what would be copied; change nothing."]]
     optParameters = [
-        ["from", None, None, "The source database (a local path)."],
-        ["to", None, None, "The target database (a local path)."],
+        [
+            "from",
+            None,
+            None,
+            "The source database: a local path or [user@]host:/path (over ssh).",
+        ],
+        ["to", None, None, "The target database, the same way."],
         ["strategy", None, None, "copy or migrate."],
-        ["stop-cmd", None, None, "copy: shell command stopping the target app."],
+        [
+            "stop-cmd",
+            None,
+            None,
+            "copy: shell command stopping the target app (on the target's host).",
+        ],
         ["start-cmd", None, None, "copy: shell command starting it again."],
     ]
+
+    def opt_ssh_option(self, value: str) -> None:
+        """
+        More ssh arguments for remote locations (repeatable): '-p 2222',
+        '-i KEY', or an ssh_config option such as Port=2222 (passed as -o).
+        """
+        try:
+            arguments = sshArguments([value])
+        except ValueError as e:
+            raise usage.UsageError(f"sync: --ssh-option {value!r}: {e}") from e
+        self.setdefault("sshOptions", []).extend(arguments)
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        Take C{SOURCE TARGET} environment names, if given.
+
+        @raise usage.UsageError: Unless there are none or two.
+        """
+        if not args:
+            return
+        if len(args) != 2:
+            raise usage.UsageError(
+                "sync: give two environments (e.g. bluegreen sync green blue) "
+                "or --from PATH --to PATH"
+            )
+        for name in args:
+            if name not in COLOURS:
+                raise usage.UsageError(
+                    f"sync: unknown environment {name!r}; expected green or blue"
+                )
+        if args[0] == args[1]:
+            raise usage.UsageError(f"sync: cannot sync {args[0]} from itself")
+        self.envs = (args[0], args[1])
 
     def postOptions(self) -> None:
         """
@@ -46,9 +110,28 @@ class SyncOptions(_Common):
 
         @raise usage.UsageError: If not.
         """
+        if self.envs is not None:
+            for name in ("from", "to", "stop-cmd", "start-cmd"):
+                if self[name] is not None:
+                    raise usage.UsageError(
+                        f"sync: --{name} is for syncing paths without a service; "
+                        "with environment names the service's databases and "
+                        "commands are used"
+                    )
+            if self["strategy"] not in (None, "copy", "migrate"):
+                raise usage.UsageError(
+                    f"sync: unknown strategy {self['strategy']!r}; expected copy "
+                    "or migrate"
+                )
+            return
         for name in ("from", "to", "strategy"):
             if not self[name]:
                 raise usage.UsageError(f"sync: --{name} is required")
+        for name in ("from", "to"):
+            try:
+                self[f"{name}Location"] = parseLocation(self[name])
+            except ValueError as e:
+                raise usage.UsageError(f"sync: --{name}: {e}") from e
         if self["strategy"] not in ("copy", "migrate"):
             raise usage.UsageError(
                 f"sync: unknown strategy {self['strategy']!r}; expected copy or migrate"
@@ -72,6 +155,9 @@ def runSync(options: usage.Options, settings: Settings) -> int:
     from .sync import Syncer
 
     asJSON = bool(options["json"]) or settings.json
+    envs = getattr(options, "envs", None)
+    if envs is not None:
+        return _throughAdmin(options, settings, envs, asJSON)
     try:
         tools = Tools.find()
     except MissingTool as e:
@@ -80,10 +166,14 @@ def runSync(options: usage.Options, settings: Settings) -> int:
     outcome: dict[str, int] = {}
 
     async def go(reactor: Any) -> None:
-        syncer = Syncer(reactor, ProcessRunner(reactor, tools))
+        syncer = Syncer(
+            reactor,
+            ProcessRunner(reactor, tools),
+            sshOptions=options.get("sshOptions", ()),
+        )
         report = await syncer.sync(
-            options["from"],
-            options["to"],
+            options["fromLocation"],
+            options["toLocation"],
             options["strategy"],
             dryRun=bool(options["dry-run"]),
             stopCommand=options["stop-cmd"],
@@ -98,6 +188,82 @@ def runSync(options: usage.Options, settings: Settings) -> int:
         if report.error:
             print(f"bluegreen: sync failed: {report.error}", file=sys.stderr)
         outcome["code"] = 0 if report.complete else 1
+
+    try:
+        react(lambda reactor: Deferred.fromCoroutine(go(reactor)))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return e.code if isinstance(e.code, int) else 1
+    return outcome.get("code", 1)
+
+
+def reportFromJSON(data: dict[str, Any]) -> SyncReport:
+    """
+    Rebuild a report from its JSON (L{SyncReport.asJSON}), e.g. the admin
+    API's, to print its summary.
+    """
+    return SyncReport(
+        strategy=data["strategy"],
+        source=data["source"],
+        target=data["target"],
+        dryRun=bool(data["dry_run"]),
+        copied=dict(data.get("copied") or {}),
+        targetOnly=dict(data.get("target_only") or {}),
+        conflicts=tuple(
+            Conflict(
+                c["table"],
+                c["kind"],
+                tuple(c["key"]) if c.get("key") is not None else None,
+                c.get("source"),
+                c.get("target"),
+                c.get("detail") or "",
+            )
+            for c in data.get("conflicts") or []
+        ),
+        error=data.get("error"),
+        backup=data.get("backup"),
+        seconds=float(data.get("seconds") or 0.0),
+    )
+
+
+def _throughAdmin(
+    options: usage.Options,
+    settings: Settings,
+    envs: tuple[str, str],
+    asJSON: bool,
+) -> int:
+    """
+    Ask the running service to sync (C{POST /api/sync}) and print the
+    report.
+
+    @return: The exit code: 0 complete, 1 incomplete, failed or refused.
+    """
+    from twisted.internet.task import react
+
+    from .cli import Failed, call
+
+    body: dict[str, Any] = {"from": envs[0], "to": envs[1]}
+    if options["strategy"] is not None:
+        body["strategy"] = options["strategy"]
+    if options["dry-run"]:
+        body["dry_run"] = True
+    outcome: dict[str, int] = {}
+
+    async def go(reactor: Any) -> None:
+        try:
+            answer = await call(reactor, settings, "POST", "/api/sync", body)
+        except Failed as e:
+            print(f"bluegreen: {e}", file=sys.stderr)
+            outcome["code"] = 1
+            return
+        report = answer["report"]
+        if asJSON:
+            sys.stdout.write(json.dumps(answer, indent=2, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(reportFromJSON(report).summary())
+        if report.get("error"):
+            print(f"bluegreen: sync failed: {report['error']}", file=sys.stderr)
+        outcome["code"] = 0 if report.get("complete") else 1
 
     try:
         react(lambda reactor: Deferred.fromCoroutine(go(reactor)))

@@ -18,6 +18,9 @@ never on the proxied port::
     GET  /api/flags    the feature flags of each environment; also
                        GET|PUT|DELETE /api/flags/{name} and
                        GET /api/flags/history (see L{bluegreen._flagsapi})
+    GET  /api/sync     the last database syncs and the mirror's lag; also
+                       POST /api/sync {"from": "green", "to": "blue"} (see
+                       L{bluegreen._syncapi})
     GET  /metrics      Prometheus metrics, in the text format (added by
                        L{bluegreen.tap.makeService}; see L{bluegreen.metrics})
 
@@ -80,6 +83,7 @@ LINGER = 2
 ENDPOINTS = (
     "GET /, GET /api/status, GET /api/events, POST /api/switch, POST /api/check, "
     "GET /api/flags, GET|PUT|DELETE /api/flags/{name}, GET /api/flags/history, "
+    "GET|POST /api/sync, "
     "GET /metrics"
 )
 
@@ -509,6 +513,7 @@ class AdminResource(Resource):
             "why": controller.why,
             "since": controller.history[-1].when if controller.history else None,
             "mode": controller.mode,
+            "syncing": controller.syncing,
             "environments": environments,
             "history": [_switch(record) for record in controller.history],
         }
@@ -516,9 +521,13 @@ class AdminResource(Resource):
             status[name] = provider()
         return status
 
-    def switch(self, call: Call) -> JSONObject:
+    async def switch(self, call: Call) -> JSONObject:
         """
         C{POST /api/switch}: C{{"to": "blue", "force": false}}.
+
+        With database sync on, C{to}'s database is brought up to date from
+        the live one first (see L{Controller.plannedSwitch}); the answer then
+        carries the sync's report as C{"sync"}.
 
         @return: The switch made and the new status.
         @raise AdminError: 400 for an unknown environment, 409 if the switch
@@ -544,8 +553,11 @@ class AdminResource(Resource):
         reason = f"manual switch via admin API from {call.client}"
         if force:
             reason += ", forced"
+        report = None
         try:
-            record = self.controller.switch(to, reason, force=force)
+            record, report = await self.controller.plannedSwitch(
+                to, reason, force=force
+            )
         except UnknownEnvironment as e:
             raise AdminError(400, str(e)) from None
         except SwitchRefused as e:
@@ -557,7 +569,10 @@ class AdminResource(Resource):
                 event="admin-switch-refused",
             )
             raise AdminError(409, str(e)) from None
-        return {"switched": _switch(record), "status": self.status()}
+        answer: JSONObject = {"switched": _switch(record), "status": self.status()}
+        if report is not None:
+            answer["sync"] = report.asJSON()
+        return answer
 
     async def check(self, call: Call) -> JSONObject:
         """

@@ -13,6 +13,8 @@ The C{bluegreen} console command: talks to a running service's admin API.
                                      (see L{bluegreen._flagscli})
     bluegreen sync --from PATH --to PATH --strategy copy|migrate ...
                                      sync a database (see L{bluegreen._synccli})
+    bluegreen sync green blue [--strategy copy|migrate] [--dry-run]
+                                     sync through the running service
 
 Common options (before or after the command): C{--admin URL} (default
 C{$BLUEGREEN_ADMIN}, else C{http://127.0.0.1:3091}; C{unix:/path} for a

@@ -28,9 +28,11 @@ from typing import Any
 
 from attrs import define, field, frozen
 from automat import MethodicalMachine
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import state as statefile
 from .environment import COLOURS, Environment
@@ -94,6 +96,11 @@ class Controller:
     @ivar mode: The state machine's state, for operators: C{"serving"},
         C{"outage"} or C{"failback-pending"}.
     @ivar onSwitch: Observers told of every switch (see L{SwitchObserver}).
+    @ivar beforeSwitch: Called with C{(source, target)} before a planned
+        switch (an operator's, or an automatic failback) to bring the
+        target's database up to date; returns a Deferred firing with the
+        sync report (L{None} for no sync).  L{None}: no database sync.
+    @ivar syncing: What the pre-switch sync is doing, while it runs.
     """
 
     environments: Mapping[str, Environment]
@@ -112,6 +119,8 @@ class Controller:
     _outageLog: LoopingCall | None = None
     _reasons: dict[str, str] = field(factory=dict)
     onSwitch: list[SwitchObserver] = field(factory=list)
+    beforeSwitch: Callable[[str, str], Deferred[Any]] | None = None
+    syncing: str | None = None
     _log = Logger()
     _machine = MethodicalMachine()
 
@@ -207,6 +216,15 @@ class Controller:
         @raise SwitchRefused: If C{to} is already live, or is down and
             C{force} is false.
         """
+        self._checkSwitch(to, force)
+        self._operatorSwitch(to, reason)
+        record = self.history[-1]
+        if self.isUp(to) is False and self.isUp(self.standby().name) is not True:
+            # Forced onto a down environment with no healthy standby.
+            self._standbyFailedLiveDown(f"{to} forced live while down")
+        return record
+
+    def _checkSwitch(self, to: str, force: bool) -> None:
         if to not in self.environments:
             raise UnknownEnvironment(_unknown(to, self.environments))
         if to == self.live.name:
@@ -214,12 +232,43 @@ class Controller:
         if not force and self.isUp(to) is False:
             last = self._reasons.get(to, "failing its health checks")
             raise SwitchRefused(f"{to} is down ({last}); use force to switch anyway")
-        self._operatorSwitch(to, reason)
-        record = self.history[-1]
-        if self.isUp(to) is False and self.isUp(self.standby().name) is not True:
-            # Forced onto a down environment with no healthy standby.
-            self._standbyFailedLiveDown(f"{to} forced live while down")
-        return record
+
+    async def plannedSwitch(
+        self, to: str, reason: str = "manual switch", force: bool = False
+    ) -> tuple[Switch, Any]:
+        """
+        An operator's switch: first bring C{to}'s database up to date from
+        the live one (when L{beforeSwitch} is set), then switch.
+
+        The sync's report decides: an incomplete one (conflicts, an error)
+        refuses the switch unless C{force}, so a switch never silently
+        leaves rows behind.  The checks of L{switch} are made before the
+        sync and again after it (health may have changed meanwhile).
+
+        @param to: C{"green"} or C{"blue"}.
+        @param reason: Recorded in the history and the log.
+        @param force: Switch even to an environment that is down, or whose
+            database could not be brought fully up to date.
+        @return: The switch and the sync report (or L{None} without sync).
+        @raise UnknownEnvironment: If C{to} names no environment.
+        @raise SwitchRefused: As L{switch} does, or because the sync was
+            incomplete.
+        """
+        self._checkSwitch(to, force)
+        report = None
+        if self.beforeSwitch is not None:
+            source = self.live.name
+            self.syncing = f"bringing {to}'s database up to date from {source}"
+            try:
+                report = await self.beforeSwitch(source, to)
+            finally:
+                self.syncing = None
+            if report is not None and not report.complete and not force:
+                raise SwitchRefused(
+                    f"{to}'s database could not be brought up to date from "
+                    f"{source}: {_incomplete(report)}; use force to switch anyway"
+                )
+        return self.switch(to, reason, force), report
 
     def stop(self) -> None:
         """
@@ -377,7 +426,9 @@ class Controller:
             preferred=self.preferred,
             delay=self.failbackDelay,
         )
-        self._failbackCall = self.clock.callLater(self.failbackDelay, self._failbackDue)
+        self._failbackCall = self.clock.callLater(
+            self.failbackDelay, self._failbackTimerFired
+        )
 
     @_machine.output()
     def _cancelFailbackTimer(self) -> None:
@@ -498,10 +549,59 @@ class Controller:
         if loop is not None and loop.running:
             loop.stop()
 
+    def _failbackTimerFired(self) -> None:
+        self._failbackCall = None
+        if self.beforeSwitch is None:
+            self._failbackDue()
+            return
+        # A planned switch: the preferred environment's database first.
+        source, target = self.live.name, self.preferred
+        self.syncing = f"bringing {target}'s database up to date from {source}"
+        d = self.beforeSwitch(source, target)
+
+        def synced(report: Any) -> None:
+            self.syncing = None
+            if self.mode != "failback-pending":
+                return  # it failed again, or an operator acted meanwhile
+            if isinstance(report, Failure) or (
+                report is not None and not report.complete
+            ):
+                why = (
+                    report.getErrorMessage()
+                    if isinstance(report, Failure)
+                    else _incomplete(report)
+                )
+                self._log.warn(
+                    "failback to {target} postponed {delay} s: its database "
+                    "could not be brought up to date from {source}: {why}",
+                    target=target,
+                    source=source,
+                    delay=f"{self.failbackDelay:g}",
+                    why=why,
+                    event="failback-postponed",
+                )
+                self._failbackCall = self.clock.callLater(
+                    self.failbackDelay, self._failbackTimerFired
+                )
+                return
+            self._failbackDue()
+
+        d.addBoth(synced)
+
     def _cancelFailback(self) -> None:
         call, self._failbackCall = self._failbackCall, None
         if call is not None and call.active():
             call.cancel()
+
+
+def _incomplete(report: Any) -> str:
+    """
+    Say why a sync report is incomplete, in a few words.
+    """
+    if report.error:
+        return str(report.error)
+    count = len(report.conflicts)
+    return f"{count} conflict{'s' if count != 1 else ''}"
 
 
 def _unknown(name: str, environments: Mapping[str, Environment]) -> str:

@@ -1126,7 +1126,9 @@ class Manhole(Service):
         assert flags is not None
         return Deferred.fromCoroutine(flags.unset(env, name, f"manhole {who}"))
 
-    def switch(self, who: str, to: str, force: bool = False) -> Switch:
+    def switch(
+        self, who: str, to: str, force: bool = False
+    ) -> Switch | Deferred[Switch]:
         """
         Switch traffic to C{to}, recording C{who} did it from the manhole.
 
@@ -1150,6 +1152,12 @@ class Manhole(Service):
             event="manhole-switch",
         )
         try:
+            if controller.beforeSwitch is not None:
+                # Sync first: a Deferred (the manhole prints its result).
+                planned = Deferred.fromCoroutine(
+                    controller.plannedSwitch(to, reason, force=force)
+                )
+                return planned.addCallback(lambda result: result[0])
             return controller.switch(to, reason, force=force)
         except SwitchRefused as e:
             _log.warn(

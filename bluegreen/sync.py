@@ -1,7 +1,14 @@
 # -*- test-case-name: tests.test_sync -*-
 """
 Bring one environment's SQLite database up to date from the other's, with
-nothing lost (local paths only, for now).
+nothing lost.  Either database may be local or remote (a L{Location}, read
+by L{parseLocation} from C{[user@]host:/path}): on a remote host C{sqlite3}
+and small POSIX shell commands run through C{ssh -o BatchMode=yes} (every
+argument quoted for the remote shell), the snapshot is taken on the
+source's host, staged in the target's directory on the target's host and
+shipped with C{rsync -e ssh} (through a local temporary copy when both are
+remote); the C{copy} stop and start commands run on the target's host.
+Local paths never involve ssh.
 
 Every step is a C{sqlite3} or C{rsync} child run by a
 L{bluegreen._process.ProcessRunner}; Python's C{sqlite3} module is not on
@@ -38,6 +45,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -48,7 +58,7 @@ from attrs import field, frozen
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
-from ._process import ProcessFailed, ProcessRunner
+from ._process import SQLITE_OPTIONS, ProcessFailed, ProcessResult, ProcessRunner
 
 KEY_CONFLICT = "key_conflict"
 UNIQUE_CONFLICT = "unique_conflict"
@@ -68,6 +78,139 @@ class SyncError(Exception):
     """
     A sync step failed or was refused; the message says why.
     """
+
+
+@frozen
+class Location:
+    """
+    Where a database is: a local path, or a path on a host reached with
+    C{ssh -o BatchMode=yes} (and C{rsync} over C{ssh}).
+
+    @ivar host: The host, or L{None} for a local path.
+    @ivar user: The user to log in as (L{None}: ssh's default).
+    @ivar path: The database file (absolute on a remote host).
+    """
+
+    host: str | None
+    user: str | None
+    path: str
+
+    @classmethod
+    def local(cls, path: str) -> Location:
+        """
+        @return: The local path C{path}.
+        """
+        return cls(None, None, path)
+
+    @property
+    def remote(self) -> bool:
+        """
+        Whether the file is on another host.
+        """
+        return self.host is not None
+
+    @property
+    def login(self) -> str:
+        """
+        C{user@host} (or C{host}) as ssh and rsync take it.
+        """
+        if self.host is None:
+            raise ValueError(f"{self.path} is a local path")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}" if self.user is not None else host
+
+    @property
+    def sshLogin(self) -> str:
+        """
+        C{user@host} (or C{host}) as ssh takes it (no brackets).
+        """
+        if self.host is None:
+            raise ValueError(f"{self.path} is a local path")
+        return f"{self.user}@{self.host}" if self.user is not None else self.host
+
+    def at(self, path: str) -> Location:
+        """
+        @return: Another file on the same host.
+        """
+        return Location(self.host, self.user, path)
+
+    def __str__(self) -> str:
+        """
+        @return: The location as L{parseLocation} reads it.
+        """
+        return f"{self.login}:{self.path}" if self.remote else self.path
+
+
+def parseLocation(text: str) -> Location:
+    """
+    Read a database location: a local path, or C{[user@]host:/path}.  As
+    with rsync, a C{:} before any C{/} makes it remote (so C{./a:b} and
+    C{/x/a:b} are local paths); an IPv6 address goes in brackets
+    (C{[::1]:/path}).
+
+    @param text: The location.
+    @return: The L{Location} (a local path is returned as given).
+    @raise ValueError: Saying what is wrong with C{text}.
+    """
+    if not text:
+        raise ValueError("empty database location")
+    colon = text.find(":")
+    slash = text.find("/")
+    if colon < 0 or 0 <= slash < colon:
+        if text.endswith("/"):
+            raise ValueError(f"{text!r} names a directory, not a database file")
+        return Location.local(text)
+    at = text.find("@", 0, colon)
+    user = text[:at] if at >= 0 else None
+    rest = text[at + 1 :]
+    if rest.startswith("["):
+        close = rest.find("]:")
+        if close < 0:
+            raise ValueError(
+                f"{text!r}: an IPv6 address in brackets must be followed by "
+                "':' and the path ([user@][ADDRESS]:/path)"
+            )
+        host, path = rest[1:close], rest[close + 2 :]
+    else:
+        host, _, path = rest.partition(":")
+    if user is not None and not user:
+        raise ValueError(f"{text!r}: empty user name before '@'")
+    if not host:
+        raise ValueError(f"{text!r}: empty host name before ':'")
+    if host.startswith("-") or any(c.isspace() or c in "@/[]" for c in host):
+        raise ValueError(f"{text!r}: {host!r} is not a host name")
+    if user is not None and (
+        user.startswith("-") or any(c.isspace() or c in ":/@" for c in user)
+    ):
+        raise ValueError(f"{text!r}: {user!r} is not a user name")
+    if not path:
+        raise ValueError(f"{text!r}: no path after '{host}:'")
+    if not path.startswith("/"):
+        raise ValueError(
+            f"{text!r}: the path on {host} must be absolute ([user@]host:/path)"
+        )
+    if path.endswith("/"):
+        raise ValueError(f"{text!r} names a directory, not a database file")
+    return Location(host, user, path)
+
+
+def sshArguments(options: Iterable[str]) -> tuple[str, ...]:
+    """
+    Turn C{--ssh-option} values into ssh arguments: one starting with C{-}
+    is split like a shell would (C{"-p 2222"}, C{"-i /key"}), anything else
+    is an ssh_config option (C{Port=2222} becomes C{-o Port=2222}).
+
+    @param options: The values, in order.
+    @return: The arguments, in order.
+    @raise ValueError: If a value cannot be split.
+    """
+    out: list[str] = []
+    for option in options:
+        if option.startswith("-"):
+            out.extend(shlex.split(option))
+        elif option.strip():
+            out.extend(("-o", option.strip()))
+    return tuple(out)
 
 
 def ident(name: str) -> str:
@@ -422,24 +565,33 @@ class Syncer:
         runner: ProcessRunner,
         rsyncTimeout: int = 60,
         backupTimeout: float = 60.0,
+        sshOptions: Sequence[str] = (),
+        connectTimeout: int = 10,
     ) -> None:
         """
         @param reactor: The reactor (the clock for timings).
-        @param runner: Runs C{sqlite3} and C{rsync}.
+        @param runner: Runs C{sqlite3} and C{rsync} (and C{ssh}).
         @param rsyncTimeout: C{rsync --timeout} (I/O inactivity, seconds).
         @param backupTimeout: How long C{.backup} may take (before 3.27).
+        @param sshOptions: More arguments for every C{ssh} (and C{rsync -e
+            ssh}) reaching a remote location, e.g. C{("-p", "2222")} (see
+            L{sshArguments}).
+        @param connectTimeout: ssh's C{ConnectTimeout} (seconds).
         """
         self._reactor = reactor
         self.runner = runner
         self.lock = DeferredLock()
         self._rsyncTimeout = rsyncTimeout
         self._backupTimeout = backupTimeout
+        self._sshOptions = tuple(sshOptions)
+        self._connectTimeout = connectTimeout
         self._version: tuple[int, ...] | None = None
+        self._remoteVersions: dict[str, tuple[int, ...]] = {}
 
     def sync(
         self,
-        source: str,
-        target: str,
+        source: str | Location,
+        target: str | Location,
         strategy: str,
         dryRun: bool = False,
         stopCommand: str | None = None,
@@ -448,12 +600,14 @@ class Syncer:
         """
         Sync C{target} from C{source}, once any running sync has finished.
 
-        @param source: The source database (a local path).
-        @param target: The target database (a local path).
+        @param source: The source database: a local path (a L{str} is always
+            one), or a L{Location}, perhaps on another host.
+        @param target: The target database, the same way.
         @param strategy: C{copy} or C{migrate}.
         @param dryRun: Report what would be done, change nothing.
         @param stopCommand: For C{copy}: a shell command that stops the
-            target app (and returns once it has exited).
+            target app (and returns once it has exited); it runs on the
+            target's host (over ssh when that is remote).
         @param startCommand: For C{copy}: one that starts it again.
         @return: Fires with the L{SyncReport} (failures are in the report).
         """
@@ -462,8 +616,8 @@ class Syncer:
 
         async def locked() -> SyncReport:
             return await self._sync(
-                os.path.abspath(source),
-                os.path.abspath(target),
+                _resolve(source),
+                _resolve(target),
                 strategy,
                 dryRun,
                 stopCommand,
@@ -474,8 +628,8 @@ class Syncer:
 
     async def _sync(
         self,
-        source: str,
-        target: str,
+        source: Location,
+        target: Location,
         strategy: str,
         dryRun: bool,
         stopCommand: str | None,
@@ -498,52 +652,160 @@ class Syncer:
             await run.cleanUp()
         report = SyncReport(
             strategy=strategy,
-            source=source,
-            target=target,
+            source=str(source),
+            target=str(target),
             dryRun=dryRun,
             copied=run.copied,
             targetOnly=run.targetOnly,
             conflicts=tuple(run.conflicts),
             error=error,
-            backup=run.backup,
+            backup=str(target.at(run.backup)) if run.backup is not None else None,
             seconds=time.monotonic() - started,
         )
         _log.info(
             "sync {strategy} {source} -> {target}: {rows} rows, "
             "{conflicts} conflicts, error {error}",
             strategy=strategy,
-            source=source,
-            target=target,
+            source=str(source),
+            target=str(target),
             rows=sum(report.copied.values()),
             conflicts=len(report.conflicts),
             error=error,
         )
         return report
 
-    async def version(self) -> tuple[int, ...]:
+    async def version(self, host: Location | None = None) -> tuple[int, ...]:
         """
-        @return: The C{sqlite3} version, e.g. C{(3, 40, 1)} (asked once).
+        @param host: Ask the C{sqlite3} on this location's host (local if
+            L{None}).
+        @return: The C{sqlite3} version, e.g. C{(3, 40, 1)} (asked once per
+            host).
         """
+        if host is not None and host.remote:
+            known = self._remoteVersions.get(host.login)
+            if known is None:
+                result = await self.ssh(host, ["sqlite3", "-version"])
+                first = result.stdout.decode().split()[0]
+                known = self._remoteVersions[host.login] = tuple(
+                    int(p) for p in first.split(".")
+                )
+            return known
         if self._version is None:
             result = await self.runner.run([self.runner.tools.sqlite3, "-version"])
             first = result.stdout.decode().split()[0]
             self._version = tuple(int(p) for p in first.split("."))
         return self._version
 
+    def _sshCommand(self) -> list[str]:
+        """
+        @return: C{ssh} with its options (C{BatchMode} first, so that it
+            always holds: no password or host key prompt ever waits).
+        @raise SyncError: If ssh is not installed.
+        """
+        ssh = self.runner.tools.ssh
+        if ssh is None:
+            raise SyncError(
+                "ssh not found: remote locations need it; install it, e.g. "
+                "'apt-get install openssh-client'"
+            )
+        return [
+            ssh,
+            "-o",
+            "BatchMode=yes",
+            *self._sshOptions,
+            "-o",
+            f"ConnectTimeout={self._connectTimeout}",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=3",
+        ]
+
+    async def ssh(
+        self,
+        host: Location,
+        argv: Sequence[str],
+        stdin: bytes = b"",
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> ProcessResult:
+        """
+        Run a command on C{host}'s host with C{ssh -o BatchMode=yes}.  Each
+        argument is quoted for the remote shell.
+
+        @param host: Where (its path is not used).
+        @param argv: The remote command (found on the remote C{PATH}).
+        @param stdin: As for L{ProcessRunner.run}.
+        @param timeout: As for L{ProcessRunner.run}.
+        @param check: Fail on a non-zero exit of the remote command.
+        @return: Its result.
+        @raise SyncError: If ssh itself failed (exit 255: host unreachable,
+            login refused), naming the host.
+        @raise ProcessFailed: If C{check} and the command failed.
+        """
+        command = [*self._sshCommand(), "--", host.sshLogin, shlex.join(argv)]
+        result = await self.runner.run(
+            command, stdin=stdin, timeout=timeout, check=False
+        )
+        if result.exitCode == 255:
+            err = result.stderr.decode("utf-8", "replace").strip()
+            raise SyncError(
+                f"cannot reach {host.login} over ssh (exit 255)"
+                + (f": {err[:1000]}" if err else "")
+            )
+        if check and not result.ok:
+            raise ProcessFailed(result)
+        return result
+
+    def rsyncShell(self) -> str:
+        """
+        @return: The C{rsync -e} command: ssh with the same options.
+        """
+        return shlex.join(self._sshCommand())
+
+    def sqlite(
+        self,
+        database: str | Location,
+        sql: str,
+        *options: str,
+        timeout: float | None = None,
+    ) -> Deferred[ProcessResult]:
+        """
+        Run SQL like L{ProcessRunner.sqlite}, on the database's host.
+
+        @param database: A local path, or a L{Location}.
+        @return: As L{ProcessRunner.sqlite}.
+        """
+        if isinstance(database, str) or not database.remote:
+            path = database if isinstance(database, str) else database.path
+            return self.runner.sqlite(path, sql, *options, timeout=timeout)
+        argv = [
+            "sqlite3",
+            *SQLITE_OPTIONS,
+            "-cmd",
+            f".timeout {self.runner.sqliteTimeout}",
+            *options,
+            database.path,
+        ]
+        return Deferred.fromCoroutine(
+            self.ssh(database, argv, stdin=sql.encode("utf-8"), timeout=timeout)
+        )
+
     async def query(
-        self, database: str, sql: str, readOnly: bool = False
+        self, database: str | Location, sql: str, readOnly: bool = False
     ) -> list[list[dict[str, Any]]]:
         """
         Run C{sql} with C{sqlite3 -json}.
 
+        @param database: A local path, or a L{Location}.
         @return: The rows of each statement that returned some.
         """
         options = ("-json", "-readonly") if readOnly else ("-json",)
-        result = await self.runner.sqlite(database, sql, *options)
+        result = await self.sqlite(database, sql, *options)
         return _decodeArrays(result.stdout.decode("utf-8"))
 
     async def tables(
-        self, database: str, schema: str = "main", attach: str = ""
+        self, database: str | Location, schema: str = "main", attach: str = ""
     ) -> dict[str, Table]:
         """
         @return: The ordinary tables of C{schema} in C{database}.
@@ -551,11 +813,12 @@ class Syncer:
         sql = attach + _INTROSPECT.format(schema=literal(schema))
         return _parseTables((await self.query(database, sql))[0])
 
-    async def manifest(self, database: str) -> Manifest:
+    async def manifest(self, database: str | Location) -> Manifest:
         """
+        @param database: A local path, or a L{Location}.
         @return: The L{Manifest} of C{database}.
         """
-        check = await self.runner.sqlite(
+        check = await self.sqlite(
             database, "PRAGMA integrity_check;", "-noheader", "-list"
         )
         integrity = check.stdout.decode("utf-8", "replace").strip()
@@ -585,22 +848,70 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _resolve(where: str | Location) -> Location:
+    """
+    @return: C{where} as a L{Location}, a local path made absolute (a
+        L{str} is always a local path).
+    """
+    if isinstance(where, str):
+        return Location.local(os.path.abspath(where))
+    if not where.remote:
+        return Location.local(os.path.abspath(where.path))
+    return where
+
+
+#: Prints what is beside a stopped target ($1) on a remote host: C{-wal} or
+#: C{-shm} if one is there, C{hot} for a hot journal; removes a cold one.
+_SIDECARS = """t=$1
+for s in -wal -shm; do
+  if [ -e "$t$s" ]; then printf %s "$s"; exit 0; fi
+done
+if [ -e "$t-journal" ]; then
+  if [ -n "$(head -c 28 -- "$t-journal" | tr -d '\\000')" ]; then
+    printf hot; exit 0
+  fi
+  rm -f -- "$t-journal"
+fi
+"""
+
+#: Renames $1 to $2 (or $2-1, $2-2... if taken) on a remote host and prints
+#: the name it got.
+_KEEP = """b=$2; c=$2; n=1
+while [ -e "$c" ] || [ -L "$c" ]; do c="$b-$n"; n=$((n + 1)); done
+mv -- "$1" "$c" && printf %s "$c"
+"""
+
+
 class Run:
     """
     One sync's state: its files, what it copied and found.
+
+    @ivar src: Where the source is (L{source} is its path there).
+    @ivar dst: Where the target is (L{target} is its path there).
+    @ivar snapshot: The snapshot's path, on the source's host.
+    @ivar staged: The staged copy's path, on the target's host.
     """
 
-    def __init__(self, syncer: Syncer, source: str, target: str, dryRun: bool) -> None:
+    def __init__(
+        self,
+        syncer: Syncer,
+        source: str | Location,
+        target: str | Location,
+        dryRun: bool,
+    ) -> None:
         self.syncer = syncer
         self.runner = syncer.runner
-        self.source = source
-        self.target = target
+        self.src = source if isinstance(source, Location) else Location.local(source)
+        self.dst = target if isinstance(target, Location) else Location.local(target)
+        self.source = self.src.path
+        self.target = self.dst.path
         self.dryRun = dryRun
         runId = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        sdir, sname = os.path.split(source)
-        tdir, tname = os.path.split(target)
+        sdir, sname = os.path.split(self.source)
+        tdir, tname = os.path.split(self.target)
         self.snapshot = os.path.join(sdir, f".{sname}.sync-{runId}.snap")
         self.staged = os.path.join(tdir, f".{tname}.sync-{runId}.incoming")
+        self._hop: str | None = None
         self.copied: dict[str, int] = {}
         self.targetOnly: dict[str, int] = {}
         self.conflicts: list[Conflict] = []
@@ -614,12 +925,73 @@ class Run:
         files (and any journal of theirs).
         """
         await self.runner.quiesce()
-        for base in (self.snapshot, self.staged):
+        for where, base in ((self.src, self.snapshot), (self.dst, self.staged)):
+            if where.remote:
+                names = [base + s for s in ("", "-journal", "-wal", "-shm")]
+                try:
+                    await self.syncer.ssh(where, ["rm", "-f", "--", *names])
+                except (SyncError, ProcessFailed) as e:
+                    _log.warn(
+                        "could not remove {base} on {host}: {error}",
+                        base=base,
+                        host=where.login,
+                        error=str(e),
+                    )
+                continue
             for suffix in ("", "-journal", "-wal", "-shm"):
                 try:
                     os.remove(base + suffix)
                 except FileNotFoundError:
                     pass
+        if self._hop is not None:
+            shutil.rmtree(self._hop, ignore_errors=True)
+
+    async def _isFile(self, where: Location) -> bool:
+        """
+        @return: Whether C{where} is a regular file (on its host).
+        """
+        if not where.remote:
+            return os.path.isfile(where.path)
+        result = await self.syncer.ssh(where, ["test", "-f", where.path], check=False)
+        return result.exitCode == 0
+
+    async def _sha256(self, where: Location) -> str:
+        """
+        @return: The SHA-256 of the file C{where} (C{sha256sum} on a remote
+            host).
+        """
+        if not where.remote:
+            return _sha256(where.path)
+        result = await self.syncer.ssh(where, ["sha256sum", "--", where.path])
+        return result.stdout.decode("ascii", "replace").split()[0].lstrip("\\")
+
+    async def _transfer(self) -> None:
+        """
+        rsync the snapshot to the staging name: over ssh when either side
+        is remote, through a local temporary copy when both are.
+        """
+        # --inplace: the staging name is unique and never live, and the
+        # checks that follow catch a partial file; rsync's own temporary
+        # name would be left behind if it were killed.
+        rsync = [
+            self.runner.tools.rsync,
+            "--inplace",
+            "--fsync",
+            f"--timeout={self.syncer._rsyncTimeout}",
+        ]
+        if not self.src.remote and not self.dst.remote:
+            await self.runner.run([*rsync, "--", self.snapshot, self.staged])
+            return
+        rsync += ["-e", self.syncer.rsyncShell()]
+        src = str(self.src.at(self.snapshot))
+        dst = str(self.dst.at(self.staged))
+        if self.src.remote and self.dst.remote:
+            self._hop = tempfile.mkdtemp(prefix="bluegreen-sync-")
+            hop = os.path.join(self._hop, os.path.basename(self.snapshot))
+            await self.runner.run([*rsync, "--", src, hop])
+            await self.runner.run([*rsync, "--", hop, dst])
+        else:
+            await self.runner.run([*rsync, "--", src, dst])
 
     async def ship(self) -> Manifest:
         """
@@ -628,36 +1000,32 @@ class Run:
 
         @return: The snapshot's manifest.
         """
-        if not os.path.isfile(self.source):
-            raise SyncError(f"source database {self.source} does not exist")
-        if await self.syncer.version() >= (3, 27):
-            await self.runner.sqlite(
-                self.source, f"VACUUM INTO {literal(self.snapshot)};"
-            )
+        if not await self._isFile(self.src):
+            raise SyncError(f"source database {self.src} does not exist")
+        if self.dst.remote:
+            tdir = os.path.dirname(self.target)
+            found = await self.syncer.ssh(self.dst, ["test", "-d", tdir], check=False)
+            if found.exitCode != 0:
+                raise SyncError(
+                    f"the target's directory {tdir} does not exist on {self.dst.login}"
+                )
+        if await self.syncer.version(self.src) >= (3, 27):
+            await self.syncer.sqlite(self.src, f"VACUUM INTO {literal(self.snapshot)};")
         else:
             quoted = self.snapshot.replace("\\", "\\\\").replace('"', '\\"')
-            await self.runner.sqlite(
-                self.source,
+            await self.syncer.sqlite(
+                self.src,
                 f'.backup "{quoted}"\n',
                 timeout=self.syncer._backupTimeout,
             )
-        manifest = await self.syncer.manifest(self.snapshot)
+        manifest = await self.syncer.manifest(self.src.at(self.snapshot))
         if manifest.integrity != "ok":
             raise SyncError(
-                f"snapshot of {self.source} failed integrity_check: "
+                f"snapshot of {self.src} failed integrity_check: "
                 f"{manifest.integrity[:500]}"
             )
-        digest = _sha256(self.snapshot)
-        await self.runner.run(
-            [
-                self.runner.tools.rsync,
-                "--fsync",
-                f"--timeout={self.syncer._rsyncTimeout}",
-                "--",
-                self.snapshot,
-                self.staged,
-            ]
-        )
+        digest = await self._sha256(self.src.at(self.snapshot))
+        await self._transfer()
         await self.verifyStaged(manifest, digest)
         self.manifest = manifest
         return manifest
@@ -668,26 +1036,26 @@ class Run:
 
         @raise SyncError: If not.
         """
-        if digest is not None and _sha256(self.staged) != digest:
-            raise SyncError(f"staged copy {self.staged} differs from the snapshot")
-        staged = await self.syncer.manifest(self.staged)
+        where = self.dst.at(self.staged)
+        if digest is not None and await self._sha256(where) != digest:
+            raise SyncError(f"staged copy {where} differs from the snapshot")
+        staged = await self.syncer.manifest(where)
         if staged.integrity != "ok":
             raise SyncError(
-                f"staged copy {self.staged} failed integrity_check: "
-                f"{staged.integrity[:500]}"
+                f"staged copy {where} failed integrity_check: {staged.integrity[:500]}"
             )
         if staged.tables != manifest.tables:
             raise SyncError(
-                f"staged copy {self.staged} does not hold what the snapshot holds"
+                f"staged copy {where} does not hold what the snapshot holds"
             )
 
     async def migrate(self) -> None:
         """
         The C{migrate} strategy.
         """
-        if not os.path.isfile(self.target):
+        if not await self._isFile(self.dst):
             raise SyncError(
-                f"target database {self.target} does not exist; "
+                f"target database {self.dst} does not exist; "
                 "use --strategy copy to create it"
             )
         await self.ship()
@@ -705,8 +1073,8 @@ class Run:
         Insert what the target lacks (or, unless C{apply}, find out what
         that is and roll back), recording conflicts and counts.
         """
-        sourceTables = await self.syncer.tables(self.target, "g", self._attach())
-        targetTables = await self.syncer.tables(self.target)
+        sourceTables = await self.syncer.tables(self.dst, "g", self._attach())
+        targetTables = await self.syncer.tables(self.dst)
         self._targetTables = targetTables
         script = [
             self._attach(),
@@ -751,9 +1119,7 @@ class Run:
             "FROM _bg_report ORDER BY id;"
         )
         script.append("COMMIT;" if apply else "ROLLBACK;")
-        result = await self.runner.sqlite(
-            self.target, "\n".join(script) + "\n", "-json"
-        )
+        result = await self.syncer.sqlite(self.dst, "\n".join(script) + "\n", "-json")
         arrays = _decodeArrays(result.stdout.decode("utf-8"))
         for row in arrays[0] if arrays else []:
             kind = row["kind"]
@@ -778,7 +1144,7 @@ class Run:
         @return: Whether the target has a C{sqlite_sequence} table.
         """
         rows = await self.syncer.query(
-            self.target,
+            self.dst,
             "SELECT count(*) AS n FROM sqlite_schema WHERE name = 'sqlite_sequence';",
         )
         return bool(rows[0][0]["n"])
@@ -994,7 +1360,7 @@ class Run:
         The C{copy} strategy.
         """
         manifest = await self.ship()
-        exists = os.path.isfile(self.target)
+        exists = await self._isFile(self.dst)
         if exists:
             await self.refuseIfTargetAhead()
         if self.dryRun:
@@ -1002,7 +1368,7 @@ class Run:
             return
         mode = "delete"
         if exists:
-            rows = await self.syncer.query(self.target, "PRAGMA journal_mode;")
+            rows = await self.syncer.query(self.dst, "PRAGMA journal_mode;")
             mode = rows[0][0]["journal_mode"]
         stopped = False
         try:
@@ -1010,41 +1376,69 @@ class Run:
                 await self._shell(stopCommand)
                 stopped = True
             if exists:
-                await self.runner.sqlite(
-                    self.target, "PRAGMA wal_checkpoint(TRUNCATE);", "-list"
+                await self.syncer.sqlite(
+                    self.dst, "PRAGMA wal_checkpoint(TRUNCATE);", "-list"
                 )
-                self._noSidecars()
+                await self._noSidecars()
                 await self.refuseIfTargetAhead()
             if mode == "wal":
-                await self.runner.sqlite(
-                    self.staged, "PRAGMA journal_mode=WAL;", "-list"
+                await self.syncer.sqlite(
+                    self.dst.at(self.staged), "PRAGMA journal_mode=WAL;", "-list"
                 )
                 await self.verifyStaged(manifest, None)
-            self._swap(exists)
-        finally:
+            await self._swap(exists)
+        except BaseException as refused:
             if startCommand and (stopped or not stopCommand):
-                await self._shell(startCommand)
-        after = await self.syncer.manifest(self.target)
+                try:
+                    await self._shell(startCommand)
+                except Exception as e:
+                    # Both matter: why the copy stopped, and that the app
+                    # is not running again.
+                    raise SyncError(
+                        f"{refused}; then the start command failed: {e}"
+                    ) from e
+            raise
+        if startCommand and (stopped or not stopCommand):
+            await self._shell(startCommand)
+        after = await self.syncer.manifest(self.dst)
         if after.integrity != "ok" or after.tables != manifest.tables:
             raise SyncError(
-                f"{self.target} does not hold the snapshot after the swap "
+                f"{self.dst} does not hold the snapshot after the swap "
                 f"(integrity: {after.integrity[:200]}); the old file is {self.backup}"
             )
         self.copied = manifest.rows()
 
     async def _shell(self, command: str) -> None:
         """
-        Run a stop or start command with C{sh -c}.
+        Run a stop or start command with C{sh -c}, on the target's host.
         """
+        if self.dst.remote:
+            await self.syncer.ssh(self.dst, ["sh", "-c", command])
+            return
         await self.runner.run([self.runner.tools.sh, "-c", command])
 
-    def _noSidecars(self) -> None:
+    async def _noSidecars(self) -> None:
         """
         Make sure the (stopped) target has no C{-wal}, C{-shm} or hot
         C{-journal} beside it; remove a cold (zeroed) journal.
 
         @raise SyncError: If one is left (the app is probably still running).
         """
+        if self.dst.remote:
+            result = await self.syncer.ssh(
+                self.dst, ["sh", "-c", _SIDECARS, "sh", self.target]
+            )
+            found = result.stdout.decode("utf-8", "replace")
+            if found == "hot":
+                raise SyncError(
+                    f"{self.dst}-journal is a hot journal: refusing to swap"
+                )
+            if found:
+                raise SyncError(
+                    f"{self.dst}{found} is still there after a checkpoint: "
+                    "is the target app still running? (give --stop-cmd)"
+                )
+            return
         for suffix in ("-wal", "-shm"):
             if os.path.exists(self.target + suffix):
                 raise SyncError(
@@ -1067,7 +1461,7 @@ class Run:
 
         @raise SyncError: Naming what only the target has.
         """
-        probe = Run(self.syncer, self.source, self.target, True)
+        probe = Run(self.syncer, self.src, self.dst, True)
         probe.staged = self.staged
         await probe.merge(apply=False)
         reasons = [
@@ -1089,11 +1483,14 @@ class Run:
                 + "); use --strategy migrate"
             )
 
-    def _swap(self, exists: bool) -> None:
+    async def _swap(self, exists: bool) -> None:
         """
         Keep the target as C{.pre-sync-TIME} and rename the staged file into
         place; put the old file back if that fails.
         """
+        if self.dst.remote:
+            await self._swapRemote(exists)
+            return
         if exists:
             stamp = time.strftime("%Y%m%dT%H%M%S")
             backup = f"{self.target}.pre-sync-{stamp}"
@@ -1115,6 +1512,43 @@ class Run:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+    async def _swapRemote(self, exists: bool) -> None:
+        """
+        L{_swap} on the target's (remote) host, with C{mv} and C{sync}.
+        """
+        ssh = self.syncer.ssh
+        if exists:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            kept = await ssh(
+                self.dst,
+                [
+                    "sh",
+                    "-c",
+                    _KEEP,
+                    "sh",
+                    self.target,
+                    f"{self.target}.pre-sync-{stamp}",
+                ],
+            )
+            self.backup = kept.stdout.decode("utf-8", "surrogateescape")
+        moved = await ssh(self.dst, ["mv", "--", self.staged, self.target], check=False)
+        if not moved.ok:
+            if self.backup is not None:
+                await ssh(self.dst, ["mv", "--", self.backup, self.target])
+                self.backup = None
+            err = moved.stderr.decode("utf-8", "replace").strip()
+            raise SyncError(f"could not rename the staged file into place: {err}")
+        await ssh(
+            self.dst,
+            [
+                "sh",
+                "-c",
+                'sync -- "$1" 2>/dev/null || sync',
+                "sh",
+                os.path.dirname(self.target),
+            ],
+        )
 
 
 def _parentsFirst(source: dict[str, Table], target: dict[str, Table]) -> list[str]:

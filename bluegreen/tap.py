@@ -40,6 +40,7 @@ from zope.interface import implementer
 
 from . import __version__
 from ._flagsapi import mountFlags
+from ._syncapi import mountSync
 from .accesslog import AccessLog
 from .admin import AdminResource, BadToken, adminSite, exposedInterface, readToken
 from .controller import Controller
@@ -58,6 +59,7 @@ from .manhole import checkOptions as checkManholeOptions
 from .metrics import FlagMetrics, Metrics, MetricsResource
 from .pool import UpstreamPool, endpointFor, loadTrustRoot
 from .proxy import ProxyResource, ProxySite
+from .syncservice import SyncMetrics, SyncService
 
 
 def portToEndpoint(
@@ -323,6 +325,31 @@ class Options(usage.Options):
             "Seconds between full re-reads of the flags (changes normally "
             "show at once, by notification).",
         ],
+        [
+            "green-db",
+            None,
+            None,
+            "GREEN's SQLite database, for the database sync: a local path "
+            "or [user@]host:/path.",
+        ],
+        ["blue-db", None, None, "BLUE's SQLite database (as --green-db)."],
+        [
+            "sync",
+            None,
+            None,
+            "Automatic database sync: none, copy, migrate or mirror (default "
+            "migrate when --green-db and --blue-db are given, else none).",
+        ],
+        [
+            "mirror-interval",
+            None,
+            "5",
+            "Seconds between passes of --sync mirror (live -> standby).",
+        ],
+        ["green-stop", None, None, "Shell command stopping GREEN's app (copy)."],
+        ["green-start", None, None, "Shell command starting GREEN's app (copy)."],
+        ["blue-stop", None, None, "Shell command stopping BLUE's app (copy)."],
+        ["blue-start", None, None, "Shell command starting BLUE's app (copy)."],
     ]
 
     optFlags = [
@@ -340,6 +367,13 @@ class Options(usage.Options):
         """
         print(f"bluegreen {__version__}")
         raise SystemExit(0)
+
+    def opt_ssh_option(self, value: str) -> None:
+        """
+        More ssh arguments for remote databases (repeatable), e.g. '-p 2222'
+        or Port=2222 (passed as -o).
+        """
+        self.setdefault("sshOptions", []).append(value)
 
     def opt_flag(self, name: str) -> None:
         """
@@ -451,6 +485,42 @@ class Options(usage.Options):
                 "and/or --blue-redis)"
             )
 
+    def _syncOptions(self) -> None:
+        """
+        Check the database sync options: C{--green-db}, C{--blue-db},
+        C{--sync}, C{--mirror-interval} and the stop/start commands.
+
+        @raise usage.UsageError: Naming the option.
+        """
+        from .syncservice import SYNC_MODES
+
+        databases: dict[str, str] = {}
+        for colour in COLOURS:
+            location = self[f"{colour}-db"]
+            if location is not None:
+                databases[colour] = _checkDatabase(f"{colour}-db", location)
+            stop, start = self[f"{colour}-stop"], self[f"{colour}-start"]
+            if (stop is None) != (start is None):
+                raise usage.UsageError(
+                    f"--{colour}-stop and --{colour}-start go together (an app "
+                    "stopped for a copy must be started again)"
+                )
+        both = len(databases) == len(COLOURS)
+        mode = self["sync"]
+        if mode is None:
+            mode = "migrate" if both else "none"
+        if mode not in SYNC_MODES:
+            raise usage.UsageError(
+                f"--sync: {mode!r} must be "
+                + ", ".join(SYNC_MODES[:-1])
+                + f" or {SYNC_MODES[-1]}"
+            )
+        if mode != "none" and not both:
+            raise usage.UsageError(f"--sync {mode} needs both --green-db and --blue-db")
+        self["syncMode"] = mode
+        self["databases"] = databases if both else {}
+        self["mirrorInterval"] = _seconds("mirror-interval", self["mirror-interval"])
+
     def postOptions(self) -> None:
         """
         Check every option; the error names the option and the problem.
@@ -517,8 +587,16 @@ class Options(usage.Options):
                 )
         self["failbackDelay"] = _seconds("failback-delay", self["failback-delay"])
         self._flagOptions()
+        self._syncOptions()
         if self["state"] is not None:
             _checkWritableFile("state", self["state"])
+        if self.get("sshOptions"):
+            from .sync import sshArguments
+
+            try:
+                sshArguments(self["sshOptions"])
+            except ValueError as e:
+                raise usage.UsageError(f"--ssh-option: {e}") from None
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError(
                 f"--log-format: {self['log-format']!r} must be 'text' or 'json'"
@@ -555,6 +633,30 @@ def _checkWritableFile(name: str, path: str) -> None:
         raise usage.UsageError(
             f"--{name}: cannot write in {directory!r} (directory not writable)"
         )
+
+
+def _checkDatabase(name: str, location: str) -> str:
+    """
+    Check a database location (C{--green-db}, C{--blue-db}): a local path
+    or C{[user@]host:/path} (L{bluegreen.sync.parseLocation}); a local
+    file need not exist yet, but its directory must.
+
+    @return: C{location}.
+    @raise usage.UsageError: Naming C{--name} and the problem.
+    """
+    from .sync import parseLocation
+
+    try:
+        parsed = parseLocation(location)
+    except ValueError as e:
+        raise usage.UsageError(f"--{name}: {e}") from None
+    if not parsed.remote:
+        directory = os.path.dirname(os.path.abspath(location))
+        if os.path.isdir(location) or not os.path.isdir(directory):
+            raise usage.UsageError(
+                f"--{name}: {location!r} is not a file in an existing directory"
+            )
+    return location
 
 
 class StartupError(SystemExit, Exception):
@@ -661,6 +763,8 @@ class ProxyService(MultiService):
     @ivar metrics: The metrics (C{GET /metrics} on the admin API).
     @ivar flags: The feature flags, or L{None} when no environment has a
         Redis (C{--green-redis}, C{--blue-redis}).
+    @ivar sync: The database sync, or L{None} without C{--green-db} and
+        C{--blue-db}.
     """
 
     _log = Logger()
@@ -668,6 +772,7 @@ class ProxyService(MultiService):
     manhole: Manhole | None = None
     metrics: Metrics | None = None
     flags: FlagService | None = None
+    sync: SyncService | None = None
 
     def __init__(
         self,
@@ -790,6 +895,45 @@ def healthClient(reactor: Any, options: Options) -> tuple[Any, HTTPConnectionPoo
     return HTTPClient(agent), pool
 
 
+def _syncService(
+    options: Options, reactor: Any, controller: Controller
+) -> SyncService | None:
+    """
+    The database sync, if both C{--green-db} and C{--blue-db} are given
+    (with C{--sync none} it still syncs when asked).
+
+    @raise StartupError: If C{sqlite3} or C{rsync} cannot be found.
+    """
+    databases: dict[str, str] = options.get("databases") or {}
+    if not databases:
+        return None
+    from ._process import MissingTool, ProcessRunner, Tools
+    from .sync import Syncer, sshArguments
+
+    try:
+        tools = Tools.find()
+    except MissingTool as e:
+        raise StartupError(
+            f"--green-db/--blue-db: the database sync needs {e}"
+        ) from None
+    try:
+        sshOptions = sshArguments(options.get("sshOptions", []))
+    except ValueError as e:
+        raise StartupError(f"--ssh-option: {e}") from None
+    return SyncService(
+        reactor,
+        Syncer(reactor, ProcessRunner(reactor, tools), sshOptions=sshOptions),
+        controller,
+        databases,
+        options["syncMode"],
+        options["mirrorInterval"],
+        {
+            colour: (options[f"{colour}-stop"], options[f"{colour}-start"])
+            for colour in databases
+        },
+    )
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
     Build the bluegreen service from parsed options.
@@ -864,6 +1008,16 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if flags is not None:
         service.flags = flags
         flags.setServiceParent(service)
+    sync = _syncService(options, reactor, controller)
+    if sync is not None:
+        service.sync = sync
+        sync.setServiceParent(service)
+        metrics.register(SyncMetrics(sync))
+        if sync.mode != "none":
+            # Planned switches sync first; every switch brings over, after
+            # it, what the old live database took meanwhile.
+            controller.beforeSwitch = sync.beforeSwitch
+            controller.onSwitch.append(sync.switched)
     if options["log-format"] == "json":
         service.logObserver = jsonLinesObserver(sys.stdout)
     monitor.setServiceParent(service)
@@ -880,6 +1034,9 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         mountFlags(admin.admin, flags)
         if flags is not None:
             admin.admin.addStatus("flags", flags.table)
+        mountSync(admin.admin, sync)
+        if sync is not None:
+            admin.admin.addStatus("sync", sync.status)
         _Listener(
             serverFromString(reactor, options["adminEndpoint"]),
             admin,
@@ -897,6 +1054,12 @@ def makeService(options: Options, reactor: Any = None) -> IService:
                 "flags",
                 flags,
                 "the feature flags: .table(), .view('blue', 'RECENT')",
+            )
+        if sync is not None:
+            manhole.add(
+                "sync",
+                sync,
+                "the database sync: .status(), .start('green', 'blue'), .last",
             )
         manhole.setServiceParent(service)
         for option, description, factory in manhole.listeners():

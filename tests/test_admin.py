@@ -57,7 +57,7 @@ from bluegreen.tap import Options, ProxyService, _Listener, makeService
 TRY = (
     "(try GET /, GET /api/status, GET /api/events, POST /api/switch, "
     "POST /api/check, GET /api/flags, GET|PUT|DELETE /api/flags/{name}, "
-    "GET /api/flags/history, GET /metrics)"
+    "GET /api/flags/history, GET|POST /api/sync, GET /metrics)"
 )
 
 

@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from attrs import frozen
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
@@ -1697,3 +1698,149 @@ class ProxyTests(ChainMixin):
         )
         self.assertEqual(len(self.passive(monitor, "green")), 1)
         self.assertEqual(len(self.passive(monitor, "blue")), 1)
+
+
+class PlannedSwitchTests(ControllerMixin):
+    """
+    With database sync, planned switches (an operator's, an automatic
+    failback) wait for the target's database to be brought up to date.
+    """
+
+    def makeSynced(self, **settings: Any) -> list[tuple[str, str, Deferred[Any]]]:
+        """
+        A controller whose C{beforeSwitch} records its calls and lets the
+        test fire them.
+        """
+        calls: list[tuple[str, str, Deferred[Any]]] = []
+
+        def beforeSwitch(source: str, target: str) -> Deferred[Any]:
+            d: Deferred[Any] = Deferred()
+            calls.append((source, target, d))
+            return d
+
+        self.make(**settings)
+        self.controller.beforeSwitch = beforeSwitch
+        return calls
+
+    def test_operatorWaitsForSync(self) -> None:
+        """
+        C{plannedSwitch} syncs live -> target, then switches; meanwhile
+        C{syncing} says what is happening.
+        """
+        calls = self.makeSynced()
+        self.bothUp()
+        d = Deferred.fromCoroutine(self.controller.plannedSwitch("blue", "op"))
+        [(source, target, sync)] = calls
+        self.assertEqual((source, target), ("green", "blue"))
+        self.assertState("green", "serving", 0)
+        self.assertEqual(
+            self.controller.syncing,
+            "bringing blue's database up to date from green",
+        )
+        report = SimpleReport(complete=True)
+        sync.callback(report)
+        record, got = self.successResultOf(d)
+        self.assertIs(got, report)
+        self.assertEqual(record.to, "blue")
+        self.assertIsNone(self.controller.syncing)
+        self.assertState("blue", "serving", 1)
+
+    def test_incompleteRefused(self) -> None:
+        """
+        An incomplete sync refuses the switch (the reason says why), unless
+        forced.
+        """
+        calls = self.makeSynced()
+        self.bothUp()
+        d = Deferred.fromCoroutine(self.controller.plannedSwitch("blue"))
+        calls[0][2].callback(SimpleReport(complete=False, conflicts=(1, 2)))
+        error = self.failureResultOf(d, SwitchRefused)
+        self.assertEqual(
+            error.getErrorMessage(),
+            "blue's database could not be brought up to date from green: "
+            "2 conflicts; use force to switch anyway",
+        )
+        self.assertState("green", "serving", 0)
+        forced = Deferred.fromCoroutine(
+            self.controller.plannedSwitch("blue", force=True)
+        )
+        calls[1][2].callback(SimpleReport(complete=False, error="disk full"))
+        self.successResultOf(forced)
+        self.assertState("blue", "serving", 1)
+
+    def test_refusedBeforeSync(self) -> None:
+        """
+        A switch that would be refused anyway (already live, target down)
+        is refused before any sync starts.
+        """
+        calls = self.makeSynced()
+        self.change("green", True)
+        self.change("blue", False)
+        d = Deferred.fromCoroutine(self.controller.plannedSwitch("blue"))
+        self.failureResultOf(d, SwitchRefused)
+        self.assertEqual(calls, [])
+
+    def test_failbackSyncsFirst(self) -> None:
+        """
+        An automatic failback syncs the preferred environment's database
+        first, then switches.
+        """
+        calls = self.makeSynced(failback="auto", failbackDelay=30.0)
+        self.bothUp()
+        self.change("green", False)
+        self.assertState("blue", "serving", 1)
+        self.change("green", True)
+        self.clock.advance(30)
+        [(source, target, sync)] = calls
+        self.assertEqual((source, target), ("blue", "green"))
+        self.assertState("blue", "failback-pending", 1)
+        sync.callback(SimpleReport(complete=True))
+        self.assertState("green", "serving", 2)
+        self.assertNoTimers()
+
+    def test_failbackPostponed(self) -> None:
+        """
+        An incomplete sync postpones the failback by another delay (logged),
+        and it is tried again.
+        """
+        calls = self.makeSynced(failback="auto", failbackDelay=30.0)
+        self.bothUp()
+        self.change("green", False)
+        self.change("green", True)
+        self.clock.advance(30)
+        calls[0][2].callback(SimpleReport(complete=False, conflicts=(1,)))
+        self.assertState("blue", "failback-pending", 1)
+        self.assertIn(
+            "failback to green postponed 30 s: its database could not be "
+            "brought up to date from blue: 1 conflict",
+            self.logged(LogLevel.warn),
+        )
+        self.clock.advance(30)
+        calls[1][2].callback(SimpleReport(complete=True))
+        self.assertState("green", "serving", 2)
+
+    def test_failbackCancelledDuringSync(self) -> None:
+        """
+        If the preferred environment fails again while its database is
+        being synced, the failback does not happen.
+        """
+        calls = self.makeSynced(failback="auto", failbackDelay=30.0)
+        self.bothUp()
+        self.change("green", False)
+        self.change("green", True)
+        self.clock.advance(30)
+        self.change("green", False)
+        calls[0][2].callback(SimpleReport(complete=True))
+        self.assertState("blue", "serving", 1)
+        self.assertNoTimers()
+
+
+@frozen
+class SimpleReport:
+    """
+    The part of a sync report the controller reads.
+    """
+
+    complete: bool
+    conflicts: tuple[object, ...] = ()
+    error: str | None = None

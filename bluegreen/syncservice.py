@@ -1,0 +1,678 @@
+# -*- test-case-name: tests.test_syncservice -*-
+"""
+The database sync as part of the running service: on demand (the admin
+API's C{POST /api/sync}, C{bluegreen sync green blue}, the manhole) and,
+with C{--sync mirror}, continuously from the live environment's database to
+the standby's.
+
+L{SyncService} owns one L{bluegreen.sync.Syncer}, so one sync runs at a
+time whatever starts it:
+
+  - an on-demand sync (L{SyncService.sync}) waits for a running mirror pass
+    to end, but is refused with L{SyncBusy} while another on-demand sync
+    (or a switch hook's) is running or waiting: an operator is told at once
+    rather than queued behind someone else's sync;
+  - a mirror pass is skipped when its tick finds a sync running or
+    waiting; the next tick tries again.
+
+For each direction (C{green->blue}, C{blue->green}) the service remembers
+the last sync (L{LastSync}; dry runs change nothing and are not recorded).
+For the mirror it reports the lag: the seconds since the start of the last
+complete pass from the environment live now to the standby (the pass's
+snapshot is taken at its start), and the rows copied by the last pass.  A
+pass with conflicts or an error is a failure: it is reported in the status
+(and logged once per run of failures, with one line when passes succeed
+again) and the loop goes on.
+
+The controller does not call the sync around switches yet;
+L{SyncService.beforeSwitch} and L{SyncService.afterSwitch} are what it will
+call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from attrs import frozen
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from .controller import Controller
+from .sync import Syncer, SyncReport, parseLocation
+
+#: The strategies of C{--sync}.
+SYNC_MODES = ("none", "copy", "migrate", "mirror")
+
+#: The strategies a single sync can use.
+ONE_SHOT = ("copy", "migrate")
+
+#: The C{strategy} label of mirror passes (they run C{migrate}).
+MIRROR = "mirror"
+
+#: The C{result} label values of L{SyncMetrics}.
+RESULTS = ("complete", "incomplete", "failed")
+
+_log = Logger(namespace="bluegreen.sync")
+
+
+class SyncBusy(Exception):
+    """
+    An on-demand sync is already running (or waiting to run).
+    """
+
+
+class SyncUnavailable(Exception):
+    """
+    No sync can run: the service is stopped, or it has no databases.
+    """
+
+
+def direction(source: str, target: str) -> str:
+    """
+    @return: The name of a direction, e.g. C{green->blue}.
+    """
+    return f"{source}->{target}"
+
+
+def _result(report: SyncReport) -> str:
+    """
+    @return: C{complete}, C{incomplete} (conflicts) or C{failed} (an error).
+    """
+    if report.error is not None:
+        return "failed"
+    return "complete" if report.complete else "incomplete"
+
+
+@frozen
+class LastSync:
+    """
+    One finished sync, as remembered per direction.
+
+    @ivar when: POSIX time it started.
+    @ivar strategy: C{copy}, C{migrate} or C{mirror} (a mirror pass).
+    @ivar rowsCopied: Rows copied.
+    @ivar conflicts: Conflicts reported.
+    @ivar seconds: How long it took.
+    @ivar complete: Whether everything was copied.
+    @ivar error: Why it failed, or L{None}.
+    @ivar who: Who asked for it (C{mirror} for a pass).
+    """
+
+    when: float
+    strategy: str
+    rowsCopied: int
+    conflicts: int
+    seconds: float
+    complete: bool
+    error: str | None
+    who: str
+
+    def asJSON(self) -> dict[str, Any]:
+        """
+        @return: The sync as JSON-able values.
+        """
+        return {
+            "when": self.when,
+            "strategy": self.strategy,
+            "rows_copied": self.rowsCopied,
+            "conflicts": self.conflicts,
+            "seconds": round(self.seconds, 3),
+            "complete": self.complete,
+            "error": self.error,
+            "who": self.who,
+        }
+
+
+class SyncService(MultiService):
+    """
+    Syncs the environments' databases; see the module docstring.
+
+    @ivar syncer: Runs the syncs (its lock: one at a time).
+    @ivar controller: Says which environment is live (for the mirror).
+    @ivar databases: The database of each environment.
+    @ivar mode: C{--sync}: C{none}, C{copy}, C{migrate} or C{mirror}.
+    @ivar mirrorInterval: Seconds between mirror passes.
+    @ivar commands: C{(stop, start)} shell commands of each environment's
+        app, for C{copy} into it.
+    @ivar last: The last sync of each direction.
+    @ivar counts: Syncs (and passes) finished, by C{(direction, strategy,
+        result)}.
+    @ivar rowsCopied: Rows copied, by direction.
+    @ivar conflicts: Conflicts reported, by direction.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        syncer: Syncer,
+        controller: Controller,
+        databases: Mapping[str, str],
+        mode: str = "migrate",
+        mirrorInterval: float = 5.0,
+        commands: Mapping[str, tuple[str | None, str | None]] | None = None,
+    ) -> None:
+        """
+        @param reactor: The clock (and what the syncer spawns with).
+        @param syncer: Runs the syncs.
+        @param controller: The switch.
+        @param databases: The database of each environment.
+        @param mode: One of L{SYNC_MODES}.
+        @param mirrorInterval: Seconds between mirror passes.
+        @param commands: Stop and start commands by environment.
+        """
+        super().__init__()
+        if mode not in SYNC_MODES:
+            raise ValueError(f"unknown sync mode {mode!r}")
+        self.setName("sync")
+        self.clock = reactor
+        self.syncer = syncer
+        self.controller = controller
+        self.databases = dict(databases)
+        self.mode = mode
+        self.mirrorInterval = mirrorInterval
+        self.commands = dict(commands or {})
+        self.last: dict[str, LastSync] = {}
+        names = list(self.databases)
+        directions = [direction(s, t) for s in names for t in names if s != t]
+        strategies = (*ONE_SHOT, MIRROR)
+        self.counts: dict[tuple[str, str, str], int] = {
+            (d, s, r): 0 for d in directions for s in strategies for r in RESULTS
+        }
+        self.rowsCopied = dict.fromkeys(directions, 0)
+        self.conflicts = dict.fromkeys(directions, 0)
+        self.durations: dict[str, float] = {}
+        self._pending = 0
+        self._inFlight: list[dict[str, Any]] = []
+        self._idleWaiters: list[Deferred[None]] = []
+        self._loop: LoopingCall | None = None
+        self._loopDone: Deferred[Any] | None = None
+        # Mirror state: start of the last complete pass per direction, the
+        # last pass's rows, the current run of failures.
+        self._mirrorOK: dict[str, float] = {}
+        self._mirrorRows: int | None = None
+        self._mirrorLast: LastSync | None = None
+        self._mirrorDirection: str | None = None
+        self._failures = 0
+        self._failure: str | None = None
+
+    # Running
+
+    @property
+    def busy(self) -> bool:
+        """
+        Whether an on-demand sync is running or waiting (a new one would be
+        refused).
+        """
+        return self._pending > 0
+
+    async def sync(
+        self,
+        source: str,
+        target: str,
+        strategy: str | None = None,
+        dryRun: bool = False,
+        who: str = "unknown",
+        wait: bool = False,
+    ) -> SyncReport:
+        """
+        Sync C{target}'s database from C{source}'s.
+
+        @param source: An environment's name, e.g. C{green}.
+        @param target: The other's.
+        @param strategy: C{copy} or C{migrate}; L{None}: C{copy} under
+            C{--sync copy}, else C{migrate}.
+        @param dryRun: Report what would be copied; change nothing.
+        @param who: Who asks, for the log and L{last}.
+        @param wait: Wait for other on-demand syncs rather than raising
+            L{SyncBusy} (the switch hooks wait).
+        @return: The report (failures are in it: C{error}).
+        @raise ValueError: For unknown environments or strategy.
+        @raise SyncBusy: If another on-demand sync runs (and not C{wait}).
+        @raise SyncUnavailable: If the service is not running.
+        """
+        for name in (source, target):
+            if name not in self.databases:
+                raise ValueError(
+                    f"unknown environment {name!r}; expected "
+                    + " or ".join(self.databases)
+                )
+        if source == target:
+            raise ValueError(f"cannot sync {source} from itself")
+        if strategy is None:
+            strategy = "copy" if self.mode == "copy" else "migrate"
+        if strategy not in ONE_SHOT:
+            raise ValueError(
+                f"unknown strategy {strategy!r}; expected "
+                + " or ".join(ONE_SHOT)
+                + (
+                    " (mirror is continuous: --sync mirror)"
+                    if strategy == MIRROR
+                    else ""
+                )
+            )
+        if not self.running:
+            raise SyncUnavailable("the sync service is not running")
+        if self._pending and not wait:
+            raise SyncBusy("a sync is already running")
+        self._pending += 1
+        try:
+            stop, start = (
+                self.commands.get(target, (None, None))
+                if strategy == "copy"
+                else (None, None)
+            )
+            _log.info(
+                "sync {strategy} {source} -> {target}{dry} asked by {who}",
+                strategy=strategy,
+                source=source,
+                target=target,
+                dry=" (dry run)" if dryRun else "",
+                who=who,
+                event="sync-start",
+            )
+            report = await self._run(
+                source, target, strategy, dryRun, stop, start, who, strategy
+            )
+        finally:
+            self._pending -= 1
+        if not dryRun:
+            _log.info(
+                "sync {strategy} {source} -> {target} by {who}: {state}, "
+                "{rows} rows, {conflicts} conflicts{error}",
+                strategy=strategy,
+                source=source,
+                target=target,
+                who=who,
+                state="complete" if report.complete else "INCOMPLETE",
+                rows=sum(report.copied.values()),
+                conflicts=len(report.conflicts),
+                error=f", error: {report.error}" if report.error else "",
+                event="sync-done",
+            )
+        return report
+
+    def start(
+        self,
+        source: str,
+        target: str,
+        strategy: str | None = None,
+        dryRun: bool = False,
+        who: str = "manhole",
+    ) -> Deferred[SyncReport]:
+        """
+        L{sync}, as a Deferred (for the manhole, which prints it when it
+        fires).
+        """
+        return Deferred.fromCoroutine(self.sync(source, target, strategy, dryRun, who))
+
+    def switched(self, record: Any, kind: str) -> None:
+        """
+        A switch happened (a L{bluegreen.controller.Controller} observer):
+        bring over what the old live database took, in the background.
+
+        @param record: The L{bluegreen.controller.Switch}.
+        @param kind: failover, recovered, failback or manual.
+        """
+        d = self.afterSwitch(record.source, record.to)
+        # sync() turns every failure into a report; this is for the rest.
+        d.addErrback(lambda f: _log.failure("sync after the switch failed", f))
+
+    def beforeSwitch(self, source: str, target: str) -> Deferred[SyncReport | None]:
+        """
+        For a planned switch from C{source} to C{target}: bring C{target}'s
+        database up to date from C{source}'s (waiting for any running sync).
+
+        The controller calls it before every planned switch (see
+        L{bluegreen.controller.Controller.plannedSwitch}).
+
+        @return: Fires with the report, or L{None} under C{--sync none}.
+        """
+        return self._hook(source, target, "before switch")
+
+    def afterSwitch(self, source: str, target: str) -> Deferred[SyncReport | None]:
+        """
+        After a switch from C{source} to C{target} (or a failover away from
+        a broken C{source}): one more pass for the rows C{source} took
+        during the switch, while C{target} serves.  Always C{migrate}.
+
+        Called after every switch (see L{switched}).
+
+        @return: Fires with the report, or L{None} under C{--sync none}.
+        """
+        # Always migrate: C{target} is live now, and a copy would replace
+        # the file it is writing to.
+        return self._hook(source, target, "after switch", "migrate")
+
+    def _hook(
+        self, source: str, target: str, why: str, strategy: str | None = None
+    ) -> Deferred[SyncReport | None]:
+        if self.mode == "none" or not self.running:
+            return succeed(None)
+
+        async def go() -> SyncReport | None:
+            return await self.sync(
+                source, target, strategy=strategy, who=why, wait=True
+            )
+
+        return Deferred.fromCoroutine(go())
+
+    async def _run(
+        self,
+        source: str,
+        target: str,
+        strategy: str,
+        dryRun: bool,
+        stop: str | None,
+        start: str | None,
+        who: str,
+        label: str,
+    ) -> SyncReport:
+        """
+        Run one sync through the syncer's lock and remember it.
+
+        @param label: The C{strategy} recorded: C{strategy}, or C{mirror}.
+        """
+        entry = {
+            "from": source,
+            "to": target,
+            "strategy": label,
+            "dry_run": dryRun,
+            "who": who,
+            "since": self.clock.seconds(),
+        }
+        self._inFlight.append(entry)
+        try:
+            report = await self.syncer.sync(
+                parseLocation(self.databases[source]),
+                parseLocation(self.databases[target]),
+                strategy,
+                dryRun=dryRun,
+                stopCommand=stop,
+                startCommand=start,
+            )
+        except Exception as e:
+            _log.failure(
+                "sync {source} -> {target} failed", source=source, target=target
+            )
+            report = SyncReport(
+                strategy=strategy,
+                source=self.databases[source],
+                target=self.databases[target],
+                dryRun=dryRun,
+                error=f"{type(e).__name__}: {e}",
+            )
+        finally:
+            self._inFlight.remove(entry)
+            if not self._inFlight:
+                # Told in a later turn, once the sync's caller has its report.
+                waiters, self._idleWaiters = self._idleWaiters, []
+                for waiter in waiters:
+                    self.clock.callLater(0, waiter.callback, None)
+        # When it ran (it may have waited for the lock).
+        began = self.clock.seconds() - report.seconds
+        if not dryRun:
+            self._record(source, target, label, report, began, who)
+        return report
+
+    def _record(
+        self,
+        source: str,
+        target: str,
+        label: str,
+        report: SyncReport,
+        began: float,
+        who: str,
+    ) -> LastSync:
+        """
+        Remember a finished sync and count it.
+        """
+        way = direction(source, target)
+        rows = sum(report.copied.values())
+        last = LastSync(
+            when=began,
+            strategy=label,
+            rowsCopied=rows,
+            conflicts=len(report.conflicts),
+            seconds=report.seconds,
+            complete=report.complete,
+            error=report.error,
+            who=who,
+        )
+        self.last[way] = last
+        key = (way, label, _result(report))
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.rowsCopied[way] = self.rowsCopied.get(way, 0) + rows
+        self.conflicts[way] = self.conflicts.get(way, 0) + len(report.conflicts)
+        self.durations[way] = report.seconds
+        return last
+
+    # The mirror
+
+    def startService(self) -> None:
+        """
+        Start the mirror loop (with C{--sync mirror}): a first pass now.
+        """
+        super().startService()
+        if self.mode == MIRROR:
+            self._loop = LoopingCall(self._tick)
+            self._loop.clock = self.clock
+            self._loopDone = self._loop.start(self.mirrorInterval, now=True)
+            _log.info(
+                "sync: mirroring the live database to the standby every {interval} s",
+                interval=self.mirrorInterval,
+            )
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the mirror loop, then wait for a running sync to end.
+        """
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        loop, done = self._loop, self._loopDone
+        self._loop = self._loopDone = None
+        if loop is not None and loop.running:
+            loop.stop()
+        if done is not None:
+            await done
+        # Every sync running or waiting (on demand, a switch hook's).
+        while self._inFlight:
+            waiter: Deferred[None] = Deferred()
+            self._idleWaiters.append(waiter)
+            await waiter
+
+    def _tick(self) -> Deferred[None] | None:
+        """
+        One mirror pass, unless a sync runs or waits.  Never fails (a
+        failing call would stop the L{LoopingCall} for good).
+        """
+        if self._pending or self.syncer.lock.locked:
+            return None
+        d = Deferred.fromCoroutine(self._pass())
+
+        def unexpected(failure: Any) -> None:
+            _log.failure("sync: mirror pass failed unexpectedly", failure)
+
+        return d.addErrback(unexpected)
+
+    async def _pass(self) -> None:
+        """
+        Migrate the live database to the standby once.
+        """
+        source = self.controller.live.name
+        target = self.controller.other(source).name
+        way = direction(source, target)
+        if way != self._mirrorDirection:
+            self._mirrorDirection = way
+            self._mirrorRows = None
+        report = await self._run(
+            source, target, "migrate", False, None, None, "mirror", MIRROR
+        )
+        last = self.last[way]
+        self._mirrorLast = last
+        self._mirrorRows = last.rowsCopied
+        if report.complete:
+            self._mirrorOK[way] = last.when
+            if self._failures:
+                _log.info(
+                    "sync: mirror {way} works again after {n} failed pass(es)",
+                    way=way,
+                    n=self._failures,
+                    event="sync-mirror-recovered",
+                )
+            self._failures, self._failure = 0, None
+            return
+        why = report.error or "; ".join(c.describe() for c in report.conflicts[:5]) + (
+            f"; and {len(report.conflicts) - 5} more"
+            if len(report.conflicts) > 5
+            else ""
+        )
+        if not self._failures:
+            _log.warn(
+                "sync: mirror {way} failed: {why} (logged once until it works "
+                "again; see the status)",
+                way=way,
+                why=why,
+                event="sync-mirror-failed",
+            )
+        self._failures += 1
+        self._failure = why
+
+    def lag(self) -> float | None:
+        """
+        @return: Seconds since the start of the last complete mirror pass
+            from the environment live now to the standby; L{None} if there
+            was none (or no mirror).
+        """
+        if self.mode != MIRROR:
+            return None
+        source = self.controller.live.name
+        way = direction(source, self.controller.other(source).name)
+        when = self._mirrorOK.get(way)
+        if when is None:
+            return None
+        return max(0.0, self.clock.seconds() - when)
+
+    # Reporting
+
+    def status(self) -> dict[str, Any]:
+        """
+        @return: The C{sync} section of C{GET /api/status} (and
+            C{GET /api/sync}): the databases, the mode, the running sync,
+            the last sync of each direction and the mirror.
+        """
+        mirror: dict[str, Any] | None = None
+        if self.mode == MIRROR:
+            source = self.controller.live.name
+            lag = self.lag()
+            mirror = {
+                "interval": self.mirrorInterval,
+                "running": self._loop is not None and self._loop.running,
+                "direction": direction(source, self.controller.other(source).name),
+                "lag": None if lag is None else round(lag, 3),
+                "last_rows": self._mirrorRows,
+                "last_pass": None
+                if self._mirrorLast is None
+                else self._mirrorLast.asJSON(),
+                "failing": self._failures > 0,
+                "failures": self._failures,
+                "error": self._failure,
+            }
+        return {
+            "mode": self.mode,
+            "databases": dict(self.databases),
+            "running": [dict(entry) for entry in self._inFlight],
+            "last": {way: last.asJSON() for way, last in sorted(self.last.items())},
+            "mirror": mirror,
+        }
+
+
+def _families() -> tuple[
+    CounterMetricFamily,
+    CounterMetricFamily,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+]:
+    """
+    @return: The families of L{SyncMetrics}, empty.
+    """
+    return (
+        CounterMetricFamily(
+            "bluegreen_sync_runs",
+            "Database syncs finished (mirror passes: strategy mirror), by "
+            "result: complete, incomplete (conflicts) or failed.",
+            labels=["direction", "strategy", "result"],
+        ),
+        CounterMetricFamily(
+            "bluegreen_sync_rows_copied",
+            "Rows copied by database syncs.",
+            labels=["direction"],
+        ),
+        CounterMetricFamily(
+            "bluegreen_sync_conflicts",
+            "Conflicts reported by database syncs (rows not copied).",
+            labels=["direction"],
+        ),
+        GaugeMetricFamily(
+            "bluegreen_sync_duration_seconds",
+            "How long the last database sync of the direction took.",
+            labels=["direction"],
+        ),
+        GaugeMetricFamily(
+            "bluegreen_sync_mirror_lag_seconds",
+            "Seconds since the start of the last complete mirror pass from the "
+            "live database to the standby (absent before the first one).",
+        ),
+    )
+
+
+class SyncMetrics:
+    """
+    The sync's metrics: a collector for L{bluegreen.metrics.Metrics.register}.
+
+    @ivar sync: The sync service.
+    """
+
+    def __init__(self, sync: SyncService) -> None:
+        self.sync = sync
+
+    def describe(self) -> Iterable[Metric]:
+        """
+        The metric families, without samples.
+        """
+        return list(_families())
+
+    def collect(self) -> Iterable[Metric]:
+        """
+        The metric families with their current samples.
+        """
+        runs, rows, conflicts, duration, lag = _families()
+        sync = self.sync
+        for (way, strategy, result), count in sorted(sync.counts.items()):
+            runs.add_metric([way, strategy, result], count)
+        for way, count in sorted(sync.rowsCopied.items()):
+            rows.add_metric([way], count)
+        for way, count in sorted(sync.conflicts.items()):
+            conflicts.add_metric([way], count)
+        for way, seconds in sorted(sync.durations.items()):
+            duration.add_metric([way], seconds)
+        behind = sync.lag()
+        if behind is not None:
+            lag.add_metric([], behind)
+        return [runs, rows, conflicts, duration, lag]
+
+
+__all__ = [
+    "LastSync",
+    "SyncBusy",
+    "SyncMetrics",
+    "SyncService",
+    "SyncUnavailable",
+    "direction",
+]

@@ -1,0 +1,782 @@
+# -*- test-case-name: tests.test_sync_more -*-
+"""
+More tests for L{bluegreen.sync}: concurrent writers on the source,
+children killed mid-way, schema drift, failing stop and start commands, the
+workshop app's own schema, foreign-key cycles, idempotence after conflicts
+and large or wide tables.  Real C{sqlite3} and C{rsync} children, as in
+L{tests.test_sync}.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from bluegreen._process import ProcessRunner, Tools
+from bluegreen.sync import (
+    COLUMN_ONLY_ON_TARGET,
+    FK_ORPHAN,
+    KEY_CONFLICT,
+    KEY_MISMATCH,
+    TABLE_ONLY_ON_TARGET,
+    UNIQUE_CONFLICT,
+    Syncer,
+    SyncReport,
+)
+
+from .test_sync import (
+    SyncTestsMixin,
+    build,
+    content,
+    deferLaterSeconds,
+    reactor,
+    rows,
+)
+
+
+def make(path: str, mode: str, script: str) -> None:
+    """
+    Create a database at C{path} in journal C{mode} with C{script}.
+    """
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA journal_mode={mode}")
+    db.executescript(script)
+    db.commit()
+    db.close()
+
+
+def staging(directory: str) -> list[str]:
+    """
+    @return: The sync's leftovers in C{directory} (snapshot, staged file,
+        rsync's temporary file, their journals).
+    """
+    return sorted(f for f in os.listdir(directory) if ".sync-" in f)
+
+
+class Mixin(SyncTestsMixin):
+    """
+    L{SyncTestsMixin} for databases that may lack C{sqlite_sequence}.
+    """
+
+    def assertClean(self, sourceSidecars: bool = False) -> None:
+        """
+        As L{SyncTestsMixin.assertClean}; C{sqlite_sequence} is optional.
+        """
+        test: Any = self
+        if rows(
+            self.target, "SELECT 1 FROM sqlite_schema WHERE name='sqlite_sequence'"
+        ):
+            super().assertClean(sourceSidecars)
+            return
+        test.assertEqual(rows(self.target, "PRAGMA integrity_check"), [("ok",)])
+        left = sorted(
+            f
+            for f in os.listdir(self.dir)
+            if (f.endswith(("-wal", "-shm")) or ".sync-" in f)
+            and not (sourceSidecars and f.startswith("green.db-"))
+        )
+        test.assertEqual(left, [])
+
+
+class KillingRunner(ProcessRunner):
+    """
+    A runner that kills (C{SIGKILL}, the whole process group) the first
+    child C{select} picks, C{after} seconds after it started, and can slow
+    C{rsync} down or make the merge wait before its C{COMMIT}.
+
+    @ivar select: Picks the child to kill from its argv and stdin.
+    @ivar after: Seconds before the kill.
+    @ivar bwlimit: C{rsync --bwlimit} (KiB/s), or 0.
+    @ivar stall: Whether to add a long statement before the merge's
+        C{COMMIT} (so the kill lands after the inserts, before the commit).
+    @ivar sig: The signal sent.
+    @ivar killed: The argv of the child killed.
+    """
+
+    select: Callable[[tuple[str, ...], bytes], bool]
+    after: float = 0.5
+    bwlimit: int = 0
+    stall: bool = False
+    sig: int = signal.SIGKILL
+    killed: list[tuple[str, ...]]
+
+    def run(self, argv: Any, stdin: bytes = b"", *a: Any, **kw: Any) -> Any:
+        """
+        Run, and kill the child if it is the one selected.
+        """
+        args = tuple(argv)
+        if self.bwlimit and args[0].endswith("/rsync"):
+            args = (args[0], f"--bwlimit={self.bwlimit}", *args[1:])
+        if self.stall and b"BEGIN IMMEDIATE" in stdin and b"\nCOMMIT;" in stdin:
+            stdin = stdin.replace(
+                b"\nCOMMIT;",
+                b"\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                b"WHERE x < 1000000000) SELECT count(*) FROM c;\nCOMMIT;",
+            )
+        before = set(self._running)
+        d = super().run(args, stdin, *a, **kw)
+        if not self.killed and self.select(args, stdin):
+            (child,) = set(self._running) - before
+            self.killed.append(args)
+
+            def kill() -> None:
+                if child.transport is not None and child.transport.pid is not None:
+                    try:
+                        os.killpg(child.transport.pid, self.sig)
+                    except ProcessLookupError:
+                        pass
+
+            call = self.reactor.callLater(self.after, kill)
+            child.ended.addCallback(lambda _: call.active() and call.cancel())
+        return d
+
+
+def killing(
+    select: Callable[[tuple[str, ...], bytes], bool],
+    after: float = 0.5,
+    bwlimit: int = 0,
+    stall: bool = False,
+    sig: int = signal.SIGKILL,
+) -> KillingRunner:
+    """
+    @return: A L{KillingRunner} (its attributes set after attrs' C{__init__}).
+    """
+    runner = KillingRunner(reactor, Tools.find())
+    for name, value in (
+        ("select", select),
+        ("after", after),
+        ("bwlimit", bwlimit),
+        ("stall", stall),
+        ("sig", sig),
+        ("killed", []),
+    ):
+        object.__setattr__(runner, name, value)
+    return runner
+
+
+class ConcurrencyTests(Mixin, TestCase):
+    """
+    A writer on the source while the snapshot is taken.
+    """
+
+    timeout = 120
+
+    def test_writerOnSource(self) -> Deferred[None]:
+        """
+        An app inserting into the source (one commit per row) while migrate
+        runs sees no busy error; the target receives a consistent prefix of
+        its writes (ids contiguous), and the next run brings the rest:
+        nothing is lost.
+        """
+
+        async def go() -> None:
+            filler = ";".join(
+                f"INSERT INTO tags VALUES ({i}, randomblob(500))" for i in range(5000)
+            )
+            build(self.source, "wal", filler + ";")
+            build(self.target, "wal")
+            stop = threading.Event()
+            errors: list[Exception] = []
+            written: list[int] = []
+
+            def writer() -> None:
+                db = sqlite3.connect(self.source, timeout=20)
+                n = 1000
+                while not stop.is_set():
+                    try:
+                        db.execute(
+                            "INSERT INTO facts(id, text) VALUES (?, 'live')", (n,)
+                        )
+                        db.commit()
+                        written.append(n)
+                        n += 1
+                    except Exception as e:
+                        errors.append(e)
+                db.close()
+
+            def prefix() -> int:
+                live = sorted(
+                    r[0]
+                    for r in rows(self.target, "SELECT id FROM facts WHERE id>=1000")
+                )
+                self.assertEqual(live, list(range(1000, 1000 + len(live))))
+                return len(live)
+
+            d = deferToThread(writer)
+            try:
+                await deferLaterSeconds(0.2)
+                first = await self.sync("migrate")
+                seen = prefix()
+                second = await self.sync("migrate")
+                self.assertGreater(prefix(), seen)
+            finally:
+                stop.set()
+                await d
+            self.assertEqual(errors, [])
+            self.assertTrue(first.complete, first.summary())
+            self.assertTrue(second.complete, second.summary())
+            self.assertGreater(first.copied["facts"], 0)
+            third = await self.sync("migrate")
+            self.assertTrue(third.complete, third.summary())
+            got = {r[0] for r in rows(self.target, "SELECT id FROM facts")}
+            self.assertEqual(set(written) - got, set())
+            self.assertEqual(content(self.target), content(self.source))
+            self.assertClean(sourceSidecars=True)
+
+        return Deferred.fromCoroutine(go())
+
+
+class KilledTests(Mixin, TestCase):
+    """
+    C{rsync} or C{sqlite3} killed mid-way leaves the target unchanged and
+    the sync's files removed.
+    """
+
+    timeout = 120
+
+    def _killed(
+        self, runner: KillingRunner, mode: str, strategy: str = "migrate"
+    ) -> Deferred[SyncReport]:
+        async def go() -> SyncReport:
+            many = ";".join(
+                f"INSERT INTO tags VALUES ({i}, randomblob(1000))" for i in range(3000)
+            )
+            build(self.source, mode, many + ";")
+            build(self.target, mode, "INSERT INTO facts(text) VALUES ('blue');")
+            before = content(self.target)
+            with open(self.target, "rb") as f:
+                raw = f.read()
+            self.syncer = Syncer(reactor, runner)
+            report = await self.sync(strategy)
+            self.assertEqual(len(runner.killed), 1)
+            assert report.error is not None
+            if runner.sig == signal.SIGKILL:
+                self.assertIn("killed by signal KILL", report.error)
+            else:
+                # rsync catches TERM, cleans up and exits with code 20.
+                self.assertIn("exited with code 20", report.error)
+            self.assertFalse(report.complete)
+            self.assertEqual(staging(self.dir), [])
+            # A merge killed in rollback mode leaves a hot journal, which the
+            # next connection (here, content()'s) rolls back.
+            self.assertEqual(content(self.target), before)
+            if mode == "delete":
+                self.assertFalse(os.path.exists(self.target + "-journal"))
+                with open(self.target, "rb") as f:
+                    self.assertEqual(f.read(), raw)
+            self.assertClean(sourceSidecars=True)
+            return report
+
+        return Deferred.fromCoroutine(go())
+
+    def test_rsyncKilled(self) -> Deferred[None]:
+        """
+        C{rsync} killed mid-transfer (slowed down with C{--bwlimit}): the
+        target is untouched and neither the staged file nor rsync's
+        temporary file is left.
+        """
+        runner = killing(lambda argv, _: argv[0].endswith("/rsync"), 0.5, bwlimit=500)
+        d = self._killed(runner, "delete")
+        return d.addCallback(lambda r: self.assertIn("rsync", r.error or ""))
+
+    def test_rsyncTerminated(self) -> Deferred[None]:
+        """
+        C{rsync} stopped with C{SIGTERM} (as the runner's timeout and
+        cancellation do first) cleans up after itself: nothing is left.
+        """
+        runner = killing(
+            lambda argv, _: argv[0].endswith("/rsync"),
+            0.5,
+            bwlimit=500,
+            sig=signal.SIGTERM,
+        )
+        return self._killed(runner, "delete").addCallback(lambda _: None)
+
+    def test_rsyncKilledCopy(self) -> Deferred[None]:
+        """
+        The same for C{copy} (WAL).
+        """
+        runner = killing(lambda argv, _: argv[0].endswith("/rsync"), 0.5, bwlimit=500)
+        return self._killed(runner, "wal", "copy").addCallback(lambda _: None)
+
+    def test_sqliteKilledMidMerge(self) -> Deferred[None]:
+        """
+        The merge's C{sqlite3} killed after its inserts, before its
+        C{COMMIT} (rollback journal): nothing of it is left on the target.
+        """
+
+        def merge(argv: tuple[str, ...], stdin: bytes) -> bool:
+            return b"BEGIN IMMEDIATE" in stdin and b"\nCOMMIT;" in stdin
+
+        return self._killed(killing(merge, 1.0, stall=True), "delete").addCallback(
+            lambda _: None
+        )
+
+    def test_sqliteKilledMidMergeWal(self) -> Deferred[None]:
+        """
+        The same with WAL databases.
+        """
+
+        def merge(argv: tuple[str, ...], stdin: bytes) -> bool:
+            return b"BEGIN IMMEDIATE" in stdin and b"\nCOMMIT;" in stdin
+
+        return self._killed(killing(merge, 1.0, stall=True), "wal").addCallback(
+            lambda _: None
+        )
+
+
+class DriftTests(Mixin, TestCase):
+    """
+    Schema drift between the sides.
+    """
+
+    timeout = 60
+
+    def test_tableOnlyOnTarget(self) -> Deferred[None]:
+        """
+        A table only the target has is reported and left alone; the other
+        tables are merged; copy refuses.
+        """
+
+        async def go() -> None:
+            build(self.source, "wal", "INSERT INTO facts(id, text) VALUES (3, 'g');")
+            build(
+                self.target,
+                "wal",
+                "CREATE TABLE audit(x); INSERT INTO audit VALUES ('kept');",
+            )
+            report = await self.sync("migrate")
+            self.assertEqual(
+                [(c.kind, c.table) for c in report.conflicts],
+                [(TABLE_ONLY_ON_TARGET, "audit")],
+            )
+            self.assertFalse(report.complete)
+            self.assertEqual(report.copied["facts"], 1)
+            self.assertEqual(rows(self.target, "SELECT x FROM audit"), [("kept",)])
+            copy = await self.sync("copy")
+            assert copy.error is not None
+            self.assertIn("table_only_on_target: audit", copy.error)
+            self.assertEqual(rows(self.target, "SELECT x FROM audit"), [("kept",)])
+            self.assertClean()
+
+        return Deferred.fromCoroutine(go())
+
+    def test_keyMismatch(self) -> Deferred[None]:
+        """
+        Tables whose primary keys differ between the sides are reported and
+        not merged (a composite key against a single one, a key against
+        none); the other tables are.
+        """
+
+        async def go() -> None:
+            make(
+                self.source,
+                "wal",
+                "CREATE TABLE k(a, b, v, PRIMARY KEY(a));"
+                "CREATE TABLE n(a, b);"
+                "CREATE TABLE ok(id INTEGER PRIMARY KEY, v);"
+                "INSERT INTO k VALUES (1, 1, 'x'); INSERT INTO n VALUES (1, 2);"
+                "INSERT INTO ok VALUES (1, 'y');",
+            )
+            make(
+                self.target,
+                "wal",
+                "CREATE TABLE k(a, b, v, PRIMARY KEY(a, b));"
+                "CREATE TABLE n(a PRIMARY KEY, b);"
+                "CREATE TABLE ok(id INTEGER PRIMARY KEY, v);",
+            )
+            report = await self.sync("migrate")
+            self.assertEqual(
+                sorted((c.kind, c.table) for c in report.conflicts),
+                [(KEY_MISMATCH, "k"), (KEY_MISMATCH, "n")],
+            )
+            byTable = {c.table: c for c in report.conflicts}
+            self.assertIn(
+                "key (a) on the source, (a, b) on the target", byTable["k"].detail
+            )
+            self.assertEqual(report.copied, {"ok": 1})
+            self.assertEqual(rows(self.target, "SELECT count(*) FROM k"), [(0,)])
+            self.assertEqual(rows(self.target, "SELECT count(*) FROM n"), [(0,)])
+            self.assertClean()
+
+        return Deferred.fromCoroutine(go())
+
+    def test_notNullOnlyOnTarget(self) -> Deferred[None]:
+        """
+        A NOT NULL column without a default that only the target has: the
+        table is skipped and reported; a nullable or defaulted target-only
+        column gets its default.
+        """
+
+        async def go() -> None:
+            make(
+                self.source,
+                "delete",
+                "CREATE TABLE strict(id INTEGER PRIMARY KEY, v);"
+                "CREATE TABLE loose(id INTEGER PRIMARY KEY, v);"
+                "INSERT INTO strict VALUES (1, 'a');"
+                "INSERT INTO loose VALUES (1, 'b');",
+            )
+            make(
+                self.target,
+                "delete",
+                "CREATE TABLE strict(id INTEGER PRIMARY KEY, v, must NOT NULL);"
+                "CREATE TABLE loose(id INTEGER PRIMARY KEY, v, "
+                "opt, dflt NOT NULL DEFAULT 7);",
+            )
+            report = await self.sync("migrate")
+            kinds = sorted((c.kind, c.table, c.detail) for c in report.conflicts)
+            self.assertEqual(
+                kinds,
+                [
+                    (COLUMN_ONLY_ON_TARGET, "loose", "column dflt gets its default"),
+                    (COLUMN_ONLY_ON_TARGET, "loose", "column opt gets its default"),
+                    (
+                        COLUMN_ONLY_ON_TARGET,
+                        "strict",
+                        "column must is NOT NULL without a default: table not merged",
+                    ),
+                ],
+            )
+            self.assertNotIn("strict", report.copied)
+            self.assertEqual(report.copied["loose"], 1)
+            self.assertEqual(rows(self.target, "SELECT count(*) FROM strict"), [(0,)])
+            self.assertEqual(
+                rows(self.target, "SELECT * FROM loose"), [(1, "b", None, 7)]
+            )
+            self.assertClean()
+
+        return Deferred.fromCoroutine(go())
+
+
+class CommandTests(Mixin, TestCase):
+    """
+    Failing stop and start commands in C{copy}.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.marks = os.path.join(self.dir, "marks")
+
+    def marked(self) -> str:
+        """
+        @return: What the stop and start commands wrote.
+        """
+        try:
+            with open(self.marks) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def test_stopFails(self) -> Deferred[None]:
+        """
+        A stop command that fails: a clear error naming it, its exit code
+        and stderr; the target untouched, no backup, start not run.
+        """
+
+        async def go() -> None:
+            build(self.source, "wal", "INSERT INTO facts(text) VALUES ('new');")
+            build(self.target, "wal")
+            before = content(self.target)
+            report = await self.sync(
+                "copy",
+                stopCommand="echo cannot stop >&2; exit 3",
+                startCommand=f"echo start >> {self.marks}",
+            )
+            assert report.error is not None
+            self.assertIn("exit 3", report.error)
+            self.assertIn("exited with code 3", report.error)
+            self.assertIn("cannot stop", report.error)
+            self.assertIsNone(report.backup)
+            self.assertEqual(report.copied, {})
+            self.assertEqual(self.marked(), "")
+            self.assertEqual(content(self.target), before)
+            self.assertEqual([f for f in os.listdir(self.dir) if "pre-sync" in f], [])
+            self.assertClean()
+
+        return Deferred.fromCoroutine(go())
+
+    def test_startFails(self) -> Deferred[None]:
+        """
+        A start command that fails after the swap: the swap stands (the
+        target holds the source's content, the old file is kept as the
+        backup the report names), and the report fails naming the start
+        command, so the operator knows the app is down.
+        """
+
+        async def go() -> None:
+            build(self.source, "wal", "INSERT INTO facts(text) VALUES ('new');")
+            build(self.target, "wal")
+            old = content(self.target)
+            report = await self.sync(
+                "copy",
+                stopCommand=f"echo stop >> {self.marks}",
+                startCommand="echo no port >&2; exit 4",
+            )
+            assert report.error is not None
+            self.assertIn("exited with code 4", report.error)
+            self.assertIn("no port", report.error)
+            self.assertFalse(report.complete)
+            self.assertEqual(self.marked(), "stop\n")
+            self.assertEqual(content(self.target), content(self.source))
+            assert report.backup is not None
+            self.assertEqual(content(report.backup), old)
+            os.rename(report.backup, os.path.join(self.dir, "kept"))
+            self.assertClean()
+
+        return Deferred.fromCoroutine(go())
+
+    def test_startFailsAfterRefusal(self) -> Deferred[None]:
+        """
+        When the swap is refused after the stop (the app left a C{-wal}),
+        the start command still runs; if it fails too, the report still
+        says why the swap was refused.
+        """
+
+        async def go() -> None:
+            build(self.source, "wal")
+            build(self.target, "wal")
+            app = sqlite3.connect(self.target)
+            app.execute("SELECT count(*) FROM facts").fetchall()
+            self.addCleanup(app.close)
+            report = await self.sync(
+                "copy",
+                stopCommand=f"echo stop >> {self.marks}",
+                startCommand=f"echo start >> {self.marks}; exit 5",
+            )
+            self.assertEqual(self.marked(), "stop\nstart\n")
+            assert report.error is not None
+            self.assertIn("is the target app still running", report.error)
+            self.assertEqual(staging(self.dir), [])
+
+        return Deferred.fromCoroutine(go())
+
+
+WORKSHOP = """
+CREATE TABLE facts(info TEXT);
+CREATE TABLE votes(catId INT, votes INT);
+CREATE TABLE cats(img TEXT);
+"""
+
+
+class ShapeTests(Mixin, TestCase):
+    """
+    The workshop's schema, foreign-key cycles, conflicts twice, size.
+    """
+
+    timeout = 180
+
+    def test_workshopSchema(self) -> Deferred[None]:
+        """
+        The workshop app's original schema (rowid tables without keys) is
+        merged as multisets, duplicates counted; twice inserts nothing.
+        """
+
+        async def go() -> None:
+            for path in (self.source, self.target):
+                make(
+                    path,
+                    "wal",
+                    WORKSHOP + "INSERT INTO facts VALUES ('cats purr');"
+                    "INSERT INTO cats VALUES ('a.jpg');"
+                    "INSERT INTO votes VALUES (1, 0);",
+                )
+            db = sqlite3.connect(self.source)
+            db.executescript(
+                "INSERT INTO facts VALUES ('cats sleep'), ('cats sleep'), (NULL);"
+                "INSERT INTO cats VALUES ('b.jpg'), ('a.jpg');"
+                "INSERT INTO votes VALUES (2, 1), (2, 1);"
+            )
+            db.close()
+            db = sqlite3.connect(self.target)
+            db.executescript("INSERT INTO facts VALUES ('blue fact');")
+            db.close()
+            report = await self.sync("migrate")
+            self.assertTrue(report.complete, report.summary())
+            self.assertEqual(report.copied, {"facts": 3, "cats": 2, "votes": 2})
+            self.assertEqual(report.targetOnly, {"facts": 1, "cats": 0, "votes": 0})
+            self.assertEqual(
+                sorted(
+                    rows(self.target, "SELECT info FROM facts"), key=lambda r: repr(r)
+                ),
+                sorted(
+                    [
+                        ("cats purr",),
+                        ("cats sleep",),
+                        ("cats sleep",),
+                        (None,),
+                        ("blue fact",),
+                    ],
+                    key=lambda r: repr(r),
+                ),
+            )
+            src, dst = content(self.source), content(self.target)
+            self.assertEqual(src["cats"], dst["cats"])
+            self.assertEqual(src["votes"], dst["votes"])
+            again = await self.sync("migrate")
+            self.assertTrue(again.complete)
+            self.assertEqual(sum(again.copied.values()), 0)
+            self.assertEqual(content(self.target), dst)
+            self.assertClean()
+
+        return Deferred.fromCoroutine(go())
+
+    def test_foreignKeyCycle(self) -> Deferred[None]:
+        """
+        Tables referring to each other are merged whole; a foreign key
+        naming only its parent table (the parent's key implied) still finds
+        orphans.
+        """
+
+        async def go() -> None:
+            schema = (
+                "CREATE TABLE a(id INTEGER PRIMARY KEY, b_id REFERENCES b(id));"
+                "CREATE TABLE b(id INTEGER PRIMARY KEY, a_id REFERENCES a(id));"
+                "CREATE TABLE parent(id INTEGER PRIMARY KEY);"
+                "CREATE TABLE child(id INTEGER PRIMARY KEY, p REFERENCES parent);"
+            )
+            make(
+                self.source,
+                "wal",
+                schema + "INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1, 1);"
+                "INSERT INTO a VALUES (2, NULL); INSERT INTO b VALUES (2, 2);"
+                "INSERT INTO parent VALUES (1);"
+                "INSERT INTO child VALUES (1, 1), (2, 99);",
+            )
+            make(self.target, "wal", schema)
+            report = await self.sync("migrate")
+            self.assertEqual(
+                [(c.kind, c.table, c.key) for c in report.conflicts],
+                [(FK_ORPHAN, "child", ("2",))],
+            )
+            self.assertEqual(report.copied, {"a": 2, "b": 2, "parent": 1, "child": 1})
+            self.assertEqual(
+                rows(self.target, "SELECT * FROM a ORDER BY id"), [(1, 1), (2, None)]
+            )
+            self.assertEqual(rows(self.target, "PRAGMA foreign_key_check"), [])
+            self.assertClean()
+
+        return Deferred.fromCoroutine(go())
+
+    def test_conflictsTwice(self) -> Deferred[None]:
+        """
+        A second run after conflicts reports the same conflicts and inserts
+        nothing.
+        """
+
+        async def go() -> None:
+            build(
+                self.source,
+                "wal",
+                "INSERT INTO facts(id, text) VALUES (3, 'green three'), (4, 'ok');"
+                "INSERT INTO cats VALUES (5, 'garfield', NULL);"
+                "INSERT INTO votes VALUES (7, 99, 1);",
+            )
+            build(
+                self.target,
+                "wal",
+                "INSERT INTO facts(id, text) VALUES (3, 'blue three');"
+                "INSERT INTO cats VALUES (6, 'garfield', NULL);",
+            )
+            first = await self.sync("migrate")
+            after = content(self.target)
+            second = await self.sync("migrate")
+
+            def kinds(report: SyncReport) -> list[Any]:
+                return sorted(
+                    (c.kind, c.table, c.key, c.detail) for c in report.conflicts
+                )
+
+            self.assertEqual(
+                [k[:2] for k in kinds(first)],
+                [
+                    (FK_ORPHAN, "votes"),
+                    (KEY_CONFLICT, "facts"),
+                    (UNIQUE_CONFLICT, "cats"),
+                ],
+            )
+            self.assertEqual(kinds(second), kinds(first))
+            self.assertEqual(first.copied["facts"], 1)
+            self.assertEqual(sum(second.copied.values()), 0)
+            self.assertFalse(second.complete)
+            self.assertEqual(content(self.target), after)
+            self.assertClean()
+
+        return Deferred.fromCoroutine(go())
+
+    def test_hundredThousandRows(self) -> Deferred[None]:
+        """
+        A 100,000-row migrate completes; the next one inserts nothing.
+        """
+
+        async def go() -> None:
+            schema = (
+                "CREATE TABLE big(id INTEGER PRIMARY KEY, at TEXT, body TEXT UNIQUE);"
+                "CREATE TABLE bag(x, y);"
+            )
+            make(
+                self.source,
+                "wal",
+                schema + "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+                "FROM c WHERE i < 100000) INSERT INTO big SELECT i, "
+                "'2024-01-01', printf('%080d', i) FROM c;"
+                "INSERT INTO bag SELECT id % 10, id % 7 FROM big;",
+            )
+            make(self.target, "wal", schema)
+            report = await self.sync("migrate")
+            self.assertTrue(report.complete, report.summary())
+            self.assertEqual(report.copied, {"big": 100000, "bag": 100000})
+            self.assertEqual(content(self.target), content(self.source))
+            again = await self.sync("migrate")
+            self.assertEqual(sum(again.copied.values()), 0)
+            self.assertClean()
+
+        return Deferred.fromCoroutine(go())
+
+    def _wide(self, strategy: str) -> Deferred[None]:
+        async def go() -> None:
+            columns = ", ".join(f"c{i}" for i in range(70))
+            schema = f"CREATE TABLE wide(id INTEGER PRIMARY KEY, {columns});"
+            schema += "CREATE TABLE narrow(id INTEGER PRIMARY KEY, v);"
+            values = ", ".join(str(i) for i in range(70))
+            make(
+                self.source,
+                "delete",
+                schema + f"INSERT INTO wide VALUES (1, {values});"
+                "INSERT INTO narrow VALUES (1, 'x');",
+            )
+            make(self.target, "delete", schema)
+            before = content(self.target)
+            report = await self.sync(strategy)
+            self.assertFalse(report.complete)
+            assert report.error is not None, report.summary()
+            self.assertIn("too many arguments on function json_object", report.error)
+            self.assertEqual(content(self.target), before)
+            self.assertClean()
+
+        return Deferred.fromCoroutine(go())
+
+    def test_wideTable(self) -> Deferred[None]:
+        """
+        A table of 70 columns (beyond the ~63 that C{json_object}'s 127
+        arguments allow): migrate fails with SQLite's error, changing
+        nothing, rather than crashing.
+        """
+        return self._wide("migrate")
+
+    def test_wideTableCopy(self) -> Deferred[None]:
+        """
+        The same limit hits C{copy} onto an existing target (its check that
+        the target took no writes is a dry-run merge).
+        """
+        return self._wide("copy")
