@@ -587,7 +587,58 @@ def formatStatus(status: Mapping[str, Any], colour: bool = False) -> str:
             )
     else:
         lines.append("no switches yet")
+    lines += _flagLines(status.get("flags")) + _syncLines(status.get("sync"), now)
+    syncing = status.get("syncing")
+    if syncing:
+        lines.append(f"now: {syncing}")
     return "\n".join(lines) + "\n"
+
+
+def _flagLines(flags: Any) -> list[str]:
+    """
+    @return: A line per environment with Redis: its flags, or why they are
+        stale.
+    """
+    if not isinstance(flags, Mapping):
+        return []
+    lines = ["", "flags:"]
+    for env, table in sorted(dict(flags.get("environments", {})).items()):
+        if not isinstance(table, Mapping) or table.get("redis") is None:
+            lines.append(f"  {env:<6} no Redis")
+            continue
+        values = dict(table.get("flags", {}))
+        text = ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "none set"
+        if table.get("stale"):
+            text += f"  (STALE: {table.get('error') or 'Redis unreachable'})"
+        lines.append(f"  {env:<6} {text}")
+    return lines
+
+
+def _syncLines(sync: Any, now: float) -> list[str]:
+    """
+    @return: The sync mode, the mirror's lag and the last sync each way.
+    """
+    if not isinstance(sync, Mapping):
+        return []
+    lines = ["", f"database sync: {sync.get('mode', '?')}"]
+    mirror = sync.get("mirror")
+    if isinstance(mirror, Mapping):
+        lag = mirror.get("lag")
+        lagText = "no complete pass yet" if lag is None else f"lag {lag:.1f} s"
+        failing = f"; FAILING: {mirror.get('error')}" if mirror.get("failing") else ""
+        lines.append(f"  mirror {mirror.get('direction', '?')}: {lagText}{failing}")
+    for way, last in sorted(dict(sync.get("last", {})).items()):
+        if not isinstance(last, Mapping):
+            continue
+        when = last.get("when")
+        ago = f" ({_ago(now - when)})" if isinstance(when, (int, float)) else ""
+        result = "complete" if last.get("complete") else "INCOMPLETE"
+        lines.append(
+            f"  {way}: {last.get('strategy')} {result}, "
+            f"{last.get('rows_copied', 0)} rows, {last.get('conflicts', 0)} "
+            f"conflicts{ago}"
+        )
+    return lines
 
 
 def _liveLine(status: Mapping[str, Any], colour: bool) -> str:

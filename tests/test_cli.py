@@ -129,3 +129,65 @@ class MainTests(SynchronousTestCase):
             code = main()
         self.assertEqual(code, 2)
         self.assertIn("--bogus", err.getvalue())
+
+
+class StatusSectionsTests(SynchronousTestCase):
+    """
+    C{bluegreen status} shows the flags and the database sync when the
+    service has them.
+    """
+
+    def test_flagsAndSync(self) -> None:
+        """
+        A line per environment's flags (stale ones say why), the sync mode,
+        the mirror's lag and the last sync each way, and a sync in progress.
+        """
+        from bluegreen.cli import formatStatus
+
+        status = {
+            "now": 1000.0,
+            "live": "green",
+            "why": "start",
+            "mode": "serving",
+            "syncing": "bringing blue's database up to date from green",
+            "environments": {},
+            "history": [],
+            "flags": {
+                "environments": {
+                    "green": {"redis": "redis://h:1/0", "flags": {"RECENT": "ON"}},
+                    "blue": {
+                        "redis": "redis://h:2/0",
+                        "flags": {},
+                        "stale": True,
+                        "error": "connection refused",
+                    },
+                }
+            },
+            "sync": {
+                "mode": "mirror",
+                "mirror": {"direction": "green->blue", "lag": 2.25, "failing": False},
+                "last": {
+                    "green->blue": {
+                        "when": 990.0,
+                        "strategy": "migrate",
+                        "complete": False,
+                        "rows_copied": 3,
+                        "conflicts": 1,
+                    }
+                },
+            },
+        }
+        text = formatStatus(status)
+        self.assertIn(
+            "flags:\n"
+            "  blue   none set  (STALE: connection refused)\n"
+            "  green  RECENT=ON\n",
+            text,
+        )
+        self.assertIn(
+            "database sync: mirror\n"
+            "  mirror green->blue: lag 2.2 s\n"
+            "  green->blue: migrate INCOMPLETE, 3 rows, 1 conflicts (10 s ago)\n",
+            text,
+        )
+        self.assertIn("now: bringing blue's database up to date from green", text)
