@@ -17,9 +17,10 @@ the data path.  One sync runs at a time (L{Syncer.lock}).
 Both strategies start the same way: snapshot the source with C{VACUUM INTO}
 (C{.backup}, bounded by a timeout, before SQLite 3.27) to a unique name in
 the source's directory, verify it (C{PRAGMA integrity_check} is exactly
-C{ok}; a L{Manifest} of row counts and order-independent content hashes),
-ship it with C{rsync --fsync} to a unique staging name in the target's
-directory and verify it again there.  The snapshot and staging files are
+C{ok}; a L{Manifest} of row counts and, for C{copy}, order-independent
+content hashes), ship it with C{rsync --fsync} to a unique staging name in
+the target's directory and verify it there: its SHA-256 is the snapshot's
+and C{PRAGMA quick_check} is C{ok}.  The snapshot and staging files are
 always removed afterwards.
 
   - C{migrate}: attach the staged snapshot read-only to the target and, in
@@ -369,15 +370,18 @@ def _parseTables(rows: list[dict[str, Any]]) -> dict[str, Table]:
 class Manifest:
     """
     What a database holds: its integrity and, per table, the row count and
-    an order-independent content hash (SHA3-256 over the sorted SHA3-256
-    hashes of the rows' C{quote()}d values).
+    (if C{hashed}) an order-independent content hash (SHA3-256 over the
+    sorted SHA3-256 hashes of the rows' C{quote()}d values).
 
     @ivar integrity: C{PRAGMA integrity_check}'s answer (C{ok} when sound).
-    @ivar tables: C{(table, rows, hash)} sorted by table.
+    @ivar tables: C{(table, rows, hash)} sorted by table (the hash is empty
+        unless C{hashed}).
+    @ivar hashed: Whether the content hashes were computed.
     """
 
     integrity: str
     tables: tuple[tuple[str, int, str], ...]
+    hashed: bool = True
 
     def rows(self) -> dict[str, int]:
         """
@@ -535,12 +539,35 @@ def _sameKey(left: str, right: str, columns: Iterable[str]) -> str:
     return " AND ".join(f"{left}.{ident(c)} IS {right}.{ident(c)}" for c in columns)
 
 
+#: Columns per C{json_object} call: SQLite allows a function at most
+#: C{SQLITE_MAX_FUNCTION_ARG} (127 by default before 3.48) arguments, two a
+#: column here.
+_JSON_CHUNK = 60
+
+
 def _rowJSON(alias: str, columns: Iterable[str]) -> str:
     """
-    @return: A C{json_object} of C{alias}'s C{columns} as SQL literals.
+    @return: A JSON object of C{alias}'s C{columns} (name -> SQL literal, in
+        column order).  A wide table's is built from C{json_object}s of at
+        most L{_JSON_CHUNK} columns joined with C{json_patch}: every value is
+        C{quote()}'s text, never JSON C{null} (which C{json_patch} would
+        take as "remove this key"), and column names are distinct, so the
+        patch only appends keys.
     """
-    parts = ", ".join(f"{literal(c)}, quote({alias}.{ident(c)})" for c in columns)
-    return f"json_object({parts})"
+    names = list(columns)
+    chunks = [
+        "json_object("
+        + ", ".join(
+            f"{literal(c)}, quote({alias}.{ident(c)})"
+            for c in names[i : i + _JSON_CHUNK]
+        )
+        + ")"
+        for i in range(0, len(names), _JSON_CHUNK)
+    ] or ["json_object()"]
+    out = chunks[0]
+    for chunk in chunks[1:]:
+        out = f"json_patch({out}, {chunk})"
+    return out
 
 
 def _keyJSON(alias: str, columns: Iterable[str]) -> str:
@@ -813,28 +840,41 @@ class Syncer:
         sql = attach + _INTROSPECT.format(schema=literal(schema))
         return _parseTables((await self.query(database, sql))[0])
 
-    async def manifest(self, database: str | Location) -> Manifest:
+    async def manifest(self, database: str | Location, hashes: bool = True) -> Manifest:
         """
         @param database: A local path, or a L{Location}.
+        @param hashes: Compute the content hashes (the costly part: about
+            1.8 s a million rows); without them only the counts.
         @return: The L{Manifest} of C{database}.
         """
-        check = await self.sqlite(
-            database, "PRAGMA integrity_check;", "-noheader", "-list"
-        )
-        integrity = check.stdout.decode("utf-8", "replace").strip()
+        integrity = await self.check(database, "integrity_check")
         tables = await self.tables(database)
         if not tables:
-            return Manifest(integrity, ())
+            return Manifest(integrity, (), hashes)
         parts = [
             f"SELECT {literal(t.name)} AS name, (SELECT count(*) FROM {ident(t.name)})"
-            f" AS n, {_rowHashSQL(t.name, [c.name for c in t.columns])} AS h"
+            " AS n, "
+            + (_rowHashSQL(t.name, [c.name for c in t.columns]) if hashes else "''")
+            + " AS h"
             for t in tables.values()
         ]
         rows = (await self.query(database, " UNION ALL ".join(parts) + ";"))[0]
         return Manifest(
             integrity,
             tuple(sorted((r["name"], r["n"], r["h"] or "") for r in rows)),
+            hashes,
         )
+
+    async def check(self, database: str | Location, pragma: str) -> str:
+        """
+        @param database: A local path, or a L{Location}.
+        @param pragma: C{integrity_check} or C{quick_check}.
+        @return: The pragma's answer (exactly C{ok} when sound).
+        """
+        if pragma not in ("integrity_check", "quick_check"):
+            raise ValueError(f"unknown check {pragma!r}")
+        result = await self.sqlite(database, f"PRAGMA {pragma};", "-noheader", "-list")
+        return result.stdout.decode("utf-8", "replace").strip()
 
 
 def _sha256(path: str) -> str:
@@ -993,11 +1033,15 @@ class Run:
         else:
             await self.runner.run([*rsync, "--", src, dst])
 
-    async def ship(self) -> Manifest:
+    async def ship(self, hashes: bool = True) -> Manifest:
         """
-        Snapshot the source, verify it, rsync it to the staging name and
-        verify it there.
+        Snapshot the source, verify it (C{integrity_check}, counts and, if
+        C{hashes}, content hashes), rsync it to the staging name and verify
+        it there (see L{verifyStaged}).
 
+        @param hashes: Compute the snapshot's content hashes: C{copy} needs
+            them to verify the target after the swap; C{migrate} has nothing
+            to compare them with (the staged copy is checked byte for byte).
         @return: The snapshot's manifest.
         """
         if not await self._isFile(self.src):
@@ -1018,7 +1062,7 @@ class Run:
                 f'.backup "{quoted}"\n',
                 timeout=self.syncer._backupTimeout,
             )
-        manifest = await self.syncer.manifest(self.src.at(self.snapshot))
+        manifest = await self.syncer.manifest(self.src.at(self.snapshot), hashes)
         if manifest.integrity != "ok":
             raise SyncError(
                 f"snapshot of {self.src} failed integrity_check: "
@@ -1034,12 +1078,29 @@ class Run:
         """
         Check that the staged file is sound and holds C{manifest}.
 
+        With the snapshot's C{digest}: its SHA-256 must be the snapshot's
+        (byte for byte the file that passed C{integrity_check} and gave
+        C{manifest}) and C{PRAGMA quick_check} must say C{ok} (the target's
+        C{sqlite3} reads it); recomputing the manifest would prove nothing
+        more and cost seconds a pass on a large database.  Without one (the
+        staged file was changed since, e.g. put in WAL mode): its full
+        manifest must equal C{manifest}.
+
+        @param manifest: The snapshot's manifest.
+        @param digest: The snapshot's SHA-256, or L{None}.
         @raise SyncError: If not.
         """
         where = self.dst.at(self.staged)
-        if digest is not None and await self._sha256(where) != digest:
-            raise SyncError(f"staged copy {where} differs from the snapshot")
-        staged = await self.syncer.manifest(where)
+        if digest is not None:
+            if await self._sha256(where) != digest:
+                raise SyncError(f"staged copy {where} differs from the snapshot")
+            quick = await self.syncer.check(where, "quick_check")
+            if quick != "ok":
+                raise SyncError(
+                    f"staged copy {where} failed quick_check: {quick[:500]}"
+                )
+            return
+        staged = await self.syncer.manifest(where, manifest.hashed)
         if staged.integrity != "ok":
             raise SyncError(
                 f"staged copy {where} failed integrity_check: {staged.integrity[:500]}"
@@ -1058,7 +1119,7 @@ class Run:
                 f"target database {self.dst} does not exist; "
                 "use --strategy copy to create it"
             )
-        await self.ship()
+        await self.ship(hashes=False)
         await self.merge(apply=not self.dryRun)
 
     def _attach(self) -> str:

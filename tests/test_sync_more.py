@@ -743,40 +743,94 @@ class ShapeTests(Mixin, TestCase):
 
         return Deferred.fromCoroutine(go())
 
-    def _wide(self, strategy: str) -> Deferred[None]:
+    def _wide(self, strategy: str, width: int) -> Deferred[None]:
+        """
+        Sync a table of C{width} columns (beside the key) with C{strategy}:
+        the source holds rows 1 and 2, the target row 1 with a different
+        last column (and, for C{copy}, that row is then removed).
+        """
+
         async def go() -> None:
-            columns = ", ".join(f"c{i}" for i in range(70))
+            names = [f"c{i}" for i in range(width)]
+            columns = ", ".join(names)
             schema = f"CREATE TABLE wide(id INTEGER PRIMARY KEY, {columns});"
             schema += "CREATE TABLE narrow(id INTEGER PRIMARY KEY, v);"
-            values = ", ".join(str(i) for i in range(70))
+            values = ", ".join(str(i) for i in range(width))
+            other = ", ".join(str(i) for i in range(width - 1)) + ", 'other'"
             make(
                 self.source,
                 "delete",
                 schema + f"INSERT INTO wide VALUES (1, {values});"
+                f"INSERT INTO wide VALUES (2, {values});"
                 "INSERT INTO narrow VALUES (1, 'x');",
             )
-            make(self.target, "delete", schema)
-            before = content(self.target)
-            report = await self.sync(strategy)
-            self.assertFalse(report.complete)
-            assert report.error is not None, report.summary()
-            self.assertIn("too many arguments on function json_object", report.error)
-            self.assertEqual(content(self.target), before)
+            make(
+                self.target, "delete", schema + f"INSERT INTO wide VALUES (1, {other});"
+            )
+            if strategy == "copy":
+                before = content(self.target)
+                refused = await self.sync("copy")
+                assert refused.error is not None, refused.summary()
+                self.assertIn("refusing to copy", refused.error)
+                self.assertIn("key_conflict: wide key (1)", refused.error)
+                self.assertEqual(content(self.target), before)
+                make(self.target, "delete", "DELETE FROM wide;")
+                report = await self.sync("copy")
+                self.assertTrue(report.complete, report.summary())
+                self.assertEqual(report.copied, {"wide": 2, "narrow": 1})
+                self.assertEqual(content(self.target), content(self.source))
+                self.assertClean()
+                return
+            report = await self.sync("migrate")
+            self.assertIsNone(report.error, report.summary())
+            self.assertEqual(report.copied, {"wide": 1, "narrow": 1})
+            [conflict] = report.conflicts
+            self.assertEqual(conflict.kind, KEY_CONFLICT)
+            self.assertEqual(conflict.key, ("1",))
+            expected = {"id": "1", **{c: str(i) for i, c in enumerate(names)}}
+            assert conflict.source is not None and conflict.target is not None
+            self.assertEqual(list(conflict.source), ["id", *names])
+            self.assertEqual(conflict.source, expected)
+            self.assertEqual(conflict.target, {**expected, names[-1]: "'other'"})
+            self.assertEqual(
+                rows(self.target, "SELECT count(*) FROM wide WHERE id = 2"), [(1,)]
+            )
+            self.assertEqual(
+                rows(self.target, f"SELECT {names[-1]} FROM wide WHERE id = 1"),
+                [("other",)],
+            )
+            again = await self.sync("migrate")
+            self.assertEqual(sum(again.copied.values()), 0)
+            self.assertEqual(len(again.conflicts), 1)
             self.assertClean()
 
         return Deferred.fromCoroutine(go())
 
     def test_wideTable(self) -> Deferred[None]:
         """
-        A table of 70 columns (beyond the ~63 that C{json_object}'s 127
-        arguments allow): migrate fails with SQLite's error, changing
-        nothing, rather than crashing.
+        A table of 70 columns (beyond the ~63 that one C{json_object} call's
+        127 arguments allow) migrates; its key conflict carries every
+        column, in column order.
         """
-        return self._wide("migrate")
+        return self._wide("migrate", 70)
 
     def test_wideTableCopy(self) -> Deferred[None]:
         """
-        The same limit hits C{copy} onto an existing target (its check that
-        the target took no writes is a dry-run merge).
+        C{copy} onto an existing target with a 70-column table: its check
+        that the target took no writes (a dry-run merge) names the
+        conflict, and once the target holds nothing extra the copy goes
+        through.
         """
-        return self._wide("copy")
+        return self._wide("copy", 70)
+
+    def test_veryWideTable(self) -> Deferred[None]:
+        """
+        A table of 200 columns migrates too.
+        """
+        return self._wide("migrate", 200)
+
+    def test_veryWideTableCopy(self) -> Deferred[None]:
+        """
+        And copies.
+        """
+        return self._wide("copy", 200)
