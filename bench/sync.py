@@ -19,8 +19,8 @@ L{bluegreen.sync.Syncer} and real C{sqlite3}/C{rsync} children:
  - C{copy} to a target that does not exist yet;
  - C{migrate} to a target holding the first 90 % of the rows (10 % to
    insert), then again right away (the no-op pass: only the writer's rows);
- - the mirror, emulated as C{--mirror-passes} C{migrate} passes every
-   C{--mirror-interval} seconds (as C{--sync mirror} does): the lag of each
+ - the mirror, emulated as C{--mirror-passes} C{migrate} passes spaced
+   as C{--sync mirror} spaces them (L{nextPassDelay}): the lag of each
    row the writer committed, from its commit to the end of the pass that
    brought it over (median and max).
 
@@ -65,6 +65,7 @@ sys.path.insert(0, str(BENCH.parent))
 
 from bluegreen._process import ProcessRunner, Tools  # noqa: E402
 from bluegreen.sync import Syncer, SyncReport  # noqa: E402
+from bluegreen.syncservice import nextPassDelay  # noqa: E402
 
 SCHEMA = (
     "CREATE TABLE events(id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "
@@ -370,12 +371,12 @@ async def measure(reactor: Any, args: argparse.Namespace, work: str) -> dict[str
         above = writer.written[mark - 1][0] if mark else 0
         passes: list[float] = []
         passRows = 0
-        next_ = time.monotonic()
         for n in range(args.mirror_passes):
-            delay = next_ - time.monotonic()
-            if delay > 0:
-                await deferLater(reactor, delay)
-            next_ += args.mirror_interval
+            if n:
+                # Spaced as the service's mirror spaces its passes.
+                await deferLater(
+                    reactor, nextPassDelay(args.mirror_interval, passes[-1])
+                )
             report = await syncer.sync(source, target, "migrate")
             finished = time.monotonic()
             passes.append(report.seconds)

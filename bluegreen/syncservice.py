@@ -38,7 +38,7 @@ from attrs import frozen
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from .controller import Controller
@@ -127,6 +127,25 @@ class LastSync:
         }
 
 
+def nextPassDelay(interval: float, passSeconds: float) -> float:
+    """
+    How long to wait after a mirror pass before the next one, so that any
+    row reaches the standby within C{interval}.
+
+    A row written just after a pass took its snapshot waits for the next
+    snapshot, then for that pass to finish: its lag is the time between two
+    pass starts plus one pass.  Starting passes every C{interval - pass}
+    seconds (that is, waiting C{interval - 2 * pass} after one ends) keeps
+    that within C{interval}, as long as a pass takes less than half of it;
+    slower passes run back to back.
+
+    @param interval: C{--mirror-interval}.
+    @param passSeconds: How long the last pass took.
+    @return: Seconds to wait.
+    """
+    return max(0.0, interval - 2 * passSeconds)
+
+
 class SyncService(MultiService):
     """
     Syncs the environments' databases; see the module docstring.
@@ -188,7 +207,8 @@ class SyncService(MultiService):
         self._pending = 0
         self._inFlight: list[dict[str, Any]] = []
         self._idleWaiters: list[Deferred[None]] = []
-        self._loop: LoopingCall | None = None
+        self._mirroring = False
+        self._next: IDelayedCall | None = None
         self._loopDone: Deferred[Any] | None = None
         # Mirror state: start of the last complete pass per direction, the
         # last pass's rows, the current run of failures.
@@ -458,13 +478,30 @@ class SyncService(MultiService):
         """
         super().startService()
         if self.mode == MIRROR:
-            self._loop = LoopingCall(self._tick)
-            self._loop.clock = self.clock
-            self._loopDone = self._loop.start(self.mirrorInterval, now=True)
+            self._mirroring = True
+            self._schedule(0.0)
             _log.info(
-                "sync: mirroring the live database to the standby every {interval} s",
+                "sync: mirroring the live database to the standby: every row "
+                "within {interval} s",
                 interval=self.mirrorInterval,
             )
+
+    def _schedule(self, delay: float) -> None:
+        self._next = self.clock.callLater(delay, self._loopTurn)
+
+    def _loopTurn(self) -> None:
+        self._next = None
+        started = self.clock.seconds()
+        turn = self._tick() or succeed(None)
+        self._loopDone = turn
+
+        def again(result: object) -> None:
+            self._loopDone = None
+            if self._mirroring:
+                spent = self.clock.seconds() - started
+                self._schedule(nextPassDelay(self.mirrorInterval, spent))
+
+        turn.addBoth(again)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -474,10 +511,11 @@ class SyncService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
-        loop, done = self._loop, self._loopDone
-        self._loop = self._loopDone = None
-        if loop is not None and loop.running:
-            loop.stop()
+        self._mirroring = False
+        call, done = self._next, self._loopDone
+        self._next = None
+        if call is not None and call.active():
+            call.cancel()
         if done is not None:
             await done
         # Every sync running or waiting (on demand, a switch hook's).
@@ -489,7 +527,7 @@ class SyncService(MultiService):
     def _tick(self) -> Deferred[None] | None:
         """
         One mirror pass, unless a sync runs or waits.  Never fails (a
-        failing call would stop the L{LoopingCall} for good).
+        failing pass must not end the mirror).
         """
         if self._pending or self.syncer.lock.locked:
             return None
@@ -572,7 +610,7 @@ class SyncService(MultiService):
             lag = self.lag()
             mirror = {
                 "interval": self.mirrorInterval,
-                "running": self._loop is not None and self._loop.running,
+                "running": self._mirroring,
                 "direction": direction(source, self.controller.other(source).name),
                 "lag": None if lag is None else round(lag, 3),
                 "last_rows": self._mirrorRows,

@@ -695,3 +695,26 @@ class SwitchSyncTests(TestCase):
         last = synced.sync.status()["last"]["green->blue"]
         self.assertTrue(last["complete"])
         self.assertIn("after switch", last["who"])
+
+
+class NextPassDelayTests(SynchronousTestCase):
+    """
+    L{nextPassDelay} spaces mirror passes so a row reaches the standby
+    within the interval.
+    """
+
+    def test_spacing(self) -> None:
+        """
+        Passes start every C{interval - pass} seconds: the wait after a pass
+        is C{interval - 2 * pass}, and never negative (slow passes run back
+        to back).  A row written just after a snapshot then waits one
+        spacing plus one pass: the interval.
+        """
+        from bluegreen.syncservice import nextPassDelay
+
+        self.assertAlmostEqual(nextPassDelay(5.0, 1.25), 2.5)
+        self.assertEqual(nextPassDelay(5.0, 3.0), 0.0)
+        self.assertEqual(nextPassDelay(5.0, 0.0), 5.0)
+        passSeconds = 1.25
+        spacing = nextPassDelay(5.0, passSeconds) + passSeconds
+        self.assertAlmostEqual(spacing + passSeconds, 5.0)
