@@ -170,9 +170,11 @@ class WheelTests(TestCase):
         self.assertNotIn("twisted/__init__.py", names)
         self.assertNotIn("twisted/plugins/dropin.cache", names)
         modules = {
-            f"bluegreen/{name}"
-            for name in os.listdir(os.path.join(ROOT, "bluegreen"))
-            if name.endswith(".py")
+            os.path.relpath(os.path.join(directory, name), ROOT)
+            for directory, _, files in os.walk(os.path.join(ROOT, "bluegreen"))
+            for name in files
+            if name.endswith((".py", ".html", ".txt", ".png"))
         }
         self.assertEqual(modules - names, set())
+        self.assertIn("bluegreen/demo/meow/facts.txt", names)
         self.assertIn("bluegreen = bluegreen.cli:main", entryPointsText)
