@@ -15,6 +15,9 @@ The C{bluegreen} console command: talks to a running service's admin API.
                                      sync a database (see L{bluegreen._synccli})
     bluegreen sync green blue [--strategy copy|migrate] [--dry-run]
                                      sync through the running service
+    bluegreen demo [--dir DIR] [--port 3090]
+                                     run the workshop on this machine
+                                     (see L{bluegreen.demo._run})
 
 Common options (before or after the command): C{--admin URL} (default
 C{$BLUEGREEN_ADMIN}, else C{http://127.0.0.1:3091}; C{unix:/path} for a
@@ -223,6 +226,7 @@ class Options(_Common):
         ["check", None, CheckOptions, "Run the health checks now."],
         ["flag", None, lambda: _flagOptions(), "See and change the feature flags."],
         ["sync", None, lambda: _syncOptions(), "Sync one database from another."],
+        ["demo", None, lambda: _demoOptions(), "Run the workshop on this machine."],
     ]
 
 
@@ -233,6 +237,15 @@ def _flagOptions() -> usage.Options:
     from ._flagscli import FlagOptions
 
     return FlagOptions()
+
+
+def _demoOptions() -> usage.Options:
+    """
+    @return: The options of C{bluegreen demo} (imported only when used).
+    """
+    from .demo._run import DemoOptions
+
+    return DemoOptions()
 
 
 def _syncOptions() -> usage.Options:
@@ -751,6 +764,10 @@ def main(argv: list[str] | None = None) -> int:
         from ._synccli import runSync
 
         return runSync(sub, settings)
+    if command == "demo":
+        from .demo._run import runDemo
+
+        return runDemo(sub)
     to = sub.get("to")
     force = bool(sub.get("force"))
     colour = not settings.json and useColour(sys.stdout, os.environ)

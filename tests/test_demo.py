@@ -1,0 +1,292 @@
+# -*- test-case-name: tests.test_demo -*-
+"""
+Tests for C{bluegreen demo} (L{bluegreen.demo._run}), with real processes:
+the command runs as a child on free ports in a temporary directory, and
+is stopped with C{SIGTERM}.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from twisted.python import usage
+from twisted.trial.unittest import SkipTest, TestCase
+
+from bluegreen.demo._run import DemoOptions, runDemo
+
+from ._redis import freePort
+
+#: Seconds allowed for the demo to come up (first run: git, two apps).
+STARTUP = 60.0
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    """
+    @return: The status and body of C{GET url} (C{0, b""} when refused).
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return 0, b""
+
+
+def _listening(port: int) -> bool:
+    """
+    @return: Whether something accepts connections on C{port} of 127.0.0.1.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    """
+    @return: Whether process C{pid} runs (a zombie does not).
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return "\nState:\tZ" not in status
+
+
+def _until(what: str, predicate: Any, timeout: float) -> None:
+    """
+    Wait until C{predicate()} is true.
+
+    @raise AssertionError: After C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)
+
+
+class DemoOptionsTests(TestCase):
+    """
+    L{DemoOptions}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        C{DIR} is C{bluegreen-demo}, the port 3090.
+        """
+        options = DemoOptions()
+        options.parseOptions([])
+        self.assertEqual(options["dir"], "bluegreen-demo")
+        self.assertEqual(options["port"], "3090")
+        self.assertIsNone(options["admin-port"])
+
+    def test_badPort(self) -> None:
+        """
+        A port that is not a number is refused.
+        """
+        self.assertRaises(usage.UsageError, DemoOptions().parseOptions, ["-p", "x"])
+
+
+class NoRedisTests(TestCase):
+    """
+    Without C{redis-server}, the demo says how to install it.
+    """
+
+    def test_noRedis(self) -> None:
+        """
+        The message names redis-server and the apt command; nothing is
+        created.
+        """
+        real = shutil.which
+        self.patch(
+            shutil,
+            "which",
+            lambda name, *a, **k: None if name == "redis-server" else real(name),
+        )
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        root = Path(self.mktemp())
+        options = DemoOptions()
+        options.parseOptions(["--dir", str(root), "--port", str(freePort())])
+        self.assertEqual(runDemo(options), 1)
+        self.assertIn("redis-server", stderr.getvalue())
+        self.assertIn("apt-get install redis-server", stderr.getvalue())
+        self.assertFalse(root.exists())
+
+
+class DemoTests(TestCase):
+    """
+    C{bluegreen demo} as a child process.
+    """
+
+    def setUp(self) -> None:
+        for tool in ("redis-server", "git", "sqlite3", "rsync"):
+            if shutil.which(tool) is None:
+                raise SkipTest(f"{tool} is not installed")
+        self.root = Path(self.mktemp()).absolute()
+        self.port = freePort()
+        self.admin = freePort()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.addCleanup(self._kill)
+
+    def _kill(self) -> None:
+        """
+        Stop the demo if a test left it running.
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def start(self) -> None:
+        """
+        Start the demo and wait until GREEN answers C{/} through the proxy.
+        """
+        log = (self.root.parent / f"{self.root.name}.out").open("ab")
+        self.addCleanup(log.close)
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from bluegreen.cli import main; sys.exit(main())",
+                "demo",
+                "--dir",
+                str(self.root),
+                "--port",
+                str(self.port),
+                "--admin-port",
+                str(self.admin),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        _until(
+            "GREEN to answer / through the proxy",
+            lambda: (
+                self.live() == "green"
+                and _get(f"http://127.0.0.1:{self.port}/")[0] == 200
+            ),
+            STARTUP,
+        )
+
+    def live(self) -> str | None:
+        """
+        @return: The live environment, per the admin API.
+        """
+        code, body = _get(f"http://127.0.0.1:{self.admin}/api/status")
+        if code != 200:
+            return None
+        live: str = json.loads(body)["live"]
+        return live
+
+    def pids(self) -> dict[str, int]:
+        """
+        @return: The children's process ids recorded in C{DIR/run}.
+        """
+        return {
+            path.stem: int(path.read_text())
+            for path in (self.root / "run").glob("*-*.pid")
+        }
+
+    def stop(self) -> None:
+        """
+        C{SIGTERM} the demo; check it exits and leaves nothing running.
+        """
+        assert self.process is not None
+        _until("the pid files", lambda: len(self.pids()) == 4, 10)
+        pids = self.pids()
+        ports = json.loads((self.root / "ports.json").read_text())
+        self.process.send_signal(signal.SIGTERM)
+        self.assertEqual(self.process.wait(30), 0)
+        for name, pid in pids.items():
+            self.assertFalse(_alive(pid), f"{name} (pid {pid}) still runs")
+        for name, port in ports.items():
+            self.assertFalse(_listening(port), f"{name}'s port {port} is open")
+        self.assertEqual(self.pids(), {})
+
+    def git(self, *args: str) -> str:
+        """
+        @return: The output of C{git args} in the working clone.
+        """
+        return subprocess.run(
+            ["git", *args],
+            cwd=self.root / "meow",
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def test_runStopRerun(self) -> None:
+        """
+        The demo serves GREEN through the proxy; C{SIGTERM} stops every
+        child; a second run reuses the repositories, the databases and the
+        Redis data.
+        """
+        self.start()
+        for colour in ("green", "blue"):
+            self.assertTrue((self.root / f"{colour}.git" / "HEAD").exists())
+            self.assertTrue((self.root / colour / "www" / "meow").is_dir())
+            self.assertTrue((self.root / colour / "meow.db").exists())
+        self.assertIn("green", self.git("remote").split())
+        ports = json.loads((self.root / "ports.json").read_text())
+        subprocess.run(
+            ["redis-cli", "-p", str(ports["green-redis"]), "SET", "MARKER", "kept"],
+            check=True,
+            capture_output=True,
+        )
+        head = self.git("rev-parse", "HEAD")
+        self.stop()
+
+        self.start()
+        self.assertEqual(self.git("rev-parse", "HEAD"), head)
+        self.assertEqual(self.git("rev-list", "--count", "HEAD").strip(), "1")
+        ports = json.loads((self.root / "ports.json").read_text())
+        marker = subprocess.run(
+            ["redis-cli", "-p", str(ports["green-redis"]), "GET", "MARKER"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        self.assertEqual(marker, "kept")
+        self.stop()
+
+    def test_badCommitFailsOver(self) -> None:
+        """
+        A bad commit pushed to GREEN (the index route answers 500) moves the
+        traffic to BLUE.
+        """
+        self.start()
+        clone = self.root / "meow"
+        [source] = [
+            path
+            for path in (clone / "meow").rglob("*.py")
+            if "STATUS = 200" in path.read_text()
+        ]
+        source.write_text(source.read_text().replace("STATUS = 200", "STATUS = 500"))
+        self.git("commit", "-qam", "bad commit")
+        self.git("push", "-q", "green", "HEAD:master")
+        _until("traffic on BLUE", lambda: self.live() == "blue", 30)
+        self.assertEqual(_get(f"http://127.0.0.1:{self.port}/")[0], 200)
+        self.stop()
