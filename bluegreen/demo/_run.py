@@ -492,7 +492,7 @@ Next steps of the workshop (in another terminal):
 
   1. Break GREEN with a bad commit:
        cd {clone}
-       edit {APP_PACKAGE}/ (the index route's STATUS = 200 -> STATUS = 500)
+       edit {APP_PACKAGE}/index.py: STATUS = 200 -> STATUS = 500
        git commit -am "bad commit"
        git push green master
      Within seconds bluegreen fails over: / is served by BLUE.
