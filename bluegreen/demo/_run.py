@@ -505,6 +505,38 @@ Next steps of the workshop (in another terminal):
 """
 
 
+def whenBothUp(
+    service: DemoService, reactor: Any, limit: float = 30.0
+) -> Deferred[None]:
+    """
+    Wait until the health checks have found GREEN and BLUE both up (at most
+    C{limit} seconds), so the printed next steps work at once: a bad commit
+    pushed before BLUE is known to be up would meet a failover with nowhere
+    to go.
+
+    @return: Fires when both are up, or after C{limit} seconds.
+    """
+    from ..tap import ProxyService
+
+    proxies = [child for child in service if isinstance(child, ProxyService)]
+    done: Deferred[None] = Deferred()
+    deadline = reactor.seconds() + limit
+
+    def check() -> None:
+        health = proxies[0].health if proxies else None
+        if (
+            health is None
+            or all(health.isUp(name) for name in ("green", "blue"))
+            or reactor.seconds() >= deadline
+        ):
+            done.callback(None)
+        else:
+            reactor.callLater(0.2, check)
+
+    check()
+    return done
+
+
 def runDemo(options: DemoOptions) -> int:
     """
     Run the demo in the foreground until Ctrl-C or C{SIGTERM}.
@@ -553,7 +585,9 @@ def runDemo(options: DemoOptions) -> int:
             print(f"bluegreen demo: {e}", file=sys.stderr)
             reactor.stop()
             return
-        print(nextSteps(root, ports), flush=True)
+        whenBothUp(service, reactor).addCallback(
+            lambda _: print(nextSteps(root, ports), flush=True)
+        )
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
