@@ -69,6 +69,7 @@ from .flags import (
     FlagError,
     NoRedis,
     RedisUnavailable,
+    noRedisEntry,
     normalise,
     validateName,
     validateValue,
@@ -109,17 +110,7 @@ def _emptyTable(environments: Mapping[str, Any]) -> JSONObject:
     @return: The flag table of a service with no Redis at all.
     """
     return {
-        "environments": {
-            name: {
-                "redis": None,
-                "connected": False,
-                "stale": False,
-                "error": None,
-                "updated": None,
-                "flags": {},
-            }
-            for name in environments
-        },
+        "environments": {name: noRedisEntry() for name in environments},
         "names": [],
     }
 

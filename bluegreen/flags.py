@@ -1836,6 +1836,20 @@ class FlagStore(Service):
         return changes
 
 
+def noRedisEntry() -> dict[str, Any]:
+    """
+    @return: The L{FlagService.table} entry of an environment without Redis.
+    """
+    return {
+        "redis": None,
+        "connected": False,
+        "stale": False,
+        "error": None,
+        "updated": None,
+        "flags": {},
+    }
+
+
 class FlagService(MultiService):
     """
     The flags of every environment that has a Redis (one L{FlagStore} each,
@@ -1979,14 +1993,7 @@ class FlagService(MultiService):
         for env in self.environments:
             store = self.stores.get(env)
             if store is None:
-                environments[env] = {
-                    "redis": None,
-                    "connected": False,
-                    "stale": False,
-                    "error": None,
-                    "updated": None,
-                    "flags": {},
-                }
+                environments[env] = noRedisEntry()
                 continue
             environments[env] = {
                 "redis": store.target.describe(),

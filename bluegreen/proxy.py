@@ -863,16 +863,6 @@ class _Exchange:
         self._timeoutCall = None
         if self._done:
             return
-        if self._responded:
-            # The body stalled: the response cannot be completed.
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.abort()
-            metrics = self.resource.metrics
-            if metrics is not None:
-                metrics.upstreamError(self.environment.name, "timeout_response")
-            self._abortClient()
-            return
         if self._acquiring is not None:
             acquiring, self._acquiring = self._acquiring, None
             acquiring.cancel()
@@ -882,6 +872,10 @@ class _Exchange:
         metrics = self.resource.metrics
         if metrics is not None:
             metrics.upstreamError(self.environment.name, "timeout_response")
+        if self._responded:
+            # The body stalled: the response cannot be completed.
+            self._abortClient()
+            return
         seconds = self.resource.responseTimeout
         self._error(504, f"did not respond within {seconds:g} s (response timeout)")
 
