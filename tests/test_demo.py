@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from twisted.python import usage
 from twisted.trial.unittest import SkipTest, TestCase
@@ -82,6 +82,31 @@ def _until(what: str, predicate: Any, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.25)
+
+
+def spawnDemo(
+    root: Path, port: int, admin: int, log: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """
+    Start C{bluegreen demo} in C{root} on C{port} (admin API on C{admin}),
+    its output going to C{log}.
+    """
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from bluegreen.cli import main; sys.exit(main())",
+            "demo",
+            "--dir",
+            str(root),
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 class DemoOptionsTests(TestCase):
@@ -166,22 +191,7 @@ class DemoTests(TestCase):
         """
         log = (self.root.parent / f"{self.root.name}.out").open("ab")
         self.addCleanup(log.close)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from bluegreen.cli import main; sys.exit(main())",
-                "demo",
-                "--dir",
-                str(self.root),
-                "--port",
-                str(self.port),
-                "--admin-port",
-                str(self.admin),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        self.process = spawnDemo(self.root, self.port, self.admin, log)
         _until(
             "GREEN to answer / through the proxy",
             lambda: (

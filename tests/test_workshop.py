@@ -34,7 +34,7 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from bluegreen.demo._run import POLL
 
 from ._redis import freePort
-from .test_demo import STARTUP, _alive, _listening
+from .test_demo import STARTUP, _alive, _listening, spawnDemo
 
 reactor: Any = _reactor
 
@@ -305,22 +305,7 @@ class WorkshopTests(TestCase):
         """
         log = (self.root.parent / f"{self.root.name}.out").open("ab")
         self.addCleanup(log.close)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from bluegreen.cli import main; sys.exit(main())",
-                "demo",
-                "--dir",
-                str(self.root),
-                "--port",
-                str(self.port),
-                "--admin-port",
-                str(self.admin),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        self.process = spawnDemo(self.root, self.port, self.admin, log)
 
         async def ready() -> bool:
             return (
