@@ -101,6 +101,55 @@ def rows(path: str, sql: str) -> list[Any]:
         db.close()
 
 
+class RowWriter:
+    """
+    An application writing to a database in a thread, one committed
+    C{facts} row at a time, ids counting up from C{first}.
+
+    @ivar written: The ids committed, in order (without gaps).
+    @ivar errors: The exceptions met (a busy database, ...).
+    """
+
+    def __init__(self, path: str, first: int, text: str) -> None:
+        self.path = path
+        self.first = first
+        self.text = text
+        self.written: list[int] = []
+        self.errors: list[Exception] = []
+        self._stop = threading.Event()
+        self._done: Deferred[None] | None = None
+
+    def start(self) -> None:
+        """
+        Start writing.
+        """
+        self._done = deferToThread(self._run)
+
+    def stop(self) -> Deferred[None]:
+        """
+        Stop writing.
+
+        @return: Fires once the thread has ended.
+        """
+        self._stop.set()
+        assert self._done is not None
+        return self._done
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self.path, timeout=20)
+        n = self.first
+        while not self._stop.is_set():
+            try:
+                db.execute("INSERT INTO facts(id, text) VALUES (?, ?)", (n, self.text))
+                db.commit()
+                self.written.append(n)
+                n += 1
+            except Exception as e:
+                self.errors.append(e)
+                self._stop.wait(0.01)
+        db.close()
+
+
 class SyncTestsMixin:
     """
     Helpers for the sync tests.
@@ -285,31 +334,13 @@ class MigrateTests(SyncTestsMixin, TestCase):
             )
             build(self.source, "wal", many + ";")
             build(self.target, "wal")
-            stop = threading.Event()
-            errors: list[Exception] = []
-            written: list[int] = []
-
-            def writer() -> None:
-                db = sqlite3.connect(self.target, timeout=20)
-                n = 100
-                while not stop.is_set():
-                    try:
-                        db.execute(
-                            "INSERT INTO facts(id, text) VALUES (?, 'app')", (n,)
-                        )
-                        db.commit()
-                        written.append(n)
-                    except Exception as e:
-                        errors.append(e)
-                    n += 1
-                db.close()
-
-            d = deferToThread(writer)
+            writer = RowWriter(self.target, 100, "app")
+            writer.start()
             report = await self.sync("migrate")
             report2 = await self.sync("migrate")
-            stop.set()
-            await d
-            self.assertEqual(errors, [])
+            await writer.stop()
+            written = writer.written
+            self.assertEqual(writer.errors, [])
             self.assertTrue(report.complete, report.summary())
             self.assertEqual(report.copied["votes"], 20000)
             self.assertEqual(report2.copied["votes"], 0)

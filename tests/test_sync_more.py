@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from bluegreen._process import ProcessRunner, Tools
@@ -33,6 +31,7 @@ from bluegreen.sync import (
 )
 
 from .test_sync import (
+    RowWriter,
     SyncTestsMixin,
     build,
     content,
@@ -183,24 +182,7 @@ class ConcurrencyTests(Mixin, TestCase):
             )
             build(self.source, "wal", filler + ";")
             build(self.target, "wal")
-            stop = threading.Event()
-            errors: list[Exception] = []
-            written: list[int] = []
-
-            def writer() -> None:
-                db = sqlite3.connect(self.source, timeout=20)
-                n = 1000
-                while not stop.is_set():
-                    try:
-                        db.execute(
-                            "INSERT INTO facts(id, text) VALUES (?, 'live')", (n,)
-                        )
-                        db.commit()
-                        written.append(n)
-                        n += 1
-                    except Exception as e:
-                        errors.append(e)
-                db.close()
+            writer = RowWriter(self.source, 1000, "live")
 
             def prefix() -> int:
                 live = sorted(
@@ -210,7 +192,7 @@ class ConcurrencyTests(Mixin, TestCase):
                 self.assertEqual(live, list(range(1000, 1000 + len(live))))
                 return len(live)
 
-            d = deferToThread(writer)
+            writer.start()
             try:
                 await deferLaterSeconds(0.2)
                 first = await self.sync("migrate")
@@ -218,9 +200,9 @@ class ConcurrencyTests(Mixin, TestCase):
                 second = await self.sync("migrate")
                 self.assertGreater(prefix(), seen)
             finally:
-                stop.set()
-                await d
-            self.assertEqual(errors, [])
+                await writer.stop()
+            written = writer.written
+            self.assertEqual(writer.errors, [])
             self.assertTrue(first.complete, first.summary())
             self.assertTrue(second.complete, second.summary())
             self.assertGreater(first.copied["facts"], 0)
