@@ -34,8 +34,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import state as statefile
-from .environment import COLOURS, Environment
+from bluegreen import statefile
+from bluegreen.environment import COLOURS, Environment
 
 
 class UnknownEnvironment(ValueError):

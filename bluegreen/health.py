@@ -46,8 +46,8 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
-from ._tls import describeTLSError, isTLSError
-from .environment import Environment
+from bluegreen.environment import Environment
+from bluegreen.tls import describeTLSError, isTLSError
 
 #: Checks remembered per environment (the dashboard's strip).
 HISTORY = 50

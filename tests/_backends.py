@@ -15,7 +15,7 @@ Everything here runs on the real reactor over real loopback sockets:
     bytes (pipelining, chunked uploads, odd targets) and reads the responses
     on one connection, hashing bodies as they arrive; it can stop reading to
     play a slow client.
-  - L{startProxy} builds the real proxy from L{bluegreen.tap} on port 0;
+  - L{startProxy} builds the real proxy from L{bluegreen.service.tap} on port 0;
     L{listen}, L{connectRaw} and L{treqPool} register their own cleanup, so a
     test leaves a clean reactor.
   - L{makeCertificates} creates a throw-away CA and server certificates.
@@ -54,9 +54,9 @@ from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
 
 from bluegreen.controller import Controller
-from bluegreen.pool import UpstreamPool
-from bluegreen.proxy import ProxyResource, ProxySite
-from bluegreen.tap import Options, ProxyService, makeService
+from bluegreen.proxy.pool import UpstreamPool
+from bluegreen.proxy.resource import ProxyResource, ProxySite
+from bluegreen.service.tap import Options, ProxyService, makeService
 
 #: The reactor every test here runs on (trial's real reactor).
 reactor: Any = _reactor
@@ -1008,7 +1008,7 @@ def closedPortURL() -> str:
 @define(eq=False)
 class ProxyUnderTest:
     """
-    The real proxy, built by L{bluegreen.tap.makeService}, on a free port.
+    The real proxy, built by L{bluegreen.service.tap.makeService}, on a free port.
     """
 
     service: ProxyService

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_admin -*-
 """
-Tests for L{bluegreen.admin}: the admin HTTP API, served by a real service
-(built by L{bluegreen.tap.makeService}) on a free port of 127.0.0.1, in
+Tests for L{bluegreen.admin.api}: the admin HTTP API, served by a real service
+(built by L{bluegreen.service.tap.makeService}) on a free port of 127.0.0.1, in
 front of real backends.
 """
 
@@ -43,15 +43,16 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from bluegreen import __version__, admin
-from bluegreen.admin import (
+from bluegreen import __version__
+from bluegreen.admin import api as admin
+from bluegreen.admin.api import (
     MAX_BODY,
     BadToken,
     exposedInterface,
     isLoopback,
     readToken,
 )
-from bluegreen.tap import Options, ProxyService, _Listener, makeService
+from bluegreen.service.tap import Options, ProxyService, _Listener, makeService
 
 #: The endpoints, as the 404 message lists them.
 TRY = (
@@ -384,7 +385,7 @@ def captureEvents(testCase: TestCase) -> list[LogEvent]:
     events: list[LogEvent] = []
 
     def observer(event: LogEvent) -> None:
-        if event.get("log_namespace") == "bluegreen.admin":
+        if event.get("log_namespace") == "bluegreen.admin.api":
             events.append(event)
 
     globalLogPublisher.addObserver(cast(ILogObserver, observer))
@@ -1158,7 +1159,7 @@ class UNIXSocketTests(TestCase):
         Over a UNIX socket, the history says the switch came from a local
         socket.
         """
-        from bluegreen.cli import _UNIXEndpointFactory
+        from bluegreen.cli.main import _UNIXEndpointFactory
 
         # Short: trial's temporary paths can exceed AF_UNIX's 108 bytes.
         directory = tempfile.mkdtemp(prefix="bg-")

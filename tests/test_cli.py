@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_cli -*-
 """
-Tests for L{bluegreen.cli}, the C{bluegreen} console command.
+Tests for L{bluegreen.cli.main}, the C{bluegreen} console command.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from bluegreen import __version__
-from bluegreen.cli import main
+from bluegreen.cli.main import main
 
 
 def consoleScript() -> str:
@@ -142,7 +142,7 @@ class StatusSectionsTests(SynchronousTestCase):
         A line per environment's flags (stale ones say why), the sync mode,
         the mirror's lag and the last sync each way, and a sync in progress.
         """
-        from bluegreen.cli import formatStatus
+        from bluegreen.cli.main import formatStatus
 
         status = {
             "now": 1000.0,

@@ -24,7 +24,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from bluegreen.cli import (
+from bluegreen.cli.main import (
     DEFAULT_ADMIN,
     Options,
     formatCheck,

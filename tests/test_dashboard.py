@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_dashboard -*-
 """
-Tests for L{bluegreen.dashboard}: the page at C{GET /} of the admin API, its
+Tests for L{bluegreen.admin.dashboard}: the page at C{GET /} of the admin API, its
 security headers, the health history in the status, and the server-sent
 events of C{GET /api/events}.
 
@@ -30,8 +30,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.server import NOT_DONE_YET, Request
 from twisted.web.test.requesthelper import DummyRequest
 
-from bluegreen import dashboard
-from bluegreen.dashboard import (
+import bluegreen.admin.dashboard as dashboard
+from bluegreen.admin.dashboard import (
     EVENTS_HEARTBEAT,
     EVENTS_INTERVAL,
     STALLED_AFTER,

@@ -42,7 +42,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from bluegreen.tap import Options, ProxyService, makeService
+from bluegreen.service.tap import Options, ProxyService, makeService
 
 from ._redis import startRedis
 from .test_admin import listeningPort
@@ -678,7 +678,7 @@ class DashboardBrowserTests(TestCase):
             within=5,
         )
         self.assertIsNone(
-            await page.evaluate("sessionStorage.getItem('bluegreen.adminToken')")
+            await page.evaluate("sessionStorage.getItem('bluegreen.admin.apiToken')")
         )
 
         # The right token (submitted with Enter): GREEN is down, so the API
@@ -699,7 +699,7 @@ class DashboardBrowserTests(TestCase):
         )
         self.assertEqual(controller.live.name, "blue")
         self.assertEqual(
-            await page.evaluate("sessionStorage.getItem('bluegreen.adminToken')"),
+            await page.evaluate("sessionStorage.getItem('bluegreen.admin.apiToken')"),
             TOKEN,
         )
         await page.click("#dialog-cancel")

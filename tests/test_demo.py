@@ -95,7 +95,7 @@ def spawnDemo(
         [
             sys.executable,
             "-c",
-            "import sys; from bluegreen.cli import main; sys.exit(main())",
+            "import sys; from bluegreen.cli.main import main; sys.exit(main())",
             "demo",
             "--dir",
             str(root),

@@ -5,7 +5,7 @@ Failover with real backend processes: the issue's workshop scenarios.
 
 GREEN and BLUE are separate processes (L{tests._apps}) on free loopback
 ports, told over HTTP to fail (C{500}), to hang, or killed with C{SIGKILL}.
-The proxy runs in this process, built by L{bluegreen.tap.makeService} with
+The proxy runs in this process, built by L{bluegreen.service.tap.makeService} with
 its health monitor and C{--retry connect}, on fast health settings
 (L{INTERVAL}, L{TIMEOUT}, C{--fall 1}); the C{--state} tests run it as a
 C{twistd} process so it can be stopped and started again.  Clients are treq
@@ -40,8 +40,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from bluegreen.proxy import ProxySite
-from bluegreen.tap import Options, ProxyService, makeService
+from bluegreen.proxy.resource import ProxySite
+from bluegreen.service.tap import Options, ProxyService, makeService
 from tests._backends import (
     ProxyUnderTest,
     captureLogs,

@@ -41,12 +41,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from bluegreen import state as statefile
+import bluegreen.statefile as statefile
 from bluegreen.controller import Controller, Switch, SwitchRefused
 from bluegreen.environment import Environment
 from bluegreen.health import HealthMonitor, HealthSettings
-from bluegreen.pool import UpstreamPool
-from bluegreen.proxy import ProxyResource, ProxySite
+from bluegreen.proxy.pool import UpstreamPool
+from bluegreen.proxy.resource import ProxyResource, ProxySite
 
 GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
 BLUE = Environment.fromURL("blue", "http://127.0.0.1:5001")

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_flags -*-
 """
-Tests for L{bluegreen.flags}: names, values and URLs (unit tests); the
+Tests for L{bluegreen.flags.store}: names, values and URLs (unit tests); the
 C{--*-redis}, C{--flag} and C{--stamp-flags} options; and L{FlagStore} and
 L{FlagService} against real C{redis-server} processes (L{tests._redis}),
 killed, frozen and restarted mid-test, with the proxy still answering.
@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
 
-from bluegreen.flags import (
+from bluegreen.flags.store import (
     HISTORY,
     HISTORY_LIMIT,
     MAX_VALUE,
@@ -45,8 +45,8 @@ from bluegreen.flags import (
     validateName,
     validateValue,
 )
-from bluegreen.proxy import ProxyResource
-from bluegreen.tap import Options, ProxyService, makeService
+from bluegreen.proxy.resource import ProxyResource
+from bluegreen.service.tap import Options, ProxyService, makeService
 
 from ._backends import (
     LogCapture,
@@ -1110,7 +1110,7 @@ class StoreTests(_RedisTestCase):
                 "no",
             ),
         )
-        from bluegreen.pool import loadTrustRoot
+        from bluegreen.proxy.pool import loadTrustRoot
 
         store = await self.store(
             f"rediss://127.0.0.1:{tlsPort}/0",
@@ -1294,7 +1294,7 @@ class ManholeFlagTests(_RedisTestCase):
         C{setFlag} stores the value in the environment's Redis and records
         C{"manhole <user>"}; C{unsetFlag} removes it; both are in C{help()}.
         """
-        from bluegreen.manhole import Manhole, ManholeSettings
+        from bluegreen.manhole.service import Manhole, ManholeSettings
 
         redis = await startRedis(self)
         options = Options()

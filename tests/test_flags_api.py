@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_flags_api -*-
 """
-Tests for L{bluegreen._flagsapi}: the feature flag endpoints of the admin
-API, served by a real service (built by L{bluegreen.tap.makeService}) with a
-real L{bluegreen.flags.FlagService} in front of real C{redis-server}
+Tests for L{bluegreen.flags.api}: the feature flag endpoints of the admin
+API, served by a real service (built by L{bluegreen.service.tap.makeService}) with a
+real L{bluegreen.flags.store.FlagService} in front of real C{redis-server}
 processes, and the flags in the status, the metrics and the manhole.
 """
 
@@ -18,7 +18,7 @@ from attrs import define
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from bluegreen.flags import MAX_VALUE, RedisTarget
+from bluegreen.flags.store import MAX_VALUE, RedisTarget
 
 from ._redis import startRedis
 from .test_admin import Running, call, captureEvents, globalReactor, startService

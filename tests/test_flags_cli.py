@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_flags_cli -*-
 """
-Tests for C{bluegreen flag ...} (L{bluegreen._flagscli}): the installed
+Tests for C{bluegreen flag ...} (L{bluegreen.flags.cli}): the installed
 console script run as a process, through a real service's admin API and
 straight to real C{redis-server} processes, and the text it prints.
 """
@@ -11,7 +11,8 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from bluegreen._flagscli import (
+from bluegreen.cli.main import Failed
+from bluegreen.flags.cli import (
     formatChange,
     formatGet,
     formatHistory,
@@ -19,8 +20,7 @@ from bluegreen._flagscli import (
     showValue,
     whoAmI,
 )
-from bluegreen.cli import Failed
-from bluegreen.flags import RedisTarget
+from bluegreen.flags.store import RedisTarget
 
 from ._redis import freePort, startRedis
 from .test_cli_admin import ESC, bluegreen, onTerminal, tokenFile

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_http11 -*-
 """
-Tests for L{bluegreen._http11}: the upstream HTTP/1.1 response parser and
+Tests for L{bluegreen.proxy.upstream}: the upstream HTTP/1.1 response parser and
 connection reuse rules, over in-memory transports.
 """
 
@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from bluegreen._http11 import BadResponse, UpstreamConnection
+from bluegreen.proxy.upstream import BadResponse, UpstreamConnection
 
 
 class RecordingPool:

@@ -19,7 +19,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from bluegreen.tap import Options, ProxyService, jsonLinesObserver, makeService
+from bluegreen.service.tap import Options, ProxyService, jsonLinesObserver, makeService
 
 REQUIRED = [
     "--green",

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_manhole -*-
 """
-Tests for L{bluegreen.manhole}: the password and key files, the SSH host
+Tests for L{bluegreen.manhole.service}: the password and key files, the SSH host
 key, the namespace, and real telnet and SSH sessions against the running
 proxy.
 """
@@ -48,9 +48,9 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from bluegreen import manhole as manhole_module
+import bluegreen.manhole.service as manhole_module
 from bluegreen.controller import SwitchRefused
-from bluegreen.manhole import (
+from bluegreen.manhole.service import (
     AuthorizedKeysChecker,
     Manhole,
     ManholeError,
@@ -63,7 +63,7 @@ from bluegreen.manhole import (
     readAuthorizedKeys,
     readPasswords,
 )
-from bluegreen.tap import Options, ProxyService, StartupError, makeService
+from bluegreen.service.tap import Options, ProxyService, StartupError, makeService
 from tests._backends import (
     captureLogs,
     echo,
@@ -978,7 +978,9 @@ class TelnetSessionTests(TestCase):
         await waitFor(client.text, "SwitchRefused: blue is already live")
         client.send(b"\x04")
         await client.lost
-        messages = [formatEvent(e) for e in self.logs.namespace("bluegreen.manhole")]
+        messages = [
+            formatEvent(e) for e in self.logs.namespace("bluegreen.manhole.service")
+        ]
         self.assertEqual(
             [m for m in messages if "logged" in m],
             ["manhole: alice logged in (telnet)", "manhole: alice logged out (telnet)"],
@@ -1212,7 +1214,9 @@ class SSHSessionTests(TestCase):
             self.proxy.controller.history[-1].reason,
             "manual switch via manhole by deploy (key alice@laptop)",
         )
-        messages = [formatEvent(e) for e in self.logs.namespace("bluegreen.manhole")]
+        messages = [
+            formatEvent(e) for e in self.logs.namespace("bluegreen.manhole.service")
+        ]
         self.assertIn("manhole: deploy (key alice@laptop) logged in (SSH)", messages)
         self.assertEqual(self.logs.errors(), [])
 
@@ -1244,7 +1248,9 @@ class SSHSessionTests(TestCase):
         assert isinstance(ended, ProcessTerminated), protocol.reason
         self.assertEqual(ended.exitCode, 1)
         self.assertEqual(self.proxy.controller.active, "green")
-        messages = [formatEvent(e) for e in self.logs.namespace("bluegreen.manhole")]
+        messages = [
+            formatEvent(e) for e in self.logs.namespace("bluegreen.manhole.service")
+        ]
         self.assertIn("manhole: bob logged in (SSH)", messages)
 
 

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_metrics -*-
 # mypy: allow-untyped-calls
 """
-Tests of L{bluegreen.metrics}: the collectors on their own (on a L{Clock}),
+Tests of L{bluegreen.admin.metrics}: the collectors on their own (on a L{Clock}),
 the hooks that feed them, and the real service's C{GET /metrics} over real
 sockets, parsed by C{prometheus_client}'s text parser.
 """
@@ -35,12 +35,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from bluegreen import __version__
-from bluegreen._http11 import BadResponse
-from bluegreen.admin import AdminSite
-from bluegreen.controller import Controller, Switch
-from bluegreen.environment import Environment
-from bluegreen.health import CheckResult, HealthMonitor, HealthSettings
-from bluegreen.metrics import (
+from bluegreen.admin.api import AdminSite
+from bluegreen.admin.metrics import (
     CHECK_BUCKETS,
     CONTENT_TYPE,
     REQUEST_BUCKETS,
@@ -49,9 +45,13 @@ from bluegreen.metrics import (
     MetricsResource,
     statusClass,
 )
-from bluegreen.pool import PoolClosed
-from bluegreen.proxy import FAILURE_KINDS, classifyFailure, describeFailure
-from bluegreen.tap import Options, ProxyService, makeService
+from bluegreen.controller import Controller, Switch
+from bluegreen.environment import Environment
+from bluegreen.health import CheckResult, HealthMonitor, HealthSettings
+from bluegreen.proxy.pool import PoolClosed
+from bluegreen.proxy.resource import FAILURE_KINDS, classifyFailure, describeFailure
+from bluegreen.proxy.upstream import BadResponse
+from bluegreen.service.tap import Options, ProxyService, makeService
 from tests._backends import (
     BackendConnection,
     IncompleteResponseError,

@@ -21,7 +21,8 @@ from twisted.plugin import getPlugins
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 import bluegreen
-from bluegreen import cli, tap
+from bluegreen.cli import main as cli
+from bluegreen.service import tap
 
 #: The repository: the directory holding setup.cfg.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,14 +47,14 @@ class PluginTests(SynchronousTestCase):
 
     def test_options(self) -> None:
         """
-        The plugin's options are L{bluegreen.tap.Options}.
+        The plugin's options are L{bluegreen.service.tap.Options}.
         """
         [plugin] = self.plugins()
         self.assertIs(plugin.options, tap.Options)
 
     def test_makeService(self) -> None:
         """
-        The plugin builds its service with L{bluegreen.tap.makeService}.
+        The plugin builds its service with L{bluegreen.service.tap.makeService}.
         """
         [plugin] = self.plugins()
         self.assertIs(plugin.makeService, tap.makeService)
@@ -79,12 +80,12 @@ class MetadataTests(SynchronousTestCase):
 
     def test_consoleScript(self) -> None:
         """
-        The C{bluegreen} console script runs L{bluegreen.cli.main}.
+        The C{bluegreen} console script runs L{bluegreen.cli.main.main}.
         """
         [entry] = importlib.metadata.entry_points(
             group="console_scripts", name="bluegreen"
         )
-        self.assertEqual(entry.value, "bluegreen.cli:main")
+        self.assertEqual(entry.value, "bluegreen.cli.main:main")
         self.assertIs(entry.load(), cli.main)
 
 
@@ -177,4 +178,4 @@ class WheelTests(TestCase):
         }
         self.assertEqual(modules - names, set())
         self.assertIn("bluegreen/demo/meow/facts.txt", names)
-        self.assertIn("bluegreen = bluegreen.cli:main", entryPointsText)
+        self.assertIn("bluegreen = bluegreen.cli.main:main", entryPointsText)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_pool -*-
 """
-Tests for L{bluegreen.pool}: bounds, reuse order, waiting, idle expiry and
+Tests for L{bluegreen.proxy.pool}: bounds, reuse order, waiting, idle expiry and
 closing, with a deterministic clock and in-memory connections.
 """
 
@@ -14,9 +14,9 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from bluegreen._http11 import UpstreamConnection
 from bluegreen.environment import Environment
-from bluegreen.pool import PoolClosed, UpstreamPool, endpointFor, loadTrustRoot
+from bluegreen.proxy.pool import PoolClosed, UpstreamPool, endpointFor, loadTrustRoot
+from bluegreen.proxy.upstream import UpstreamConnection
 
 GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
 

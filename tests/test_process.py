@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_process -*-
 """
-Tests for L{bluegreen._process}: real children, real signals.
+Tests for L{bluegreen.sync.process}: real children, real signals.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from bluegreen._process import (
+from bluegreen.sync.process import (
     MINIMAL_ENV,
     MissingTool,
     ProcessFailed,

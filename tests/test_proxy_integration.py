@@ -4,7 +4,7 @@
 Integration tests of the proxy over real sockets.
 
 Each test runs real backends (L{tests._backends.BackendFactory}) and the real
-proxy (built from L{bluegreen.tap} options) on 127.0.0.1 with free ports, and
+proxy (built from L{bluegreen.service.tap} options) on 127.0.0.1 with free ports, and
 talks to the proxy with a real client: treq over a persistent connection pool,
 or L{tests._backends.RawClient} when exact bytes matter.
 """

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_state -*-
 """
-Tests for L{bluegreen.state}: the C{--state} file.
+Tests for L{bluegreen.statefile}: the C{--state} file.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bluegreen.state import (
+from bluegreen.statefile import (
     KEEP,
     VERSION,
     SavedState,

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_sync -*-
 """
-Tests for L{bluegreen.sync} and C{bluegreen sync}: real C{sqlite3} and
+Tests for L{bluegreen.sync.strategies} and C{bluegreen sync}: real C{sqlite3} and
 C{rsync} children, fixtures built with Python's C{sqlite3} module in
 temporary directories.
 """
@@ -19,8 +19,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from bluegreen._process import ProcessRunner, Tools
-from bluegreen.sync import (
+from bluegreen.sync.process import ProcessRunner, Tools
+from bluegreen.sync.strategies import (
     COLUMN_ONLY_ON_SOURCE,
     FK_ORPHAN,
     KEY_CONFLICT,

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_syncservice -*-
 """
-Tests for L{bluegreen.syncservice}, L{bluegreen._syncapi} and C{bluegreen
-sync green blue}: a real service (L{bluegreen.tap.makeService}) with two
-SQLite databases, synced by the real L{bluegreen.sync.Syncer} (real
+Tests for L{bluegreen.sync.service}, L{bluegreen.sync.api} and C{bluegreen
+sync green blue}: a real service (L{bluegreen.service.tap.makeService}) with two
+SQLite databases, synced by the real L{bluegreen.sync.strategies.Syncer} (real
 C{sqlite3} and C{rsync} children), its admin API over real sockets and the
 real C{bluegreen} script.
 """
@@ -24,8 +24,8 @@ from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from bluegreen.syncservice import SyncService
-from bluegreen.tap import Options
+from bluegreen.service.tap import Options
+from bluegreen.sync.service import SyncService
 
 from .test_admin import Running, call, globalReactor, startService
 from .test_cli_admin import bluegreen
@@ -238,12 +238,12 @@ async def startSynced(
 
 def captureSyncEvents(testCase: TestCase) -> list[LogEvent]:
     """
-    @return: The list the C{bluegreen.sync} log events go to during the test.
+    @return: The list the C{bluegreen.sync.strategies} log events go to during the test.
     """
     events: list[LogEvent] = []
 
     def observer(event: LogEvent) -> None:
-        if event.get("log_namespace") == "bluegreen.sync":
+        if event.get("log_namespace") == "bluegreen.sync.strategies":
             events.append(event)
 
     globalLogPublisher.addObserver(cast(ILogObserver, observer))
@@ -710,7 +710,7 @@ class NextPassDelayTests(SynchronousTestCase):
         to back).  A row written just after a snapshot then waits one
         spacing plus one pass: the interval.
         """
-        from bluegreen.syncservice import nextPassDelay
+        from bluegreen.sync.service import nextPassDelay
 
         self.assertAlmostEqual(nextPassDelay(5.0, 1.25), 2.5)
         self.assertEqual(nextPassDelay(5.0, 3.0), 0.0)

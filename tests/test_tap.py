@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-Tests for L{bluegreen.tap}: the C{twistd bluegreen} options, the service
+Tests for L{bluegreen.service.tap}: the C{twistd bluegreen} options, the service
 tree, and the plugin run by a real C{twistd}.
 """
 
@@ -36,10 +36,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bluegreen import __version__
-from bluegreen.admin import AdminSite
+from bluegreen.admin.api import AdminSite
 from bluegreen.environment import Environment
-from bluegreen.proxy import ProxyResource, ProxySite
-from bluegreen.tap import Options, ProxyService, StartupError, makeService
+from bluegreen.proxy.resource import ProxyResource, ProxySite
+from bluegreen.service.tap import Options, ProxyService, StartupError, makeService
 
 GREEN_URL = "http://127.0.0.1:5002"
 BLUE_URL = "http://127.0.0.1:5001"
@@ -1818,14 +1818,14 @@ class PluginImportTests(ProcessTestMixin):
     async def test_light(self) -> None:
         """
         Importing the plugin module (and reading the plugin's name) in a
-        fresh interpreter imports neither the reactor nor L{bluegreen.tap}.
+        fresh interpreter imports neither the reactor nor L{bluegreen.service.tap}.
         """
         program = (
             "import json, sys\n"
             "from twisted.plugins import bluegreen_plugin\n"
             "assert bluegreen_plugin.bluegreen.tapname == 'bluegreen'\n"
             "print(json.dumps([m for m in ('twisted.internet.reactor', "
-            "'bluegreen.tap') if m in sys.modules]))\n"
+            "'bluegreen.service.tap') if m in sys.modules]))\n"
         )
         code, output = await self.runToEnd([sys.executable, "-c", program])
         self.assertEqual(code, 0, output)
@@ -1838,7 +1838,7 @@ class PluginImportTests(ProcessTestMixin):
         """
         program = (
             "import sys\n"
-            "from bluegreen.tap import Options\n"
+            "from bluegreen.service.tap import Options\n"
             f"Options().parseOptions({REQUIRED!r})\n"
             "print('twisted.internet.reactor' in sys.modules)\n"
         )
@@ -1861,7 +1861,7 @@ class HealthEndpointTests(SynchronousTestCase):
         from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
         from twisted.web.client import URI
 
-        from bluegreen.tap import _DirectEndpoints
+        from bluegreen.service.tap import _DirectEndpoints
 
         endpoints = _DirectEndpoints(MemoryReactorClock(), 2.0, None)
         v4 = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:5002/"))
@@ -2018,7 +2018,7 @@ class ManholeOptionTests(SynchronousTestCase):
         The SSH manhole may listen on every interface, with keys, passwords
         or both; its host key defaults to the user's state directory.
         """
-        from bluegreen.manhole import defaultHostKeyPath
+        from bluegreen.manhole.service import defaultHostKeyPath
 
         for logins in [
             ["--manhole-keys", self.keys],

@@ -14,7 +14,7 @@ Under C{DIR} (default C{./bluegreen-demo}), for each of GREEN and BLUE:
       L{twisted.runner.procmon.ProcessMonitor}.
 
 C{DIR/meow} is a working clone of the sample app with remotes C{green} and
-C{blue}, already pushed.  The bluegreen service (L{bluegreen.tap}) runs in
+C{blue}, already pushed.  The bluegreen service (L{bluegreen.service.tap}) runs in
 this process on C{--port}, with its admin API, the flags of both Redis
 servers and the C{migrate} sync between the databases.
 
@@ -43,7 +43,7 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python import usage
 from twisted.runner.procmon import ProcessMonitor
 
-from ..cli import _Command
+from bluegreen.cli.main import _Command
 
 #: The environments, in order.
 COLOURS = ("green", "blue")
@@ -380,7 +380,7 @@ def build(reactor: Any, root: Path, ports: dict[str, int]) -> DemoService:
     @return: The service.
     @raise DemoError: If bluegreen's options are refused.
     """
-    from ..tap import Options, StartupError, makeService
+    from bluegreen.service.tap import Options, StartupError, makeService
 
     redisServer = shutil.which("redis-server")
     if redisServer is None:
@@ -516,7 +516,7 @@ def whenBothUp(
 
     @return: Fires when both are up, or after C{limit} seconds.
     """
-    from ..tap import ProxyService
+    from bluegreen.service.tap import ProxyService
 
     proxies = [child for child in service if isinstance(child, ProxyService)]
     done: Deferred[None] = Deferred()

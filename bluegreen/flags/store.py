@@ -73,7 +73,7 @@ C{who}), and values found changed in Redis by notifications or refreshes
 (C{who} is then L{OUTSIDE}).
 
 txredisapi imports the global reactor when it is imported, and
-L{bluegreen.tap} imports this module while twistd parses its options,
+L{bluegreen.service.tap} imports this module while twistd parses its options,
 before it has chosen a reactor: so txredisapi is imported only inside
 functions here, never at module level.  The connections are made and
 remade by this module (one for commands, one for pub/sub), with
@@ -120,9 +120,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._tls import describeTLSError, isTLSError
-from .environment import Environment
-from .pool import endpointFor
+from bluegreen.environment import Environment
+from bluegreen.proxy.pool import endpointFor
+from bluegreen.tls import describeTLSError, isTLSError
 
 #: A valid flag name: letters, digits, C{_ - . :}; 1 to 128 characters.
 NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")

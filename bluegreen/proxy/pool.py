@@ -23,8 +23,8 @@ from twisted.internet.protocol import Factory
 from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.python.failure import Failure
 
-from ._http11 import UpstreamConnection
-from .environment import Environment
+from bluegreen.environment import Environment
+from bluegreen.proxy.upstream import UpstreamConnection
 
 
 class PoolClosed(Exception):

@@ -5,7 +5,7 @@ The admin HTTP API: see and change what bluegreen does.
 It is served on C{--admin} (by default C{tcp:3091:interface=127.0.0.1}),
 never on the proxied port::
 
-    GET  /             the dashboard, a web page (see L{bluegreen.dashboard})
+    GET  /             the dashboard, a web page (see L{bluegreen.admin.dashboard})
     GET  /api/status   the live environment and why, each environment's URL
                        and health (with its last checks), the switch history
                        (JSON)
@@ -17,12 +17,13 @@ never on the proxied port::
                        GET /api/status
     GET  /api/flags    the feature flags of each environment; also
                        GET|PUT|DELETE /api/flags/{name} and
-                       GET /api/flags/history (see L{bluegreen._flagsapi})
+                       GET /api/flags/history (see L{bluegreen.flags.api})
     GET  /api/sync     the last database syncs and the mirror's lag; also
                        POST /api/sync {"from": "green", "to": "blue"} (see
-                       L{bluegreen._syncapi})
+                       L{bluegreen.sync.api})
     GET  /metrics      Prometheus metrics, in the text format (added by
-                       L{bluegreen.tap.makeService}; see L{bluegreen.metrics})
+                       L{bluegreen.service.tap.makeService}; see
+                       L{bluegreen.admin.metrics})
 
 Every answer but C{/}, C{/api/events} and C{/metrics} is JSON; errors are
 C{{"error": "..."}} with the fitting status (400 bad request body, 401
@@ -65,10 +66,10 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from . import __version__
-from .controller import Controller, Switch, SwitchRefused, UnknownEnvironment
-from .dashboard import DashboardPage, StatusEvents
-from .health import CheckResult, EnvironmentHealth, HealthMonitor
+from bluegreen import __version__
+from bluegreen.admin.dashboard import DashboardPage, StatusEvents
+from bluegreen.controller import Controller, Switch, SwitchRefused, UnknownEnvironment
+from bluegreen.health import CheckResult, EnvironmentHealth, HealthMonitor
 
 #: The largest request body accepted (a larger one gets 413).
 MAX_BODY = 64 * 1024
@@ -87,7 +88,7 @@ ENDPOINTS = (
     "GET /metrics"
 )
 
-_log = Logger(namespace="bluegreen.admin")
+_log = Logger(namespace="bluegreen.admin.api")
 
 #: A JSON object, as parsed or as sent.
 JSONObject = dict[str, Any]

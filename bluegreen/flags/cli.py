@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_flags_cli -*-
 """
 C{bluegreen flag ...}: see and change the feature flags of each
-environment (see L{bluegreen.flags})::
+environment (see L{bluegreen.flags.store})::
 
     bluegreen flag set NAME on|off --env green|blue|all
     bluegreen flag set NAME --raw VALUE --env green|blue|all
@@ -45,7 +45,7 @@ from urllib.parse import quote, urlencode
 
 from twisted.python import usage
 
-from .cli import (
+from bluegreen.cli.main import (
     _COLOURS,
     _RED,
     Failed,
@@ -59,8 +59,8 @@ from .cli import (
     call,
     useColour,
 )
-from .environment import COLOURS
-from .flags import (
+from bluegreen.environment import COLOURS
+from bluegreen.flags.store import (
     FlagError,
     RedisTarget,
     normalise,
@@ -568,7 +568,7 @@ def formatChange(change: Mapping[str, Any], colour: bool = False) -> str:
     Say what a change did: C{RECENT = ON in blue (was OFF)}, C{RECENT
     removed from green (was ON)}.
 
-    @param change: A change as JSON (L{bluegreen.flags.FlagChange.asJSON}).
+    @param change: A change as JSON (L{bluegreen.flags.store.FlagChange.asJSON}).
     @param colour: Use ANSI colours.
     @return: One line, ending in a newline.
     """
@@ -746,7 +746,7 @@ async def direct(
     @raise Failed: If it failed (e.g. C{cannot reach Redis for blue at
         ...: connection refused}).
     """
-    from .flags import FlagStore, RedisUnavailable
+    from bluegreen.flags.store import FlagStore, RedisUnavailable
 
     env: str = sub["env"]
     target: RedisTarget = sub["target"]

@@ -11,7 +11,7 @@ remote); the C{copy} stop and start commands run on the target's host.
 Local paths never involve ssh.
 
 Every step is a C{sqlite3} or C{rsync} child run by a
-L{bluegreen._process.ProcessRunner}; Python's C{sqlite3} module is not on
+L{bluegreen.sync.process.ProcessRunner}; Python's C{sqlite3} module is not on
 the data path.  One sync runs at a time (L{Syncer.lock}).
 
 Both strategies start the same way: snapshot the source with C{VACUUM INTO}
@@ -59,7 +59,12 @@ from attrs import field, frozen
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
-from ._process import SQLITE_OPTIONS, ProcessFailed, ProcessResult, ProcessRunner
+from bluegreen.sync.process import (
+    SQLITE_OPTIONS,
+    ProcessFailed,
+    ProcessResult,
+    ProcessRunner,
+)
 
 KEY_CONFLICT = "key_conflict"
 UNIQUE_CONFLICT = "unique_conflict"

@@ -23,7 +23,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
-    from .pool import UpstreamPool
+    from bluegreen.proxy.pool import UpstreamPool
 
 #: The longest response head (status line and headers) accepted.
 MAX_HEAD = 64 * 1024

@@ -34,17 +34,17 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-from ._http11 import BadResponse, UpstreamConnection
-from ._tls import describeTLSError, isTLSError
-from .accesslog import AccessLog
-from .pool import PoolClosed
+from bluegreen.proxy.accesslog import AccessLog
+from bluegreen.proxy.pool import PoolClosed
+from bluegreen.proxy.upstream import BadResponse, UpstreamConnection
+from bluegreen.tls import describeTLSError, isTLSError
 
 if TYPE_CHECKING:
-    from .controller import Controller
-    from .environment import Environment
-    from .health import HealthMonitor
-    from .metrics import Metrics
-    from .pool import UpstreamPool
+    from bluegreen.admin.metrics import Metrics
+    from bluegreen.controller import Controller
+    from bluegreen.environment import Environment
+    from bluegreen.health import HealthMonitor
+    from bluegreen.proxy.pool import UpstreamPool
 
 #: Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded; lower case.
 HOP_BY_HOP = frozenset(

@@ -119,15 +119,15 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from . import __version__
-from .admin import exposedInterface
+from bluegreen import __version__
+from bluegreen.admin.api import exposedInterface
 
 if TYPE_CHECKING:
-    from .controller import Controller, Switch
-    from .health import HealthMonitor
-    from .tap import ProxyService
+    from bluegreen.controller import Controller, Switch
+    from bluegreen.health import HealthMonitor
+    from bluegreen.service.tap import ProxyService
 
-_log = Logger(namespace="bluegreen.manhole")
+_log = Logger(namespace="bluegreen.manhole.service")
 
 #: The largest password or authorized keys file read.
 MAX_FILE = 1 << 20
@@ -1029,7 +1029,7 @@ class Manhole(Service):
     factories, and the sessions (closed when the service stops).
 
     It is a child of the L{ProxyService}; the listeners are its siblings
-    (see L{bluegreen.tap.makeService}).
+    (see L{bluegreen.service.tap.makeService}).
 
     @ivar settings: The checked options.
     @ivar service: The bluegreen service whose objects the namespace holds.
@@ -1109,7 +1109,7 @@ class Manhole(Service):
         Set a feature flag in C{env}'s Redis, recorded as C{who}'s change
         from the manhole.  The value is stored as given (C{"ON"} is on).
 
-        @return: A Deferred firing with the L{bluegreen.flags.FlagChange}
+        @return: A Deferred firing with the L{bluegreen.flags.store.FlagChange}
             (the manhole prints it when it fires).
         """
         flags = self.service.flags
@@ -1120,7 +1120,7 @@ class Manhole(Service):
         """
         Remove a feature flag from C{env}'s Redis, recorded as C{who}'s.
 
-        @return: A Deferred firing with the L{bluegreen.flags.FlagChange}.
+        @return: A Deferred firing with the L{bluegreen.flags.store.FlagChange}.
         """
         flags = self.service.flags
         assert flags is not None
@@ -1140,7 +1140,7 @@ class Manhole(Service):
             or down (without C{force}).
         @raise bluegreen.controller.UnknownEnvironment: For another name.
         """
-        from .controller import SwitchRefused
+        from bluegreen.controller import SwitchRefused
 
         controller = self.service.controller
         reason = f"manual switch via manhole by {who}" + (", forced" if force else "")

@@ -5,7 +5,7 @@ API's C{POST /api/sync}, C{bluegreen sync green blue}, the manhole) and,
 with C{--sync mirror}, continuously from the live environment's database to
 the standby's.
 
-L{SyncService} owns one L{bluegreen.sync.Syncer}, so one sync runs at a
+L{SyncService} owns one L{bluegreen.sync.strategies.Syncer}, so one sync runs at a
 time whatever starts it:
 
   - an on-demand sync (L{SyncService.sync}) waits for a running mirror pass
@@ -41,8 +41,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from .controller import Controller
-from .sync import Syncer, SyncReport, parseLocation
+from bluegreen.controller import Controller
+from bluegreen.sync.strategies import Syncer, SyncReport, parseLocation
 
 #: The strategies of C{--sync}.
 SYNC_MODES = ("none", "copy", "migrate", "mirror")
@@ -56,7 +56,7 @@ MIRROR = "mirror"
 #: The C{result} label values of L{SyncMetrics}.
 RESULTS = ("complete", "incomplete", "failed")
 
-_log = Logger(namespace="bluegreen.sync")
+_log = Logger(namespace="bluegreen.sync.strategies")
 
 
 class SyncBusy(Exception):
@@ -672,7 +672,7 @@ def _families() -> tuple[
 
 class SyncMetrics:
     """
-    The sync's metrics: a collector for L{bluegreen.metrics.Metrics.register}.
+    The sync's metrics: a collector for L{bluegreen.admin.metrics.Metrics.register}.
 
     @ivar sync: The sync service.
     """

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_sync -*-
 """
 C{bluegreen sync}: bring one SQLite database up to date from another,
-without a running service (see L{bluegreen.sync})::
+without a running service (see L{bluegreen.sync.strategies})::
 
     bluegreen sync --from LOCATION --to LOCATION --strategy copy|migrate
                    [--dry-run] [--json] [--stop-cmd CMD --start-cmd CMD]
@@ -11,7 +11,7 @@ A LOCATION is a local path or C{[user@]host:/path}, reached with C{ssh -o
 BatchMode=yes} and C{rsync} over ssh (C{--ssh-option} adds ssh options; the
 stop and start commands run on the target's host).
 
-or, through a running service's admin API (L{bluegreen.syncservice}),
+or, through a running service's admin API (L{bluegreen.sync.service}),
 naming environments rather than databases::
 
     bluegreen sync green blue [--strategy copy|migrate] [--dry-run] [--json]
@@ -30,9 +30,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
-from .cli import Settings, _Command
-from .environment import COLOURS
-from .sync import Conflict, SyncReport, parseLocation, sshArguments
+from bluegreen.cli.main import Settings, _Command
+from bluegreen.environment import COLOURS
+from bluegreen.sync.strategies import Conflict, SyncReport, parseLocation, sshArguments
 
 
 class SyncOptions(_Command):
@@ -151,8 +151,8 @@ def runSync(options: usage.Options, settings: Settings) -> int:
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
 
-    from ._process import MissingTool, ProcessRunner, Tools
-    from .sync import Syncer
+    from bluegreen.sync.process import MissingTool, ProcessRunner, Tools
+    from bluegreen.sync.strategies import Syncer
 
     asJSON = bool(options["json"]) or settings.json
     envs = getattr(options, "envs", None)
@@ -240,7 +240,7 @@ def _throughAdmin(
     """
     from twisted.internet.task import react
 
-    from .cli import Failed, call
+    from bluegreen.cli.main import Failed, call
 
     body: dict[str, Any] = {"from": envs[0], "to": envs[1]}
     if options["strategy"] is not None:

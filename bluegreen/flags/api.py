@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_flags_api -*-
 """
-The feature flag endpoints of the admin API (see L{bluegreen.flags}).
+The feature flag endpoints of the admin API (see L{bluegreen.flags.store}).
 
 ::
 
@@ -26,7 +26,7 @@ The feature flag endpoints of the admin API (see L{bluegreen.flags}).
 C{PUT} and C{DELETE} change one environment each (C{"green"} or
 C{"blue"}, never both at once: C{bluegreen flag set --env all} makes one
 call per environment).  The value is stored exactly as given (a string of
-at most L{bluegreen.flags.MAX_VALUE} bytes) unless C{"normalise"} asks for
+at most L{bluegreen.flags.store.MAX_VALUE} bytes) unless C{"normalise"} asks for
 C{ON}/C{OFF}.  Each change is recorded with who made it: C{admin API from
 <client>}, followed by the body's C{who} in parentheses if there is one.
 A flag named C{history} can be changed with C{PUT}/C{DELETE} like any
@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
-from .admin import (
+from bluegreen.admin.api import (
     AdminError,
     AdminResource,
     Call,
@@ -63,7 +63,7 @@ from .admin import (
     _NotFound,
     checkFields,
 )
-from .flags import (
+from bluegreen.flags.store import (
     HISTORY_LIMIT,
     FlagChange,
     FlagError,
@@ -76,7 +76,7 @@ from .flags import (
 )
 
 if TYPE_CHECKING:
-    from .flags import FlagService
+    from bluegreen.flags.store import FlagService
 
 #: The most changes C{GET /api/flags/history} returns.
 MAX_LIMIT = HISTORY_LIMIT
@@ -87,7 +87,7 @@ DEFAULT_LIMIT = 50
 #: The longest C{"who"} a client may add to the history.
 MAX_WHO = 200
 
-_log = Logger(namespace="bluegreen.admin")
+_log = Logger(namespace="bluegreen.admin.api")
 
 
 def mountFlags(admin: AdminResource, flags: FlagService | None) -> FlagsResource:

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_syncservice -*-
 """
-The database sync endpoints of the admin API (see L{bluegreen.admin} and
-L{bluegreen.syncservice})::
+The database sync endpoints of the admin API (see L{bluegreen.admin.api} and
+L{bluegreen.sync.service})::
 
     GET  /api/sync   the last sync of each direction, the running one and
                      the mirror's lag (the status' C{sync} section)
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .admin import AdminError, AdminResource, Call, JSONObject, checkFields
-from .admin import _Endpoint as Endpoint
-from .syncservice import SyncBusy, SyncService, SyncUnavailable
+from bluegreen.admin.api import AdminError, AdminResource, Call, JSONObject, checkFields
+from bluegreen.admin.api import _Endpoint as Endpoint
+from bluegreen.sync.service import SyncBusy, SyncService, SyncUnavailable
 
 #: The longest C{who}.
 MAX_WHO = 200

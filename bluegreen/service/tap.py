@@ -38,14 +38,19 @@ from twisted.web.client import (
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from . import __version__
-from ._flagsapi import mountFlags
-from ._syncapi import mountSync
-from .accesslog import AccessLog
-from .admin import AdminResource, BadToken, adminSite, exposedInterface, readToken
-from .controller import Controller
-from .environment import COLOURS, BadURL, Environment
-from .flags import (
+from bluegreen import __version__
+from bluegreen.admin.api import (
+    AdminResource,
+    BadToken,
+    adminSite,
+    exposedInterface,
+    readToken,
+)
+from bluegreen.admin.metrics import FlagMetrics, Metrics, MetricsResource
+from bluegreen.controller import Controller
+from bluegreen.environment import COLOURS, BadURL, Environment
+from bluegreen.flags.api import mountFlags
+from bluegreen.flags.store import (
     DEFAULT_NAMES,
     FlagError,
     FlagService,
@@ -53,13 +58,19 @@ from .flags import (
     readPasswordFile,
     validateName,
 )
-from .health import HealthMonitor, HealthSettings, StatusSet
-from .manhole import SSH_EXAMPLES, TELNET_EXAMPLES, Manhole, ManholeError
-from .manhole import checkOptions as checkManholeOptions
-from .metrics import FlagMetrics, Metrics, MetricsResource
-from .pool import UpstreamPool, endpointFor, loadTrustRoot
-from .proxy import ProxyResource, ProxySite
-from .syncservice import SyncMetrics, SyncService
+from bluegreen.health import HealthMonitor, HealthSettings, StatusSet
+from bluegreen.manhole.service import (
+    SSH_EXAMPLES,
+    TELNET_EXAMPLES,
+    Manhole,
+    ManholeError,
+)
+from bluegreen.manhole.service import checkOptions as checkManholeOptions
+from bluegreen.proxy.accesslog import AccessLog
+from bluegreen.proxy.pool import UpstreamPool, endpointFor, loadTrustRoot
+from bluegreen.proxy.resource import ProxyResource, ProxySite
+from bluegreen.sync.api import mountSync
+from bluegreen.sync.service import SyncMetrics, SyncService
 
 
 def portToEndpoint(
@@ -492,7 +503,7 @@ class Options(usage.Options):
 
         @raise usage.UsageError: Naming the option.
         """
-        from .syncservice import SYNC_MODES
+        from bluegreen.sync.service import SYNC_MODES
 
         databases: dict[str, str] = {}
         for colour in COLOURS:
@@ -591,7 +602,7 @@ class Options(usage.Options):
         if self["state"] is not None:
             _checkWritableFile("state", self["state"])
         if self.get("sshOptions"):
-            from .sync import sshArguments
+            from bluegreen.sync.strategies import sshArguments
 
             try:
                 sshArguments(self["sshOptions"])
@@ -638,13 +649,13 @@ def _checkWritableFile(name: str, path: str) -> None:
 def _checkDatabase(name: str, location: str) -> str:
     """
     Check a database location (C{--green-db}, C{--blue-db}): a local path
-    or C{[user@]host:/path} (L{bluegreen.sync.parseLocation}); a local
+    or C{[user@]host:/path} (L{bluegreen.sync.strategies.parseLocation}); a local
     file need not exist yet, but its directory must.
 
     @return: C{location}.
     @raise usage.UsageError: Naming C{--name} and the problem.
     """
-    from .sync import parseLocation
+    from bluegreen.sync.strategies import parseLocation
 
     try:
         parsed = parseLocation(location)
@@ -907,8 +918,8 @@ def _syncService(
     databases: dict[str, str] = options.get("databases") or {}
     if not databases:
         return None
-    from ._process import MissingTool, ProcessRunner, Tools
-    from .sync import Syncer, sshArguments
+    from bluegreen.sync.process import MissingTool, ProcessRunner, Tools
+    from bluegreen.sync.strategies import Syncer, sshArguments
 
     try:
         tools = Tools.find()

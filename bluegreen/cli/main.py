@@ -10,9 +10,9 @@ The C{bluegreen} console command: talks to a running service's admin API.
     bluegreen check                  run the health checks now
     bluegreen flag set|get|list|unset|history ...
                                      the feature flags of each environment
-                                     (see L{bluegreen._flagscli})
+                                     (see L{bluegreen.flags.cli})
     bluegreen sync --from PATH --to PATH --strategy copy|migrate ...
-                                     sync a database (see L{bluegreen._synccli})
+                                     sync a database (see L{bluegreen.sync.cli})
     bluegreen sync green blue [--strategy copy|migrate] [--dry-run]
                                      sync through the running service
     bluegreen demo [--dir DIR] [--port 3090]
@@ -53,10 +53,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from . import __version__
-from .admin import BadToken, readToken
-from .environment import COLOURS
-from .health import describeCheckFailure
+from bluegreen import __version__
+from bluegreen.admin.api import BadToken, readToken
+from bluegreen.environment import COLOURS
+from bluegreen.health import describeCheckFailure
 
 #: Where the admin API is unless told otherwise.
 DEFAULT_ADMIN = "http://127.0.0.1:3091"
@@ -234,7 +234,7 @@ def _flagOptions() -> usage.Options:
     """
     @return: The options of C{bluegreen flag} (imported only when used).
     """
-    from ._flagscli import FlagOptions
+    from bluegreen.flags.cli import FlagOptions
 
     return FlagOptions()
 
@@ -243,7 +243,7 @@ def _demoOptions() -> usage.Options:
     """
     @return: The options of C{bluegreen demo} (imported only when used).
     """
-    from .demo._run import DemoOptions
+    from bluegreen.demo._run import DemoOptions
 
     return DemoOptions()
 
@@ -252,7 +252,7 @@ def _syncOptions() -> usage.Options:
     """
     @return: The options of C{bluegreen sync} (imported only when used).
     """
-    from ._synccli import SyncOptions
+    from bluegreen.sync.cli import SyncOptions
 
     return SyncOptions()
 
@@ -757,15 +757,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = options.subOptions
     command: str = options.subCommand
     if command == "flag":
-        from ._flagscli import runFlag
+        from bluegreen.flags.cli import runFlag
 
         return runFlag(sub, settings)
     if command == "sync":
-        from ._synccli import runSync
+        from bluegreen.sync.cli import runSync
 
         return runSync(sub, settings)
     if command == "demo":
-        from .demo._run import runDemo
+        from bluegreen.demo._run import runDemo
 
         return runDemo(sub)
     to = sub.get("to")

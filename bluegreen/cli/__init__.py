@@ -1,0 +1,4 @@
+# -*- test-case-name: tests -*-
+"""
+The C{bluegreen} command line: a client of the admin API.
+"""

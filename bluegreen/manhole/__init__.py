@@ -1,0 +1,4 @@
+# -*- test-case-name: tests -*-
+"""
+Telnet and SSH manholes: a Python prompt inside the running service.
+"""
