@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import tempfile
 from typing import Any
 
@@ -31,22 +30,9 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
+from tests._util import freePort
+
 reactor: Any = _reactor
-
-#: Ports a test must never use: the system Redis and bluegreen's defaults.
-_RESERVED = frozenset((6379, 3090, 3091))
-
-
-def freePort() -> int:
-    """
-    A TCP port of 127.0.0.1 that nothing listens on now (not a reserved one).
-    """
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port not in _RESERVED:
-            return port
 
 
 class ProcessFailed(Exception):

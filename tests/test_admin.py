@@ -45,14 +45,10 @@ from twisted.web.server import Site
 
 from bluegreen import __version__
 from bluegreen.admin import api as admin
-from bluegreen.admin.api import (
-    MAX_BODY,
-    BadToken,
-    exposedInterface,
-    isLoopback,
-    readToken,
-)
+from bluegreen.admin.api import MAX_BODY, exposedInterface, isLoopback
+from bluegreen.admin.token import BadToken, readToken
 from bluegreen.service.tap import Options, ProxyService, _Listener, makeService
+from tests._util import freePort
 
 #: The endpoints, as the 404 message lists them.
 TRY = (
@@ -73,18 +69,6 @@ def globalReactor() -> _Reactor:
     @return: The global reactor.
     """
     return cast(_Reactor, reactor)
-
-
-def freePort() -> int:
-    """
-    @return: A TCP port of 127.0.0.1 that nothing listens on (a moment ago).
-    """
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class _Hello(Resource):
@@ -385,7 +369,7 @@ def captureEvents(testCase: TestCase) -> list[LogEvent]:
     events: list[LogEvent] = []
 
     def observer(event: LogEvent) -> None:
-        if event.get("log_namespace") == "bluegreen.admin.api":
+        if event.get("log_namespace") == "bluegreen.admin":
             events.append(event)
 
     globalLogPublisher.addObserver(cast(ILogObserver, observer))
@@ -1159,7 +1143,7 @@ class UNIXSocketTests(TestCase):
         Over a UNIX socket, the history says the switch came from a local
         socket.
         """
-        from bluegreen.cli.main import _UNIXEndpointFactory
+        from bluegreen.cli.common import _UNIXEndpointFactory
 
         # Short: trial's temporary paths can exceed AF_UNIX's 108 bytes.
         directory = tempfile.mkdtemp(prefix="bg-")

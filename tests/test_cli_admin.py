@@ -24,17 +24,11 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from bluegreen.cli.main import (
-    DEFAULT_ADMIN,
-    Options,
-    formatCheck,
-    formatStatus,
-    formatSwitch,
-    settingsFrom,
-    useColour,
-)
+from bluegreen.cli.common import DEFAULT_ADMIN, settingsFrom, useColour
+from bluegreen.cli.main import Options, formatCheck, formatStatus, formatSwitch
+from tests._util import freePort
 
-from .test_admin import Running, freePort, startService
+from .test_admin import Running, startService
 from .test_cli import consoleScript
 
 #: ANSI escape sequences start with this.

@@ -25,8 +25,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SkipTest, TestCase
 
 from bluegreen.demo._run import DemoOptions, runDemo
-
-from ._redis import freePort
+from tests._util import freePort
 
 #: Seconds allowed for the demo to come up (first run: git, two apps).
 STARTUP = 60.0

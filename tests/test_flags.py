@@ -47,6 +47,7 @@ from bluegreen.flags.store import (
 )
 from bluegreen.proxy.resource import ProxyResource
 from bluegreen.service.tap import Options, ProxyService, makeService
+from tests._util import freePort
 
 from ._backends import (
     LogCapture,
@@ -57,7 +58,7 @@ from ._backends import (
     startBackend,
     startProxy,
 )
-from ._redis import RedisProcess, freePort, startRedis
+from ._redis import RedisProcess, startRedis
 
 reactor: Any = _reactor
 

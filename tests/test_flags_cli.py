@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from bluegreen.cli.main import Failed
+from bluegreen.cli.common import Failed
 from bluegreen.flags.cli import (
     formatChange,
     formatGet,
@@ -21,8 +21,9 @@ from bluegreen.flags.cli import (
     whoAmI,
 )
 from bluegreen.flags.store import RedisTarget
+from tests._util import freePort
 
-from ._redis import freePort, startRedis
+from ._redis import startRedis
 from .test_cli_admin import ESC, bluegreen, onTerminal, tokenFile
 from .test_flags_api import TOKEN, startFlagged, table, waitFor
 

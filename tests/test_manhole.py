@@ -72,6 +72,7 @@ from tests._backends import (
     startBackend,
     startProxy,
 )
+from tests._util import freePort
 
 #: The required options (no admin API).
 REQUIRED = [
@@ -142,16 +143,6 @@ def hashed(password: bytes) -> bytes:
     @return: A (cheap) bcrypt hash of C{password}.
     """
     return bcrypt.hashpw(password, bcrypt.gensalt(rounds=4))
-
-
-def freePort() -> int:
-    """
-    @return: A TCP port on 127.0.0.1 that was free a moment ago.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def parse(*args: str) -> Options:
@@ -978,9 +969,7 @@ class TelnetSessionTests(TestCase):
         await waitFor(client.text, "SwitchRefused: blue is already live")
         client.send(b"\x04")
         await client.lost
-        messages = [
-            formatEvent(e) for e in self.logs.namespace("bluegreen.manhole.service")
-        ]
+        messages = [formatEvent(e) for e in self.logs.namespace("bluegreen.manhole")]
         self.assertEqual(
             [m for m in messages if "logged" in m],
             ["manhole: alice logged in (telnet)", "manhole: alice logged out (telnet)"],
@@ -1214,9 +1203,7 @@ class SSHSessionTests(TestCase):
             self.proxy.controller.history[-1].reason,
             "manual switch via manhole by deploy (key alice@laptop)",
         )
-        messages = [
-            formatEvent(e) for e in self.logs.namespace("bluegreen.manhole.service")
-        ]
+        messages = [formatEvent(e) for e in self.logs.namespace("bluegreen.manhole")]
         self.assertIn("manhole: deploy (key alice@laptop) logged in (SSH)", messages)
         self.assertEqual(self.logs.errors(), [])
 
@@ -1248,9 +1235,7 @@ class SSHSessionTests(TestCase):
         assert isinstance(ended, ProcessTerminated), protocol.reason
         self.assertEqual(ended.exitCode, 1)
         self.assertEqual(self.proxy.controller.active, "green")
-        messages = [
-            formatEvent(e) for e in self.logs.namespace("bluegreen.manhole.service")
-        ]
+        messages = [formatEvent(e) for e in self.logs.namespace("bluegreen.manhole")]
         self.assertIn("manhole: bob logged in (SSH)", messages)
 
 

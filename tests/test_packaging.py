@@ -166,7 +166,7 @@ class WheelTests(TestCase):
             ]
             entryPointsText = archive.read(entryPoints).decode("utf-8")
         self.assertIn("twisted/plugins/bluegreen_plugin.py", names)
-        self.assertIn("bluegreen/dashboard.html", names)
+        self.assertIn("bluegreen/admin/dashboard.html", names)
         self.assertNotIn("twisted/plugins/__init__.py", names)
         self.assertNotIn("twisted/__init__.py", names)
         self.assertNotIn("twisted/plugins/dropin.cache", names)

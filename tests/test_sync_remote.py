@@ -39,6 +39,7 @@ from bluegreen.sync.strategies import (
     parseLocation,
     sshArguments,
 )
+from tests._util import freePort
 
 from .test_cli_admin import bluegreen
 from .test_sync import build, content, rows
@@ -47,16 +48,6 @@ reactor: Any = _reactor
 
 SSHD = "/usr/sbin/sshd"
 KEYGEN = "/usr/bin/ssh-keygen"
-
-
-def freePort() -> int:
-    """
-    @return: A TCP port of 127.0.0.1 nothing listens on (just now).
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def accepts(port: int) -> bool:

@@ -243,7 +243,7 @@ def captureSyncEvents(testCase: TestCase) -> list[LogEvent]:
     events: list[LogEvent] = []
 
     def observer(event: LogEvent) -> None:
-        if event.get("log_namespace") == "bluegreen.sync.strategies":
+        if event.get("log_namespace") == "bluegreen.sync":
             events.append(event)
 
     globalLogPublisher.addObserver(cast(ILogObserver, observer))

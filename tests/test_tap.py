@@ -40,6 +40,7 @@ from bluegreen.admin.api import AdminSite
 from bluegreen.environment import Environment
 from bluegreen.proxy.resource import ProxyResource, ProxySite
 from bluegreen.service.tap import Options, ProxyService, StartupError, makeService
+from tests._util import freePort
 
 GREEN_URL = "http://127.0.0.1:5002"
 BLUE_URL = "http://127.0.0.1:5001"
@@ -78,16 +79,6 @@ def parse(*args: str) -> Options:
     options = Options()
     options.parseOptions([*REQUIRED, *args])
     return options
-
-
-def freePort() -> int:
-    """
-    @return: A TCP port on 127.0.0.1 that was free a moment ago.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def accepts(port: int) -> bool:

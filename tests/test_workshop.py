@@ -32,8 +32,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 
 from bluegreen.demo._run import POLL
+from tests._util import freePort
 
-from ._redis import freePort
 from .test_demo import STARTUP, _alive, _listening, spawnDemo
 
 reactor: Any = _reactor

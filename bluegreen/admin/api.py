@@ -88,42 +88,10 @@ ENDPOINTS = (
     "GET /metrics"
 )
 
-_log = Logger(namespace="bluegreen.admin.api")
+_log = Logger(namespace="bluegreen.admin")
 
 #: A JSON object, as parsed or as sent.
 JSONObject = dict[str, Any]
-
-
-class BadToken(ValueError):
-    """
-    A token file that cannot be used; the message says why.
-    """
-
-
-def readToken(path: str) -> bytes:
-    """
-    Read a bearer token from a file: its content without surrounding
-    whitespace (so a trailing newline does not count).
-
-    @param path: The file.
-    @return: The token.
-    @raise BadToken: If the file cannot be read, is empty, or holds
-        something that cannot be sent in an C{Authorization} header
-        (anything but printable ASCII without spaces).
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BODY + 1)
-    except OSError as e:
-        raise BadToken(f"cannot read {path!r}: {e.strerror}") from None
-    token = data.strip()
-    if not token:
-        raise BadToken(f"{path!r} is empty")
-    if len(data) > MAX_BODY or not all(0x21 <= byte <= 0x7E for byte in token):
-        raise BadToken(
-            f"{path!r} must hold one token of printable ASCII characters without spaces"
-        )
-    return token
 
 
 def isLoopback(host: str) -> bool:

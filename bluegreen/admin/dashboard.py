@@ -63,7 +63,7 @@ MAX_STREAMS = 32
 #: Milliseconds a browser waits before reconnecting a dropped stream.
 RETRY_MILLISECONDS = 1000
 
-_log = Logger(namespace="bluegreen.admin.api")
+_log = Logger(namespace="bluegreen.admin")
 
 
 def _sources(page: bytes, tag: bytes) -> str:

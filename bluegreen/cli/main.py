@@ -30,128 +30,38 @@ error.
 
 from __future__ import annotations
 
-import getopt
 import json
 import os
 import sys
 import time
 import traceback
 from collections.abc import Mapping
-from typing import Any, TextIO
-from urllib.parse import urlsplit
+from typing import Any
 
-from attrs import frozen
-from treq import collect
-from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.error import ConnectError, ConnectionRefusedError
 from twisted.python import usage
-from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory
-from zope.interface import implementer
 
-from bluegreen import __version__
-from bluegreen.admin.api import BadToken, readToken
+from bluegreen.cli.common import (
+    COLOUR_CODES,
+    RED,
+    SYNOPSIS,
+    CommandOptions,
+    CommonOptions,
+    Failed,
+    Settings,
+    ago,
+    call,
+    localTime,
+    paint,
+    settingsFrom,
+    useColour,
+)
 from bluegreen.environment import COLOURS
-from bluegreen.health import describeCheckFailure
-
-#: Where the admin API is unless told otherwise.
-DEFAULT_ADMIN = "http://127.0.0.1:3091"
-
-#: Seconds to wait for an answer unless told otherwise.
-DEFAULT_TIMEOUT = 30.0
 
 #: Switches shown by C{status}.
 SHOWN_SWITCHES = 5
 
-#: ANSI colours of the environments.
-_COLOURS = {"green": "1;32", "blue": "1;34"}
-_RED = "1;31"
 
-SYNOPSIS = (
-    "bluegreen [--admin URL] [--token-file FILE] [--json] status|switch|check|flag"
-)
-
-
-class _Common(usage.Options):
-    """
-    The options every command takes (before or after the command's name).
-    """
-
-    synopsis = SYNOPSIS
-    optFlags = [["json", None, "Print the admin API's JSON answer."]]
-    optParameters = [
-        [
-            "admin",
-            None,
-            None,
-            "The admin API: http://HOST:PORT, https://..., or unix:/PATH "
-            f"(default: $BLUEGREEN_ADMIN, else {DEFAULT_ADMIN}).",
-        ],
-        [
-            "token-file",
-            None,
-            None,
-            "File holding the admin token (default: $BLUEGREEN_TOKEN_FILE).",
-        ],
-        [
-            "timeout",
-            None,
-            None,
-            f"Seconds to wait for an answer (default {DEFAULT_TIMEOUT:g}).",
-        ],
-    ]
-
-    def opt_version(self) -> None:
-        """
-        Print the version and exit.
-        """
-        print(f"bluegreen {__version__}")
-        raise SystemExit(0)
-
-    def getSynopsis(self) -> str:
-        """
-        @return: The usage line for C{--help}.
-        """
-        return f"Usage: {self.synopsis}"
-
-
-class _Command(_Common):
-    """
-    A command's options, which may also follow its arguments
-    (C{bluegreen switch blue --force}).
-    """
-
-    def parseOptions(self, options: list[str] | None = None) -> None:
-        """
-        Parse C{options}, the options in any order with the arguments.
-
-        @raise usage.UsageError: For unknown options or bad arguments.
-        """
-        args = sys.argv[1:] if options is None else list(options)
-        try:
-            opts, rest = getopt.gnu_getopt(args, self.shortOpt, self.longOpt)
-        except getopt.GetoptError as e:
-            raise usage.UsageError(str(e)) from None
-        ordered: list[str] = []
-        for option, value in opts:
-            ordered += [option, value] if self._takesValue(option) else [option]
-        super().parseOptions([*ordered, "--", *rest])
-
-    def _takesValue(self, option: str) -> bool:
-        """
-        @return: Whether C{option} (C{--name} or C{-n}) takes a value.
-        """
-        name = option.lstrip("-")
-        if option.startswith("--"):
-            return f"{name}=" in self.longOpt
-        return f"{name}:" in self.shortOpt
-
-
-class StatusOptions(_Command):
+class StatusOptions(CommandOptions):
     """
     C{bluegreen status}.
     """
@@ -186,7 +96,7 @@ class CheckOptions(StatusOptions):
             raise usage.UsageError(f"check: unexpected argument {args[0]!r}")
 
 
-class SwitchOptions(_Command):
+class SwitchOptions(CommandOptions):
     """
     C{bluegreen switch ENVIRONMENT [--force]}.
     """
@@ -214,7 +124,7 @@ class SwitchOptions(_Command):
         self["to"] = args[0]
 
 
-class Options(_Common):
+class Options(CommonOptions):
     """
     C{bluegreen [options] COMMAND}.
     """
@@ -257,275 +167,7 @@ def _syncOptions() -> usage.Options:
     return SyncOptions()
 
 
-@frozen
-class Settings:
-    """
-    Where and how to reach the admin API.
-
-    @ivar admin: The admin API as the user gave it (for messages).
-    @ivar base: The base URL requests go to (C{http://localhost} for a
-        UNIX socket).
-    @ivar socket: The UNIX socket's path, or L{None} for TCP.
-    @ivar token: The bearer token, or L{None}.
-    @ivar json: Print JSON rather than text.
-    @ivar timeout: Seconds to wait for an answer.
-    """
-
-    admin: str
-    base: str
-    socket: str | None
-    token: bytes | None
-    json: bool
-    timeout: float
-
-
-def settingsFrom(options: Options, environ: Mapping[str, str]) -> Settings:
-    """
-    Work out the settings: the command's options, else the global ones,
-    else the environment variables, else the defaults.
-
-    @param options: Parsed options (with a subcommand).
-    @param environ: The environment variables.
-    @return: The settings.
-    @raise usage.UsageError: For a bad URL, token file or timeout.
-    """
-    sub = options.subOptions
-    # The command's options, then its parent's (bluegreen flag set ...).
-    chain = [o for o in (getattr(sub, "subOptions", None), sub) if o is not None]
-
-    def pick(name: str) -> Any:
-        for level in chain:
-            if level[name] is not None:
-                return level[name]
-        return options[name]
-
-    admin, adminName = pick("admin"), "--admin"
-    if admin is None and environ.get("BLUEGREEN_ADMIN"):
-        admin, adminName = environ["BLUEGREEN_ADMIN"], "BLUEGREEN_ADMIN"
-    admin = (admin or DEFAULT_ADMIN).strip()
-    socket = None
-    if admin.startswith("unix:"):
-        socket = admin[len("unix:") :]
-        if not socket:
-            raise usage.UsageError(f"{adminName}: {admin!r} has no socket path")
-        base = "http://localhost"
-    else:
-        parts = urlsplit(admin)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise usage.UsageError(
-                f"{adminName}: {admin!r} is not an http:// or https:// URL "
-                f"(e.g. {DEFAULT_ADMIN}) or unix:/PATH"
-            )
-        try:
-            parts.port  # noqa: B018 (checks the port)
-        except ValueError:
-            raise usage.UsageError(f"{adminName}: {admin!r} has a bad port") from None
-        base = admin.rstrip("/")
-    tokenFile, tokenName = pick("token-file"), "--token-file"
-    if tokenFile is None and environ.get("BLUEGREEN_TOKEN_FILE"):
-        tokenFile, tokenName = environ["BLUEGREEN_TOKEN_FILE"], "BLUEGREEN_TOKEN_FILE"
-    token = None
-    if tokenFile is not None:
-        try:
-            token = readToken(tokenFile)
-        except BadToken as e:
-            raise usage.UsageError(f"{tokenName}: {e}") from None
-    timeoutText = pick("timeout")
-    timeout = DEFAULT_TIMEOUT
-    if timeoutText is not None:
-        try:
-            timeout = float(timeoutText)
-        except ValueError:
-            timeout = -1.0
-        if not 0 < timeout < float("inf"):
-            raise usage.UsageError(
-                f"--timeout: {timeoutText!r} is not a positive number of seconds"
-            )
-    return Settings(
-        admin=admin,
-        base=base,
-        socket=socket,
-        token=token,
-        json=bool(options["json"] or any(level["json"] for level in chain)),
-        timeout=timeout,
-    )
-
-
-class Failed(Exception):
-    """
-    The command failed or was refused; the message says why.
-    """
-
-
-class Unreachable(Failed):
-    """
-    The admin API could not be reached.
-    """
-
-
-@implementer(IAgentEndpointFactory)
-class _UNIXEndpointFactory:
-    """
-    Connects every request to one UNIX socket.
-    """
-
-    def __init__(self, reactor: Any, path: str) -> None:
-        """
-        @param reactor: Makes the connections.
-        @param path: The socket.
-        """
-        self.reactor = reactor
-        self.path = path
-
-    def endpointForURI(self, uri: Any) -> UNIXClientEndpoint:
-        """
-        @return: An endpoint for the socket, whatever the URI.
-        """
-        return UNIXClientEndpoint(self.reactor, self.path)
-
-
-def _describe(reason: Failure, timeout: float) -> str:
-    """
-    Say why the admin API could not be reached.
-
-    @param reason: The request's failure.
-    @param timeout: The timeout, for the message.
-    @return: E.g. C{"connection refused"}, C{"no such file or directory"}.
-    """
-    error = reason.value
-    if (
-        isinstance(error, ConnectError)
-        and not isinstance(error, ConnectionRefusedError)
-        and isinstance(error.osError, int)
-    ):
-        return os.strerror(error.osError).lower()
-    return describeCheckFailure(reason, timeout)
-
-
-async def call(
-    reactor: Any,
-    settings: Settings,
-    method: str,
-    path: str,
-    body: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """
-    Make one admin API call.
-
-    @param reactor: Runs the request.
-    @param settings: Where to, with which token.
-    @param method: C{"GET"} or C{"POST"}.
-    @param path: E.g. C{/api/status}.
-    @param body: A JSON body to send, if any.
-    @return: The answer's JSON object (status 2xx).
-    @raise Failed: If the API cannot be reached, answers with an error or
-        with something that is not its JSON.
-    """
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    if settings.socket is not None:
-        agent = Agent.usingEndpointFactory(
-            reactor, _UNIXEndpointFactory(reactor, settings.socket), pool=pool
-        )
-    else:
-        agent = Agent(reactor, connectTimeout=settings.timeout, pool=pool)
-    client = HTTPClient(agent)
-    headers = Headers(
-        {
-            b"Accept": [b"application/json"],
-            b"User-Agent": [f"bluegreen-cli/{__version__}".encode("ascii")],
-        }
-    )
-    if settings.token is not None:
-        headers.setRawHeaders(b"Authorization", [b"Bearer " + settings.token])
-    chunks: list[bytes] = []
-    try:
-        extra: dict[str, Any] = {} if body is None else {"json": body}
-        d: Deferred[Any] = client.request(
-            method, settings.base + path, headers=headers, **extra
-        )
-        d.addTimeout(settings.timeout, reactor)
-        response = await d
-        collecting: Deferred[None] = collect(response, chunks.append)
-        collecting.addTimeout(settings.timeout, reactor)
-        await collecting
-    except Exception:
-        reason = _describe(Failure(), settings.timeout)
-        raise Unreachable(
-            f"cannot reach bluegreen admin at {settings.admin}: {reason}"
-        ) from None
-    code: int = response.code
-    contentType = response.headers.getRawHeaders(b"content-type", [b""])[0]
-    try:
-        if not contentType.startswith(b"application/json"):
-            raise ValueError("not JSON")
-        answer = json.loads(b"".join(chunks).decode("utf-8"))
-        if not isinstance(answer, dict):
-            raise ValueError("not a JSON object")
-    except ValueError:
-        raise Failed(
-            f"unexpected answer from {settings.admin}{path}: HTTP {code} "
-            f"({contentType.decode('latin-1') or 'no content type'}); "
-            "is it bluegreen's admin API?"
-        ) from None
-    if not 200 <= code < 300:
-        error = str(answer.get("error", f"HTTP {code}"))
-        if code == 401:
-            hint = (
-                "give --token-file FILE or set BLUEGREEN_TOKEN_FILE"
-                if settings.token is None
-                else "check the token file"
-            )
-            raise Failed(f"not authorized: {error} ({hint})")
-        if code == 409 and path == "/api/switch":
-            raise Failed(f"switch refused: {error}")
-        if code in (400, 409, 503) and path.startswith("/api/flags"):
-            # The reason says it all: "cannot reach Redis for blue at ...".
-            raise Failed(error)
-        raise Failed(f"{error} (HTTP {code})")
-    return answer
-
-
 # Text output
-
-
-def _paint(text: str, code: str, colour: bool) -> str:
-    """
-    @return: C{text} in the ANSI colour C{code}, if C{colour}.
-    """
-    return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
-
-
-def useColour(stream: TextIO, environ: Mapping[str, str]) -> bool:
-    """
-    Whether to colour text written to C{stream}: only on a terminal, and
-    not with C{NO_COLOR} set (see no-color.org) or C{TERM=dumb}.
-    """
-    try:
-        tty = stream.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    return tty and not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
-
-
-def _ago(seconds: float) -> str:
-    """
-    @return: E.g. C{"5 s ago"}, C{"3 min ago"}.
-    """
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 36 * 3600:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
-
-
-def _localTime(when: float) -> str:
-    """
-    @return: C{when} (POSIX seconds) in local time.
-    """
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
 
 def formatHealth(status: Mapping[str, Any], colour: bool = False) -> list[str]:
@@ -543,8 +185,8 @@ def formatHealth(status: Mapping[str, Any], colour: bool = False) -> list[str]:
     for name, info in environments.items():
         health = info.get("health", {})
         state = str(health.get("state", "unknown"))
-        label = _paint(f"{name:<{width}}", _COLOURS.get(name, ""), colour)
-        stateText = _paint(f"{state:<7}", _RED if state == "down" else "", colour)
+        label = paint(f"{name:<{width}}", COLOUR_CODES.get(name, ""), colour)
+        stateText = paint(f"{state:<7}", RED if state == "down" else "", colour)
         line = f"  {label}  {stateText} {info.get('url', '')}"
         if info.get("live"):
             line += "  (live)"
@@ -560,7 +202,7 @@ def formatHealth(status: Mapping[str, Any], colour: bool = False) -> list[str]:
             word = "passed" if health.get("successes") else "failed"
             detail += f"; {run} {word} in a row"
             when = float(last.get("when", now))
-            detail += f"; checked {_localTime(when)} ({_ago(now - when)})"
+            detail += f"; checked {localTime(when)} ({ago(now - when)})"
             line += f"\n  {' ' * width}  {detail}"
         else:
             line += f"\n  {' ' * width}  not checked yet"
@@ -582,11 +224,11 @@ def formatStatus(status: Mapping[str, Any], colour: bool = False) -> str:
     why = f"why:  {status.get('why', '?')}"
     since = status.get("since")
     if isinstance(since, (int, float)):
-        why += f"; since {_localTime(since)} ({_ago(now - since)})"
+        why += f"; since {localTime(since)} ({ago(now - since)})"
     lines.append(why)
     mode = status.get("mode", "serving")
     if mode == "outage":
-        lines.append(_paint("OUTAGE: both environments are down", _RED, colour))
+        lines.append(paint("OUTAGE: both environments are down", RED, colour))
     elif mode != "serving":
         lines.append(f"mode: {mode}")
     lines += ["", "health:", *formatHealth(status, colour), ""]
@@ -595,7 +237,7 @@ def formatStatus(status: Mapping[str, Any], colour: bool = False) -> str:
         lines.append("last switches:")
         for record in reversed(history[-SHOWN_SWITCHES:]):
             lines.append(
-                f"  {_localTime(float(record.get('when', 0)))}  "
+                f"  {localTime(float(record.get('when', 0)))}  "
                 f"{record.get('from')} -> {record.get('to')}  {record.get('reason')}"
             )
     else:
@@ -644,12 +286,12 @@ def _syncLines(sync: Any, now: float) -> list[str]:
         if not isinstance(last, Mapping):
             continue
         when = last.get("when")
-        ago = f" ({_ago(now - when)})" if isinstance(when, (int, float)) else ""
+        since = f" ({ago(now - when)})" if isinstance(when, (int, float)) else ""
         result = "complete" if last.get("complete") else "INCOMPLETE"
         lines.append(
             f"  {way}: {last.get('strategy')} {result}, "
             f"{last.get('rows_copied', 0)} rows, {last.get('conflicts', 0)} "
-            f"conflicts{ago}"
+            f"conflicts{since}"
         )
     return lines
 
@@ -661,7 +303,7 @@ def _liveLine(status: Mapping[str, Any], colour: bool) -> str:
     live = str(status.get("live", "?"))
     environments: Mapping[str, Any] = status.get("environments", {})
     url = environments.get(live, {}).get("url", "")
-    return f"live: {_paint(live.upper(), _COLOURS.get(live, ''), colour)}  {url}"
+    return f"live: {paint(live.upper(), COLOUR_CODES.get(live, ''), colour)}  {url}"
 
 
 def formatSwitch(answer: Mapping[str, Any], colour: bool = False) -> str:
@@ -674,7 +316,7 @@ def formatSwitch(answer: Mapping[str, Any], colour: bool = False) -> str:
     """
     switched: Mapping[str, Any] = answer.get("switched", {})
     to = str(switched.get("to", "?"))
-    name = _paint(to.upper(), _COLOURS.get(to, ""), colour)
+    name = paint(to.upper(), COLOUR_CODES.get(to, ""), colour)
     return (
         f"switched to {name} (was {switched.get('from')}): {switched.get('reason')}\n"
     )

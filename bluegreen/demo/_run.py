@@ -43,7 +43,7 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python import usage
 from twisted.runner.procmon import ProcessMonitor
 
-from bluegreen.cli.main import _Command
+from bluegreen.cli.common import CommandOptions
 
 #: The environments, in order.
 COLOURS = ("green", "blue")
@@ -94,7 +94,7 @@ done
 """
 
 
-class DemoOptions(_Command):
+class DemoOptions(CommandOptions):
     """
     C{bluegreen demo [--dir DIR] [--port 3090] [--admin-port 3091]}.
     """

@@ -87,7 +87,7 @@ DEFAULT_LIMIT = 50
 #: The longest C{"who"} a client may add to the history.
 MAX_WHO = 200
 
-_log = Logger(namespace="bluegreen.admin.api")
+_log = Logger(namespace="bluegreen.admin")
 
 
 def mountFlags(admin: AdminResource, flags: FlagService | None) -> FlagsResource:

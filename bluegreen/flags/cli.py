@@ -45,18 +45,18 @@ from urllib.parse import quote, urlencode
 
 from twisted.python import usage
 
-from bluegreen.cli.main import (
-    _COLOURS,
-    _RED,
+from bluegreen.cli.common import (
+    COLOUR_CODES,
+    RED,
+    CommandOptions,
+    CommonOptions,
     Failed,
     Settings,
     Unreachable,
-    _ago,
-    _Command,
-    _Common,
-    _localTime,
-    _paint,
+    ago,
     call,
+    localTime,
+    paint,
     useColour,
 )
 from bluegreen.environment import COLOURS
@@ -93,7 +93,7 @@ def whoAmI(environ: Mapping[str, str]) -> str:
     return f"CLI user {name}"
 
 
-class _FlagCommand(_Command):
+class _FlagCommand(CommandOptions):
     """
     The options of every C{flag} command.
     """
@@ -330,7 +330,7 @@ COMMANDS: list[tuple[str, type[_FlagCommand], str]] = [
 ]
 
 
-class FlagOptions(_Common):
+class FlagOptions(CommonOptions):
     """
     C{bluegreen flag COMMAND}.
     """
@@ -396,7 +396,7 @@ def _env(name: str, colour: bool, width: int = 0) -> str:
     """
     @return: An environment's name, padded to C{width}, in its colour.
     """
-    return _paint(f"{name:<{width}}", _COLOURS.get(name, ""), colour)
+    return paint(f"{name:<{width}}", COLOUR_CODES.get(name, ""), colour)
 
 
 def _wanted(table: Mapping[str, Any], env: str) -> list[str]:
@@ -437,12 +437,12 @@ def _notes(
             why = info.get("error") or "its Redis cannot be reached"
             updated = info.get("updated")
             when = (
-                f"last read {_localTime(updated)} ({_ago(now - updated)})"
+                f"last read {localTime(updated)} ({ago(now - updated)})"
                 if isinstance(updated, (int, float))
                 else "never read"
             )
             lines.append(
-                f"{_env(name, colour)}: {_paint('STALE', _RED, colour)}: {why}; "
+                f"{_env(name, colour)}: {paint('STALE', RED, colour)}: {why}; "
                 f"values as {when}"
             )
     return lines
@@ -502,7 +502,9 @@ def formatList(
         ]
         head = f"{'FLAG':<{first}}"
         for name, header, width in zip(columns, headers, widths, strict=True):
-            head += "  " + _paint(f"{header:<{width}}", _COLOURS.get(name, ""), colour)
+            head += "  " + paint(
+                f"{header:<{width}}", COLOUR_CODES.get(name, ""), colour
+            )
         lines.append(head.rstrip())
         for flag, row in zip(flags, cells, strict=True):
             line = f"{flag:<{first}}"
@@ -550,7 +552,7 @@ def formatGet(
         text = "not set" if value is None else showValue(value)
         line = f"{flag} in {_env(name, colour)}: {text} ({state})"
         if info.get("stale"):
-            line += " " + _paint("[stale]", _RED, colour)
+            line += " " + paint("[stale]", RED, colour)
         lines.append(line)
     if not lines:
         lines.append(
@@ -603,7 +605,7 @@ def formatHistory(changes: Sequence[Mapping[str, Any]], colour: bool = False) ->
     lines = []
     for change, move in zip(changes, moves, strict=True):
         when = change.get("when")
-        stamp = _localTime(when) if isinstance(when, (int, float)) else "?"
+        stamp = localTime(when) if isinstance(when, (int, float)) else "?"
         lines.append(
             f"{stamp}  {_env(str(change.get('env')), colour, envWidth)}  "
             f"{change.get('flag')!s:<{flagWidth}}  {move:<{moveWidth}}  "

@@ -127,7 +127,7 @@ if TYPE_CHECKING:
     from bluegreen.health import HealthMonitor
     from bluegreen.service.tap import ProxyService
 
-_log = Logger(namespace="bluegreen.manhole.service")
+_log = Logger(namespace="bluegreen.manhole")
 
 #: The largest password or authorized keys file read.
 MAX_FILE = 1 << 20

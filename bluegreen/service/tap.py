@@ -39,14 +39,9 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from bluegreen import __version__
-from bluegreen.admin.api import (
-    AdminResource,
-    BadToken,
-    adminSite,
-    exposedInterface,
-    readToken,
-)
+from bluegreen.admin.api import AdminResource, adminSite, exposedInterface
 from bluegreen.admin.metrics import FlagMetrics, Metrics, MetricsResource
+from bluegreen.admin.token import BadToken, readToken
 from bluegreen.controller import Controller
 from bluegreen.environment import COLOURS, BadURL, Environment
 from bluegreen.flags.api import mountFlags

@@ -30,12 +30,12 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
-from bluegreen.cli.main import Settings, _Command
+from bluegreen.cli.common import CommandOptions, Settings
 from bluegreen.environment import COLOURS
 from bluegreen.sync.strategies import Conflict, SyncReport, parseLocation, sshArguments
 
 
-class SyncOptions(_Command):
+class SyncOptions(CommandOptions):
     """
     C{bluegreen sync --from PATH --to PATH --strategy copy|migrate}, or
     C{bluegreen sync SOURCE TARGET} (environments, through the admin API).
@@ -240,7 +240,7 @@ def _throughAdmin(
     """
     from twisted.internet.task import react
 
-    from bluegreen.cli.main import Failed, call
+    from bluegreen.cli.common import Failed, call
 
     body: dict[str, Any] = {"from": envs[0], "to": envs[1]}
     if options["strategy"] is not None:

@@ -56,7 +56,7 @@ MIRROR = "mirror"
 #: The C{result} label values of L{SyncMetrics}.
 RESULTS = ("complete", "incomplete", "failed")
 
-_log = Logger(namespace="bluegreen.sync.strategies")
+_log = Logger(namespace="bluegreen.sync")
 
 
 class SyncBusy(Exception):
