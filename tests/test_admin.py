@@ -45,8 +45,9 @@ from twisted.web.server import Site
 
 from bluegreen import __version__
 from bluegreen.admin import api as admin
-from bluegreen.admin.api import MAX_BODY, exposedInterface, isLoopback
+from bluegreen.admin.api import MAX_BODY
 from bluegreen.admin.token import BadToken, readToken
+from bluegreen.exposure import exposedInterface, isLoopback
 from bluegreen.service.tap import Options, ProxyService, _Listener, makeService
 from tests._util import freePort
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -55,11 +54,6 @@ from typing import Any
 from attrs import frozen
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
-    TCP4ServerEndpoint,
-    TCP6ServerEndpoint,
-)
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -92,49 +86,6 @@ _log = Logger(namespace="bluegreen.admin")
 
 #: A JSON object, as parsed or as sent.
 JSONObject = dict[str, Any]
-
-
-def isLoopback(host: str) -> bool:
-    """
-    Whether C{host} (an interface to listen on) is reachable only from this
-    machine.
-
-    @param host: An IP address, C{localhost}, or C{""} (every interface).
-    """
-    if host.lower() == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        # Every interface (""), or a host name: it may not be local.
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
-
-
-def exposedInterface(endpoint: object) -> str | None:
-    """
-    Say whether a server endpoint can be reached from other machines.
-
-    Only TCP endpoints (C{tcp:}, C{tcp6:}, C{ssl:}) are judged; UNIX sockets
-    (and other kinds) are local.
-
-    @param endpoint: A parsed server endpoint.
-    @return: L{None} if it listens on loopback only (or is not TCP);
-        otherwise where it listens, e.g. C{"all interfaces"} or
-        C{"interface 10.0.0.5"}.
-    """
-    if not isinstance(
-        endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, SSL4ServerEndpoint)
-    ):
-        return None
-    interface = str(getattr(endpoint, "_interface", ""))
-    if isLoopback(interface):
-        return None
-    if interface in ("", "0.0.0.0", "::"):
-        return "all interfaces"
-    return f"interface {interface}"
 
 
 class AdminError(Exception):

@@ -120,7 +120,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from bluegreen import __version__
-from bluegreen.admin.api import exposedInterface
+from bluegreen.exposure import exposedInterface
 
 if TYPE_CHECKING:
     from bluegreen.controller import Controller, Switch

@@ -39,11 +39,12 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from bluegreen import __version__
-from bluegreen.admin.api import AdminResource, adminSite, exposedInterface
+from bluegreen.admin.api import AdminResource, adminSite
 from bluegreen.admin.metrics import FlagMetrics, Metrics, MetricsResource
 from bluegreen.admin.token import BadToken, readToken
 from bluegreen.controller import Controller
 from bluegreen.environment import COLOURS, BadURL, Environment
+from bluegreen.exposure import exposedInterface
 from bluegreen.flags.api import mountFlags
 from bluegreen.flags.store import (
     DEFAULT_NAMES,
