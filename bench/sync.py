@@ -14,7 +14,7 @@ database of C{--rows} rows (C{events(id INTEGER PRIMARY KEY, created_at
 TEXT, body TEXT)}, an 80-byte body: about 100 MB for a million rows), then
 starts a writer thread that inserts one row per commit into it at C{--rate}
 rows/s for the whole run (as a live app would), and measures, each with
-L{bluegreen.sync.strategies.Syncer} and real C{sqlite3}/C{rsync} children:
+L{bluegreen.sync.syncer.Syncer} and real C{sqlite3}/C{rsync} children:
 
  - C{copy} to a target that does not exist yet;
  - C{migrate} to a target holding the first 90 % of the rows (10 % to
@@ -64,8 +64,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from bluegreen.sync.process import ProcessRunner, Tools  # noqa: E402
+from bluegreen.sync.report import SyncReport  # noqa: E402
 from bluegreen.sync.service import nextPassDelay  # noqa: E402
-from bluegreen.sync.strategies import Syncer, SyncReport  # noqa: E402
+from bluegreen.sync.syncer import Syncer  # noqa: E402
 
 SCHEMA = (
     "CREATE TABLE events(id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, "

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_sync -*-
 """
-Tests for L{bluegreen.sync.strategies} and C{bluegreen sync}: real C{sqlite3} and
+Tests for L{bluegreen.sync.syncer} and C{bluegreen sync}: real C{sqlite3} and
 C{rsync} children, fixtures built with Python's C{sqlite3} module in
 temporary directories.
 """
@@ -20,15 +20,15 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from bluegreen.sync.process import ProcessRunner, Tools
-from bluegreen.sync.strategies import (
+from bluegreen.sync.report import (
     COLUMN_ONLY_ON_SOURCE,
     FK_ORPHAN,
     KEY_CONFLICT,
     TABLE_ONLY_ON_SOURCE,
     UNIQUE_CONFLICT,
-    Syncer,
     SyncReport,
 )
+from bluegreen.sync.syncer import Syncer
 
 from .test_cli_admin import bluegreen
 

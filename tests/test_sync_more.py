@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_sync_more -*-
 """
-More tests for L{bluegreen.sync.strategies}: concurrent writers on the source,
+More tests for L{bluegreen.sync.syncer}: concurrent writers on the source,
 children killed mid-way, schema drift, failing stop and start commands, the
 workshop app's own schema, foreign-key cycles, idempotence after conflicts
 and large or wide tables.  Real C{sqlite3} and C{rsync} children, as in
@@ -19,16 +19,16 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from bluegreen.sync.process import ProcessRunner, Tools
-from bluegreen.sync.strategies import (
+from bluegreen.sync.report import (
     COLUMN_ONLY_ON_TARGET,
     FK_ORPHAN,
     KEY_CONFLICT,
     KEY_MISMATCH,
     TABLE_ONLY_ON_TARGET,
     UNIQUE_CONFLICT,
-    Syncer,
     SyncReport,
 )
+from bluegreen.sync.syncer import Syncer
 
 from .test_sync import (
     RowWriter,

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_sync_remote -*-
 """
-Tests for remote locations in L{bluegreen.sync.strategies} (C{[user@]host:/path}):
+Tests for remote locations in L{bluegreen.sync.syncer} (C{[user@]host:/path}):
 a real C{sshd} on a free port of 127.0.0.1, started by each test with its
 own host key, client key and C{authorized_keys}; real C{ssh}, C{rsync} and
 C{sqlite3} children.  "Remote" files are in a directory under C{/tmp} of
@@ -26,19 +26,17 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
+from bluegreen.sync.locations import Location, parseLocation, sshArguments
 from bluegreen.sync.process import ProcessResult, ProcessRunner, Tools
-from bluegreen.sync.strategies import (
+from bluegreen.sync.report import (
     COLUMN_ONLY_ON_SOURCE,
     FK_ORPHAN,
     KEY_CONFLICT,
     TABLE_ONLY_ON_SOURCE,
     UNIQUE_CONFLICT,
-    Location,
-    Syncer,
     SyncReport,
-    parseLocation,
-    sshArguments,
 )
+from bluegreen.sync.syncer import Syncer
 from tests._util import freePort
 
 from .test_cli_admin import bluegreen

@@ -2,7 +2,7 @@
 """
 Tests for L{bluegreen.sync.service}, L{bluegreen.sync.api} and C{bluegreen
 sync green blue}: a real service (L{bluegreen.service.tap.makeService}) with two
-SQLite databases, synced by the real L{bluegreen.sync.strategies.Syncer} (real
+SQLite databases, synced by the real L{bluegreen.sync.syncer.Syncer} (real
 C{sqlite3} and C{rsync} children), its admin API over real sockets and the
 real C{bluegreen} script.
 """
@@ -238,7 +238,7 @@ async def startSynced(
 
 def captureSyncEvents(testCase: TestCase) -> list[LogEvent]:
     """
-    @return: The list the C{bluegreen.sync.strategies} log events go to during the test.
+    @return: The list the C{bluegreen.sync} log events go to during the test.
     """
     events: list[LogEvent] = []
 

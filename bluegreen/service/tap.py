@@ -598,7 +598,7 @@ class Options(usage.Options):
         if self["state"] is not None:
             _checkWritableFile("state", self["state"])
         if self.get("sshOptions"):
-            from bluegreen.sync.strategies import sshArguments
+            from bluegreen.sync.locations import sshArguments
 
             try:
                 sshArguments(self["sshOptions"])
@@ -645,13 +645,13 @@ def _checkWritableFile(name: str, path: str) -> None:
 def _checkDatabase(name: str, location: str) -> str:
     """
     Check a database location (C{--green-db}, C{--blue-db}): a local path
-    or C{[user@]host:/path} (L{bluegreen.sync.strategies.parseLocation}); a local
+    or C{[user@]host:/path} (L{bluegreen.sync.locations.parseLocation}); a local
     file need not exist yet, but its directory must.
 
     @return: C{location}.
     @raise usage.UsageError: Naming C{--name} and the problem.
     """
-    from bluegreen.sync.strategies import parseLocation
+    from bluegreen.sync.locations import parseLocation
 
     try:
         parsed = parseLocation(location)
@@ -914,8 +914,9 @@ def _syncService(
     databases: dict[str, str] = options.get("databases") or {}
     if not databases:
         return None
+    from bluegreen.sync.locations import sshArguments
     from bluegreen.sync.process import MissingTool, ProcessRunner, Tools
-    from bluegreen.sync.strategies import Syncer, sshArguments
+    from bluegreen.sync.syncer import Syncer
 
     try:
         tools = Tools.find()

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_sync -*-
 """
 C{bluegreen sync}: bring one SQLite database up to date from another,
-without a running service (see L{bluegreen.sync.strategies})::
+without a running service (see L{bluegreen.sync.syncer})::
 
     bluegreen sync --from LOCATION --to LOCATION --strategy copy|migrate
                    [--dry-run] [--json] [--stop-cmd CMD --start-cmd CMD]
@@ -32,7 +32,8 @@ from twisted.python import usage
 
 from bluegreen.cli.common import CommandOptions, Settings
 from bluegreen.environment import COLOURS
-from bluegreen.sync.strategies import Conflict, SyncReport, parseLocation, sshArguments
+from bluegreen.sync.locations import parseLocation, sshArguments
+from bluegreen.sync.report import Conflict, SyncReport
 
 
 class SyncOptions(CommandOptions):
@@ -152,7 +153,7 @@ def runSync(options: usage.Options, settings: Settings) -> int:
     from twisted.internet.task import react
 
     from bluegreen.sync.process import MissingTool, ProcessRunner, Tools
-    from bluegreen.sync.strategies import Syncer
+    from bluegreen.sync.syncer import Syncer
 
     asJSON = bool(options["json"]) or settings.json
     envs = getattr(options, "envs", None)

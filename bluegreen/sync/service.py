@@ -5,7 +5,7 @@ API's C{POST /api/sync}, C{bluegreen sync green blue}, the manhole) and,
 with C{--sync mirror}, continuously from the live environment's database to
 the standby's.
 
-L{SyncService} owns one L{bluegreen.sync.strategies.Syncer}, so one sync runs at a
+L{SyncService} owns one L{bluegreen.sync.syncer.Syncer}, so one sync runs at a
 time whatever starts it:
 
   - an on-demand sync (L{SyncService.sync}) waits for a running mirror pass
@@ -42,7 +42,9 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from bluegreen.controller import Controller
-from bluegreen.sync.strategies import Syncer, SyncReport, parseLocation
+from bluegreen.sync.locations import parseLocation
+from bluegreen.sync.report import SyncReport
+from bluegreen.sync.syncer import Syncer
 
 #: The strategies of C{--sync}.
 SYNC_MODES = ("none", "copy", "migrate", "mirror")

@@ -1,0 +1,170 @@
+# -*- test-case-name: tests.test_sync -*-
+"""
+What one sync did: the L{Conflict}s it could not carry over and its
+L{SyncReport}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import Factory, define, field, frozen
+
+KEY_CONFLICT = "key_conflict"
+UNIQUE_CONFLICT = "unique_conflict"
+FK_ORPHAN = "fk_orphan"
+TABLE_ONLY_ON_SOURCE = "table_only_on_source"
+TABLE_ONLY_ON_TARGET = "table_only_on_target"
+COLUMN_ONLY_ON_SOURCE = "column_only_on_source"
+COLUMN_ONLY_ON_TARGET = "column_only_on_target"
+KEY_MISMATCH = "key_mismatch"
+
+
+@frozen
+class Conflict:
+    """
+    Something the sync could not carry over.
+
+    @ivar table: The table.
+    @ivar kind: L{KEY_CONFLICT}, L{UNIQUE_CONFLICT}, etc.
+    @ivar key: The row's key values (SQL literals), or L{None}.
+    @ivar source: The source's row (column -> SQL literal), or L{None}.
+    @ivar target: The target's row, or L{None}.
+    @ivar detail: More words (the index, the column, the parent).
+    """
+
+    table: str
+    kind: str
+    key: tuple[str, ...] | None = None
+    source: dict[str, str] | None = field(default=None, hash=False)
+    target: dict[str, str] | None = field(default=None, hash=False)
+    detail: str = ""
+
+    def describe(self) -> str:
+        """
+        @return: One line for the human summary.
+        """
+        where = self.table
+        if self.key is not None:
+            where += f" key ({', '.join(self.key)})"
+        text = f"{self.kind}: {where}"
+        if self.detail:
+            text += f": {self.detail}"
+        return text
+
+    def asJSON(self) -> dict[str, Any]:
+        """
+        @return: The conflict as JSON-able values.
+        """
+        return {
+            "table": self.table,
+            "kind": self.kind,
+            "key": list(self.key) if self.key is not None else None,
+            "source": self.source,
+            "target": self.target,
+            "detail": self.detail,
+        }
+
+
+@frozen
+class SyncReport:
+    """
+    The outcome of one sync.
+
+    @ivar strategy: C{copy} or C{migrate}.
+    @ivar source: The source database.
+    @ivar target: The target database.
+    @ivar dryRun: Whether nothing was to change.
+    @ivar copied: Rows copied (or, in a dry run, to be copied) by table.
+    @ivar targetOnly: Rows only the target holds, by table (informational
+        for C{migrate}; a refusal for C{copy}).
+    @ivar conflicts: What could not be carried over.
+    @ivar error: Why the sync failed or was refused, or L{None}.
+    @ivar backup: Where C{copy} kept the target's old file.
+    @ivar seconds: How long it took.
+    """
+
+    strategy: str
+    source: str
+    target: str
+    dryRun: bool
+    copied: dict[str, int] = field(factory=dict, hash=False)
+    targetOnly: dict[str, int] = field(factory=dict, hash=False)
+    conflicts: tuple[Conflict, ...] = ()
+    error: str | None = None
+    backup: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """
+        Whether everything was (or would be) copied: no conflict, no error.
+        """
+        return self.error is None and not self.conflicts
+
+    def asJSON(self) -> dict[str, Any]:
+        """
+        @return: The report as JSON-able values.
+        """
+        return {
+            "strategy": self.strategy,
+            "source": self.source,
+            "target": self.target,
+            "dry_run": self.dryRun,
+            "complete": self.complete,
+            "copied": self.copied,
+            "rows_copied": sum(self.copied.values()),
+            "target_only": self.targetOnly,
+            "conflicts": [c.asJSON() for c in self.conflicts],
+            "error": self.error,
+            "backup": self.backup,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def summary(self) -> str:
+        """
+        @return: The report for humans, one fact a line.
+        """
+        verb = "would copy" if self.dryRun else "copied"
+        lines = [
+            f"{self.strategy} {self.source} -> {self.target}"
+            + (" (dry run)" if self.dryRun else "")
+        ]
+        for name, count in sorted(self.copied.items()):
+            lines.append(f"  {name}: {verb} {count} row{'s' if count != 1 else ''}")
+        for name, count in sorted(self.targetOnly.items()):
+            if count:
+                lines.append(f"  {name}: {count} row(s) only on the target (kept)")
+        if self.backup:
+            lines.append(f"  old target kept as {self.backup}")
+        for conflict in self.conflicts:
+            lines.append(f"  CONFLICT {conflict.describe()}")
+        if self.error:
+            lines.append(f"  FAILED: {self.error}")
+        total = sum(self.copied.values())
+        state = "complete" if self.complete else "INCOMPLETE"
+        lines.append(
+            f"{state}: {verb} {total} row{'s' if total != 1 else ''}, "
+            f"{len(self.conflicts)} conflict{'s' if len(self.conflicts) != 1 else ''}"
+            f" in {self.seconds:.2f}s"
+        )
+        return "\n".join(lines) + "\n"
+
+
+@define
+class Outcome:
+    """
+    What a strategy copied and found so far: the report is built from it
+    also when a step fails.
+
+    @ivar copied: Rows copied (or, in a dry run, to be copied) by table.
+    @ivar targetOnly: Rows only the target holds, by table.
+    @ivar conflicts: What could not be carried over.
+    @ivar backup: Where C{copy} kept the target's old file (a path on the
+        target's host).
+    """
+
+    copied: dict[str, int] = Factory(dict)
+    targetOnly: dict[str, int] = Factory(dict)
+    conflicts: list[Conflict] = Factory(list)
+    backup: str | None = None
