@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import os
 import signal
-import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.task import deferLater
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProcessProtocol,
+    IProcessTransport,
+)
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bluegreen.sync.process import (
@@ -24,15 +29,62 @@ from bluegreen.sync.process import (
     ProcessTimedOut,
     Tools,
 )
+from tests._util import PATIENCE, waitFor
 
 reactor: Any = _reactor
 
 
-def runner(**kwargs: Any) -> ProcessRunner:
+def runner(reactor: Any = reactor, **kwargs: Any) -> ProcessRunner:
     """
-    @return: A runner on the global reactor with the real tools.
+    @param reactor: Spawns the children and runs their timers (the global
+        reactor by default).
+    @return: A runner with the real tools.
     """
     return ProcessRunner(reactor, Tools.find(), **kwargs)
+
+
+class SpawnOnClock:
+    """
+    A L{bluegreen.sync.process.ProcessReactor} that spawns real children
+    with the global reactor and runs the runner's timers on a L{Clock} the
+    test advances: timeouts and grace periods happen when the test says,
+    whatever the machine's load.
+
+    @ivar clock: The runner's timers.
+    """
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+
+    def spawnProcess(
+        self,
+        processProtocol: IProcessProtocol,
+        executable: str,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        path: str | None = None,
+    ) -> IProcessTransport:
+        """
+        Spawn with the global reactor.
+        """
+        transport: IProcessTransport = reactor.spawnProcess(
+            processProtocol, executable, args, env=env, path=path
+        )
+        return transport
+
+    def callLater(
+        self, delay: float, callable: Callable[..., Any], *args: object, **kw: object
+    ) -> IDelayedCall:
+        """
+        Schedule on L{clock}.
+        """
+        return self.clock.callLater(delay, callable, *args, **kw)
+
+    def seconds(self) -> float:
+        """
+        L{clock}'s time.
+        """
+        return self.clock.seconds()
 
 
 def alive(pid: int) -> bool:
@@ -111,17 +163,18 @@ class RunTests(TestCase):
     L{ProcessRunner.run} with real children.
     """
 
-    timeout = 30
+    timeout = 2 * PATIENCE
 
     async def _pidOf(self, pidFile: str) -> int:
         """
         Wait for a child to write its pid to C{pidFile}.
         """
-        for _ in range(200):
-            if os.path.exists(pidFile) and open(pidFile).read().strip():
-                return int(open(pidFile).read())
-            await deferLater(reactor, 0.02)
-        self.fail("the child never wrote its pid")
+
+        def written() -> bool:
+            return os.path.exists(pidFile) and bool(open(pidFile).read().strip())
+
+        await waitFor(written, "the child's pid")
+        return int(open(pidFile).read())
 
     def test_success(self) -> Deferred[None]:
         """
@@ -216,15 +269,21 @@ class RunTests(TestCase):
         """
 
         async def go() -> None:
-            r = runner(grace=5.0)
+            spawner = SpawnOnClock()
+            r = runner(grace=5.0, reactor=spawner)
             pidFile = os.path.abspath(self.mktemp())
-            start = time.monotonic()
             d = r.run(
                 [r.tools.sh, "-c", f"echo $$ > {pidFile}; exec sleep 30"],
                 timeout=0.5,
             )
+            pid = await self._pidOf(pidFile)
+            spawner.clock.advance(0.49)
+            self.assertTrue(alive(pid))
+            self.assertNoResult(d)
+            spawner.clock.advance(0.01)
             e: Any = await self.assertFailure(d, ProcessTimedOut)
-            self.assertLess(time.monotonic() - start, 4)
+            # TERM alone ended it: the clock never reached the grace period.
+            self.assertLess(spawner.clock.seconds(), 0.5 + 5.0)
             self.assertEqual(e.result.signal, signal.SIGTERM)
             self.assertTrue(e.result.timedOut)
             self.assertFalse(alive(int(open(pidFile).read())))
@@ -237,15 +296,26 @@ class RunTests(TestCase):
         """
 
         async def go() -> None:
-            r = runner(grace=0.5)
-            start = time.monotonic()
+            spawner = SpawnOnClock()
+            r = runner(grace=0.5, reactor=spawner)
+            pidFile = os.path.abspath(self.mktemp())
             d = r.run(
-                [r.tools.sh, "-c", 'trap "" TERM; sleep 30 & wait; sleep 30'],
+                [
+                    r.tools.sh,
+                    "-c",
+                    f'trap "" TERM; echo $$ > {pidFile}; sleep 30 & wait; sleep 30',
+                ],
                 timeout=0.5,
             )
+            await self._pidOf(pidFile)
+            spawner.clock.advance(0.5)
+            # TERM was sent; KILL waits for the grace period.
+            self.assertEqual(
+                [call.getTime() for call in spawner.clock.getDelayedCalls()], [1.0]
+            )
+            spawner.clock.advance(0.5)
             e: Any = await self.assertFailure(d, ProcessTimedOut)
-            self.assertGreaterEqual(time.monotonic() - start, 0.9)
-            self.assertLess(time.monotonic() - start, 5)
+            self.assertGreaterEqual(spawner.clock.seconds(), 0.9)
             self.assertEqual(e.result.signal, signal.SIGKILL)
             self.assertIn("timed out and was killed by signal KILL", str(e))
 

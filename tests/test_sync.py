@@ -29,6 +29,7 @@ from bluegreen.sync.report import (
     SyncReport,
 )
 from bluegreen.sync.syncer import Syncer
+from tests._util import PATIENCE, waitFor
 
 from .test_cli_admin import bluegreen
 
@@ -136,7 +137,9 @@ class RowWriter:
         return self._done
 
     def _run(self) -> None:
-        db = sqlite3.connect(self.path, timeout=20)
+        # The merge holds the write lock for one transaction: the app waits
+        # for it as long as the suite is patient.
+        db = sqlite3.connect(self.path, timeout=PATIENCE)
         n = self.first
         while not self._stop.is_set():
             try:
@@ -198,7 +201,7 @@ class MigrateTests(SyncTestsMixin, TestCase):
     The C{migrate} strategy.
     """
 
-    timeout = 60
+    timeout = 2 * PATIENCE
 
     def _merged(self, mode: str) -> Deferred[None]:
         async def go() -> None:
@@ -343,6 +346,8 @@ class MigrateTests(SyncTestsMixin, TestCase):
             self.assertEqual(writer.errors, [])
             self.assertTrue(report.complete, report.summary())
             self.assertEqual(report.copied["votes"], 20000)
+            # A failed second pass has no counts: say why it failed.
+            self.assertTrue(report2.complete, report2.summary())
             self.assertEqual(report2.copied["votes"], 0)
             got = {r[0] for r in rows(self.target, "SELECT id FROM facts")}
             self.assertTrue(set(written) <= got)
@@ -365,7 +370,10 @@ class MigrateTests(SyncTestsMixin, TestCase):
             build(self.target, "delete")
             before = content(self.target)
             d = self.sync("migrate")
-            await deferLaterSeconds(0.05)
+            await waitFor(
+                lambda: any(".sync-" in name for name in os.listdir(self.dir)),
+                "the snapshot",
+            )
             d.cancel()
             try:
                 await d
@@ -376,15 +384,6 @@ class MigrateTests(SyncTestsMixin, TestCase):
             self.assertClean(sourceSidecars=True)
 
         return Deferred.fromCoroutine(go())
-
-
-def deferLaterSeconds(seconds: float) -> Deferred[None]:
-    """
-    @return: Fires after C{seconds}.
-    """
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor, seconds)
 
 
 class CorruptingRunner(ProcessRunner):
@@ -414,7 +413,7 @@ class CopyTests(SyncTestsMixin, TestCase):
     The C{copy} strategy.
     """
 
-    timeout = 60
+    timeout = 2 * PATIENCE
 
     def test_copy(self) -> Deferred[None]:
         """
@@ -509,7 +508,7 @@ class CommandLineTests(SyncTestsMixin, TestCase):
     C{bluegreen sync} as a process.
     """
 
-    timeout = 60
+    timeout = 2 * PATIENCE
 
     def test_migrate(self) -> Deferred[None]:
         """

@@ -29,13 +29,13 @@ from bluegreen.sync.report import (
     SyncReport,
 )
 from bluegreen.sync.syncer import Syncer
+from tests._util import PATIENCE, waitFor
 
 from .test_sync import (
     RowWriter,
     SyncTestsMixin,
     build,
     content,
-    deferLaterSeconds,
     reactor,
     rows,
 )
@@ -134,7 +134,12 @@ class KillingRunner(ProcessRunner):
                         pass
 
             call = self.reactor.callLater(self.after, kill)
-            child.ended.addCallback(lambda _: call.active() and call.cancel())
+
+            def cancel(_: object) -> None:
+                if call.active():
+                    call.cancel()
+
+            child.ended.addCallback(cancel)
         return d
 
 
@@ -166,7 +171,7 @@ class ConcurrencyTests(Mixin, TestCase):
     A writer on the source while the snapshot is taken.
     """
 
-    timeout = 120
+    timeout = 4 * PATIENCE
 
     def test_writerOnSource(self) -> Deferred[None]:
         """
@@ -194,7 +199,7 @@ class ConcurrencyTests(Mixin, TestCase):
 
             writer.start()
             try:
-                await deferLaterSeconds(0.2)
+                await waitFor(lambda: len(writer.written) >= 5, "the app's first rows")
                 first = await self.sync("migrate")
                 seen = prefix()
                 second = await self.sync("migrate")
@@ -222,7 +227,7 @@ class KilledTests(Mixin, TestCase):
     the sync's files removed.
     """
 
-    timeout = 120
+    timeout = 4 * PATIENCE
 
     def _killed(
         self, runner: KillingRunner, mode: str, strategy: str = "migrate"
@@ -320,7 +325,7 @@ class DriftTests(Mixin, TestCase):
     Schema drift between the sides.
     """
 
-    timeout = 60
+    timeout = 2 * PATIENCE
 
     def test_tableOnlyOnTarget(self) -> Deferred[None]:
         """
@@ -444,7 +449,7 @@ class CommandTests(Mixin, TestCase):
     Failing stop and start commands in C{copy}.
     """
 
-    timeout = 60
+    timeout = 2 * PATIENCE
 
     def setUp(self) -> None:
         super().setUp()
@@ -556,7 +561,7 @@ class ShapeTests(Mixin, TestCase):
     The workshop's schema, foreign-key cycles, conflicts twice, size.
     """
 
-    timeout = 180
+    timeout = 6 * PATIENCE
 
     def test_workshopSchema(self) -> Deferred[None]:
         """

@@ -14,18 +14,22 @@ import os
 import shutil
 import sqlite3
 import tempfile
-import time
 from typing import Any, cast
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from bluegreen.controller import Controller
+from bluegreen.environment import Environment
 from bluegreen.service.tap import Options
-from bluegreen.sync.service import SyncService
+from bluegreen.sync.process import ProcessRunner, Tools
+from bluegreen.sync.service import SyncService, nextPassDelay
+from bluegreen.sync.syncer import Syncer
+from tests._util import PATIENCE, waitFor
 
 from .test_admin import Running, call, globalReactor, startService
 from .test_cli_admin import bluegreen
@@ -61,7 +65,7 @@ def execute(path: str, sql: str, *args: Any) -> None:
     """
     Run one statement on C{path} and commit.
     """
-    db = sqlite3.connect(path, timeout=10)
+    db = sqlite3.connect(path, timeout=PATIENCE)
     try:
         db.execute(sql, args)
         db.commit()
@@ -73,18 +77,11 @@ def facts(path: str) -> list[tuple[int, str]]:
     """
     @return: The rows of C{facts}, by id.
     """
-    db = sqlite3.connect(path, timeout=10)
+    db = sqlite3.connect(path, timeout=PATIENCE)
     try:
         return db.execute("SELECT id, text FROM facts ORDER BY id").fetchall()
     finally:
         db.close()
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    """
-    @return: Fires after C{seconds}.
-    """
-    return deferLater(globalReactor(), seconds, lambda: None)
 
 
 def parse(*args: str) -> Options:
@@ -256,7 +253,7 @@ class APITests(TestCase):
     C{GET} and C{POST /api/sync}, the status section and the metrics.
     """
 
-    timeout = 60
+    timeout = 2 * PATIENCE
 
     async def test_copyRows(self) -> None:
         """
@@ -338,10 +335,7 @@ class APITests(TestCase):
                 payload={"from": "green", "to": "blue"},
             )
         )
-        for _ in range(500):
-            if synced.sync.busy:
-                break
-            await sleep(0.01)
+        await waitFor(lambda: synced.sync.busy, "the first sync waiting")
         self.assertTrue(synced.sync.busy)
         running = (await call(synced.base + "/api/sync")).json["running"]
         self.assertEqual([(r["from"], r["to"]) for r in running], [("green", "blue")])
@@ -451,7 +445,7 @@ class CommandLineTests(TestCase):
     C{bluegreen sync green blue}, through the admin API.
     """
 
-    timeout = 60
+    timeout = 2 * PATIENCE
 
     async def test_sync(self) -> None:
         """
@@ -509,41 +503,26 @@ class MirrorTests(TestCase):
     C{--sync mirror}: live -> standby every C{--mirror-interval}.
     """
 
-    timeout = 60
+    timeout = 2 * PATIENCE
     interval = 0.3
-
-    async def waitFor(self, condition: Any, seconds: float = 10.0) -> float:
-        """
-        Wait until C{condition()} is true.
-
-        @return: How long it took.
-        """
-        started = time.monotonic()
-        while not condition():
-            if time.monotonic() - started > seconds:
-                raise AssertionError(f"not within {seconds} s")
-            await sleep(0.02)
-        return time.monotonic() - started
 
     async def test_mirror(self) -> None:
         """
-        Rows written to the live database show up in the standby within
-        about two intervals (plus a pass); the lag is reported.
+        Rows written to the live database show up in the standby; the lag
+        is reported.  (How soon: L{MirrorTimingTests}, on a clock.)
         """
         synced = await startSynced(
             self, "--sync", "mirror", "--mirror-interval", str(self.interval)
         )
-        await self.waitFor(lambda: len(facts(synced.blue)) == 2)
+        await waitFor(lambda: len(facts(synced.blue)) == 2, "the first pass")
         execute(synced.green, "INSERT INTO facts VALUES (3, 'three')")
-        took = await self.waitFor(lambda: len(facts(synced.blue)) == 3)
-        passTime = synced.sync.last["green->blue"].seconds
-        self.assertLess(took, 2 * self.interval + 2 * passTime + 0.5)
+        await waitFor(lambda: len(facts(synced.blue)) == 3, "the new row mirrored")
         status = (await call(synced.base + "/api/sync")).json
         mirror = status["mirror"]
         self.assertEqual(mirror["direction"], "green->blue")
         self.assertFalse(mirror["failing"])
         self.assertIsNotNone(mirror["lag"])
-        self.assertLess(mirror["lag"], 5)
+        self.assertLess(mirror["lag"], PATIENCE)
         self.assertIn(mirror["last_rows"], (0, 1))
         text = (await call(synced.base + "/metrics")).data.decode("utf-8")
         [lag] = [
@@ -552,7 +531,7 @@ class MirrorTests(TestCase):
             for s in f.samples
             if s.name == "bluegreen_sync_mirror_lag_seconds"
         ]
-        self.assertLess(lag.value, 5)
+        self.assertLess(lag.value, PATIENCE)
 
     async def test_failure(self) -> None:
         """
@@ -569,7 +548,9 @@ class MirrorTests(TestCase):
             blue=[(1, "one"), (2, "deux")],
         )
         sync = synced.sync
-        await self.waitFor(lambda: sync.status()["mirror"]["failures"] >= 3)
+        await waitFor(
+            lambda: sync.status()["mirror"]["failures"] >= 3, "three failed passes"
+        )
         mirror = (await call(synced.base + "/api/status")).json["sync"]["mirror"]
         self.assertTrue(mirror["failing"])
         self.assertIn("key_conflict: facts key (2)", mirror["error"])
@@ -579,7 +560,7 @@ class MirrorTests(TestCase):
         self.assertEqual(len(failed), 1)
         # Fix the conflict: the loop is still there and recovers.
         execute(synced.blue, "DELETE FROM facts WHERE id = 2")
-        await self.waitFor(lambda: not sync.status()["mirror"]["failing"])
+        await waitFor(lambda: not sync.status()["mirror"]["failing"], "recovery")
         self.assertEqual(facts(synced.blue), [(1, "one"), (2, "two")])
         self.assertIsNotNone(sync.lag())
         recovered = [e for e in events if e.get("event") == "sync-mirror-recovered"]
@@ -592,10 +573,10 @@ class MirrorTests(TestCase):
         synced = await startSynced(
             self, "--sync", "mirror", "--mirror-interval", str(self.interval)
         )
-        await self.waitFor(lambda: len(facts(synced.blue)) == 2)
+        await waitFor(lambda: len(facts(synced.blue)) == 2, "the first pass")
         synced.running.service.controller.switch("blue", "test")
         execute(synced.blue, "INSERT INTO facts VALUES (7, 'on blue')")
-        await self.waitFor(lambda: (7, "on blue") in facts(synced.green))
+        await waitFor(lambda: (7, "on blue") in facts(synced.green), "blue's row")
         self.assertEqual(synced.sync.status()["mirror"]["direction"], "blue->green")
 
     async def test_stop(self) -> None:
@@ -606,7 +587,7 @@ class MirrorTests(TestCase):
             self, "--sync", "mirror", "--mirror-interval", str(self.interval)
         )
         sync = synced.sync
-        await self.waitFor(lambda: len(facts(synced.blue)) == 2)
+        await waitFor(lambda: len(facts(synced.blue)) == 2, "the first pass")
         ended: list[str] = []
         d = sync.start("blue", "green", who="test")
         d.addCallback(lambda report: ended.append("sync"))
@@ -614,9 +595,7 @@ class MirrorTests(TestCase):
         stopped.addCallback(lambda _: ended.append("stop"))
         await stopped
         self.assertEqual(ended, ["sync", "stop"])
-        counts = dict(sync.counts)
-        await sleep(3 * self.interval)
-        self.assertEqual(sync.counts, counts)
+        # No pass after the stop: MirrorTimingTests.test_stop, on a clock.
         self.assertFalse(sync.status()["mirror"]["running"])
 
 
@@ -627,17 +606,7 @@ class SwitchSyncTests(TestCase):
     the old live database took meanwhile.
     """
 
-    timeout = 60
-
-    async def waitFor(self, path: str, rows: list[tuple[int, str]]) -> None:
-        """
-        Wait (up to 10 s) until C{path}'s facts are C{rows}.
-        """
-        deadline = time.monotonic() + 10
-        while facts(path) != rows:
-            if time.monotonic() > deadline:
-                self.fail(f"{path} has {facts(path)}, expected {rows}")
-            await sleep(0.05)
+    timeout = 2 * PATIENCE
 
     async def test_plannedSwitchSyncsFirst(self) -> None:
         """
@@ -691,7 +660,16 @@ class SwitchSyncTests(TestCase):
         # write on GREEN the standby never saw.
         execute(synced.green, "INSERT INTO facts VALUES (3, 'three')")
         controller.switch("blue", "failover: green down: test")
-        await self.waitFor(synced.blue, [(1, "one"), (2, "two"), (3, "three")])
+        expected = [(1, "one"), (2, "two"), (3, "three")]
+        # The rows are there once sqlite3 commits, the record once it has
+        # exited: wait for both.
+        await waitFor(
+            lambda: (
+                facts(synced.blue) == expected
+                and "green->blue" in synced.sync.status()["last"]
+            ),
+            f"{expected} on blue, the sync recorded",
+        )
         last = synced.sync.status()["last"]["green->blue"]
         self.assertTrue(last["complete"])
         self.assertIn("after switch", last["who"])
@@ -710,11 +688,119 @@ class NextPassDelayTests(SynchronousTestCase):
         to back).  A row written just after a snapshot then waits one
         spacing plus one pass: the interval.
         """
-        from bluegreen.sync.service import nextPassDelay
-
         self.assertAlmostEqual(nextPassDelay(5.0, 1.25), 2.5)
         self.assertEqual(nextPassDelay(5.0, 3.0), 0.0)
         self.assertEqual(nextPassDelay(5.0, 0.0), 5.0)
         passSeconds = 1.25
         spacing = nextPassDelay(5.0, passSeconds) + passSeconds
         self.assertAlmostEqual(spacing + passSeconds, 5.0)
+
+
+class MirrorTimingTests(TestCase):
+    """
+    The mirror loop's timing on a L{Clock}: a real L{SyncService} and
+    L{Syncer} (real C{sqlite3} and C{rsync} children), whose passes start,
+    and take, the time the test says.
+    """
+
+    timeout = 2 * PATIENCE
+    interval = 1.0
+
+    def setUp(self) -> None:
+        """
+        GREEN live with two rows, BLUE with one; a mirroring service on a
+        clock, started.
+        """
+        directory = shortDir(self)
+        self.green = os.path.join(directory, "g.db")
+        self.blue = os.path.join(directory, "b.db")
+        makeDB(self.green, [(1, "one"), (2, "two")])
+        makeDB(self.blue, [(1, "one")])
+        self.clock = Clock()
+        environments = {
+            name: Environment.fromURL(name, f"http://127.0.0.1:{port}")
+            for name, port in (("green", 5002), ("blue", 5001))
+        }
+        controller = Controller.create(environments, "green", self.clock)
+        # Children spawn with the global reactor; the service's timers and
+        # the report's timings are on the clock.
+        runner = ProcessRunner(cast(Any, globalReactor()), Tools.find())
+        self.sync = SyncService(
+            self.clock,
+            Syncer(self.clock, runner),
+            controller,
+            {"green": self.green, "blue": self.blue},
+            mode="mirror",
+            mirrorInterval=self.interval,
+        )
+        self.sync.startService()
+        self.addCleanup(self.sync.stopService)
+
+    def passes(self) -> int:
+        """
+        @return: Mirror passes finished from GREEN to BLUE.
+        """
+        return sum(
+            n
+            for (way, strategy, _), n in self.sync.counts.items()
+            if way == "green->blue" and strategy == "mirror"
+        )
+
+    async def runPass(self, seconds: float) -> None:
+        """
+        Start the pass that is due now and let it take C{seconds} by the
+        clock.
+        """
+        done = self.passes()
+        [due] = self.clock.getDelayedCalls()
+        self.clock.advance(due.getTime() - self.clock.seconds())
+        self.assertTrue(self.sync.status()["running"], "the pass did not start")
+        self.clock.advance(seconds)
+        await waitFor(lambda: self.passes() > done, "the pass")
+
+    async def test_spacing(self) -> None:
+        """
+        The first pass runs at once; after a pass that took C{p} seconds
+        the next one starts C{interval - 2p} later, so a row written just
+        after a pass took its snapshot reaches the standby within the
+        interval; the lag is the time since the last complete pass started.
+        """
+        passTime = 0.25
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [0.0])
+        await self.runPass(passTime)
+        self.assertEqual(facts(self.blue), [(1, "one"), (2, "two")])
+        self.assertEqual(self.sync.lag(), passTime)
+        written = self.clock.seconds() - passTime
+        execute(self.green, "INSERT INTO facts VALUES (3, 'three')")
+        self.assertEqual(
+            [c.getTime() for c in self.clock.getDelayedCalls()],
+            [passTime + nextPassDelay(self.interval, passTime)],
+        )
+        await self.runPass(passTime)
+        self.assertEqual(facts(self.blue)[-1], (3, "three"))
+        self.assertLessEqual(self.clock.seconds() - written, self.interval)
+        self.assertEqual(self.sync.lag(), passTime)
+        self.clock.advance(2.0)
+        self.assertEqual(self.sync.lag(), passTime + 2.0)
+
+    async def test_slowPasses(self) -> None:
+        """
+        Passes that take more than half the interval run back to back.
+        """
+        await self.runPass(0.75)
+        self.assertEqual(
+            [c.getTime() for c in self.clock.getDelayedCalls()], [self.clock.seconds()]
+        )
+
+    async def test_stop(self) -> None:
+        """
+        Once stopped, no pass is scheduled and none runs, however long the
+        clock runs.
+        """
+        await self.runPass(0.1)
+        await self.sync.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        counts = dict(self.sync.counts)
+        self.clock.advance(10 * self.interval)
+        self.assertEqual(self.sync.counts, counts)
+        self.assertFalse(self.sync.status()["mirror"]["running"])

@@ -27,12 +27,16 @@ import shlex
 import shutil
 import signal as _signal
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import field, frozen
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
-from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProcessProtocol,
+    IProcessTransport,
+)
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -64,6 +68,40 @@ SQLITE_OPTIONS = ("-bail", "-batch", "-init", "/dev/null")
 STDERR_SHOWN = 2000
 
 _log = Logger()
+
+
+class ProcessReactor(Protocol):
+    """
+    What the runner needs of a reactor: C{spawnProcess} of
+    L{twisted.internet.interfaces.IReactorProcess} and the timers of
+    L{twisted.internet.interfaces.IReactorTime} (the global reactor has
+    both; a test may spawn with it and run the timers on a
+    L{twisted.internet.task.Clock}).
+    """
+
+    def spawnProcess(
+        self,
+        processProtocol: IProcessProtocol,
+        executable: str,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        path: str | None = None,
+    ) -> IProcessTransport:
+        """
+        See L{twisted.internet.interfaces.IReactorProcess.spawnProcess}.
+        """
+
+    def callLater(
+        self, delay: float, callable: Callable[..., Any], *args: object, **kw: object
+    ) -> IDelayedCall:
+        """
+        See L{twisted.internet.interfaces.IReactorTime.callLater}.
+        """
+
+    def seconds(self) -> float:
+        """
+        See L{twisted.internet.interfaces.IReactorTime.seconds}.
+        """
 
 
 class MissingTool(Exception):
@@ -226,7 +264,7 @@ class _Child(ProcessProtocol):
 
     def __init__(
         self,
-        clock: IReactorTime,
+        clock: ProcessReactor,
         argv: tuple[str, ...],
         stdin: bytes,
         timeout: float,
@@ -355,7 +393,7 @@ class ProcessRunner:
     """
     Spawns children with the tools, environment and timeouts above.
 
-    @ivar reactor: Spawns the children and runs the timers.
+    @ivar reactor: Spawns the children and runs their timeouts.
     @ivar tools: Where the executables are.
     @ivar env: The children's environment.
     @ivar timeout: Default seconds a child may run.
@@ -364,7 +402,7 @@ class ProcessRunner:
         (C{.timeout}).
     """
 
-    reactor: Any
+    reactor: ProcessReactor
     tools: Tools
     env: Mapping[str, str] = MINIMAL_ENV
     timeout: float = 300.0
@@ -395,7 +433,6 @@ class ProcessRunner:
         args = tuple(argv)
         if not os.path.isabs(args[0]):
             raise ValueError(f"not an absolute executable path: {args[0]!r}")
-        reactor: IReactorProcess = self.reactor
         child = _Child(
             self.reactor,
             args,
@@ -405,7 +442,7 @@ class ProcessRunner:
         )
         self._running.add(child)
         child.ended.addBoth(lambda _: self._running.discard(child))
-        reactor.spawnProcess(
+        self.reactor.spawnProcess(
             child,
             self.tools.setsid,
             [self.tools.setsid, *args],

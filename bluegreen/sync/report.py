@@ -6,6 +6,7 @@ L{SyncReport}.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from attrs import Factory, define, field, frozen
@@ -44,13 +45,7 @@ class Conflict:
         """
         @return: One line for the human summary.
         """
-        where = self.table
-        if self.key is not None:
-            where += f" key ({', '.join(self.key)})"
-        text = f"{self.kind}: {where}"
-        if self.detail:
-            text += f": {self.detail}"
-        return text
+        return describeConflict(self.asJSON())
 
     def asJSON(self) -> dict[str, Any]:
         """
@@ -121,6 +116,37 @@ class SyncReport:
             "seconds": round(self.seconds, 3),
         }
 
+    def brief(self) -> dict[str, Any]:
+        """
+        The report in short, for a line in another answer (a switch's): no
+        rows, no paths.
+
+        @return: JSON-able values: C{strategy}, C{dry_run}, C{complete},
+            C{copied} (rows by table), C{rows_copied}, C{conflicts} (how
+            many), C{conflict_kinds} (how many of each kind), C{error},
+            C{seconds}.
+        """
+        kinds: dict[str, int] = {}
+        for conflict in self.conflicts:
+            kinds[conflict.kind] = kinds.get(conflict.kind, 0) + 1
+        return {
+            "strategy": self.strategy,
+            "dry_run": self.dryRun,
+            "complete": self.complete,
+            "copied": dict(self.copied),
+            "rows_copied": sum(self.copied.values()),
+            "conflicts": len(self.conflicts),
+            "conflict_kinds": kinds,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def describe(self) -> str:
+        """
+        @return: The report in one line (see L{describeReport}).
+        """
+        return describeReport(self.asJSON())
+
     def summary(self) -> str:
         """
         @return: The report for humans, one fact a line.
@@ -149,6 +175,63 @@ class SyncReport:
             f" in {self.seconds:.2f}s"
         )
         return "\n".join(lines) + "\n"
+
+
+def _plural(count: int, word: str) -> str:
+    """
+    @return: C{1 row}, C{2 rows}...
+    """
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def describeConflict(conflict: Mapping[str, Any]) -> str:
+    """
+    One conflict in one line, from its JSON form (L{Conflict.asJSON}).
+
+    @param conflict: The conflict's JSON.
+    @return: E.g. C{key_conflict: facts key (2): same key, different
+        content}.
+    """
+    where = str(conflict.get("table"))
+    key = conflict.get("key")
+    if key is not None:
+        where += f" key ({', '.join(str(k) for k in key)})"
+    text = f"{conflict.get('kind')}: {where}"
+    if conflict.get("detail"):
+        text += f": {conflict['detail']}"
+    return text
+
+
+def describeReport(report: Mapping[str, Any]) -> str:
+    """
+    A sync report in one line, from its JSON form: a L{SyncReport.asJSON}
+    or L{SyncReport.brief} (the admin API's sync and switch answers carry
+    the former as C{"report"} and C{"sync"}), so a client can print what a
+    sync copied without importing the server.
+
+    @param report: The report's JSON.
+    @return: E.g. C{migrate: copied 3 rows (facts 2, votes 1), no
+        conflicts}, C{migrate INCOMPLETE: copied 1 row (facts 1), 1 conflict
+        (key_conflict: facts key (2): same key, different content)} or
+        C{copy FAILED: ...; copied 0 rows}.
+    """
+    verb = "would copy" if report.get("dry_run") else "copied"
+    copied: Mapping[str, int] = report.get("copied") or {}
+    total = int(report.get("rows_copied", sum(copied.values())))
+    tables = ", ".join(f"{name} {n}" for name, n in sorted(copied.items()) if n)
+    rows = f"{verb} {_plural(total, 'row')}" + (f" ({tables})" if tables else "")
+    conflicts = report.get("conflicts") or []
+    count = len(conflicts) if isinstance(conflicts, list) else int(conflicts)
+    strategy = report.get("strategy", "sync")
+    if report.get("error"):
+        return f"{strategy} FAILED: {report['error']}; {rows}"
+    if not count:
+        return f"{strategy}: {rows}, no conflicts"
+    first = ""
+    if isinstance(conflicts, list):
+        first = " (" + describeConflict(conflicts[0])
+        first += f"; and {count - 1} more)" if count > 1 else ")"
+    return f"{strategy} INCOMPLETE: {rows}, {_plural(count, 'conflict')}{first}"
 
 
 @define

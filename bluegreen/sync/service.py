@@ -38,10 +38,11 @@ from attrs import frozen
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from bluegreen.controller import Controller
+from bluegreen.controller import Controller, Switch
 from bluegreen.sync.locations import parseLocation
 from bluegreen.sync.report import SyncReport
 from bluegreen.sync.syncer import Syncer
@@ -168,7 +169,7 @@ class SyncService(MultiService):
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorTime,
         syncer: Syncer,
         controller: Controller,
         databases: Mapping[str, str],
@@ -177,7 +178,7 @@ class SyncService(MultiService):
         commands: Mapping[str, tuple[str | None, str | None]] | None = None,
     ) -> None:
         """
-        @param reactor: The clock (and what the syncer spawns with).
+        @param reactor: The clock: mirror passes, the lag, when syncs ran.
         @param syncer: Runs the syncs.
         @param controller: The switch.
         @param databases: The database of each environment.
@@ -331,7 +332,7 @@ class SyncService(MultiService):
         """
         return Deferred.fromCoroutine(self.sync(source, target, strategy, dryRun, who))
 
-    def switched(self, record: Any, kind: str) -> None:
+    def switched(self, record: Switch, kind: str) -> None:
         """
         A switch happened (a L{bluegreen.controller.Controller} observer):
         bring over what the old live database took, in the background.
@@ -535,7 +536,7 @@ class SyncService(MultiService):
             return None
         d = Deferred.fromCoroutine(self._pass())
 
-        def unexpected(failure: Any) -> None:
+        def unexpected(failure: Failure) -> None:
             _log.failure("sync: mirror pass failed unexpectedly", failure)
 
         return d.addErrback(unexpected)
