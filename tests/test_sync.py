@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bluegreen.sync.process import ProcessRunner, Tools
 from bluegreen.sync.report import (
@@ -26,7 +26,9 @@ from bluegreen.sync.report import (
     KEY_CONFLICT,
     TABLE_ONLY_ON_SOURCE,
     UNIQUE_CONFLICT,
+    Conflict,
     SyncReport,
+    describeReport,
 )
 from bluegreen.sync.syncer import Syncer
 from tests._util import PATIENCE, waitFor
@@ -552,3 +554,88 @@ class CommandLineTests(SyncTestsMixin, TestCase):
             self.assertIn("usage: bluegreen sync", err)
 
         return Deferred.fromCoroutine(go())
+
+
+class DescribeTests(SynchronousTestCase):
+    """
+    L{SyncReport.describe}, L{SyncReport.brief} and L{describeReport}: a
+    report in one line, also from its JSON (as a client gets it).
+    """
+
+    def report(self, **kw: Any) -> SyncReport:
+        """
+        @return: A C{migrate} report with C{kw}.
+        """
+        return SyncReport(strategy="migrate", source="g.db", target="b.db", **kw)
+
+    def test_lines(self) -> None:
+        """
+        Complete, with conflicts, failed, dry run: the rows by table, the
+        conflicts (the first one named) and the error, in one line; the
+        same from the report's JSON.
+        """
+        conflict = Conflict(
+            "facts", KEY_CONFLICT, ("2",), detail="same key, different content"
+        )
+        for report, line in [
+            (
+                self.report(dryRun=False, copied={"facts": 2, "votes": 1, "x": 0}),
+                "migrate: copied 3 rows (facts 2, votes 1), no conflicts",
+            ),
+            (
+                self.report(dryRun=False, copied={"facts": 1}, conflicts=(conflict,)),
+                "migrate INCOMPLETE: copied 1 row (facts 1), 1 conflict "
+                "(key_conflict: facts key (2): same key, different content)",
+            ),
+            (
+                self.report(dryRun=False, conflicts=(conflict, conflict)),
+                "migrate INCOMPLETE: copied 0 rows, 2 conflicts "
+                "(key_conflict: facts key (2): same key, different content; "
+                "and 1 more)",
+            ),
+            (
+                self.report(dryRun=False, error="database is locked"),
+                "migrate FAILED: database is locked; copied 0 rows",
+            ),
+            (
+                self.report(dryRun=True, copied={"facts": 1}),
+                "migrate: would copy 1 row (facts 1), no conflicts",
+            ),
+        ]:
+            self.assertEqual(report.describe(), line)
+            self.assertEqual(
+                describeReport(json.loads(json.dumps(report.asJSON()))), line
+            )
+
+    def test_brief(self) -> None:
+        """
+        The brief form counts rows and conflicts (by kind), without rows or
+        paths, and reads as one line too.
+        """
+        conflict = Conflict("facts", KEY_CONFLICT, ("2",))
+        report = self.report(
+            dryRun=False,
+            copied={"facts": 1},
+            conflicts=(conflict, conflict),
+            seconds=0.12345,
+        )
+        brief = report.brief()
+        self.assertEqual(
+            brief,
+            {
+                "strategy": "migrate",
+                "dry_run": False,
+                "complete": False,
+                "copied": {"facts": 1},
+                "rows_copied": 1,
+                "conflicts": 2,
+                "conflict_kinds": {KEY_CONFLICT: 2},
+                "error": None,
+                "seconds": 0.123,
+            },
+        )
+        self.assertEqual(json.loads(json.dumps(brief)), brief)
+        self.assertEqual(
+            describeReport(brief),
+            "migrate INCOMPLETE: copied 1 row (facts 1), 2 conflicts",
+        )

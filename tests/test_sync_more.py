@@ -13,9 +13,10 @@ import os
 import signal
 import sqlite3
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from bluegreen.sync.process import ProcessRunner, Tools
@@ -219,6 +220,81 @@ class ConcurrencyTests(Mixin, TestCase):
             self.assertClean(sourceSidecars=True)
 
         return Deferred.fromCoroutine(go())
+
+
+class LockedTargetTests(Mixin, TestCase):
+    """
+    A target whose app holds the write lock: the merge waits its busy
+    timeout and tries again, and says so when the lock never came.
+    """
+
+    timeout = 2 * PATIENCE
+
+    def setUp(self) -> None:
+        """
+        A source with one row the target lacks; an app connection holding
+        the target's write lock.
+        """
+        super().setUp()
+        build(self.source, "wal", "INSERT INTO votes VALUES (5000, 1, 1);")
+        build(self.target, "wal")
+        self.app = sqlite3.connect(self.target, isolation_level=None)
+        self.app.execute("BEGIN IMMEDIATE")
+        self.addCleanup(self.app.close)
+
+    def release(self) -> None:
+        """
+        The app commits and goes away.
+        """
+        self.app.execute("ROLLBACK")
+        self.app.close()
+
+    def syncerWaiting(self, attempts: int) -> Syncer:
+        """
+        @return: A syncer whose C{sqlite3} waits 0.1 s for a lock, in
+            C{attempts} merge attempts.
+        """
+        runner = ProcessRunner(reactor, Tools.find(), sqliteTimeout=100)
+        return Syncer(reactor, runner, lockAttempts=attempts)
+
+    async def test_lockedThroughout(self) -> None:
+        """
+        A lock held through every attempt fails the sync with SQLite's own
+        message; nothing changed.
+        """
+        self.syncer = self.syncerWaiting(3)
+        report = await self.sync("migrate")
+        self.release()
+        assert report.error is not None
+        self.assertIn("stayed locked through 3 attempts", report.error)
+        self.assertIn("database is locked", report.error)
+        self.assertFalse(report.complete)
+        self.assertEqual(rows(self.target, "SELECT count(*) FROM votes"), [(0,)])
+        self.assertClean()
+
+    async def test_lockReleased(self) -> None:
+        """
+        A lock released after a failed attempt: the next attempt merges.
+        """
+        retries: list[LogEvent] = []
+
+        def observer(event: LogEvent) -> None:
+            if "stayed locked" in (event.get("log_format") or ""):
+                retries.append(event)
+
+        globalLogPublisher.addObserver(cast(ILogObserver, observer))
+        self.addCleanup(globalLogPublisher.removeObserver, cast(ILogObserver, observer))
+        # Attempts enough to outlast the test's patience: the release, not
+        # the attempts running out, must end the wait.
+        self.syncer = self.syncerWaiting(int(10 * PATIENCE) + 1)
+        d = self.sync("migrate")
+        await waitFor(lambda: retries, "a failed attempt")
+        self.release()
+        report = await d
+        self.assertTrue(report.complete, report.summary())
+        self.assertEqual(report.copied["votes"], 1)
+        self.assertEqual(rows(self.target, "SELECT id FROM votes"), [(5000,)])
+        self.assertClean()
 
 
 class KilledTests(Mixin, TestCase):
