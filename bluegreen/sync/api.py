@@ -57,6 +57,10 @@ class SyncAPI:
     """
 
     def __init__(self, admin: AdminResource, sync: SyncService | None) -> None:
+        """
+        @param admin: The admin API.
+        @param sync: The sync service, or L{None} (no databases).
+        """
         self.admin = admin
         self.sync = sync
 

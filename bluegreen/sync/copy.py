@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sync -*-
+# -*- test-case-name: tests.test_sync,tests.test_sync_more -*-
 """
 The C{copy} strategy: refuse when the target holds anything the source
 lacks (without a cutover baseline that is how "the target took writes" is

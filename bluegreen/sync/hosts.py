@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sync_remote -*-
+# -*- test-case-name: tests.test_sync,tests.test_sync_remote -*-
 """
 Running things where a database is: C{sqlite3}, C{sha256sum}, a shell
 command, on this host or, for a remote L{Location}, through C{ssh -o
@@ -185,6 +185,9 @@ class Hosts:
         Run SQL like L{ProcessRunner.sqlite}, on the database's host.
 
         @param database: A local path, or a L{Location}.
+        @param sql: The script.
+        @param options: More C{sqlite3} options.
+        @param timeout: As for L{ProcessRunner.run}.
         @return: As L{ProcessRunner.sqlite}.
         """
         if isinstance(database, str) or not database.remote:
@@ -209,6 +212,8 @@ class Hosts:
         Run C{sql} with C{sqlite3 -json}.
 
         @param database: A local path, or a L{Location}.
+        @param sql: The script.
+        @param readOnly: Open the database read-only.
         @return: The rows of each statement that returned some.
         """
         options = ("-json", "-readonly") if readOnly else ("-json",)
@@ -219,6 +224,9 @@ class Hosts:
         self, database: str | Location, schema: str = "main", attach: str = ""
     ) -> dict[str, Table]:
         """
+        @param database: A local path, or a L{Location}.
+        @param schema: C{main}, or the name C{attach} attaches a file as.
+        @param attach: SQL run first (an C{ATTACH}).
         @return: The ordinary tables of C{schema} in C{database}.
         """
         sql = attach + INTROSPECT.format(schema=literal(schema))
@@ -262,6 +270,7 @@ class Hosts:
 
     async def isFile(self, where: Location) -> bool:
         """
+        @param where: A file, perhaps on another host.
         @return: Whether C{where} is a regular file (on its host).
         """
         if not where.remote:
@@ -271,6 +280,7 @@ class Hosts:
 
     async def sha256(self, where: Location) -> str:
         """
+        @param where: A file, perhaps on another host.
         @return: The SHA-256 of the file C{where} (C{sha256sum} on a remote
             host).
         """

@@ -31,6 +31,7 @@ class Location:
     @classmethod
     def local(cls, path: str) -> Location:
         """
+        @param path: A path on this host.
         @return: The local path C{path}.
         """
         return cls(None, None, path)
@@ -63,6 +64,7 @@ class Location:
 
     def at(self, path: str) -> Location:
         """
+        @param path: Another path on the same host.
         @return: Another file on the same host.
         """
         return Location(self.host, self.user, path)

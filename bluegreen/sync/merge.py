@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sync -*-
+# -*- test-case-name: tests.test_sync,tests.test_sync_more -*-
 """
 The merge at the heart of C{migrate} (and of C{copy}'s check that the
 target took no writes): with the staged snapshot attached read-only as
@@ -7,9 +7,7 @@ writers wait on their busy timeout), insert the rows the target lacks,
 table by table, parents first.  Rows are matched by primary key (the rowid
 alias, a composite key, a WITHOUT ROWID key); tables without a key are
 compared as multisets over their columns, duplicates counted.  Conflicts
-are reported, never dropped: L{KEY_CONFLICT}, L{UNIQUE_CONFLICT},
-L{FK_ORPHAN}, L{TABLE_ONLY_ON_SOURCE}, L{TABLE_ONLY_ON_TARGET},
-L{COLUMN_ONLY_ON_SOURCE}, L{COLUMN_ONLY_ON_TARGET}, L{KEY_MISMATCH}.
+are reported, never dropped (the kinds are in L{bluegreen.sync.report}).
 
 The whole merge is one C{sqlite3} child running one script, so a target
 whose app keeps its write lock busy is retried (L{Merge.lockAttempts}

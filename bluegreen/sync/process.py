@@ -229,10 +229,16 @@ class ProcessFailed(Exception):
     """
 
     def __init__(self, result: ProcessResult) -> None:
+        """
+        @param result: What the child did.
+        """
         self.result = result
         super().__init__(result)
 
     def __str__(self) -> str:
+        """
+        @return: The command, how it ended and (the start of) its stderr.
+        """
         result = self.result
         how = result.describe()
         if result.timedOut:
@@ -270,6 +276,13 @@ class _Child(ProcessProtocol):
         timeout: float,
         grace: float,
     ) -> None:
+        """
+        @param clock: Runs the timeout and the grace period.
+        @param argv: The command.
+        @param stdin: Written to the child's stdin, then closed.
+        @param timeout: Seconds before C{TERM}.
+        @param grace: Seconds between C{TERM} and C{KILL}.
+        """
         self._clock = clock
         self._argv = argv
         self._stdin = stdin

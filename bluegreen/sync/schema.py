@@ -85,6 +85,9 @@ class Table:
         )
 
 
+#: The tables of schema C{{schema}} (an SQL literal, filled in with
+#: C{str.format}): each one's columns, UNIQUE indexes and foreign keys, as
+#: one JSON document (L{parseTables} reads it).
 INTROSPECT = """
 SELECT json_group_array(json_object(
   'name', l.name, 'wr', l.wr,
@@ -109,6 +112,9 @@ WHERE l.schema = {schema} AND l.type = 'table'
 def parseTables(rows: list[dict[str, Any]]) -> dict[str, Table]:
     """
     Turn L{INTROSPECT}'s answer into L{Table}s.
+
+    @param rows: The rows C{sqlite3 -json} printed for it.
+    @return: The tables by name.
     """
     tables: dict[str, Table] = {}
     for t in json.loads(rows[0]["tables"]):

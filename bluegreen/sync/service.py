@@ -76,6 +76,8 @@ class SyncUnavailable(Exception):
 
 def direction(source: str, target: str) -> str:
     """
+    @param source: The environment synced from.
+    @param target: The one synced to.
     @return: The name of a direction, e.g. C{green->blue}.
     """
     return f"{source}->{target}"
@@ -352,6 +354,8 @@ class SyncService(MultiService):
         The controller calls it before every planned switch (see
         L{bluegreen.controller.Controller.plannedSwitch}).
 
+        @param source: The environment live now.
+        @param target: The one about to be.
         @return: Fires with the report, or L{None} under C{--sync none}.
         """
         return self._hook(source, target, "before switch")
@@ -364,6 +368,8 @@ class SyncService(MultiService):
 
         Called after every switch (see L{switched}).
 
+        @param source: The environment live before.
+        @param target: The one live now.
         @return: Fires with the report, or L{None} under C{--sync none}.
         """
         # Always migrate: C{target} is live now, and a copy would replace
@@ -373,6 +379,9 @@ class SyncService(MultiService):
     def _hook(
         self, source: str, target: str, why: str, strategy: str | None = None
     ) -> Deferred[SyncReport | None]:
+        """
+        A switch hook's sync: waits for others; none under C{--sync none}.
+        """
         if self.mode == "none" or not self.running:
             return succeed(None)
 
@@ -490,9 +499,15 @@ class SyncService(MultiService):
             )
 
     def _schedule(self, delay: float) -> None:
+        """
+        Run the next mirror turn in C{delay} seconds.
+        """
         self._next = self.clock.callLater(delay, self._loopTurn)
 
     def _loopTurn(self) -> None:
+        """
+        One mirror turn, then schedule the next (see L{nextPassDelay}).
+        """
         self._next = None
         started = self.clock.seconds()
         turn = self._tick() or succeed(None)
@@ -514,6 +529,9 @@ class SyncService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        """
+        See L{stopService}.
+        """
         self._mirroring = False
         call, done = self._next, self._loopDone
         self._next = None
@@ -681,6 +699,9 @@ class SyncMetrics:
     """
 
     def __init__(self, sync: SyncService) -> None:
+        """
+        @param sync: The sync service.
+        """
         self.sync = sync
 
     def describe(self) -> Iterable[Metric]:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 def ident(name: str) -> str:
     """
+    @param name: A table, column or index name.
     @return: C{name} as a quoted SQL identifier.
     """
     return '"' + name.replace('"', '""') + '"'
@@ -18,6 +19,7 @@ def ident(name: str) -> str:
 
 def literal(text: str) -> str:
     """
+    @param text: Any text.
     @return: C{text} as an SQL string literal.
     """
     return "'" + text.replace("'", "''") + "'"
@@ -25,6 +27,8 @@ def literal(text: str) -> str:
 
 def rowHashSQL(table: str, columns: Sequence[str]) -> str:
     """
+    @param table: The table.
+    @param columns: Its columns.
     @return: An expression giving the order-independent hash of C{table}.
     """
     row = "||','||".join(f"quote({ident(c)})" for c in columns) or "''"
@@ -36,6 +40,9 @@ def rowHashSQL(table: str, columns: Sequence[str]) -> str:
 
 def sameKey(left: str, right: str, columns: Iterable[str]) -> str:
     """
+    @param left: A table alias.
+    @param right: Another.
+    @param columns: The columns compared.
     @return: C{left.c IS right.c AND ...} over C{columns}.
     """
     return " AND ".join(f"{left}.{ident(c)} IS {right}.{ident(c)}" for c in columns)
@@ -49,6 +56,8 @@ JSON_CHUNK = 60
 
 def rowJSON(alias: str, columns: Iterable[str]) -> str:
     """
+    @param alias: A table alias.
+    @param columns: The columns.
     @return: A JSON object of C{alias}'s C{columns} (name -> SQL literal, in
         column order).  A wide table's is built from C{json_object}s of at
         most L{JSON_CHUNK} columns joined with C{json_patch}: every value is
@@ -74,6 +83,8 @@ def rowJSON(alias: str, columns: Iterable[str]) -> str:
 
 def keyJSON(alias: str, columns: Iterable[str]) -> str:
     """
+    @param alias: A table alias.
+    @param columns: The key's columns.
     @return: A C{json_array} of C{alias}'s C{columns} as SQL literals.
     """
     return (

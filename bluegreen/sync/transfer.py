@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sync -*-
+# -*- test-case-name: tests.test_sync,tests.test_sync_remote -*-
 """
 The steps both strategies start with: snapshot the source with C{VACUUM
 INTO} (C{.backup}, bounded by a timeout, before SQLite 3.27) to a unique
