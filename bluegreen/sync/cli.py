@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTCP
 from twisted.python import usage
 
 from bluegreen.cli.common import CommandOptions, Settings
 from bluegreen.environment import COLOURS
 from bluegreen.sync.locations import parseLocation, sshArguments
+from bluegreen.sync.process import ProcessReactor
 from bluegreen.sync.report import Conflict, SyncReport
 
 
@@ -149,9 +152,6 @@ def runSync(options: usage.Options, settings: Settings) -> int:
     @param settings: The common settings (for C{--json}).
     @return: The exit code.
     """
-    from twisted.internet.defer import Deferred
-    from twisted.internet.task import react
-
     from bluegreen.sync.process import MissingTool, ProcessRunner, Tools
     from bluegreen.sync.syncer import Syncer
 
@@ -166,7 +166,7 @@ def runSync(options: usage.Options, settings: Settings) -> int:
         return 1
     outcome: dict[str, int] = {}
 
-    async def go(reactor: Any) -> None:
+    async def go(reactor: ProcessReactor) -> None:
         syncer = Syncer(
             reactor,
             ProcessRunner(reactor, tools),
@@ -190,8 +190,23 @@ def runSync(options: usage.Options, settings: Settings) -> int:
             print(f"bluegreen: sync failed: {report.error}", file=sys.stderr)
         outcome["code"] = 0 if report.complete else 1
 
+    return _react(go, outcome)
+
+
+def _react(
+    main: Callable[[Any], Coroutine[Any, Any, None]], outcome: dict[str, int]
+) -> int:
+    """
+    Run C{main} with the global reactor, until it is done.
+
+    @param main: Takes the reactor; puts the exit code in C{outcome}.
+    @param outcome: Where C{main} puts C{code}.
+    @return: The exit code (1 if C{main} did not set one).
+    """
+    from twisted.internet.task import react
+
     try:
-        react(lambda reactor: Deferred.fromCoroutine(go(reactor)))
+        react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
     except SystemExit as e:
         if e.code not in (0, None):
             return e.code if isinstance(e.code, int) else 1
@@ -202,6 +217,9 @@ def reportFromJSON(data: dict[str, Any]) -> SyncReport:
     """
     Rebuild a report from its JSON (L{SyncReport.asJSON}), e.g. the admin
     API's, to print its summary.
+
+    @param data: The report's JSON.
+    @return: The report.
     """
     return SyncReport(
         strategy=data["strategy"],
@@ -239,8 +257,6 @@ def _throughAdmin(
 
     @return: The exit code: 0 complete, 1 incomplete, failed or refused.
     """
-    from twisted.internet.task import react
-
     from bluegreen.cli.common import Failed, call
 
     body: dict[str, Any] = {"from": envs[0], "to": envs[1]}
@@ -250,7 +266,7 @@ def _throughAdmin(
         body["dry_run"] = True
     outcome: dict[str, int] = {}
 
-    async def go(reactor: Any) -> None:
+    async def go(reactor: IReactorTCP) -> None:
         try:
             answer = await call(reactor, settings, "POST", "/api/sync", body)
         except Failed as e:
@@ -266,9 +282,4 @@ def _throughAdmin(
             print(f"bluegreen: sync failed: {report['error']}", file=sys.stderr)
         outcome["code"] = 0 if report.get("complete") else 1
 
-    try:
-        react(lambda reactor: Deferred.fromCoroutine(go(reactor)))
-    except SystemExit as e:
-        if e.code not in (0, None):
-            return e.code if isinstance(e.code, int) else 1
-    return outcome.get("code", 1)
+    return _react(go, outcome)

@@ -33,7 +33,7 @@ from bluegreen.sync.hosts import Hosts
 from bluegreen.sync.locations import Location, resolveLocation
 from bluegreen.sync.merge import LOCK_ATTEMPTS
 from bluegreen.sync.migrate import Migrate
-from bluegreen.sync.process import ProcessFailed, ProcessRunner
+from bluegreen.sync.process import ProcessFailed, ProcessReactor, ProcessRunner
 from bluegreen.sync.report import Outcome, SyncReport
 from bluegreen.sync.transfer import Transfer
 
@@ -71,7 +71,7 @@ class Syncer:
 
     def __init__(
         self,
-        reactor: IReactorTime,
+        reactor: IReactorTime | ProcessReactor,
         runner: ProcessRunner,
         rsyncTimeout: int = 60,
         backupTimeout: float = 60.0,
@@ -80,7 +80,8 @@ class Syncer:
         lockAttempts: int = LOCK_ATTEMPTS,
     ) -> None:
         """
-        @param reactor: The clock for the report's timings.
+        @param reactor: The clock for the report's timings (the runner's
+            reactor, or any L{IReactorTime}).
         @param runner: Runs C{sqlite3} and C{rsync} (and C{ssh}).
         @param rsyncTimeout: C{rsync --timeout} (I/O inactivity, seconds).
         @param backupTimeout: How long C{.backup} may take (before 3.27).
