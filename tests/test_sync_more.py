@@ -121,10 +121,10 @@ class KillingRunner(ProcessRunner):
                 b"\nWITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
                 b"WHERE x < 1000000000) SELECT count(*) FROM c;\nCOMMIT;",
             )
-        before = set(self._running)
+        before = self.running
         d = super().run(args, stdin, *a, **kw)
         if not self.killed and self.select(args, stdin):
-            (child,) = set(self._running) - before
+            (child,) = self.running - before
             self.killed.append(args)
 
             def kill() -> None:

@@ -258,7 +258,7 @@ class ProcessTimedOut(ProcessFailed):
     """
 
 
-class _Child(ProcessProtocol):
+class Child(ProcessProtocol):
     """
     Feeds a child its stdin, collects its output and kills it on demand.
 
@@ -421,7 +421,7 @@ class ProcessRunner:
     timeout: float = 300.0
     grace: float = 5.0
     sqliteTimeout: int = 10000
-    _running: set[_Child] = field(factory=set, init=False, eq=False)
+    _running: set[Child] = field(factory=set, init=False, eq=False)
 
     def run(
         self,
@@ -446,7 +446,7 @@ class ProcessRunner:
         args = tuple(argv)
         if not os.path.isabs(args[0]):
             raise ValueError(f"not an absolute executable path: {args[0]!r}")
-        child = _Child(
+        child = Child(
             self.reactor,
             args,
             stdin,
@@ -503,6 +503,13 @@ class ProcessRunner:
             database,
         )
         return self.run(argv, stdin=sql.encode("utf-8"), timeout=timeout)
+
+    @property
+    def running(self) -> frozenset[Child]:
+        """
+        The children started and not yet ended (a test picks one to kill).
+        """
+        return frozenset(self._running)
 
     def quiesce(self) -> Deferred[None]:
         """
