@@ -244,7 +244,9 @@ class RemoteTestCase(TestCase):
             reactor,
             recordingRunner(self.commands),
             sshOptions=sshArguments(self.server.options(key)),
-            connectTimeout=5,
+            # A loaded machine's sshd may take seconds to answer: ssh waits
+            # as long as the suite is patient.
+            connectTimeout=int(PATIENCE),
         )
 
     def assertClean(self, directory: str, allow: tuple[str, ...] = ()) -> None:
