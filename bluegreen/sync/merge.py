@@ -185,7 +185,9 @@ class Merge:
         @raise SyncError: If the target stayed locked through
             L{lockAttempts} attempts.
         """
-        for attempt in range(1, self.lockAttempts + 1):
+        attempts = max(1, self.lockAttempts)
+        failure: ProcessFailed | None = None
+        for attempt in range(1, attempts + 1):
             try:
                 return await self.hosts.sqlite(self.target, script, "-json")
             except ProcessFailed as e:
@@ -199,12 +201,12 @@ class Merge:
                     "{attempts}): {error}",
                     target=str(self.target),
                     attempt=attempt,
-                    attempts=self.lockAttempts,
+                    attempts=attempts,
                     error=str(e),
                 )
                 failure = e
         raise SyncError(
-            f"{self.target} stayed locked through {self.lockAttempts} attempts "
+            f"{self.target} stayed locked through {attempts} attempts "
             f"of the merge (is a writer holding it?): {failure}"
         )
 
