@@ -32,7 +32,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -1162,7 +1162,7 @@ class ChainMixin(LogMixin):
         Make a clock at 0 and a backend per environment, both answering 200.
         """
         super().setUp()
-        self.clock = Clock()
+        self.clock = MemoryReactorClock()
         self.green = Backend("green", self.clock)
         self.blue = Backend("blue", self.clock)
         self.stub = StubTreq(Router({GREEN.port: self.green, BLUE.port: self.blue}))

@@ -27,6 +27,7 @@ from service_identity import VerificationError
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import (
     ConnectError,
     ConnectionClosed,
@@ -36,25 +37,32 @@ from twisted.internet.error import (
     DNSLookupError,
     TimeoutError,
 )
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
+from twisted.web.client import URI, ResponseFailed, ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
+from bluegreen.checkfailure import MAX_BODY, BodyTooLarge, describeCheckFailure
 from bluegreen.environment import Environment
 from bluegreen.health import (
     HISTORY,
-    MAX_BODY,
-    BodyTooLarge,
     CheckResult,
     EnvironmentHealth,
     HealthMonitor,
     HealthSettings,
     StatusSet,
-    describeCheckFailure,
 )
+from bluegreen.healthclient import DirectEndpoints, QuietEndpoint, healthClient
 
 GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
 BLUE = Environment.fromURL("blue", "http://127.0.0.1:5001")
@@ -1387,3 +1395,60 @@ class HistoryTests(MonitorMixin):
         self.assertEqual(state.history[0].when, 50.0)
         self.assertEqual(state.history[-1].when, 295.0)
         self.assertIs(state.last, state.history[-1])
+
+
+class HealthEndpointTests(SynchronousTestCase):
+    """
+    The health checks connect like the proxy does, without a log line per
+    check.
+    """
+
+    def test_direct(self) -> None:
+        """
+        An IP address is connected to directly (a L{HostnameEndpoint} would
+        report a refused connection only after its 0.3 s attempt delay,
+        slowing every check of a dead environment), https is wrapped in TLS,
+        and the check timeout is the connect timeout.
+        """
+        endpoints = DirectEndpoints(MemoryReactorClock(), 2.0, None)
+
+        def endpointFor(url: bytes) -> IStreamClientEndpoint:
+            endpoint = endpoints.endpointForURI(URI.fromBytes(url))
+            assert isinstance(endpoint, QuietEndpoint)
+            return endpoint.endpoint
+
+        v4 = endpointFor(b"http://127.0.0.1:5002/")
+        self.assertIsInstance(v4, TCP4ClientEndpoint)
+        self.assertEqual(v4._timeout, 2.0)  # type: ignore[attr-defined]
+        v6 = endpointFor(b"http://[::1]:5002/health")
+        self.assertIsInstance(v6, TCP6ClientEndpoint)
+        tls = endpointFor(b"https://localhost:8443/")
+        self.assertEqual(type(tls).__name__, "_WrapperEndpoint")
+
+    def test_quiet(self) -> None:
+        """
+        The factory the client's pool makes for each connection is told not
+        to log its start and stop (one pair per check would bury the news),
+        and goes to the endpoint that connects.
+        """
+        given: list[IProtocolFactory] = []
+
+        @implementer(IStreamClientEndpoint)
+        class Recording:
+            def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+                given.append(factory)
+                return Deferred()
+
+        factory = Factory()
+        self.assertIs(factory.noisy, True)
+        QuietEndpoint(Recording()).connect(factory)
+        self.assertEqual(given, [factory])
+        self.assertIs(factory.noisy, False)
+
+    def test_newConnectionPerCheck(self) -> None:
+        """
+        The client's pool keeps no connection: a reused one would hide
+        connect failures.
+        """
+        _, pool = healthClient(MemoryReactorClock(), 2.0, None)
+        self.assertIs(pool.persistent, False)

@@ -39,8 +39,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
+from bluegreen.checkfailure import MAX_BODY
 from bluegreen.environment import Environment
-from bluegreen.health import MAX_BODY, HealthMonitor, HealthSettings
+from bluegreen.health import HealthMonitor, HealthSettings
 
 #: The reactor the tests run on (trial's real one).
 reactor: Any = _reactor

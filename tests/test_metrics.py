@@ -48,8 +48,8 @@ from bluegreen.admin.metrics import (
 from bluegreen.controller import Controller, Switch
 from bluegreen.environment import Environment
 from bluegreen.health import CheckResult, HealthMonitor, HealthSettings
+from bluegreen.proxy.failures import FAILURE_KINDS, classifyFailure, describeFailure
 from bluegreen.proxy.pool import PoolClosed
-from bluegreen.proxy.resource import FAILURE_KINDS, classifyFailure, describeFailure
 from bluegreen.proxy.upstream import BadResponse
 from bluegreen.service.tap import Options, ProxyService, makeService
 from tests._backends import (

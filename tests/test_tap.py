@@ -1837,33 +1837,6 @@ class PluginImportTests(ProcessTestMixin):
         self.assertEqual((code, output), (0, "False\n"))
 
 
-class HealthEndpointTests(SynchronousTestCase):
-    """
-    The health checks connect like the proxy does.
-    """
-
-    def test_direct(self) -> None:
-        """
-        An IP address is connected to directly (a L{HostnameEndpoint} would
-        report a refused connection only after its 0.3 s attempt delay,
-        slowing every check of a dead environment), https is wrapped in TLS,
-        and the check timeout is the connect timeout.
-        """
-        from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-        from twisted.web.client import URI
-
-        from bluegreen.service.tap import _DirectEndpoints
-
-        endpoints = _DirectEndpoints(MemoryReactorClock(), 2.0, None)
-        v4 = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:5002/"))
-        self.assertIsInstance(v4, TCP4ClientEndpoint)
-        self.assertEqual(v4._timeout, 2.0)  # type: ignore[attr-defined]
-        v6 = endpoints.endpointForURI(URI.fromBytes(b"http://[::1]:5002/health"))
-        self.assertIsInstance(v6, TCP6ClientEndpoint)
-        tls = endpoints.endpointForURI(URI.fromBytes(b"https://localhost:8443/"))
-        self.assertEqual(type(tls).__name__, "_WrapperEndpoint")
-
-
 class ManholeOptionTests(SynchronousTestCase):
     """
     The C{--manhole*} options: both manholes are off by default, the telnet

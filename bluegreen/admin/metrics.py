@@ -25,7 +25,7 @@ in one process.  The metrics (all prefixed C{bluegreen_}):
     sent to clients (error pages included).
   - C{bluegreen_upstream_errors_total{environment, kind}}: failures to get
     a response from an environment, including those retried on the standby;
-    C{kind} is one of L{bluegreen.proxy.resource.FAILURE_KINDS}.  A stale pooled
+    C{kind} is one of L{bluegreen.proxy.failures.FAILURE_KINDS}.  A stale pooled
     connection resent on a new one is a retry, not an error.
   - C{bluegreen_retries_total{from, to, kind}}: requests sent again:
     C{stale_connection} (a reused connection the server had closed; C{from}
@@ -82,7 +82,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from bluegreen import __version__
-from bluegreen.proxy.resource import FAILURE_KINDS
+from bluegreen.proxy.failures import FAILURE_KINDS
 
 if TYPE_CHECKING:
     from bluegreen.controller import Controller, Switch
@@ -323,7 +323,7 @@ class Metrics:
         Count a failure to get a response from an environment.
 
         @param environment: The environment.
-        @param kind: One of L{bluegreen.proxy.resource.FAILURE_KINDS}.
+        @param kind: One of L{bluegreen.proxy.failures.FAILURE_KINDS}.
         """
         key = (environment, kind)
         self._errors[key] = self._errors.get(key, 0) + 1

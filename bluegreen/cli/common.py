@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 from bluegreen import __version__
 from bluegreen.admin.token import BadToken, readToken
-from bluegreen.health import describeCheckFailure
+from bluegreen.checkfailure import describeCheckFailure
 
 #: Where the admin API is unless told otherwise.
 DEFAULT_ADMIN = "http://127.0.0.1:3091"

@@ -96,7 +96,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from attrs import field, frozen
 from twisted.application.service import MultiService, Service
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
@@ -116,6 +115,7 @@ from twisted.internet.error import (
 )
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
+from twisted.internet.ssl import Certificate
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -439,7 +439,7 @@ class RedisTarget:
         self,
         reactor: Any,
         timeout: float,
-        trustRoot: IOpenSSLTrustRoot | None = None,
+        trustRoot: Certificate | None = None,
     ) -> IStreamClientEndpoint:
         """
         The client endpoint that reaches this Redis.
@@ -1014,7 +1014,7 @@ class FlagStore(Service):
         timeout: float = 1.0,
         refresh: float = 30.0,
         pollInterval: float = 1.0,
-        trustRoot: IOpenSSLTrustRoot | None = None,
+        trustRoot: Certificate | None = None,
         watch: bool = True,
     ) -> None:
         """
@@ -1869,7 +1869,7 @@ class FlagService(MultiService):
         names: Iterable[str] = DEFAULT_NAMES,
         timeout: float = 1.0,
         refresh: float = 30.0,
-        trustRoot: IOpenSSLTrustRoot | None = None,
+        trustRoot: Certificate | None = None,
     ) -> None:
         """
         @param reactor: The reactor (connections and time).

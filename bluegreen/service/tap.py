@@ -15,13 +15,12 @@ import os
 import sys
 from typing import Any
 
-from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IStreamClientEndpoint, IStreamServerEndpoint
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import (
     ILogObserver,
     Logger,
@@ -29,13 +28,6 @@ from twisted.logger import (
     formatTime,
 )
 from twisted.python import usage
-from twisted.web.client import (
-    URI,
-    Agent,
-    HTTPConnectionPool,
-    _HTTP11ClientFactory,
-)
-from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from bluegreen import __version__
@@ -55,6 +47,7 @@ from bluegreen.flags.store import (
     validateName,
 )
 from bluegreen.health import HealthMonitor, HealthSettings, StatusSet
+from bluegreen.healthclient import healthClient
 from bluegreen.manhole.service import (
     SSH_EXAMPLES,
     TELNET_EXAMPLES,
@@ -63,7 +56,7 @@ from bluegreen.manhole.service import (
 )
 from bluegreen.manhole.service import checkOptions as checkManholeOptions
 from bluegreen.proxy.accesslog import AccessLog
-from bluegreen.proxy.pool import UpstreamPool, endpointFor, loadTrustRoot
+from bluegreen.proxy.pool import UpstreamPool, loadTrustRoot
 from bluegreen.proxy.resource import ProxyResource, ProxySite
 from bluegreen.sync.api import mountSync
 from bluegreen.sync.service import SyncMetrics, SyncService
@@ -853,55 +846,6 @@ class ProxyService(MultiService):
             self.accessLog.close()
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    """
-    The pool's connection factory, without its start/stop log lines.
-    """
-
-    noisy = False
-
-
-@implementer(IAgentEndpointFactory)
-class _DirectEndpoints:
-    """
-    The health checks' endpoints: the proxy's own (L{endpointFor}), so an IP
-    address is connected to directly.  L{HostnameEndpoint}, which a plain
-    L{Agent} uses, reports a refused connection only after its 0.3 s
-    attempt delay, slowing every check of a dead environment.
-    """
-
-    def __init__(self, reactor: Any, timeout: float, trustRoot: Any) -> None:
-        self.reactor = reactor
-        self.timeout = timeout
-        self.trustRoot = trustRoot
-
-    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        """
-        @return: The endpoint for C{uri}'s scheme, host and port.
-        """
-        host = uri.host.decode("idna").strip("[]")
-        where = Environment("health", "", uri.scheme.decode("ascii"), host, uri.port)
-        return endpointFor(self.reactor, where, self.timeout, self.trustRoot)
-
-
-def healthClient(reactor: Any, options: Options) -> tuple[Any, HTTPConnectionPool]:
-    """
-    The treq client the health checks use: its own pool, a new connection
-    per check (a reused connection would hide connect failures), https
-    verified like the proxy's.
-
-    @return: C{(client, pool)}; the pool is closed when the monitor stops.
-    """
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    # One "Starting factory" log line per check would bury the real news.
-    pool._factory = _QuietClientFactory
-    endpoints = _DirectEndpoints(
-        reactor, options["healthSettings"].timeout, options["trustRoot"]
-    )
-    agent = Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
-    return HTTPClient(agent), pool
-
-
 def _syncService(
     options: Options, reactor: Any, controller: Controller
 ) -> SyncService | None:
@@ -957,7 +901,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         reactor = _reactor
     environments: dict[str, Environment] = options["environments"]
     settings: HealthSettings = options["healthSettings"]
-    http, healthPool = healthClient(reactor, options)
+    http, healthPool = healthClient(reactor, settings.timeout, options["trustRoot"])
     monitor = HealthMonitor(environments, settings, reactor, http, healthPool)
     controller = Controller.create(
         environments,
