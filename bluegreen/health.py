@@ -17,6 +17,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 from attrs import define, field, frozen
 from twisted.application.service import Service
@@ -216,6 +217,20 @@ class EnvironmentHealth:
         return bool((self.up and self.failures) or (not self.up and self.successes))
 
 
+class CachedConnections(TypingProtocol):
+    """
+    The checks' connection pool, as the monitor uses it (an
+    L{twisted.web.client.HTTPConnectionPool}).
+    """
+
+    def closeCachedConnections(self) -> Deferred[None]:
+        """
+        Close the pool's connections.
+
+        @return: Fires once they are closed.
+        """
+
+
 #: Called with (environment name, up, reason) whenever one changes state.
 StateObserver = Callable[[str, bool, str], None]
 
@@ -240,7 +255,7 @@ class HealthMonitor(Service):
     settings: HealthSettings
     clock: IReactorTime
     http: Any
-    pool: Any = None
+    pool: CachedConnections | None = None
     health: dict[str, EnvironmentHealth] = field(init=False)
     _observers: list[StateObserver] = field(factory=list, init=False)
     _checkObservers: list[CheckObserver] = field(factory=list, init=False)

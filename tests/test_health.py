@@ -56,6 +56,7 @@ from bluegreen.checkfailure import MAX_BODY, BodyTooLarge, describeCheckFailure
 from bluegreen.environment import Environment
 from bluegreen.health import (
     HISTORY,
+    CachedConnections,
     CheckResult,
     EnvironmentHealth,
     HealthMonitor,
@@ -236,7 +237,7 @@ class MonitorMixin(SynchronousTestCase):
         self,
         environments: Sequence[Environment] = (GREEN,),
         http: object = None,
-        pool: object = None,
+        pool: CachedConnections | None = None,
         **settings: Any,
     ) -> HealthMonitor:
         """
