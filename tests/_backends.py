@@ -32,6 +32,7 @@ import os
 import random
 import socket
 import struct
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, cast
@@ -57,6 +58,7 @@ from bluegreen.controller import Controller
 from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.resource import ProxyResource, ProxySite
 from bluegreen.service.tap import Options, ProxyService, makeService
+from tests._util import PATIENCE
 
 #: The reactor every test here runs on (trial's real reactor).
 reactor: Any = _reactor
@@ -1449,15 +1451,22 @@ def sleep(seconds: float) -> Deferred[None]:
     return deferLater(reactor, seconds)
 
 
-def withTimeout(d: Deferred[Any], seconds: float, what: str) -> Deferred[Any]:
+def withTimeout(d: Deferred[Any], what: str, within: float = PATIENCE) -> Deferred[Any]:
     """
     C{d}, failed with an C{AssertionError} naming C{what} if it has not
-    fired within C{seconds}.
+    fired within C{within} seconds.
+
+    @param d: What to wait for.
+    @param what: What it is, for the failure message.
+    @param within: The longest wait: L{PATIENCE} unless a test waits for
+        something that has a deadline of its own (then that plus
+        L{PATIENCE}).
+    @return: A Deferred firing with C{d}'s result.
     """
     done: Deferred[Any] = Deferred()
     call = reactor.callLater(
-        seconds,
-        lambda: done.errback(AssertionError(f"{what}: not within {seconds:g} s")),
+        within,
+        lambda: done.errback(AssertionError(f"{what}: not within {within:g} s")),
     )
 
     def fired(result: object) -> None:
@@ -1467,6 +1476,35 @@ def withTimeout(d: Deferred[Any], seconds: float, what: str) -> Deferred[Any]:
 
     d.addBoth(fired)
     return done
+
+
+async def stalled(
+    count: Callable[[], int], what: str, quiet: float = 1.0, step: float = 0.05
+) -> int:
+    """
+    Wait until C{count()} has stopped growing: unchanged for C{quiet}
+    seconds (however long it takes to get there, up to L{PATIENCE}).
+
+    A backpressure test uses it twice: once to see the writes stall, once
+    more to see that nothing moves while the reader stays paused.
+
+    @param count: Bytes written so far, say.
+    @param what: What stalls, for the failure message.
+    @param quiet: Seconds without change that count as stalled.
+    @param step: Seconds between reads.
+    @return: The value it stalled at.
+    @raise AssertionError: It was still changing after L{PATIENCE} seconds.
+    """
+    deadline = time.monotonic() + PATIENCE
+    value, since = count(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still moving after {PATIENCE:g} s")
+        await deferLater(reactor, step)
+        now = count()
+        if now != value:
+            value, since = now, time.monotonic()
+    return value
 
 
 # Logs

@@ -252,7 +252,7 @@ class BigBodyTests(TestCase):
             process, args[0], args, env=dict(os.environ), path=self.makeTempDirectory()
         )
         self.addCleanup(self.stopProcess, process)
-        await withTimeout(process.listening, 30, "twistd bluegreen listening")
+        await withTimeout(process.listening, "twistd bluegreen listening")
         return process
 
     def makeTempDirectory(self) -> str:

@@ -1167,7 +1167,6 @@ class ExchangeMetricsTests(TestCase):
         pending.addErrback(lambda _: None)
         await withTimeout(
             self.backend.when(lambda: bool(self.backend.requests)),
-            5,
             "the request reaching the backend",
         )
         client.abort()

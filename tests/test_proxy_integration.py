@@ -15,6 +15,7 @@ import hashlib
 import re
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 import treq
@@ -55,11 +56,13 @@ from tests._backends import (
     setBuffer,
     silent,
     sleep,
+    stalled,
     startBackend,
     startProxy,
     treqPool,
     withTimeout,
 )
+from tests._util import PATIENCE, waitFor
 
 
 def tokens(body: bytes) -> list[bytes]:
@@ -75,7 +78,7 @@ class IntegrationTestCase(TestCase):
     (checked after every cleanup, so shutdown errors count too).
     """
 
-    timeout = 30
+    timeout = 2 * PATIENCE
 
     def setUp(self) -> None:
         """
@@ -107,7 +110,7 @@ class AtomicSwitchTests(IntegrationTestCase):
     A request goes wholly to one environment, whatever the switch does.
     """
 
-    timeout = 60
+    timeout = 4 * PATIENCE
 
     async def test_switchingUnderConcurrentLoad(self) -> None:
         """
@@ -201,7 +204,7 @@ class AtomicSwitchTests(IntegrationTestCase):
         proxy = startProxy(self, greenURL, blueURL)
         client = await connectRaw(self, proxy.port)
         pending = client.request(b"GET", b"/waiting")
-        await withTimeout(green.when(lambda: len(green.requests) == 1), 5, "request")
+        await withTimeout(green.when(lambda: len(green.requests) == 1), "request")
         proxy.controller.switch("blue", "test")
         response = await pending
         self.assertEqual(response.json()["env"], "green")
@@ -223,11 +226,14 @@ class AtomicSwitchTests(IntegrationTestCase):
         )
         pending = client.expect()
         await withTimeout(
-            green.when(lambda: bool(green.requests)), 5, "upload reached GREEN"
+            green.when(lambda: bool(green.requests)), "upload reached GREEN"
         )
         proxy.controller.switch("blue", "test")
         client.sendRaw(parts[1])
-        await sleep(0.05)
+        await withTimeout(
+            green.when(lambda: green.requests[0].body.length == 2000),
+            "second part reached GREEN",
+        )
         client.sendRaw(parts[2])
         response = await pending
         data = response.json()
@@ -324,10 +330,10 @@ class PersistentConnectionTests(IntegrationTestCase):
         self.assertEqual(response.code, 200)
         done = time.monotonic()
         self.assertEqual(proxy.pools["green"].idle, 1)
-        await withTimeout(green.when(lambda: green.lost == 1), 5, "idle close")
+        await withTimeout(green.when(lambda: green.lost == 1), "idle close")
         elapsed = time.monotonic() - done
         self.assertGreater(elapsed, 0.2)
-        self.assertLess(elapsed, 1.5)
+        self.assertLess(elapsed, PATIENCE)
         self.assertEqual(proxy.pools["green"].idle, 0)
         # A new request opens a new connection.
         response = await fetch(self, proxy.port, b"GET", b"/again")
@@ -346,9 +352,9 @@ class PersistentConnectionTests(IntegrationTestCase):
         proxy.controller.switch("blue", "test")
         await fetch(self, proxy.port, b"GET", b"/b")
         self.assertEqual((green.open, blue.open), (1, 1))
-        await withTimeout(proxy.stop(), 5, "stopService")
-        await withTimeout(green.when(lambda: green.open == 0), 2, "GREEN closed")
-        await withTimeout(blue.when(lambda: blue.open == 0), 2, "BLUE closed")
+        await withTimeout(proxy.stop(), "stopService")
+        await withTimeout(green.when(lambda: green.open == 0), "GREEN closed")
+        await withTimeout(blue.when(lambda: blue.open == 0), "BLUE closed")
         self.assertEqual((proxy.pools["green"].idle, proxy.pools["blue"].idle), (0, 0))
         with self.assertRaises(ConnectionRefusedError):
             await connectRaw(self, proxy.port)
@@ -363,12 +369,12 @@ class PersistentConnectionTests(IntegrationTestCase):
         proxy = startProxy(self, greenURL, blueURL)
         client = await connectRaw(self, proxy.port)
         pending = client.request(b"GET", b"/draining")
-        await withTimeout(green.when(lambda: bool(green.requests)), 5, "request")
+        await withTimeout(green.when(lambda: bool(green.requests)), "request")
         stopped = proxy.stop()
         response = await pending
         self.assertEqual(response.json()["env"], "green")
-        await withTimeout(stopped, 5, "stopService")
-        await withTimeout(green.when(lambda: green.open == 0), 2, "GREEN closed")
+        await withTimeout(stopped, "stopService")
+        await withTimeout(green.when(lambda: green.open == 0), "GREEN closed")
 
 
 class StreamingTests(IntegrationTestCase):
@@ -376,7 +382,7 @@ class StreamingTests(IntegrationTestCase):
     Bodies stream both ways without being buffered whole, with backpressure.
     """
 
-    timeout = 60
+    timeout = 4 * PATIENCE
 
     async def test_responseArrivesIncrementally(self) -> None:
         """
@@ -394,20 +400,28 @@ class StreamingTests(IntegrationTestCase):
                 conn.writeBody(b"second part;")
                 conn.endResponse()
 
-            conn.later(1.0, second)
+            # The rest is written only once the client has the first part.
+            firstSeen.addCallback(lambda _: second())
 
+        firstSeen: Deferred[None] = Deferred()
         _green, greenURL = startBackend(self, "green", slowTwoParts)
         _blue, blueURL = startBackend(self, "blue", echo("blue"))
         proxy = startProxy(self, greenURL, blueURL)
         client = await connectRaw(self, proxy.port)
         seen: list[tuple[bytes, bool]] = []
-        client.onData = lambda response, data: seen.append((data, state["second"]))
+
+        def onData(response: RawResponse, data: bytes) -> None:
+            seen.append((data, state["second"]))
+            if not firstSeen.called:
+                firstSeen.callback(None)
+
+        client.onData = onData
         started = reactor.seconds()
         response = await client.request(b"GET", b"/stream")
         self.assertEqual(response.content, b"first part;second part;")
         self.assertEqual(seen[0], (b"first part;", False))
         assert response.firstDataAt is not None
-        self.assertLess(response.firstDataAt - started, 0.5)
+        self.assertLess(response.firstDataAt - started, PATIENCE)
 
     async def test_chunkedResponsePassesThrough(self) -> None:
         """
@@ -438,7 +452,7 @@ class StreamingTests(IntegrationTestCase):
         A chunked upload of unknown length, sent in irregular pieces over
         time, reaches the backend byte for byte (chunk-framed).
         """
-        _green, greenURL = startBackend(self, "green", echo("green"))
+        green, greenURL = startBackend(self, "green", echo("green"))
         _blue, blueURL = startBackend(self, "blue", echo("blue"))
         proxy = startProxy(self, greenURL, blueURL)
         client = await connectRaw(self, proxy.port)
@@ -449,10 +463,19 @@ class StreamingTests(IntegrationTestCase):
         )
         source = PatternSource(700_000)
         sizes = [1, 10, 4096, 65536, 100_000, 250_000, 3]
+        sent = 0
+
+        def received(count: int) -> Callable[[], bool]:
+            return lambda: (
+                bool(green.requests) and green.requests[0].body.length == count
+            )
+
         for size in sizes:
             data = source.read(size)
             client.sendRaw(b"%x\r\n%s\r\n" % (len(data), data))
-            await sleep(0.01)
+            sent += len(data)
+            # Each piece reaches the backend before the next is sent.
+            await withTimeout(green.when(received(sent)), f"{sent} bytes at GREEN")
         rest = []
         while not source.done:
             rest.append(source.read(MIB))
@@ -540,11 +563,10 @@ class StreamingTests(IntegrationTestCase):
         client.onData = onData
         pending = client.expect(keep=0)
         client.sendRaw(b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
-        await withTimeout(paused, 10, "first MiB")
-        await sleep(0.7)
-        writtenEarly = stats.producers[0].written
-        await sleep(0.8)
-        writtenLate = stats.producers[0].written
+        await withTimeout(paused, "first MiB")
+        written = lambda: stats.producers[0].written  # noqa: E731
+        writtenEarly = await stalled(written, "the backend's writes")
+        writtenLate = await stalled(written, "the backend's writes, paused")
         readWhilePaused = client.bodyBytes
         client.resumeReading()
         response = await pending
@@ -584,11 +606,11 @@ class StreamingTests(IntegrationTestCase):
         source = PatternSource(size)
         producer = SourceProducer(client.transport, source, 64 * 1024)
         producer.start()
-        await withTimeout(backendPaused, 5, "upload reached the backend")
-        await sleep(0.7)
-        sentEarly = producer.written
-        await sleep(0.8)
-        sentLate = producer.written
+        await withTimeout(backendPaused, "upload reached the backend")
+        sentEarly = await stalled(lambda: producer.written, "the client's writes")
+        sentLate = await stalled(
+            lambda: producer.written, "the client's writes, paused"
+        )
         conn = green.connections[0]
         readByBackend = conn.bytesReceived
         conn.transport.resumeProducing()  # type: ignore[union-attr]
@@ -919,7 +941,7 @@ class ForwardingTests(IntegrationTestCase):
         same = await client.request(b"GET", b"/304", [(b"If-None-Match", b'"v1"')])
         self.assertEqual((same.code, same.body.length), (304, 0))
         self.assertEqual(same.values(b"etag"), [b'"v1"'])
-        after = await withTimeout(client.request(b"GET", b"/after"), 5, "after")
+        after = await withTimeout(client.request(b"GET", b"/after"), "after")
         self.assertEqual(after.json()["target"], "/after")
         self.assertEqual(green.made, 1, "the upstream connection was reused")
 
@@ -986,7 +1008,7 @@ class ErrorTests(IntegrationTestCase):
         proxy = startProxy(self, greenURL, blueURL)
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertPlainError(response, 502, "invalid response")
-        await withTimeout(green.when(lambda: green.open == 0), 2, "dropped")
+        await withTimeout(green.when(lambda: green.open == 0), "dropped")
 
     async def test_responseTimeout(self) -> None:
         """
@@ -1001,8 +1023,8 @@ class ErrorTests(IntegrationTestCase):
         elapsed = time.monotonic() - started
         self.assertPlainError(response, 504, "response timeout")
         self.assertGreater(elapsed, 0.45)
-        self.assertLess(elapsed, 3)
-        await withTimeout(green.when(lambda: green.open == 0), 2, "dropped")
+        self.assertLess(elapsed, PATIENCE)
+        await withTimeout(green.when(lambda: green.open == 0), "dropped")
         self.assertEqual(proxy.pools["green"].busy, 0)
 
     async def test_connectTimeout(self) -> None:
@@ -1037,7 +1059,7 @@ class ErrorTests(IntegrationTestCase):
         elapsed = time.monotonic() - started
         self.assertPlainError(response, 504, "connect timeout")
         self.assertGreater(elapsed, 0.45)
-        self.assertLess(elapsed, 3)
+        self.assertLess(elapsed, PATIENCE)
         self.assertEqual(proxy.pools["green"].busy, 0)
 
     async def test_truncatedBodyAbortsClient(self) -> None:
@@ -1052,7 +1074,7 @@ class ErrorTests(IntegrationTestCase):
         proxy = startProxy(self, greenURL, blueURL)
         client = await connectRaw(self, proxy.port)
         with self.assertRaises(IncompleteResponseError) as caught:
-            await withTimeout(client.request(b"GET", b"/"), 5, "abort")
+            await withTimeout(client.request(b"GET", b"/"), "abort")
         self.assertIncomplete(caught.exception, b"0123456789")
         self.assertTrue(client.closed)
 
@@ -1070,11 +1092,11 @@ class ErrorTests(IntegrationTestCase):
         client = await connectRaw(self, proxy.port)
         started = time.monotonic()
         with self.assertRaises(IncompleteResponseError) as caught:
-            await withTimeout(client.request(b"GET", b"/"), 5, "abort")
+            await withTimeout(client.request(b"GET", b"/"), "abort")
         self.assertGreater(time.monotonic() - started, 0.45)
         self.assertIncomplete(caught.exception, b"0123456789")
         self.assertTrue(client.closed)
-        await withTimeout(green.when(lambda: green.open == 0), 2, "dropped")
+        await withTimeout(green.when(lambda: green.open == 0), "dropped")
         self.assertEqual(proxy.pools["green"].busy, 0)
 
     async def test_truncatedChunkedBodyAbortsClient(self) -> None:
@@ -1090,7 +1112,7 @@ class ErrorTests(IntegrationTestCase):
         proxy = startProxy(self, greenURL, blueURL)
         client = await connectRaw(self, proxy.port)
         with self.assertRaises(IncompleteResponseError) as caught:
-            await withTimeout(client.request(b"GET", b"/"), 5, "abort")
+            await withTimeout(client.request(b"GET", b"/"), "abort")
         self.assertIncomplete(caught.exception, b"hello")
         self.assertTrue(client.closed)
 
@@ -1124,11 +1146,23 @@ class ClientDisconnectTests(IntegrationTestCase):
         """
         Start a GREEN backend with C{handler}, a BLUE echo backend and the
         proxy with a file access log.
+
+        The response timeout is longer than the tests wait (L{PATIENCE}), so
+        an upstream connection that closes within that wait was aborted for
+        the client's sake, not timed out.
         """
         green, greenURL = startBackend(self, "green", handler)
         _blue, blueURL = startBackend(self, "blue", echo("blue"))
         log = self.mktemp()
-        proxy = startProxy(self, greenURL, blueURL, "--access-log", log)
+        proxy = startProxy(
+            self,
+            greenURL,
+            blueURL,
+            "--access-log",
+            log,
+            "--response-timeout",
+            f"{2 * PATIENCE:g}",
+        )
         return green, proxy, log
 
     async def test_disconnectWhileWaiting(self) -> None:
@@ -1141,9 +1175,9 @@ class ClientDisconnectTests(IntegrationTestCase):
         green, proxy, log = await self.startSlow(silent)
         client = await connectRaw(self, proxy.port)
         client.sendRaw(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        await withTimeout(green.when(lambda: bool(green.requests)), 5, "request")
+        await withTimeout(green.when(lambda: bool(green.requests)), "request")
         client.transport.loseConnection()  # type: ignore[union-attr]
-        await withTimeout(green.when(lambda: green.open == 0), 1, "upstream aborted")
+        await withTimeout(green.when(lambda: green.open == 0), "upstream aborted")
         self.assertEqual(proxy.pools["green"].busy, 0)
         self.assertEqual(proxy.pools["green"].idle, 0)
         await proxy.stop()  # flushes the access log
@@ -1158,15 +1192,16 @@ class ClientDisconnectTests(IntegrationTestCase):
         backend's connection is aborted and the pool is left clean.
         """
         green, proxy, _log = await self.startSlow(
-            route({b"/stream": named("green", 1000, 0.05)}, echo("green"))
+            # A stream longer than the wait: only an abort ends it in time.
+            route({b"/stream": named("green", int(40 * PATIENCE), 0.05)}, echo("green"))
         )
         client = await connectRaw(self, proxy.port)
         gotData: Deferred[None] = Deferred()
         client.onData = lambda r, d: None if gotData.called else gotData.callback(None)
         client.request(b"GET", b"/stream")
-        await withTimeout(gotData, 5, "first data")
+        await withTimeout(gotData, "first data")
         client.abort()
-        await withTimeout(green.when(lambda: green.open == 0), 1, "upstream aborted")
+        await withTimeout(green.when(lambda: green.open == 0), "upstream aborted")
         self.assertEqual(proxy.pools["green"].busy, 0)
         self.assertEqual(proxy.pools["green"].idle, 0)
         # The proxy still works afterwards.
@@ -1191,11 +1226,10 @@ class ClientDisconnectTests(IntegrationTestCase):
                     bool(green.requests) and green.requests[0].body.length == 300_000
                 )
             ),
-            5,
             "upload started",
         )
         client.abort()
-        await withTimeout(green.when(lambda: green.open == 0), 1, "upstream aborted")
+        await withTimeout(green.when(lambda: green.open == 0), "upstream aborted")
         self.assertEqual(proxy.pools["green"].busy, 0)
         self.assertEqual(green.requests[0].body.length, 300_000)
         self.assertFalse(green.requests[0].complete)
@@ -1250,7 +1284,7 @@ class AccessLogTests(IntegrationTestCase):
                 match.group(1, 2, 3, 4, 5),
                 (method, path, str(status), str(response.body.length), env),
             )
-            self.assertLess(float(match.group(6)), 5000)
+            self.assertLess(float(match.group(6)), PATIENCE * 1000)
 
     async def test_noAccessLog(self) -> None:
         """
@@ -1385,7 +1419,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
             b"POST /expect HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
             b"Content-Length: 5000\r\n\r\n"
         )
-        await withTimeout(continued, 5, "100 Continue")
+        await withTimeout(continued, "100 Continue")
         self.assertEqual([r.code for r in client.interim], [100])
         client.sendRaw(body)
         response = await pending
@@ -1419,10 +1453,10 @@ class ProtocolEdgeTests(IntegrationTestCase):
             b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n"
         )
         client.sendRaw(b"y" * 100_000)
-        response = await withTimeout(pending, 5, "early 413")
+        response = await withTimeout(pending, "early 413")
         self.assertEqual((response.code, response.content), (413, b"too large\n"))
         client.sendRaw(b"y" * 1_900_000)
-        after = await withTimeout(client.request(b"GET", b"/after"), 5, "next")
+        after = await withTimeout(client.request(b"GET", b"/after"), "next")
         self.assertEqual(after.json()["target"], "/after")
         self.assertEqual(proxy.pools["green"].busy, 0)
 
@@ -1441,7 +1475,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
             b"POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
             b"GET /3 HTTP/1.1\r\nHost: x\r\n\r\n"
         )
-        responses = [await withTimeout(d, 5, "pipelined") for d in pending]
+        responses = [await withTimeout(d, "pipelined") for d in pending]
         self.assertEqual(
             [(r.json()["method"], r.json()["target"]) for r in responses],
             [("GET", "/1"), ("POST", "/2"), ("GET", "/3")],
@@ -1460,7 +1494,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         client = await connectRaw(self, proxy.port)
         response = await client.request(b"GET", b"/bye", [(b"Connection", b"close")])
         self.assertEqual(response.code, 200)
-        await withTimeout(client.lost, 2, "client connection closed")
+        await withTimeout(client.lost, "client connection closed")
         self.assertEqual(green.open, 1)
         await fetch(self, proxy.port, b"GET", b"/again")
         self.assertEqual(green.made, 1)
@@ -1484,7 +1518,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
             self.assertEqual(response.content, b"bye")
         self.assertFalse(client.closed)
         self.assertEqual(green.made, 3)
-        await withTimeout(green.when(lambda: green.open == 0), 2, "closed")
+        await withTimeout(green.when(lambda: green.open == 0), "closed")
         self.assertEqual(proxy.pools["green"].idle, 0)
 
     async def test_http10ResponseReadUntilClose(self) -> None:
@@ -1605,7 +1639,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
                 + framing
                 + b"\r\n5\r\nhello\r\n0\r\n\r\n"
             )
-            response = await withTimeout(pending, 5, "400")
+            response = await withTimeout(pending, "400")
             self.assertEqual(response.code, 400, framing)
         self.assertEqual(green.requests, [])
 
@@ -1628,16 +1662,16 @@ class QueueingTests(IntegrationTestCase):
         proxy = startProxy(self, greenURL, blueURL, "--max-connections", "1")
         first = await connectRaw(self, proxy.port)
         firstResponse = first.request(b"GET", b"/first")
-        await withTimeout(green.when(lambda: bool(green.requests)), 5, "first")
+        await withTimeout(green.when(lambda: bool(green.requests)), "first")
         second = await connectRaw(self, proxy.port)
         second.sendRaw(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
-        await sleep(0.1)
+        pool = proxy.pools["green"]
+        await waitFor(lambda: pool.waiting == 1, "second request queued")
         second.abort()
-        response = await withTimeout(firstResponse, 5, "first response")
+        response = await withTimeout(firstResponse, "first response")
         self.assertEqual(response.json()["target"], "/first")
         third = await withTimeout(
             Deferred.fromCoroutine(fetch(self, proxy.port, b"GET", b"/third")),
-            5,
             "third response",
         )
         self.assertEqual(third.json()["target"], "/third")
@@ -1663,15 +1697,15 @@ class QueueingTests(IntegrationTestCase):
         )
         first = await connectRaw(self, proxy.port)
         firstResponse = first.request(b"GET", b"/first")
-        await withTimeout(green.when(lambda: bool(green.requests)), 5, "first")
+        await withTimeout(green.when(lambda: bool(green.requests)), "first")
         second = await connectRaw(self, proxy.port)
         secondResponse = second.request(b"GET", b"/second")
-        response = await withTimeout(firstResponse, 5, "first response")
+        response = await withTimeout(firstResponse, "first response")
         self.assertEqual(response.code, 200)
         # /second got the connection at ~0.8 s and needs 0.8 s more: 504.
-        late = await withTimeout(secondResponse, 5, "second response")
+        late = await withTimeout(secondResponse, "second response")
         self.assertPlainError(late, 504, "response timeout")
-        await withTimeout(green.when(lambda: green.open == 0), 2, "aborted")
+        await withTimeout(green.when(lambda: green.open == 0), "aborted")
         self.assertEqual(proxy.pools["green"].busy, 0)
         third = await fetch(self, proxy.port, b"GET", b"/third")
         self.assertEqual(third.code, 200)
@@ -1697,10 +1731,11 @@ class QueueingTests(IntegrationTestCase):
         )
         client = await connectRaw(self, proxy.port)
         client.sendRaw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        await sleep(0.2)
+        pool = proxy.pools["green"]
+        await waitFor(lambda: pool.busy == 1, "connecting")
         self.assertEqual(proxy.pools["green"].busy, 1, "connecting")
         client.abort()
-        await sleep(0.1)
+        await waitFor(lambda: pool.busy == 0, "connection attempt cancelled")
         self.assertEqual(proxy.pools["green"].busy, 0)
 
     async def test_requestDuringShutdown(self) -> None:
@@ -1715,13 +1750,13 @@ class QueueingTests(IntegrationTestCase):
         other = await connectRaw(self, proxy.port)
         client = await connectRaw(self, proxy.port)
         pending = client.request(b"GET", b"/draining")
-        await withTimeout(green.when(lambda: bool(green.requests)), 5, "request")
+        await withTimeout(green.when(lambda: bool(green.requests)), "request")
         stopped = proxy.stop()
-        refused = await withTimeout(other.request(b"GET", b"/new"), 5, "503")
+        refused = await withTimeout(other.request(b"GET", b"/new"), "503")
         self.assertPlainError(refused, 503, "shutting down")
         response = await pending
         self.assertEqual(response.code, 200)
-        await withTimeout(stopped, 5, "stopService")
+        await withTimeout(stopped, "stopService")
 
 
 class FlowControlReuseTests(IntegrationTestCase):

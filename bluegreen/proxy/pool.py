@@ -196,6 +196,13 @@ class UpstreamPool:
         """
         return len(self._idle)
 
+    @property
+    def waiting(self) -> int:
+        """
+        Requests waiting for a connection (every one is busy).
+        """
+        return sum(1 for waiter in self._waiters if not waiter.called)
+
     def idleConnection(self) -> UpstreamConnection | None:
         """
         Lend an idle connection at once, if there is one.
