@@ -45,6 +45,7 @@ from tests._backends import (
     startBackend,
     withTimeout,
 )
+from tests._util import PATIENCE
 
 #: Bytes moved each way (C{BLUEGREEN_BIG_BYTES}, default 1 GiB).
 BIG_BYTES = int(os.environ.get("BLUEGREEN_BIG_BYTES", str(1 << 30)))
@@ -213,7 +214,9 @@ class BigBodyTests(TestCase):
     1 GiB each way through a real C{twistd bluegreen} process.
     """
 
-    timeout = 600
+    # Moving 2 GiB takes a few seconds here; a loaded machine gets the
+    # same patience as every other wait, many times over.
+    timeout = 20 * PATIENCE
 
     def setUp(self) -> None:
         """

@@ -1411,7 +1411,8 @@ class HealthEndpointTests(SynchronousTestCase):
         slowing every check of a dead environment), https is wrapped in TLS,
         and the check timeout is the connect timeout.
         """
-        endpoints = DirectEndpoints(MemoryReactorClock(), 2.0, None)
+        reactor = MemoryReactorClock()
+        endpoints = DirectEndpoints(reactor, 2.0, None)
 
         def endpointFor(url: bytes) -> IStreamClientEndpoint:
             endpoint = endpoints.endpointForURI(URI.fromBytes(url))
@@ -1420,7 +1421,9 @@ class HealthEndpointTests(SynchronousTestCase):
 
         v4 = endpointFor(b"http://127.0.0.1:5002/")
         self.assertIsInstance(v4, TCP4ClientEndpoint)
-        self.assertEqual(v4._timeout, 2.0)  # type: ignore[attr-defined]
+        v4.connect(Factory())
+        [(host, port, _, timeout, _)] = reactor.tcpClients
+        self.assertEqual((host, port, timeout), ("127.0.0.1", 5002, 2.0))
         v6 = endpointFor(b"http://[::1]:5002/health")
         self.assertIsInstance(v6, TCP6ClientEndpoint)
         tls = endpointFor(b"https://localhost:8443/")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -260,9 +261,12 @@ class EndpointTests(SynchronousTestCase):
         """
         IP literals connect directly, with the connect timeout.
         """
-        endpoint = endpointFor(MemoryReactorClock(), GREEN, 3.0)
+        reactor = MemoryReactorClock()
+        endpoint = endpointFor(reactor, GREEN, 3.0)
         self.assertEqual(type(endpoint).__name__, "TCP4ClientEndpoint")
-        self.assertEqual(endpoint._timeout, 3.0)  # type: ignore[attr-defined]
+        endpoint.connect(Factory())
+        [(host, port, _, timeout, _)] = reactor.tcpClients
+        self.assertEqual((host, port, timeout), (GREEN.host, GREEN.port, 3.0))
         v6 = Environment.fromURL("blue", "http://[::1]:5001")
         self.assertEqual(
             type(endpointFor(MemoryReactorClock(), v6, 1)).__name__,
