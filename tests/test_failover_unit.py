@@ -1487,7 +1487,7 @@ class ProxyTests(ChainMixin):
         }
 
     def proxy(
-        self, retry: bool = True, fall: int = 1
+        self, retry: bool = True, fall: int = 1, responseTimeout: float = 60.0
     ) -> tuple[HealthMonitor, Controller]:
         """
         Start the monitor and controller, and a proxy in front of them.
@@ -1498,7 +1498,12 @@ class ProxyTests(ChainMixin):
             for name, endpoint in self.endpoints.items()
         }
         self.resource = ProxyResource(
-            controller, pools, self.clock, health=monitor, retry=retry
+            controller,
+            pools,
+            self.clock,
+            responseTimeout=responseTimeout,
+            health=monitor,
+            retry=retry,
         )
         self.site = ProxySite(self.resource, self.clock)
         self.addCleanup(self.closePools, list(pools.values()))
@@ -1514,10 +1519,12 @@ class ProxyTests(ChainMixin):
         for d in closed:
             self.successResultOf(d)
 
-    def request(self, raw: bytes) -> bytes:
+    def request(self, raw: bytes, *more: tuple[float, bytes]) -> bytes:
         """
         Send a raw request to the proxy and run everything to completion.
 
+        @param raw: The request, or its beginning.
+        @param more: C{(seconds, data)}: advance the clock, then send more.
         @return: What the proxy answered.
         """
         channel = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40000))
@@ -1528,6 +1535,12 @@ class ProxyTests(ChainMixin):
         channel.dataReceived(raw)
         self.clock.advance(0)
         self.flush()
+        for seconds, data in more:
+            self.clock.advance(seconds)
+            self.flush()
+            channel.dataReceived(data)
+            self.clock.advance(0)
+            self.flush()
         return transport.value()
 
     def flush(self) -> None:
@@ -1565,6 +1578,21 @@ class ProxyTests(ChainMixin):
         response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
         self.assertAnswered(response, b"200", b"green GET ")
         self.assertEqual(self.passive(monitor, "green"), [])
+
+    def test_responseTimeoutStartsAfterUpload(self) -> None:
+        """
+        An upload that takes longer than the response timeout (a byte every
+        0.1 s for 1 s, against 0.5 s) is not cut off: the timeout counts
+        from the end of the request.
+        """
+        self.proxy(responseTimeout=0.5)
+        response = self.request(
+            b"PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
+            *[(0.1, b"z")] * 10,
+        )
+        self.assertAnswered(response, b"200", b"green PUT zzzzzzzzzz")
+        proxied = [r for r in self.green.requests if r[1] != b"/"]
+        self.assertEqual(proxied, [(b"PUT", b"/slow", b"z" * 10)])
 
     def test_app500NotPassive(self) -> None:
         """
