@@ -112,6 +112,13 @@ class Exchange:
     It is the L{ResponseSink} of the upstream connection and the producer
     registered with the client's request, so a slow client pauses the
     upstream connection.
+
+    @ivar resource: The proxy.
+    @ivar request: The client's request.
+    @ivar environment: Where it goes (the standby, once retried there).
+    @ivar started: When it began (monotonic seconds), for the access log.
+    @ivar status: The status sent to the client (499: the client left).
+    @ivar bytes: Response body bytes sent to the client.
     """
 
     __slots__ = (
@@ -246,6 +253,10 @@ class Exchange:
     ) -> None:
         """
         Copy the upstream's status and end-to-end headers to the client.
+
+        @param code: The status.
+        @param phrase: The reason phrase.
+        @param headers: The headers, in order.
         """
         # From here the response timeout bounds silences in the body.
         self._armTimeout()
@@ -271,6 +282,8 @@ class Exchange:
     def responseData(self, data: bytes) -> None:
         """
         Pass a piece of the body on.
+
+        @param data: The piece.
         """
         call = self._timeoutCall
         if call is not None:
@@ -297,6 +310,9 @@ class Exchange:
     def responseFailed(self, reason: Failure, started: bool) -> None:
         """
         The upstream exchange failed.
+
+        @param reason: Why.
+        @param started: C{True} if any byte of the response had arrived.
         """
         conn, self._conn = self._conn, None
         if self._done:

@@ -69,11 +69,18 @@ class RequestBody:
     past L{PENDING_LIMIT}); the first L{REPLAY_LIMIT} bytes are kept so the
     request can be resent once on a fresh connection.
 
+    @ivar request: The client's request.
     @ivar length: The declared length, or L{None} for a chunked upload.
     @ivar complete: C{True} once the client has sent the whole body.
+    @ivar replayable: C{True} while all that was sent upstream is kept
+        (at most L{REPLAY_LIMIT} bytes), so it can be sent again.
     """
 
     def __init__(self, request: ProxyRequest, length: int | None) -> None:
+        """
+        @param request: The client's request.
+        @param length: The declared length, or L{None} for a chunked upload.
+        """
         self.request = request
         self.length = length
         self.complete = False
@@ -92,6 +99,8 @@ class RequestBody:
     def dataReceived(self, data: bytes) -> None:
         """
         A chunk of the body arrived from the client.
+
+        @param data: The chunk.
         """
         if self._discarding:
             return
@@ -119,6 +128,8 @@ class RequestBody:
     def whenComplete(self, f: Callable[[], object]) -> None:
         """
         Call C{f} once the client has sent the whole body.
+
+        @param f: Called with no argument (at once if the body is complete).
         """
         if self.complete:
             f()
@@ -139,6 +150,8 @@ class RequestBody:
     def attach(self, conn: UpstreamConnection) -> None:
         """
         Send the body (what has arrived, then the rest as it comes) on C{conn}.
+
+        @param conn: The upstream connection the request head went out on.
         """
         self._conn = conn
         conn.registerBodyProducer(self)
@@ -205,6 +218,12 @@ class ProxyRequest(Request):
     this request instead starts the exchange at once and streams the body
     (see L{RequestBody}).  It also skips the work a proxy does not need
     (argument and form parsing, resource traversal, default headers).
+
+    @ivar body: The body being streamed, or L{None} for a request without
+        one.
+    @ivar exchange: Told when the client disconnects (the exchange under
+        way), or L{None}.
+    @ivar gone: C{True} once the client connection is lost.
     """
 
     body: RequestBody | None = None
@@ -229,6 +248,8 @@ class ProxyRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:
         """
         Forward a piece of the body.
+
+        @param data: The piece.
         """
         body = self.body
         if body is not None:
@@ -237,6 +258,10 @@ class ProxyRequest(Request):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """
         The whole request has arrived.
+
+        @param command: The method.
+        @param path: The request target.
+        @param version: The HTTP version.
         """
         body = self.body
         if body is not None:
@@ -265,6 +290,8 @@ class ProxyRequest(Request):
     def connectionLost(self, reason: Failure) -> None:
         """
         The client went away: abandon the upstream exchange.
+
+        @param reason: Why.
         """
         self.gone = True
         super().connectionLost(reason)
