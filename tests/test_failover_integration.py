@@ -26,14 +26,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import treq
 from attrs import define, field
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.error import ProcessTerminated
-from twisted.internet.interfaces import IListeningPort, IProcessTransport
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -41,16 +40,16 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from bluegreen.health import CheckResult
-from bluegreen.proxy.resource import ProxySite
-from bluegreen.service.tap import Options, ProxyService, makeService
 from tests._backends import (
     ProxyUnderTest,
     captureLogs,
-    portNumber,
     reactor,
     sleep,
     treqPool,
     withTimeout,
+)
+from tests._backends import (
+    startProxy as startBackendsProxy,
 )
 from tests._util import PATIENCE, waitFor
 
@@ -368,41 +367,16 @@ def startProxy(
     connect} included) in this process on a free port, on the fast health
     settings (L{HEALTH_OPTIONS}) unless C{extra} overrides them.
     """
-    options = Options()
-    options.parseOptions(
-        [
-            "--port",
-            "tcp:0:interface=127.0.0.1",
-            "--green",
-            green.url,
-            "--blue",
-            blue.url,
-            *HEALTH_OPTIONS,
-            *extra,
-        ]
+    return startBackendsProxy(
+        testCase,
+        green.url,
+        blue.url,
+        *HEALTH_OPTIONS,
+        "--retry",
+        "connect",
+        *extra,
+        health=True,
     )
-    service = makeService(options, reactor)
-    assert isinstance(service, ProxyService)
-    testCase.addCleanup(lambda: service.stopService() if service.running else None)
-    service.startService()
-    listeners = [
-        s
-        for s in service
-        if isinstance(s, StreamServerEndpointService)
-        and isinstance(s.factory, ProxySite)
-    ]
-    assert len(listeners) == 1, listeners
-    # TCP listening is synchronous: the Deferred has fired already.
-    ports: list[IListeningPort] = []
-    waiting = cast("Deferred[IListeningPort]", listeners[0]._waitingForPort)
-
-    def gotPort(port: IListeningPort) -> IListeningPort:
-        ports.append(port)
-        return port
-
-    waiting.addCallback(gotPort)
-    assert ports, "the proxy did not start listening"
-    return ProxyUnderTest(service, portNumber(ports[0]))
 
 
 async def waitBothUp(proxy: ProxyUnderTest) -> None:
