@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_health,tests.test_cli -*-
+# -*- test-case-name: tests.test_checkfailure,tests.test_cli -*-
 """
 Describing a failed health check in a few words.
 

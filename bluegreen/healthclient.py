@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_health -*-
+# -*- test-case-name: tests.test_healthclient -*-
 """
 The HTTP client the health checks use: treq over its own connection pool, a
 new connection per check (a reused connection would hide connect failures),

@@ -1479,7 +1479,7 @@ def withTimeout(d: Deferred[Any], what: str, within: float = PATIENCE) -> Deferr
 
 
 async def stalled(
-    count: Callable[[], int], what: str, quiet: float = 1.0, step: float = 0.05
+    count: Callable[[], int], what: str, quiet: float = 0.8, step: float = 0.05
 ) -> int:
     """
     Wait until C{count()} has stopped growing: unchanged for C{quiet}

@@ -22,37 +22,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from attrs import evolve
-from OpenSSL import SSL
-from service_identity import VerificationError
 from treq.testing import StubTreq
-from twisted.internet import defer
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import (
-    ConnectError,
     ConnectionClosed,
-    ConnectionDone,
-    ConnectionLost,
     ConnectionRefusedError,
-    DNSLookupError,
-    TimeoutError,
 )
-from twisted.internet.interfaces import (
-    IProtocol,
-    IProtocolFactory,
-    IStreamClientEndpoint,
-)
-from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import URI, ResponseFailed, ResponseNeverReceived
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
-from bluegreen.checkfailure import MAX_BODY, BodyTooLarge, describeCheckFailure
+from bluegreen.checkfailure import MAX_BODY
 from bluegreen.environment import Environment
 from bluegreen.health import (
     HISTORY,
@@ -63,7 +44,6 @@ from bluegreen.health import (
     HealthSettings,
     StatusSet,
 )
-from bluegreen.healthclient import DirectEndpoints, QuietEndpoint, healthClient
 
 GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
 BLUE = Environment.fromURL("blue", "http://127.0.0.1:5001")
@@ -443,159 +423,6 @@ class TransitionalTests(SynchronousTestCase):
         """
         self.assertTrue(EnvironmentHealth(GREEN, up=False, successes=1).transitional)
         self.assertFalse(EnvironmentHealth(GREEN, up=False, failures=3).transitional)
-
-
-class DescribeCheckFailureTests(SynchronousTestCase):
-    """
-    L{describeCheckFailure} says why a check failed, in a few words.
-    """
-
-    def describe(self, error: BaseException, timeout: float = 2.0) -> str:
-        """
-        Describe C{error} as the failure of a check with C{timeout}.
-        """
-        return describeCheckFailure(Failure(error), timeout)
-
-    def test_timeout(self) -> None:
-        """
-        The check's own timeout (L{defer.TimeoutError}, from C{addTimeout})
-        gives the timeout in seconds.
-        """
-        self.assertEqual(self.describe(defer.TimeoutError()), "timeout after 2 s")
-        self.assertEqual(
-            self.describe(defer.TimeoutError(), 0.5), "timeout after 0.5 s"
-        )
-
-    def test_cancelled(self) -> None:
-        """
-        A bare L{CancelledError} is a timeout too.
-        """
-        self.assertEqual(self.describe(CancelledError()), "timeout after 2 s")
-
-    def test_neverReceivedCancelled(self) -> None:
-        """
-        A request cancelled after it was sent fails with
-        L{ResponseNeverReceived} around L{CancelledError}: a timeout.
-        """
-        error = ResponseNeverReceived([Failure(CancelledError())])
-        self.assertEqual(self.describe(error, 3), "timeout after 3 s")
-
-    def test_neverReceivedClosed(self) -> None:
-        """
-        A connection closed cleanly before any response byte.
-        """
-        error = ResponseNeverReceived([Failure(ConnectionDone())])
-        self.assertEqual(self.describe(error), "connection closed before a response")
-
-    def test_neverReceivedLost(self) -> None:
-        """
-        A connection reset before any response byte.
-        """
-        error = ResponseNeverReceived([Failure(ConnectionLost())])
-        self.assertEqual(self.describe(error), "connection reset before a response")
-
-    def test_responseFailedClosed(self) -> None:
-        """
-        A connection closed cleanly in the middle of a response.
-        """
-        error = ResponseFailed([Failure(ConnectionDone())])
-        self.assertEqual(self.describe(error), "connection closed during the response")
-
-    def test_responseFailedLost(self) -> None:
-        """
-        A connection reset in the middle of a response.
-        """
-        error = ResponseFailed([Failure(ConnectionLost())])
-        self.assertEqual(self.describe(error), "connection reset during the response")
-
-    def test_tlsHandshake(self) -> None:
-        """
-        An OpenSSL error inside L{ResponseNeverReceived} (an untrusted
-        certificate) is a TLS error, with OpenSSL's reasons and not its
-        tuples.
-        """
-        error = ResponseNeverReceived(
-            [Failure(SSL.Error([("SSL routines", "", "certificate verify failed")]))]
-        )
-        self.assertEqual(self.describe(error), "TLS error: certificate verify failed")
-
-    def test_tlsSeveralReasons(self) -> None:
-        """
-        Several OpenSSL reasons are all given.
-        """
-        error = SSL.Error(
-            [
-                ("SSL routines", "", "sslv3 alert handshake failure"),
-                ("SSL routines", "", "no shared cipher"),
-            ]
-        )
-        self.assertEqual(
-            self.describe(error),
-            "TLS error: sslv3 alert handshake failure; no shared cipher",
-        )
-
-    def test_tlsOther(self) -> None:
-        """
-        An OpenSSL error without a reason list is given as it is.
-        """
-        self.assertEqual(
-            self.describe(SSL.Error("unexpected EOF")), "TLS error: unexpected EOF"
-        )
-
-    def test_tlsHostMismatch(self) -> None:
-        """
-        A certificate for another host (service_identity's
-        L{VerificationError}, as the connection is aborted with it) is a TLS
-        error.
-        """
-        error = ResponseNeverReceived([Failure(VerificationError(errors=[]))])
-        self.assertTrue(self.describe(error).startswith("TLS error: "))
-
-    def test_refused(self) -> None:
-        """
-        A refused connection.
-        """
-        self.assertEqual(self.describe(ConnectionRefusedError()), "connection refused")
-
-    def test_connectTimeout(self) -> None:
-        """
-        The agent's connect timeout (L{twisted.internet.error.TimeoutError})
-        has its own duration, not the check's: none is given.
-        """
-        self.assertEqual(self.describe(TimeoutError()), "connect timeout")
-
-    def test_dns(self) -> None:
-        """
-        A host name that does not resolve.
-        """
-        self.assertEqual(
-            self.describe(DNSLookupError("no.such.host")),
-            "host name could not be resolved",
-        )
-
-    def test_otherConnectError(self) -> None:
-        """
-        Other connection failures say what they are.
-        """
-        self.assertEqual(
-            self.describe(ConnectError(string="No route to host")),
-            "cannot connect (An error occurred while connecting: No route to host.)",
-        )
-
-    def test_bodyTooLarge(self) -> None:
-        """
-        A body over L{MAX_BODY}.
-        """
-        self.assertEqual(
-            self.describe(BodyTooLarge()), f"body larger than {MAX_BODY} bytes"
-        )
-        self.assertEqual(MAX_BODY, 65536)
-
-    def test_unexpected(self) -> None:
-        """
-        Anything else is given by class name and message.
-        """
-        self.assertEqual(self.describe(RuntimeError("boom")), "RuntimeError: boom")
 
 
 class FirstCheckTests(MonitorMixin):
@@ -1396,63 +1223,3 @@ class HistoryTests(MonitorMixin):
         self.assertEqual(state.history[0].when, 50.0)
         self.assertEqual(state.history[-1].when, 295.0)
         self.assertIs(state.last, state.history[-1])
-
-
-class HealthEndpointTests(SynchronousTestCase):
-    """
-    The health checks connect like the proxy does, without a log line per
-    check.
-    """
-
-    def test_direct(self) -> None:
-        """
-        An IP address is connected to directly (a L{HostnameEndpoint} would
-        report a refused connection only after its 0.3 s attempt delay,
-        slowing every check of a dead environment), https is wrapped in TLS,
-        and the check timeout is the connect timeout.
-        """
-        reactor = MemoryReactorClock()
-        endpoints = DirectEndpoints(reactor, 2.0, None)
-
-        def endpointFor(url: bytes) -> IStreamClientEndpoint:
-            endpoint = endpoints.endpointForURI(URI.fromBytes(url))
-            assert isinstance(endpoint, QuietEndpoint)
-            return endpoint.endpoint
-
-        v4 = endpointFor(b"http://127.0.0.1:5002/")
-        self.assertIsInstance(v4, TCP4ClientEndpoint)
-        v4.connect(Factory())
-        [(host, port, _, timeout, _)] = reactor.tcpClients
-        self.assertEqual((host, port, timeout), ("127.0.0.1", 5002, 2.0))
-        v6 = endpointFor(b"http://[::1]:5002/health")
-        self.assertIsInstance(v6, TCP6ClientEndpoint)
-        tls = endpointFor(b"https://localhost:8443/")
-        self.assertEqual(type(tls).__name__, "_WrapperEndpoint")
-
-    def test_quiet(self) -> None:
-        """
-        The factory the client's pool makes for each connection is told not
-        to log its start and stop (one pair per check would bury the news),
-        and goes to the endpoint that connects.
-        """
-        given: list[IProtocolFactory] = []
-
-        @implementer(IStreamClientEndpoint)
-        class Recording:
-            def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
-                given.append(factory)
-                return Deferred()
-
-        factory = Factory()
-        self.assertIs(factory.noisy, True)
-        QuietEndpoint(Recording()).connect(factory)
-        self.assertEqual(given, [factory])
-        self.assertIs(factory.noisy, False)
-
-    def test_newConnectionPerCheck(self) -> None:
-        """
-        The client's pool keeps no connection: a reused one would hide
-        connect failures.
-        """
-        _, pool = healthClient(MemoryReactorClock(), 2.0, None)
-        self.assertIs(pool.persistent, False)
