@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_integration -*-
+# -*- test-case-name: tests.test_proxy_forwarding -*-
 """
 One line per proxied request, through L{twisted.logger}.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics,tests.test_proxy_integration -*-
+# -*- test-case-name: tests.test_metrics,tests.test_proxy_errors -*-
 """
 The ways an upstream exchange fails, in the proxy's words: the status and
 short reason a client is sent, and the kind the metrics count.

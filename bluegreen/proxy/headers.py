@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_integration -*-
+# -*- test-case-name: tests.test_proxy_forwarding -*-
 """
 Header rules shared by both directions of a proxied exchange: which headers
 are hop-by-hop, the C{Date} a response gets when the upstream sent none, and
