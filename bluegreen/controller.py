@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_controller -*-
+# -*- test-case-name: tests.test_controller,tests.test_failover_unit -*-
 """
 The switch: which environment is live, and when it changes by itself.
 

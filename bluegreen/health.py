@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_health -*-
+# -*- test-case-name: tests.test_health,tests.test_failover_chain -*-
 """
 Active health checks of both environments, with rise/fall thresholds.
 

@@ -70,7 +70,7 @@ DETECTION_BOUND = INTERVAL * FALL + TIMEOUT + 1.0
 
 #: What the tests here accept: the bound, plus L{PATIENCE} for a loaded
 #: machine.  The bound itself is checked on a L{Clock} in
-#: C{tests.test_failover_unit} and measured by C{bench/failover.py}; these
+#: C{tests.test_failover_chain} and measured by C{bench/failover.py}; these
 #: tests log what they measure.
 EVENTUALLY = DETECTION_BOUND + PATIENCE
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_errors,tests.test_failover_unit -*-
+# -*- test-case-name: tests.test_proxy_errors,tests.test_failover_chain -*-
 """
 One request's trip to an environment and back.
 

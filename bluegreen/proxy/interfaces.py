@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_failover_unit,tests.test_metrics -*-
+# -*- test-case-name: tests.test_failover_chain,tests.test_metrics -*-
 """
 What the proxy reports to, as small interfaces: the request counters
 (L{bluegreen.admin.metrics.Metrics} provides them) and the health monitor's

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_integration,tests.test_failover_unit -*-
+# -*- test-case-name: tests.test_proxy_integration,tests.test_failover_chain -*-
 """
 The reverse proxy: a twisted.web resource that forwards every request to the
 live environment, and the site that serves it.
