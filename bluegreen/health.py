@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_health,tests.test_failover_chain -*-
+# -*- test-case-name: tests.test_health,tests.test_health_monitor -*-
 """
 Active health checks of both environments, with rise/fall thresholds.
 
