@@ -45,6 +45,7 @@ from tests._backends import (
     startBackend,
     withTimeout,
 )
+from tests._processes import twistdPath
 from tests._util import PATIENCE
 
 #: Bytes moved each way (C{BLUEGREEN_BIG_BYTES}, default 1 GiB).
@@ -68,13 +69,6 @@ def withHealth(name: str, handler: Handler) -> Handler:
     C{handler}, except that health checks get a small echo.
     """
     return route({HEALTH_PATH: echo(name)}, handler)
-
-
-def twistdPath() -> str:
-    """
-    The C{twistd} script of the Python running the tests.
-    """
-    return os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
 def readRSS(pid: int) -> int | None:
