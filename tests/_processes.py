@@ -19,8 +19,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests._backends import reactor
 from tests._util import PATIENCE
+from tests._waiting import reactor
 
 #: The checkout (children run in it, with it first on C{PYTHONPATH}).
 REPO = Path(__file__).resolve().parent.parent

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from tests._backends import (
-    RawResponse,
-    failOnLoggedErrors,
-)
+from tests._logs import failOnLoggedErrors
+from tests._rawclient import RawResponse
 from tests._util import PATIENCE
 
 

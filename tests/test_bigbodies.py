@@ -31,22 +31,13 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests._backends import (
-    DownloadStats,
-    Handler,
-    PatternSource,
-    SourceProducer,
-    connectRaw,
-    echo,
-    failOnLoggedErrors,
-    generated,
-    reactor,
-    route,
-    startBackend,
-    withTimeout,
-)
+from tests._backends import Handler, echo, route, startBackend
+from tests._bodies import DownloadStats, PatternSource, SourceProducer, generated
+from tests._logs import failOnLoggedErrors
 from tests._processes import twistdPath
+from tests._rawclient import connectRaw
 from tests._util import PATIENCE
+from tests._waiting import reactor, withTimeout
 
 #: Bytes moved each way (C{BLUEGREEN_BIG_BYTES}, default 1 GiB).
 BIG_BYTES = int(os.environ.get("BLUEGREEN_BIG_BYTES", str(1 << 30)))

@@ -36,18 +36,13 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from bluegreen.health import CheckResult
-from tests._backends import (
-    ProxyUnderTest,
-    captureLogs,
-    sleep,
-    treqPool,
-    withTimeout,
-)
-from tests._backends import (
-    startProxy as startBackendsProxy,
-)
+from tests._backends import ProxyUnderTest
+from tests._backends import startProxy as startBackendsProxy
+from tests._logs import captureLogs
 from tests._processes import ChildProcess, spawn, twistdPath
+from tests._rawclient import treqPool
 from tests._util import PATIENCE, waitFor
+from tests._waiting import sleep, withTimeout
 
 #: The test app (run as a process).
 APP = Path(__file__).resolve().parent / "_apps.py"

@@ -20,14 +20,11 @@ from twisted.internet.defer import Deferred
 
 from tests._backends import (
     BackendFactory,
-    IncompleteResponseError,
     closeAfterFirst,
     closedPortURL,
     closeWithoutResponse,
-    connectRaw,
     delayed,
     echo,
-    fetch,
     named,
     rawThen,
     resetWithoutResponse,
@@ -35,10 +32,11 @@ from tests._backends import (
     silent,
     startBackend,
     startProxy,
-    withTimeout,
 )
 from tests._proxytest import IntegrationTestCase
+from tests._rawclient import IncompleteResponseError, connectRaw, fetch
 from tests._util import PATIENCE, waitFor
+from tests._waiting import withTimeout
 
 
 class ErrorTests(IntegrationTestCase):

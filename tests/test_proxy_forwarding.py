@@ -20,23 +20,22 @@ from twisted.logger import formatEvent
 from tests._backends import (
     BackendConnection,
     BackendFactory,
-    PatternSource,
     ReceivedRequest,
     closeAfterFirst,
-    connectRaw,
     echo,
-    fetch,
     listenTLS,
-    makeCertificates,
-    names,
     rawThen,
     route,
     startBackend,
     startProxy,
-    withTimeout,
 )
+from tests._bodies import PatternSource
+from tests._certificates import makeCertificates
+from tests._messages import names
 from tests._proxytest import IntegrationTestCase
+from tests._rawclient import connectRaw, fetch
 from tests._util import PATIENCE
+from tests._waiting import withTimeout
 
 
 class ForwardingTests(IntegrationTestCase):

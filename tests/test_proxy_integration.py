@@ -24,30 +24,27 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import LoopingCall
 
 from tests._backends import (
-    MIB,
     BackendConnection,
-    DownloadStats,
-    PatternSource,
-    RawClient,
-    RawResponse,
     ReceivedRequest,
-    SourceProducer,
-    connectRaw,
     delayed,
     echo,
-    fetch,
-    generated,
     named,
-    reactor,
-    setBuffer,
-    stalled,
     startBackend,
     startProxy,
-    treqPool,
-    withTimeout,
 )
+from tests._bodies import DownloadStats, PatternSource, SourceProducer, generated
+from tests._messages import MIB
 from tests._proxytest import IntegrationTestCase, tokens
+from tests._rawclient import (
+    RawClient,
+    RawResponse,
+    connectRaw,
+    fetch,
+    setBuffer,
+    treqPool,
+)
 from tests._util import PATIENCE
+from tests._waiting import reactor, stalled, withTimeout
 
 
 class AtomicSwitchTests(IntegrationTestCase):
