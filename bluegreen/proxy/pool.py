@@ -135,9 +135,16 @@ class _ConnectionFactory(Factory):
     noisy = False
 
     def __init__(self, pool: UpstreamPool) -> None:
+        """
+        @param pool: The pool the connections belong to.
+        """
         self.pool = pool
 
     def buildProtocol(self, addr: object) -> UpstreamConnection:
+        """
+        @param addr: The environment's address.
+        @return: A connection owned by the pool.
+        """
         return UpstreamConnection(self.pool)
 
 
