@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
 
-from bluegreen.flags.store import (
+from bluegreen.flags.model import (
     HISTORY,
     HISTORY_LIMIT,
     MAX_VALUE,
@@ -32,19 +32,17 @@ from bluegreen.flags.store import (
     REGISTRY,
     FlagChange,
     FlagError,
-    FlagService,
-    FlagStore,
     FlagView,
     NoRedis,
-    RedisTarget,
     RedisUnavailable,
-    describeRedisFailure,
     isOn,
     normalise,
-    readPasswordFile,
     validateName,
     validateValue,
 )
+from bluegreen.flags.service import FlagService
+from bluegreen.flags.store import FlagStore
+from bluegreen.flags.target import RedisTarget, describeRedisFailure, readPasswordFile
 from bluegreen.proxy.resource import ProxyResource
 from bluegreen.service.tap import Options, ProxyService, makeService
 from tests._util import freePort
@@ -973,7 +971,7 @@ class StoreTests(_RedisTestCase):
         )
         self.assertEqual(store.view("RECENT"), FlagView("ON", True, True))
         await waitFor(lambda: store.error == "timeout after 0.5 s", "error", 2)
-        await sleep(1)
+        await waitFor(lambda: messages(self.logs, "unreachable"), "outage logged", 2)
         self.assertEqual(
             messages(self.logs, "unreachable"),
             [

@@ -18,7 +18,8 @@ from attrs import define
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from bluegreen.flags.store import MAX_VALUE, RedisTarget
+from bluegreen.flags.model import MAX_VALUE
+from bluegreen.flags.target import RedisTarget
 
 from ._redis import startRedis
 from .test_admin import Running, call, captureEvents, globalReactor, startService

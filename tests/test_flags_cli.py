@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_flags_cli -*-
 """
-Tests for C{bluegreen flag ...} (L{bluegreen.flags.cli}): the installed
-console script run as a process, through a real service's admin API and
-straight to real C{redis-server} processes, and the text it prints.
+Tests for C{bluegreen flag ...} (L{bluegreen.flags.cli},
+L{bluegreen.flags.format}): the installed console script run as a process,
+through a real service's admin API and straight to real C{redis-server}
+processes, and the text it prints.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bluegreen.cli.common import Failed
-from bluegreen.flags.cli import (
+from bluegreen.flags.cli import whoAmI
+from bluegreen.flags.format import (
     formatChange,
     formatGet,
     formatHistory,
     formatList,
     showValue,
-    whoAmI,
 )
-from bluegreen.flags.store import RedisTarget
+from bluegreen.flags.target import RedisTarget
 from tests._util import freePort
 
 from ._redis import startRedis
