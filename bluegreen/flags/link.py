@@ -322,6 +322,13 @@ class _ReportingEndpoint:
         """
         self.link = link
 
+    def __repr__(self) -> str:
+        """
+        What is connected to, as L{ClientService}'s log lines show it.
+        """
+        role = "pub/sub" if self.link.subscriber else "commands"
+        return f"<Redis {role} connection to {self.link.target.describe()}>"
+
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         """
         Connect; a failure is recorded by the link, then passed on to
