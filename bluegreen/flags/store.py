@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_flags -*-
+# -*- test-case-name: tests.test_flags,tests.test_flags_link -*-
 """
 L{FlagStore}: one environment's flags in its Redis, with a cache that never
 waits (see L{bluegreen.flags.model} for what is kept in Redis).
