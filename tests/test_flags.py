@@ -958,7 +958,7 @@ class StoreTests(_RedisTestCase):
         )
         redis = RedisProcess(self)
         redis.port = port
-        self.addCleanup(redis._cleanup)
+        self.addCleanup(redis.cleanup)
         await redis.start()
         await redis.cli("SET", "RECENT", "ON")
         await waitFor(lambda: store.connected, "connected")
