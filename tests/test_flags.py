@@ -17,6 +17,7 @@ from typing import Any, cast
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionRefusedError
+from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 from twisted.python import usage
@@ -60,7 +61,7 @@ from ._backends import (
 )
 from ._redis import RedisProcess, startRedis
 
-reactor: Any = _reactor
+reactor = IReactorTCP(_reactor)
 
 BASE = ["--green", "http://127.0.0.1:5002", "--blue", "http://127.0.0.1:5001"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IReactorTCP
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -26,7 +26,7 @@ from tests._util import freePort, waitFor
 from ._backends import failOnLoggedErrors
 from .test_flags import barrier, messages
 
-reactor: Any = _reactor
+reactor = IReactorTCP(_reactor)
 
 
 def _nothing(connection: Connection) -> Awaitable[None]:
