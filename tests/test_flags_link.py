@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTCP
+from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -62,14 +62,6 @@ class RetryPolicyTests(SynchronousTestCase):
         )
 
 
-def _pending(clock: Clock) -> IDelayedCall | None:
-    """
-    The one call waiting on C{clock}, if there is exactly one.
-    """
-    calls = clock.getDelayedCalls()
-    return calls[0] if len(calls) == 1 else None
-
-
 class ClockTests(TestCase):
     """
     A store whose time is a L{Clock}: its waits happen only when the test
@@ -96,19 +88,30 @@ class ClockTests(TestCase):
         await store.start()
         return store
 
+    def retryEvents(self) -> list[dict[str, Any]]:
+        """
+        The waits before a new attempt L{ClientService} scheduled for the
+        commands link, as it logged them (with their C{delay}).
+        """
+        return [
+            event
+            for event in self.logs.events
+            if str(event.get("log_format", "")).startswith("Scheduling retry")
+            and "commands" in repr(event.get("endpoint"))
+        ]
+
     async def delays(self, count: int) -> list[float]:
         """
         Let C{count} attempts fail one after the other, advancing the clock
-        by each wait.
+        by each wait as soon as it is scheduled.  (Commands have a long
+        timeout here, so that the clock only ends the waits.)
 
         @return: The waits.
         """
-        delays = []
-        for _ in range(count):
-            await waitFor(lambda: _pending(self.clock) is not None, "a retry")
-            call = _pending(self.clock)
-            assert call is not None
-            delay = call.getTime() - self.clock.seconds()
+        delays: list[float] = []
+        for n in range(count):
+            await waitFor(lambda: len(self.retryEvents()) > n, "a retry")  # noqa: B023
+            delay = float(self.retryEvents()[n]["delay"])
             delays.append(delay)
             self.clock.advance(delay)
         return delays
@@ -119,7 +122,7 @@ class ClockTests(TestCase):
         then every 5 s; the outage is logged once.
         """
         url = f"redis://127.0.0.1:{freePort()}/0"
-        store = await self.store(url, watch=False)
+        store = await self.store(url, watch=False, timeout=60.0)
         self.assertEqual(store.error, "connection refused")
         self.assertEqual(await self.delays(6), [0.5, 1.0, 2.0, 4.0, 5.0, 5.0])
         self.assertEqual(
@@ -139,7 +142,7 @@ class ClockTests(TestCase):
 
         redis = await startRedis(self, password="s3cret")
         store = await self.store(
-            f"redis://:wrong@127.0.0.1:{redis.port}/0", watch=False
+            f"redis://:wrong@127.0.0.1:{redis.port}/0", watch=False, timeout=60.0
         )
         self.assertTrue((store.error or "").startswith("authentication failed ("))
         self.assertEqual(await self.delays(5), [0.5, 1.0, 2.0, 4.0, 5.0])
