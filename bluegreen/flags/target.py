@@ -252,9 +252,6 @@ def describeRedisFailure(reason: Failure | BaseException, timeout: float) -> str
         if isinstance(code, int):
             return f"cannot connect ({os.strerror(code)})"
         return f"cannot connect ({error})"
-    if type(error).__name__ == "ConnectionError":
-        # txredisapi's, for commands cut short by a lost connection.
-        return "connection lost"
     return f"{type(error).__name__}: {error}"
 
 
@@ -268,26 +265,19 @@ def redisText(error: object) -> str:
 
 def describeRedisError(message: str) -> str:
     """
-    Turn an error answer of Redis (or txredisapi's message about one) into
-    a reason: authentication problems say what to do.
+    Turn an error answer of Redis into a reason: authentication problems
+    say what to do.
+
+    @param message: The answer, e.g. C{"WRONGPASS invalid username-password
+        pair or user is disabled."}.
+    @return: E.g. C{"authentication failed (WRONGPASS ...)"}.
     """
-    text = str(message)
-    for prefix in ("Redis error: could not auth: ", "Redis error: "):
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
-            break
-    text = redisText(text).rstrip(".")
+    text = redisText(message).rstrip(".")
     if text.startswith("NOAUTH"):
         return (
             "authentication required (give the password in the URL or "
             "with --redis-password-file)"
         )
-    if text.startswith("could not set dbid="):
-        return f"cannot select the database ({text.split(': ', 1)[-1]})"
     if "WRONGPASS" in text or "AUTH" in text or "password" in text.lower():
         return f"authentication failed ({text})"
     return f"Redis said: {text}"
-
-
-# The protocols: txredisapi's, with the hooks a link needs.  They are made on
-# first use (see the module docstring about txredisapi and the reactor).
