@@ -43,7 +43,9 @@ URL)"}: the service runs without flags there, which is not an error, but
 a change there cannot be made); 503 when the environment's Redis cannot be
 reached (C{"cannot reach Redis for blue at redis://...: connection
 refused"}); reads never fail for that: they answer from the cache and say
-it is stale.
+it is stale.  C{GET /api/flags} never waits on Redis; C{GET
+/api/flags/{name}} asks Redis (at most C{--redis-timeout} seconds each) so
+that it also shows keys bluegreen never wrote (C{redis-cli SET FOO 007}).
 """
 
 from __future__ import annotations
