@@ -29,7 +29,8 @@ from bluegreen.demo.meow.app import MAX_IMAGE, imageType
 from bluegreen.demo.meow.db import seedFacts, seedImages
 from bluegreen.demo.meow.flag import RedisURL, encode
 
-from ._redis import RedisProcess, _Collect, startRedis
+from ._redis import Collect as _Collect
+from ._redis import RedisProcess, startRedis
 
 reactor: Any = _reactor
 

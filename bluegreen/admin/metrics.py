@@ -86,7 +86,8 @@ from bluegreen.proxy.failures import FAILURE_KINDS
 
 if TYPE_CHECKING:
     from bluegreen.controller import Controller, Switch
-    from bluegreen.flags.store import FlagChange, FlagService
+    from bluegreen.flags.model import FlagChange
+    from bluegreen.flags.service import FlagService
     from bluegreen.health import CheckResult, HealthMonitor
 
 #: The exposition format served: the Prometheus text format 0.0.4, which
@@ -532,7 +533,7 @@ class FlagMetrics:
         """
         The metric families with their current samples.
         """
-        from bluegreen.flags.store import isOn
+        from bluegreen.flags.model import isOn
 
         on, changes, up, stale = _flagFamilies()
         environments = self.flags.table()["environments"]

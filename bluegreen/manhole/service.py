@@ -1109,7 +1109,7 @@ class Manhole(Service):
         Set a feature flag in C{env}'s Redis, recorded as C{who}'s change
         from the manhole.  The value is stored as given (C{"ON"} is on).
 
-        @return: A Deferred firing with the L{bluegreen.flags.store.FlagChange}
+        @return: A Deferred firing with the L{bluegreen.flags.model.FlagChange}
             (the manhole prints it when it fires).
         """
         flags = self.service.flags
@@ -1120,7 +1120,7 @@ class Manhole(Service):
         """
         Remove a feature flag from C{env}'s Redis, recorded as C{who}'s.
 
-        @return: A Deferred firing with the L{bluegreen.flags.store.FlagChange}.
+        @return: A Deferred firing with the L{bluegreen.flags.model.FlagChange}.
         """
         flags = self.service.flags
         assert flags is not None

@@ -38,14 +38,9 @@ from bluegreen.controller import Controller
 from bluegreen.environment import COLOURS, BadURL, Environment
 from bluegreen.exposure import exposedInterface
 from bluegreen.flags.api import mountFlags
-from bluegreen.flags.store import (
-    DEFAULT_NAMES,
-    FlagError,
-    FlagService,
-    RedisTarget,
-    readPasswordFile,
-    validateName,
-)
+from bluegreen.flags.model import DEFAULT_NAMES, FlagError, validateName
+from bluegreen.flags.service import FlagService
+from bluegreen.flags.target import RedisTarget, readPasswordFile
 from bluegreen.health import HealthMonitor, HealthSettings, StatusSet
 from bluegreen.healthclient import healthClient
 from bluegreen.manhole.service import (
