@@ -26,14 +26,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import treq
 from attrs import define, field
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.error import ProcessTerminated
-from twisted.internet.interfaces import IListeningPort, IProcessTransport
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -372,24 +371,12 @@ def startProxy(
     assert isinstance(service, ProxyService)
     testCase.addCleanup(lambda: service.stopService() if service.running else None)
     service.startService()
-    listeners = [
-        s
-        for s in service
-        if isinstance(s, StreamServerEndpointService)
-        and isinstance(s.factory, ProxySite)
-    ]
+    listeners = [s for s in service.listeners() if isinstance(s.factory, ProxySite)]
     assert len(listeners) == 1, listeners
-    # TCP listening is synchronous: the Deferred has fired already.
-    ports: list[IListeningPort] = []
-    waiting = cast("Deferred[IListeningPort]", listeners[0]._waitingForPort)
-
-    def gotPort(port: IListeningPort) -> IListeningPort:
-        ports.append(port)
-        return port
-
-    waiting.addCallback(gotPort)
-    assert ports, "the proxy did not start listening"
-    return ProxyUnderTest(service, portNumber(ports[0]))
+    # TCP listening is synchronous: the port is known already.
+    port = listeners[0].port
+    assert port is not None, "the proxy did not start listening"
+    return ProxyUnderTest(service, portNumber(port))
 
 
 async def waitUntil(

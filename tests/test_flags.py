@@ -365,10 +365,10 @@ class OptionsTests(SynchronousTestCase):
         Without a Redis there are no flags, which is not an error.
         """
         options = self.parse()
-        self.assertEqual(options["redisTargets"], {"green": None, "blue": None})
-        self.assertEqual(options["flagNames"], ["RECENT"])
-        self.assertEqual(options["redisTimeout"], 1.0)
-        self.assertEqual(options["flagRefresh"], 30.0)
+        self.assertEqual(options.config.redisTargets, {"green": None, "blue": None})
+        self.assertEqual(list(options.config.flagNames), ["RECENT"])
+        self.assertEqual(options.config.redisTimeout, 1.0)
+        self.assertEqual(options.config.flagRefresh, 30.0)
         service = makeService(options, reactor)
         assert isinstance(service, ProxyService)
         self.assertIsNone(service.flags)
@@ -394,9 +394,9 @@ class OptionsTests(SynchronousTestCase):
             "10",
             "--stamp-flags",
         )
-        self.assertEqual(options["flagNames"], ["NEW_UI", "beta.eu"])
+        self.assertEqual(list(options.config.flagNames), ["NEW_UI", "beta.eu"])
         self.assertEqual(
-            options["redisTargets"]["blue"],
+            options.config.redisTargets["blue"],
             RedisTarget.parse("redis://127.0.0.1:6380/0"),
         )
         service = makeService(options, reactor)
@@ -426,8 +426,10 @@ class OptionsTests(SynchronousTestCase):
             "--redis-password-file",
             path,
         )
-        self.assertEqual(options["redisTargets"]["green"].password, "s3cret")
-        self.assertEqual(options["redisTargets"]["blue"].password, "own")
+        green, blue = (options.config.redisTargets[c] for c in ("green", "blue"))
+        assert green is not None and blue is not None
+        self.assertEqual(green.password, "s3cret")
+        self.assertEqual(blue.password, "own")
 
     def test_errors(self) -> None:
         """
@@ -1025,7 +1027,8 @@ class StoreTests(_RedisTestCase):
                 path,
             ]
         )
-        target = options["redisTargets"]["blue"]
+        target = options.config.redisTargets["blue"]
+        assert target is not None
         store = FlagStore("blue", target, reactor)
         self.addCleanup(store.stop)
         await store.start()

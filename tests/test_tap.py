@@ -14,9 +14,11 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from typing import Any, cast
 
+from attrs import evolve
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,7 +41,13 @@ from bluegreen import __version__
 from bluegreen.admin.api import AdminSite
 from bluegreen.environment import Environment
 from bluegreen.proxy.resource import ProxyResource, ProxySite
-from bluegreen.service.tap import Options, ProxyService, StartupError, makeService
+from bluegreen.service.tap import (
+    Options,
+    ProxyService,
+    ServiceReactor,
+    StartupError,
+    makeService,
+)
 from tests._util import freePort
 
 GREEN_URL = "http://127.0.0.1:5002"
@@ -117,10 +125,203 @@ def makeCertificate(commonName: str) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
+def bad(option: str, value: str) -> list[str]:
+    """
+    @return: The required options, then C{option value}.
+    """
+    return [*REQUIRED, option, value]
+
+
+def _badNumbers() -> list[tuple[str, list[str], str]]:
+    """
+    @return: The rows of L{BAD_OPTIONS} for the options that take seconds
+        or a count.
+    """
+    rows = []
+    for option in ("connect-timeout", "response-timeout", "idle-timeout"):
+        stem = "".join(w.title() for w in option.split("-"))
+        stem = stem[0].lower() + stem[1:]
+        for suffix, value in (
+            ("Negative", "-1"),
+            ("Zero", "0"),
+            ("Word", "abc"),
+            ("NaN", "nan"),
+            ("Infinite", "inf"),
+        ):
+            rows.append(
+                (
+                    stem + suffix,
+                    bad(f"--{option}", value),
+                    f"--{option}: {value!r} is not a positive number of seconds",
+                )
+            )
+    for suffix, value in (
+        ("Zero", "0"),
+        ("Negative", "-1"),
+        ("Word", "abc"),
+        ("Fraction", "2.5"),
+        # A superscript digit is not a number (and not a crash).
+        ("NotASCIIDigit", "\N{SUPERSCRIPT THREE}"),
+    ):
+        rows.append(
+            (
+                "maxConnections" + suffix,
+                bad("--max-connections", value),
+                f"--max-connections: {value!r} is not a whole number >= 1",
+            )
+        )
+    return rows
+
+
+#: Bad command lines and exactly what is said about each: (test name,
+#: arguments, message).  Each row is reported as a test of its own,
+#: C{OptionErrorTests.test_<name>}.
+BAD_OPTIONS: list[tuple[str, list[str], str]] = [
+    (
+        "missingGreen",
+        ["--blue", BLUE_URL],
+        "--green is required: the URL of the GREEN environment, "
+        "e.g. --green http://127.0.0.1:5002",
+    ),
+    (
+        "missingBlue",
+        ["--green", GREEN_URL],
+        "--blue is required: the URL of the BLUE environment, "
+        "e.g. --blue http://127.0.0.1:5001",
+    ),
+    # With neither URL, the error is about --green, the first.
+    (
+        "missingBoth",
+        [],
+        "--green is required: the URL of the GREEN environment, "
+        "e.g. --green http://127.0.0.1:5002",
+    ),
+    (
+        "urlScheme",
+        bad("--green", "ftp://127.0.0.1:5002"),
+        "--green: 'ftp://127.0.0.1:5002' must start with http:// or "
+        "https:// (e.g. http://127.0.0.1:5002)",
+    ),
+    (
+        "urlNoHost",
+        bad("--blue", "http://:5001"),
+        "--blue: 'http://:5001' has no host name",
+    ),
+    (
+        "urlPath",
+        bad("--blue", "http://127.0.0.1:5001/x"),
+        "--blue: 'http://127.0.0.1:5001/x' must be an origin only (scheme, "
+        "host and port): the proxy forwards each request's own path unchanged",
+    ),
+    # User information is refused without echoing the password.
+    (
+        "urlUserInfo",
+        bad("--green", "http://admin:hunter2@127.0.0.1:5002"),
+        "--green: the URL for host '127.0.0.1' must not contain user "
+        "information (user:password@)",
+    ),
+    (
+        "urlBadPort",
+        bad("--green", "http://127.0.0.1:99999"),
+        "--green: 'http://127.0.0.1:99999' is not a valid URL (Port out of "
+        "range 0-65535)",
+    ),
+    (
+        "urlEmpty",
+        bad("--blue", ""),
+        "--blue: an empty URL; expected e.g. http://127.0.0.1:5002",
+    ),
+    (
+        "active",
+        bad("--active", "red"),
+        "--active: unknown environment 'red'; expected green or blue",
+    ),
+    # Environment names are lower case.
+    (
+        "activeCase",
+        bad("--active", "GREEN"),
+        "--active: unknown environment 'GREEN'; expected green or blue",
+    ),
+    (
+        "portZero",
+        bad("--port", "0"),
+        "--port: '0' is not a TCP port number (1-65535)",
+    ),
+    (
+        "portTooBig",
+        bad("--port", "70000"),
+        "--port: '70000' is not a TCP port number (1-65535)",
+    ),
+    (
+        "portEmpty",
+        bad("--port", " "),
+        "--port: empty; give a port number or endpoint string",
+    ),
+    (
+        "portEndpointTooBig",
+        bad("--port", "tcp:70000"),
+        "--port: 'tcp:70000': 70000 is not a TCP port number (0-65535)",
+    ),
+    (
+        "portEndpointNegative",
+        bad("--port", "tcp:-1:interface=127.0.0.1"),
+        "--port: 'tcp:-1:interface=127.0.0.1': -1 is not a TCP port number (0-65535)",
+    ),
+    (
+        "portUnixNoPath",
+        bad("--port", "unix:"),
+        "--port: 'unix:' has no socket path (e.g. unix:/run/bg.sock)",
+    ),
+    *_badNumbers(),
+    (
+        "upstreamHostHeader",
+        bad("--upstream-host-header", "other"),
+        "--upstream-host-header: 'other' must be 'client' or 'target'",
+    ),
+]
+
+#: Bad command lines whose message ends with Twisted's own words: (test
+#: name, arguments, our part of the message (its start), a part of
+#: Twisted's explanation).
+BAD_OPTION_PREFIXES: list[tuple[str, list[str], str, str]] = [
+    (
+        "portWord",
+        bad("--port", "abc"),
+        "--port: 'abc' is not a valid endpoint (e.g. 3090, "
+        "tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): ",
+        "Unknown endpoint type: 'abc'",
+    ),
+    # A superscript digit is not a port number (and not a crash).
+    (
+        "portNotASCIIDigit",
+        bad("--port", "\N{SUPERSCRIPT THREE}"),
+        "--port: '\N{SUPERSCRIPT THREE}' is not a valid endpoint",
+        "Unknown endpoint type",
+    ),
+    (
+        "portEndpointNotANumber",
+        bad("--port", "tcp:notaport"),
+        "--port: 'tcp:notaport' is not a valid endpoint (e.g. 3090, "
+        "tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): ",
+        "'notaport'",
+    ),
+    (
+        "portUnknownType",
+        bad("--port", "bogus:1"),
+        BOGUS_PORT,
+        "Unknown endpoint type: 'bogus'",
+    ),
+]
+
+
 class OptionErrorTests(SynchronousTestCase):
     """
     Every bad option is a usage error whose message names the option and
     says what is wrong with it.
+
+    The rows of L{BAD_OPTIONS} and L{BAD_OPTION_PREFIXES} become this
+    class's C{test_<name>} methods (see the end of this module's table
+    code); the bad options that need files are tested below.
     """
 
     def assertUsageError(self, args: list[str], message: str) -> None:
@@ -131,7 +332,7 @@ class OptionErrorTests(SynchronousTestCase):
         @param message: The expected message.
         """
         error = self.assertRaises(usage.UsageError, Options().parseOptions, args)
-        self.assertEqual(str(error), message)
+        self.assertEqual(str(error), message, f"bluegreen {args}")
 
     def assertBad(self, option: str, value: str, message: str) -> None:
         """
@@ -142,442 +343,20 @@ class OptionErrorTests(SynchronousTestCase):
         @param value: Its bad value.
         @param message: The expected message.
         """
-        self.assertUsageError([*REQUIRED, option, value], message)
+        self.assertUsageError(bad(option, value), message)
 
-    def assertBadPrefix(
-        self, option: str, value: str, prefix: str, reason: str
-    ) -> None:
+    def assertUsageErrorPrefix(self, args: list[str], prefix: str, reason: str) -> None:
         """
-        Like L{assertBad} where the message ends with Twisted's own words:
-        the message must start with C{prefix} and contain C{reason}.
+        Like L{assertUsageError} where the message ends with Twisted's own
+        words: the message must start with C{prefix} and contain C{reason}.
 
-        @param option: The option, e.g. C{--port}.
-        @param value: Its bad value.
+        @param args: The whole command line after C{bluegreen}.
         @param prefix: Our part of the message.
         @param reason: Twisted's explanation, or part of it.
         """
-        error = self.assertRaises(
-            usage.UsageError, Options().parseOptions, [*REQUIRED, option, value]
-        )
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, args)
         self.assertTrue(str(error).startswith(prefix), str(error))
         self.assertIn(reason, str(error)[len(prefix) :])
-
-    def test_missingGreen(self) -> None:
-        """
-        C{--green} is required.
-        """
-        self.assertUsageError(
-            ["--blue", BLUE_URL],
-            "--green is required: the URL of the GREEN environment, "
-            "e.g. --green http://127.0.0.1:5002",
-        )
-
-    def test_missingBlue(self) -> None:
-        """
-        C{--blue} is required.
-        """
-        self.assertUsageError(
-            ["--green", GREEN_URL],
-            "--blue is required: the URL of the BLUE environment, "
-            "e.g. --blue http://127.0.0.1:5001",
-        )
-
-    def test_missingBoth(self) -> None:
-        """
-        With neither URL, the error is about C{--green}, the first.
-        """
-        self.assertUsageError(
-            [],
-            "--green is required: the URL of the GREEN environment, "
-            "e.g. --green http://127.0.0.1:5002",
-        )
-
-    def test_urlScheme(self) -> None:
-        """
-        An C{ftp://} URL is refused.
-        """
-        self.assertBad(
-            "--green",
-            "ftp://127.0.0.1:5002",
-            "--green: 'ftp://127.0.0.1:5002' must start with http:// or "
-            "https:// (e.g. http://127.0.0.1:5002)",
-        )
-
-    def test_urlNoHost(self) -> None:
-        """
-        A URL without a host is refused.
-        """
-        self.assertBad(
-            "--blue", "http://:5001", "--blue: 'http://:5001' has no host name"
-        )
-
-    def test_urlPath(self) -> None:
-        """
-        A URL with a path is refused.
-        """
-        self.assertBad(
-            "--blue",
-            "http://127.0.0.1:5001/x",
-            "--blue: 'http://127.0.0.1:5001/x' must be an origin only (scheme, "
-            "host and port): the proxy forwards each request's own path unchanged",
-        )
-
-    def test_urlUserInfo(self) -> None:
-        """
-        A URL with user information is refused without echoing the password.
-        """
-        self.assertBad(
-            "--green",
-            "http://admin:hunter2@127.0.0.1:5002",
-            "--green: the URL for host '127.0.0.1' must not contain user "
-            "information (user:password@)",
-        )
-
-    def test_urlBadPort(self) -> None:
-        """
-        A URL whose port is out of range is refused.
-        """
-        self.assertBad(
-            "--green",
-            "http://127.0.0.1:99999",
-            "--green: 'http://127.0.0.1:99999' is not a valid URL (Port out of "
-            "range 0-65535)",
-        )
-
-    def test_urlEmpty(self) -> None:
-        """
-        An empty URL is refused.
-        """
-        self.assertBad(
-            "--blue", "", "--blue: an empty URL; expected e.g. http://127.0.0.1:5002"
-        )
-
-    def test_active(self) -> None:
-        """
-        C{--active} must name green or blue.
-        """
-        self.assertBad(
-            "--active",
-            "red",
-            "--active: unknown environment 'red'; expected green or blue",
-        )
-
-    def test_activeCase(self) -> None:
-        """
-        C{--active} names are lower case.
-        """
-        self.assertBad(
-            "--active",
-            "GREEN",
-            "--active: unknown environment 'GREEN'; expected green or blue",
-        )
-
-    def test_portWord(self) -> None:
-        """
-        A C{--port} that is neither a number nor an endpoint is refused.
-        """
-        self.assertBadPrefix(
-            "--port",
-            "abc",
-            "--port: 'abc' is not a valid endpoint (e.g. 3090, "
-            "tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): ",
-            "Unknown endpoint type: 'abc'",
-        )
-
-    def test_portZero(self) -> None:
-        """
-        A bare port 0 is refused.
-        """
-        self.assertBad("--port", "0", "--port: '0' is not a TCP port number (1-65535)")
-
-    def test_portTooBig(self) -> None:
-        """
-        A bare port above 65535 is refused.
-        """
-        self.assertBad(
-            "--port", "70000", "--port: '70000' is not a TCP port number (1-65535)"
-        )
-
-    def test_portNotASCIIDigit(self) -> None:
-        """
-        A superscript digit is not a port number (and not a crash).
-        """
-        self.assertBadPrefix(
-            "--port",
-            "\N{SUPERSCRIPT THREE}",
-            "--port: '\N{SUPERSCRIPT THREE}' is not a valid endpoint",
-            "Unknown endpoint type",
-        )
-
-    def test_portEmpty(self) -> None:
-        """
-        An empty C{--port} is refused.
-        """
-        self.assertBad(
-            "--port", " ", "--port: empty; give a port number or endpoint string"
-        )
-
-    def test_portEndpointNotANumber(self) -> None:
-        """
-        A C{tcp:} endpoint whose port is not a number is refused.
-        """
-        self.assertBadPrefix(
-            "--port",
-            "tcp:notaport",
-            "--port: 'tcp:notaport' is not a valid endpoint (e.g. 3090, "
-            "tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): ",
-            "'notaport'",
-        )
-
-    def test_portEndpointTooBig(self) -> None:
-        """
-        A C{tcp:} endpoint whose port is above 65535 is refused.
-        """
-        self.assertBad(
-            "--port",
-            "tcp:70000",
-            "--port: 'tcp:70000': 70000 is not a TCP port number (0-65535)",
-        )
-
-    def test_portEndpointNegative(self) -> None:
-        """
-        A C{tcp:} endpoint with a negative port is refused.
-        """
-        self.assertBad(
-            "--port",
-            "tcp:-1:interface=127.0.0.1",
-            "--port: 'tcp:-1:interface=127.0.0.1': -1 is not a TCP port number "
-            "(0-65535)",
-        )
-
-    def test_portUnixNoPath(self) -> None:
-        """
-        A C{unix:} endpoint without a path is refused.
-        """
-        self.assertBad(
-            "--port",
-            "unix:",
-            "--port: 'unix:' has no socket path (e.g. unix:/run/bg.sock)",
-        )
-
-    def test_portUnknownType(self) -> None:
-        """
-        An unknown endpoint type is refused.
-        """
-        self.assertBadPrefix(
-            "--port", "bogus:1", BOGUS_PORT, "Unknown endpoint type: 'bogus'"
-        )
-
-    def test_connectTimeoutNegative(self) -> None:
-        """
-        C{--connect-timeout -1} is refused.
-        """
-        self.assertBad(
-            "--connect-timeout",
-            "-1",
-            "--connect-timeout: '-1' is not a positive number of seconds",
-        )
-
-    def test_connectTimeoutZero(self) -> None:
-        """
-        C{--connect-timeout 0} is refused.
-        """
-        self.assertBad(
-            "--connect-timeout",
-            "0",
-            "--connect-timeout: '0' is not a positive number of seconds",
-        )
-
-    def test_connectTimeoutWord(self) -> None:
-        """
-        C{--connect-timeout abc} is refused.
-        """
-        self.assertBad(
-            "--connect-timeout",
-            "abc",
-            "--connect-timeout: 'abc' is not a positive number of seconds",
-        )
-
-    def test_connectTimeoutNaN(self) -> None:
-        """
-        C{--connect-timeout nan} is refused.
-        """
-        self.assertBad(
-            "--connect-timeout",
-            "nan",
-            "--connect-timeout: 'nan' is not a positive number of seconds",
-        )
-
-    def test_connectTimeoutInfinite(self) -> None:
-        """
-        C{--connect-timeout inf} is refused.
-        """
-        self.assertBad(
-            "--connect-timeout",
-            "inf",
-            "--connect-timeout: 'inf' is not a positive number of seconds",
-        )
-
-    def test_responseTimeoutNegative(self) -> None:
-        """
-        C{--response-timeout -1} is refused.
-        """
-        self.assertBad(
-            "--response-timeout",
-            "-1",
-            "--response-timeout: '-1' is not a positive number of seconds",
-        )
-
-    def test_responseTimeoutZero(self) -> None:
-        """
-        C{--response-timeout 0} is refused.
-        """
-        self.assertBad(
-            "--response-timeout",
-            "0",
-            "--response-timeout: '0' is not a positive number of seconds",
-        )
-
-    def test_responseTimeoutWord(self) -> None:
-        """
-        C{--response-timeout abc} is refused.
-        """
-        self.assertBad(
-            "--response-timeout",
-            "abc",
-            "--response-timeout: 'abc' is not a positive number of seconds",
-        )
-
-    def test_responseTimeoutNaN(self) -> None:
-        """
-        C{--response-timeout nan} is refused.
-        """
-        self.assertBad(
-            "--response-timeout",
-            "nan",
-            "--response-timeout: 'nan' is not a positive number of seconds",
-        )
-
-    def test_responseTimeoutInfinite(self) -> None:
-        """
-        C{--response-timeout inf} is refused.
-        """
-        self.assertBad(
-            "--response-timeout",
-            "inf",
-            "--response-timeout: 'inf' is not a positive number of seconds",
-        )
-
-    def test_idleTimeoutNegative(self) -> None:
-        """
-        C{--idle-timeout -1} is refused.
-        """
-        self.assertBad(
-            "--idle-timeout",
-            "-1",
-            "--idle-timeout: '-1' is not a positive number of seconds",
-        )
-
-    def test_idleTimeoutZero(self) -> None:
-        """
-        C{--idle-timeout 0} is refused.
-        """
-        self.assertBad(
-            "--idle-timeout",
-            "0",
-            "--idle-timeout: '0' is not a positive number of seconds",
-        )
-
-    def test_idleTimeoutWord(self) -> None:
-        """
-        C{--idle-timeout abc} is refused.
-        """
-        self.assertBad(
-            "--idle-timeout",
-            "abc",
-            "--idle-timeout: 'abc' is not a positive number of seconds",
-        )
-
-    def test_idleTimeoutNaN(self) -> None:
-        """
-        C{--idle-timeout nan} is refused.
-        """
-        self.assertBad(
-            "--idle-timeout",
-            "nan",
-            "--idle-timeout: 'nan' is not a positive number of seconds",
-        )
-
-    def test_idleTimeoutInfinite(self) -> None:
-        """
-        C{--idle-timeout inf} is refused.
-        """
-        self.assertBad(
-            "--idle-timeout",
-            "inf",
-            "--idle-timeout: 'inf' is not a positive number of seconds",
-        )
-
-    def test_maxConnectionsZero(self) -> None:
-        """
-        C{--max-connections 0} is refused.
-        """
-        self.assertBad(
-            "--max-connections",
-            "0",
-            "--max-connections: '0' is not a whole number >= 1",
-        )
-
-    def test_maxConnectionsNegative(self) -> None:
-        """
-        C{--max-connections -1} is refused.
-        """
-        self.assertBad(
-            "--max-connections",
-            "-1",
-            "--max-connections: '-1' is not a whole number >= 1",
-        )
-
-    def test_maxConnectionsWord(self) -> None:
-        """
-        C{--max-connections abc} is refused.
-        """
-        self.assertBad(
-            "--max-connections",
-            "abc",
-            "--max-connections: 'abc' is not a whole number >= 1",
-        )
-
-    def test_maxConnectionsFraction(self) -> None:
-        """
-        C{--max-connections 2.5} is refused.
-        """
-        self.assertBad(
-            "--max-connections",
-            "2.5",
-            "--max-connections: '2.5' is not a whole number >= 1",
-        )
-
-    def test_maxConnectionsNotASCIIDigit(self) -> None:
-        """
-        A superscript digit is not a number of connections (and not a
-        crash).
-        """
-        self.assertBad(
-            "--max-connections",
-            "\N{SUPERSCRIPT THREE}",
-            "--max-connections: '\N{SUPERSCRIPT THREE}' is not a whole number >= 1",
-        )
-
-    def test_upstreamHostHeader(self) -> None:
-        """
-        C{--upstream-host-header} is C{client} or C{target}.
-        """
-        self.assertBad(
-            "--upstream-host-header",
-            "other",
-            "--upstream-host-header: 'other' must be 'client' or 'target'",
-        )
 
     def test_upstreamCAMissing(self) -> None:
         """
@@ -627,6 +406,45 @@ class OptionErrorTests(SynchronousTestCase):
         )
 
 
+def _tableTest(check: Callable[[OptionErrorTests], None], name: str, doc: str) -> None:
+    """
+    Add C{check} to L{OptionErrorTests} as C{test_<name>}.
+    """
+    check.__name__ = f"test_{name}"
+    check.__doc__ = doc
+    setattr(OptionErrorTests, check.__name__, check)
+
+
+def _addTableTests() -> None:
+    """
+    Make a test of each row of L{BAD_OPTIONS} and L{BAD_OPTION_PREFIXES}.
+    """
+    for name, args, message in BAD_OPTIONS:
+
+        def exact(
+            self: OptionErrorTests, args: list[str] = args, message: str = message
+        ) -> None:
+            self.assertUsageError(args, message)
+
+        _tableTest(exact, name, f"C{{bluegreen {' '.join(args)}}}: C{{{message}}}.")
+    for name, args, prefix, reason in BAD_OPTION_PREFIXES:
+
+        def prefixed(
+            self: OptionErrorTests,
+            args: list[str] = args,
+            prefix: str = prefix,
+            reason: str = reason,
+        ) -> None:
+            self.assertUsageErrorPrefix(args, prefix, reason)
+
+        _tableTest(
+            prefixed, name, f"C{{bluegreen {' '.join(args)}}}: C{{{prefix}...}}."
+        )
+
+
+_addTableTests()
+
+
 class OptionTests(SynchronousTestCase):
     """
     Good options are accepted and turned into what L{makeService} needs.
@@ -640,18 +458,21 @@ class OptionTests(SynchronousTestCase):
         options = parse()
         self.assertEqual(
             {
-                key: options[key]
-                for key in (
-                    "endpoint",
-                    "active",
-                    "upstream-host-header",
-                    "connectTimeout",
-                    "responseTimeout",
-                    "idleTimeout",
-                    "maxConnections",
-                    "access-log",
-                    "trustRoot",
-                )
+                **{
+                    key: getattr(options.config, key)
+                    for key in (
+                        "endpoint",
+                        "connectTimeout",
+                        "responseTimeout",
+                        "idleTimeout",
+                        "maxConnections",
+                        "trustRoot",
+                    )
+                },
+                **{
+                    key: options[key]
+                    for key in ("active", "upstream-host-header", "access-log")
+                },
             },
             {
                 "endpoint": "tcp:3090",
@@ -671,7 +492,7 @@ class OptionTests(SynchronousTestCase):
         The URLs become the two environments.
         """
         self.assertEqual(
-            parse()["environments"],
+            parse().config.environments,
             {
                 "green": Environment.fromURL("green", GREEN_URL),
                 "blue": Environment.fromURL("blue", BLUE_URL),
@@ -682,26 +503,26 @@ class OptionTests(SynchronousTestCase):
         """
         A bare port number listens on every interface over TCP.
         """
-        self.assertEqual(parse("--port", "3090")["endpoint"], "tcp:3090")
+        self.assertEqual(parse("--port", "3090").config.endpoint, "tcp:3090")
 
     def test_barePortSpaces(self) -> None:
         """
         Spaces around a bare port number are ignored.
         """
-        self.assertEqual(parse("--port", " 8080 ")["endpoint"], "tcp:8080")
+        self.assertEqual(parse("--port", " 8080 ").config.endpoint, "tcp:8080")
 
     def test_shortPort(self) -> None:
         """
         C{-p} is short for C{--port}.
         """
-        self.assertEqual(parse("-p", "65535")["endpoint"], "tcp:65535")
+        self.assertEqual(parse("-p", "65535").config.endpoint, "tcp:65535")
 
     def test_tcpEndpoint(self) -> None:
         """
         A TCP endpoint string is used as it is.
         """
         self.assertEqual(
-            parse("--port", "tcp:3090:interface=127.0.0.1")["endpoint"],
+            parse("--port", "tcp:3090:interface=127.0.0.1").config.endpoint,
             "tcp:3090:interface=127.0.0.1",
         )
 
@@ -710,7 +531,7 @@ class OptionTests(SynchronousTestCase):
         An IPv6 TCP endpoint string is used as it is.
         """
         self.assertEqual(
-            parse("--port", r"tcp6:3090:interface=\:\:1")["endpoint"],
+            parse("--port", r"tcp6:3090:interface=\:\:1").config.endpoint,
             r"tcp6:3090:interface=\:\:1",
         )
 
@@ -718,14 +539,14 @@ class OptionTests(SynchronousTestCase):
         """
         A C{tcp:0} endpoint (any free port) is allowed, as in Twisted.
         """
-        self.assertEqual(parse("--port", "tcp:0")["endpoint"], "tcp:0")
+        self.assertEqual(parse("--port", "tcp:0").config.endpoint, "tcp:0")
 
     def test_unixEndpoint(self) -> None:
         """
         A UNIX socket endpoint string is used as it is.
         """
         self.assertEqual(
-            parse("--port", "unix:/run/bluegreen.sock")["endpoint"],
+            parse("--port", "unix:/run/bluegreen.sock").config.endpoint,
             "unix:/run/bluegreen.sock",
         )
 
@@ -751,10 +572,10 @@ class OptionTests(SynchronousTestCase):
             (
                 options["active"],
                 options["upstream-host-header"],
-                options["connectTimeout"],
-                options["responseTimeout"],
-                options["idleTimeout"],
-                options["maxConnections"],
+                options.config.connectTimeout,
+                options.config.responseTimeout,
+                options.config.idleTimeout,
+                options.config.maxConnections,
             ),
             ("blue", "target", 1.5, 30.0, 0.25, 7),
         )
@@ -767,7 +588,7 @@ class OptionTests(SynchronousTestCase):
         path = os.path.abspath(self.mktemp())
         with open(path, "wb") as f:
             f.write(makeCertificate("bluegreen test CA"))
-        trustRoot = parse("--upstream-ca", path)["trustRoot"]
+        trustRoot = parse("--upstream-ca", path).config.trustRoot
         self.assertIsNotNone(trustRoot)
         optionsForClientTLS("example.com", trustRoot=trustRoot)
 
@@ -826,7 +647,7 @@ class AdminOptionTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(["--green", GREEN_URL, "--blue", BLUE_URL])
         self.assertEqual(
-            (options["adminEndpoint"], options["adminToken"]),
+            (options.config.adminEndpoint, options.config.adminToken),
             ("tcp:3091:interface=127.0.0.1", None),
         )
 
@@ -834,7 +655,7 @@ class AdminOptionTests(SynchronousTestCase):
         """
         C{--admin none} turns the admin API off.
         """
-        self.assertIsNone(parse("--admin", "none")["adminEndpoint"])
+        self.assertIsNone(parse("--admin", "none").config.adminEndpoint)
 
     def test_loopback(self) -> None:
         """
@@ -850,7 +671,7 @@ class AdminOptionTests(SynchronousTestCase):
             "tcp:0:interface=127.0.0.1",
             "unix:/run/bluegreen-admin.sock",
         ]:
-            self.assertEqual(parse("--admin", value)["adminEndpoint"], value)
+            self.assertEqual(parse("--admin", value).config.adminEndpoint, value)
 
     def test_allInterfacesNeedsToken(self) -> None:
         """
@@ -905,7 +726,8 @@ class AdminOptionTests(SynchronousTestCase):
         path = self.tokenFile(b"s3cret\n")
         options = parse("--admin", "tcp:3091", "--admin-token-file", path)
         self.assertEqual(
-            (options["adminEndpoint"], options["adminToken"]), ("tcp:3091", b"s3cret")
+            (options.config.adminEndpoint, options.config.adminToken),
+            ("tcp:3091", b"s3cret"),
         )
 
     def test_tokenWithoutAdmin(self) -> None:
@@ -913,7 +735,7 @@ class AdminOptionTests(SynchronousTestCase):
         A token file is still read (and checked) with C{--admin none}.
         """
         options = parse("--admin-token-file", self.tokenFile(b"  tok  \r\n"))
-        self.assertEqual(options["adminToken"], b"tok")
+        self.assertEqual(options.config.adminToken, b"tok")
 
     def test_tokenFileMissing(self) -> None:
         """
@@ -1024,7 +846,7 @@ class AdminOptionTests(SynchronousTestCase):
             "--admin",
             "tcp:0:interface=127.0.0.1",
         )
-        self.assertEqual(options["adminEndpoint"], "tcp:0:interface=127.0.0.1")
+        self.assertEqual(options.config.adminEndpoint, "tcp:0:interface=127.0.0.1")
 
 
 class MakeServiceTests(SynchronousTestCase):
@@ -1040,7 +862,7 @@ class MakeServiceTests(SynchronousTestCase):
         @return: The service and its reactor.
         """
         memory = MemoryReactorClock()
-        service = makeService(parse(*args), memory)
+        service = makeService(parse(*args), cast(ServiceReactor, memory))
         assert isinstance(service, ProxyService)
         return service, memory
 
@@ -1182,11 +1004,10 @@ class MakeServiceTests(SynchronousTestCase):
         away since the options were checked), L{makeService} raises a
         L{StartupError} naming the option and the file.
         """
-        options = parse()
         path = os.path.join(os.path.abspath(self.mktemp()), "access.log")
-        options["access-log"] = path
+        config = evolve(parse().config, accessLog=path)
         error = self.assertRaises(
-            StartupError, makeService, options, MemoryReactorClock()
+            StartupError, makeService, config, MemoryReactorClock()
         )
         self.assertEqual(
             error.code,
@@ -1230,7 +1051,7 @@ class AdminServiceTests(SynchronousTestCase):
         Build the service for C{args} on a memory reactor.
         """
         memory = MemoryReactorClock()
-        service = makeService(parse(*args), memory)
+        service = makeService(parse(*args), cast(ServiceReactor, memory))
         assert isinstance(service, ProxyService)
         return service, memory
 
@@ -1661,7 +1482,7 @@ class TwistdTests(ProcessTestMixin):
         self.assertEqual(code, 1, output)
         self.assertIn(
             ": --green is required: the URL of the GREEN environment, "
-            "e.g. --green http://127.0.0.1:5002\n",
+            "e.g. --green http://127.0.0.1:5002; see --help\n",
             output,
         )
         self.assertNotIn("Traceback", output)
@@ -1760,7 +1581,7 @@ class AdminTwistdTests(ProcessTestMixin):
         self.assertIn(
             "--admin: 'tcp:0' listens on all interfaces, so other machines could "
             "switch traffic: give --admin-token-file FILE, or listen on loopback "
-            "only (e.g. --admin tcp:3091:interface=127.0.0.1)\n",
+            "only (e.g. --admin tcp:3091:interface=127.0.0.1); see --help\n",
             output,
         )
         self.assertNotIn("Traceback", output)
@@ -1901,8 +1722,8 @@ class ManholeOptionTests(SynchronousTestCase):
         Without C{--manhole} or C{--manhole-ssh} there is no manhole, and
         the other manhole options are not looked at.
         """
-        self.assertIsNone(parse()["manholeSettings"])
-        self.assertIsNone(parse("--manhole-passwd", "/nonexistent")["manholeSettings"])
+        self.assertIsNone(parse().config.manhole)
+        self.assertIsNone(parse("--manhole-passwd", "/nonexistent").config.manhole)
 
     def test_telnet(self) -> None:
         """
@@ -1922,7 +1743,8 @@ class ManholeOptionTests(SynchronousTestCase):
                 self.passwd,
                 "--manhole-keys",
                 self.keys,
-            )["manholeSettings"]
+            ).config.manhole
+            assert settings is not None
             self.assertEqual(
                 (settings.telnet, settings.ssh, settings.passwd, settings.keys),
                 (value, None, self.passwd, None),
@@ -2016,7 +1838,8 @@ class ManholeOptionTests(SynchronousTestCase):
             ["--manhole-passwd", self.passwd],
             ["--manhole-keys", self.keys, "--manhole-passwd", self.passwd],
         ]:
-            settings = parse("--manhole-ssh", "6022", *logins)["manholeSettings"]
+            settings = parse("--manhole-ssh", "6022", *logins).config.manhole
+            assert settings is not None
             self.assertEqual(
                 (settings.telnet, settings.ssh, settings.hostKey),
                 (None, "tcp:6022", defaultHostKeyPath()),
@@ -2028,7 +1851,8 @@ class ManholeOptionTests(SynchronousTestCase):
             self.keys,
             "--manhole-host-key",
             self.hostKey,
-        )["manholeSettings"]
+        ).config.manhole
+        assert settings is not None
         self.assertEqual((settings.keys, settings.hostKey), (self.keys, self.hostKey))
         # Parsing the options creates no key.
         self.assertFalse(os.path.exists(self.hostKey))
