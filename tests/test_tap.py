@@ -30,8 +30,8 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -48,7 +48,7 @@ from bluegreen.service.tap import (
     StartupError,
     makeService,
 )
-from tests._util import freePort
+from tests._util import PATIENCE, freePort, waitFor
 
 GREEN_URL = "http://127.0.0.1:5002"
 BLUE_URL = "http://127.0.0.1:5001"
@@ -99,6 +99,20 @@ def accepts(port: int) -> bool:
     except ConnectionRefusedError:
         return False
     return True
+
+
+def answers(port: int) -> bool:
+    """
+    @param port: A TCP port on 127.0.0.1 where an HTTP server may listen.
+    @return: Whether it answers a malformed request (with C{400}), which
+        the proxy does itself once its reactor runs.
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as s:
+            s.sendall(b"NOT HTTP\r\n\r\n")
+            return s.recv(12).startswith(b"HTTP/1.1 ")
+    except OSError:
+        return False
 
 
 def makeCertificate(commonName: str) -> bytes:
@@ -1210,10 +1224,7 @@ class AdminListenTests(TestCase):
             f"[Errno {errno.EADDRINUSE}] {os.strerror(errno.EADDRINUSE)}",
         )
         # The proxy's port closes on the next turns of the reactor.
-        for _ in range(100):
-            if not accepts(proxyPort):
-                break
-            await deferLater(globalReactor(), 0.01, lambda: None)
+        await waitFor(lambda: not accepts(proxyPort), "the proxy's port closed")
         self.assertFalse(accepts(proxyPort))
         self.assertFalse(accepts(port))
 
@@ -1335,20 +1346,19 @@ class ProcessTestMixin(TestCase):
         self.addCleanup(kill)
         return child
 
-    async def ended(self, child: Child, timeout: float = 30.0) -> Failure:
+    async def ended(self, child: Child) -> Failure:
         """
-        Wait for C{child} to end, failing the test if it takes too long.
+        Wait for C{child} to end, failing the test if it takes longer than
+        L{PATIENCE}.
 
         @param child: A spawned child.
-        @param timeout: Seconds to wait.
         @return: Why it ended.
         """
-        delay = 0.0
-        while child.reason is None:
-            if delay >= timeout:
-                self.fail(f"still running after {timeout}s:\n{child.text()}")
-            await deferLater(globalReactor(), 0.05, lambda: None)
-            delay += 0.05
+        try:
+            await waitFor(lambda: child.reason is not None, "the process ending")
+        except AssertionError as e:
+            self.fail(f"{e}:\n{child.text()}")
+        assert child.reason is not None
         return child.reason
 
     async def runToEnd(self, args: list[str]) -> tuple[int | None, str]:
@@ -1461,13 +1471,14 @@ class TwistdTests(ProcessTestMixin):
                 f"bluegreen: cannot listen on --port {value}: "
                 f"[Errno {errno.EADDRINUSE}] Address already in use\n"
             )
-            log = ""
-            for _ in range(200):
+
+            def logged() -> bool:
                 with open(logfile) as f:
-                    log = f.read()
-                if line in log and not os.path.exists(pidfile):
-                    break
-                await deferLater(globalReactor(), 0.05, lambda: None)
+                    return line in f.read() and not os.path.exists(pidfile)
+
+            await waitFor(logged, "the daemon's log line and its pidfile gone")
+        with open(logfile) as f:
+            log = f.read()
         self.assertIn(line, log)
         self.assertNotIn("Traceback", log)
         self.assertFalse(os.path.exists(pidfile))
@@ -1486,6 +1497,28 @@ class TwistdTests(ProcessTestMixin):
             output,
         )
         self.assertNotIn("Traceback", output)
+
+    async def test_wrongOptionOneLine(self) -> None:
+        """
+        A wrong option (a bad value, or an option that does not exist) makes
+        twistd exit with status 1 after one line on standard error naming
+        the option and pointing to C{--help}; nothing on standard output
+        (twistd alone would print its whole usage there first).
+        """
+        for args, line in (
+            (["--fall", "x"], "bluegreen: --fall: 'x' is not a whole number >= 1"),
+            (["--nope"], "bluegreen: option --nope not recognized"),
+        ):
+            command = [*twistd(), "-n", "--pidfile=", "bluegreen", *REQUIRED, *args]
+            d: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
+                command[0], command[1:], env=childEnvironment()
+            )
+            out, err, code = await d
+            self.assertEqual(
+                (out.decode(), err.decode(), code),
+                ("", f"{line}; see --help\n", 1),
+                f"twistd bluegreen {' '.join(args)}",
+            )
 
     async def test_badPort(self) -> None:
         """
@@ -1524,14 +1557,15 @@ class TwistdTests(ProcessTestMixin):
                 *REQUIRED,
             ]
         )
-        waited = 0.0
-        while not accepts(port):
+
+        def listening() -> bool:
             if child.reason is not None:
                 self.fail(f"twistd ended before listening:\n{child.text()}")
-            if waited > 30:
-                self.fail(f"twistd not listening after 30s:\n{child.text()}")
-            await deferLater(globalReactor(), 0.05, lambda: None)
-            waited += 0.05
+            # An answer means the reactor runs, so its SIGTERM handler is in
+            # place (a port merely accepting is listened on before that).
+            return answers(port)
+
+        await waitFor(listening, f"twistd listening on {port}:\n{child.text()}")
         cast(Any, child.transport).signalProcess("TERM")
         reason = await self.ended(child)
         output = child.text()
