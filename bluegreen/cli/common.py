@@ -48,7 +48,8 @@ RED = "1;31"
 
 
 SYNOPSIS = (
-    "bluegreen [--admin URL] [--token-file FILE] [--json] status|switch|check|flag"
+    "bluegreen [--admin URL] [--token-file FILE] [--json] "
+    "status|switch|check|flag|sync|demo"
 )
 
 

@@ -35,7 +35,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.python import usage
@@ -130,14 +130,24 @@ class Options(CommonOptions):
     """
 
     synopsis = SYNOPSIS
-    subCommands = [
-        ["status", None, StatusOptions, "Show what is live and the health."],
-        ["switch", None, SwitchOptions, "Make green or blue live."],
-        ["check", None, CheckOptions, "Run the health checks now."],
-        ["flag", None, lambda: _flagOptions(), "See and change the feature flags."],
-        ["sync", None, lambda: _syncOptions(), "Sync one database from another."],
-        ["demo", None, lambda: _demoOptions(), "Run the workshop on this machine."],
+    longdesc = (
+        "See and switch a running bluegreen service through its admin API, "
+        "sync databases, or run the workshop on this machine.  "
+        "'bluegreen COMMAND --help' says more about each command.  Exit "
+        "status: 0 done, 1 refused or failed, 2 usage error."
+    )
+    subCommands: list[tuple[str, None, Callable[[], usage.Options], str]] = [
+        ("status", None, StatusOptions, "Show what is live and the health."),
+        ("switch", None, SwitchOptions, "Make green or blue live."),
+        ("check", None, CheckOptions, "Run the health checks now."),
+        ("flag", None, lambda: _flagOptions(), "See and change the feature flags."),
+        ("sync", None, lambda: _syncOptions(), "Sync one database from another."),
+        ("demo", None, lambda: _demoOptions(), "Run the workshop on this machine."),
     ]
+
+
+#: The commands, in the order of the usage.
+COMMANDS = tuple(name for name, *_ in Options.subCommands)
 
 
 def _flagOptions() -> usage.Options:
@@ -380,18 +390,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options.parseOptions(sys.argv[1:] if argv is None else argv)
         if options.subCommand is None:
-            print(str(options), end="")
-            return 0
+            # A command is needed: say which there are.
+            print(str(options), end="", file=sys.stderr)
+            return 2
         settings = settingsFrom(options, os.environ)
     except usage.UsageError as e:
+        message = str(e)
+        if message.startswith("option "):
+            # An option that does not exist or lacks its value: the line
+            # says which, and --help says what there is.
+            print(f"bluegreen: {message}; see --help", file=sys.stderr)
+            return 2
         sub = getattr(options, "subOptions", None)
         leaf = getattr(sub, "subOptions", None) or sub
         synopsis = (leaf or options).synopsis
-        message = str(e)
         if message.startswith("Unknown command: "):
             message = (
-                f"unknown command {message.split(': ', 1)[1]!r}; "
-                "expected status, switch, check or flag"
+                f"unknown command {message.split(': ', 1)[1]!r}; expected "
+                f"{', '.join(COMMANDS[:-1])} or {COMMANDS[-1]}"
             )
         print(f"bluegreen: {message}", file=sys.stderr)
         print(f"usage: {synopsis}", file=sys.stderr)
