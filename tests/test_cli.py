@@ -248,3 +248,67 @@ class StatusSectionsTests(SynchronousTestCase):
             text,
         )
         self.assertIn("now: bringing blue's database up to date from green", text)
+
+
+class SwitchOutputTests(SynchronousTestCase):
+    """
+    What C{bluegreen switch} prints.
+    """
+
+    switched = {"from": "blue", "to": "green", "reason": "manual switch"}
+
+    def test_withoutSync(self) -> None:
+        """
+        Without database sync, one line says what was switched.
+        """
+        from bluegreen.cli.main import formatSwitch
+
+        self.assertEqual(
+            formatSwitch({"switched": self.switched}),
+            "switched to GREEN (was blue): manual switch\n",
+        )
+
+    def test_sync(self) -> None:
+        """
+        With database sync, a line first says what the sync before the
+        switch copied, table by table, and its conflicts.
+        """
+        from bluegreen.cli.main import formatSwitch
+
+        answer = {
+            "switched": self.switched,
+            "sync": {
+                "strategy": "migrate",
+                "copied": {"votes": 1, "cats": 2},
+                "rows_copied": 3,
+                "conflicts": [],
+                "error": None,
+            },
+        }
+        self.assertEqual(
+            formatSwitch(answer),
+            "synced blue -> green first: 3 rows copied (cats 2, votes 1), "
+            "0 conflicts\n"
+            "switched to GREEN (was blue): manual switch\n",
+        )
+
+    def test_syncForced(self) -> None:
+        """
+        A forced switch after an incomplete sync says what went wrong.
+        """
+        from bluegreen.cli.main import formatSwitch
+
+        answer = {
+            "switched": self.switched,
+            "sync": {
+                "copied": {},
+                "rows_copied": 1,
+                "conflicts": [{"kind": "key_conflict"}],
+                "error": "database is locked",
+            },
+        }
+        self.assertEqual(
+            formatSwitch(answer).splitlines()[0],
+            "synced blue -> green first: 1 row copied, 1 conflict; FAILED: "
+            "database is locked",
+        )

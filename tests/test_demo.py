@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_demo -*-
 """
-Tests for C{bluegreen demo} (L{bluegreen.demo._run}), with real processes:
+Tests for C{bluegreen demo} (L{bluegreen.demo.workshop}), with real processes:
 the command runs as a child on free ports in a temporary directory, and
 is stopped with C{SIGTERM}.
 """
@@ -24,11 +24,12 @@ from typing import IO, Any
 from twisted.python import usage
 from twisted.trial.unittest import SkipTest, TestCase
 
-from bluegreen.demo._run import DemoOptions, runDemo
-from tests._util import freePort
+from bluegreen.demo.workshop import DemoOptions, runDemo
+from tests._util import PATIENCE, freePort
 
-#: Seconds allowed for the demo to come up (first run: git, two apps).
-STARTUP = 60.0
+#: Seconds allowed for the demo to come up (first run: git, two apps, two
+#: Redis servers: twice the patience for one thing).
+STARTUP = 2 * PATIENCE
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -170,6 +171,7 @@ class DemoTests(TestCase):
         self.port = freePort()
         self.admin = freePort()
         self.process: subprocess.Popen[bytes] | None = None
+        self.output = self.root.parent / f"{self.root.name}.out"
         self.addCleanup(self._kill)
 
     def _kill(self) -> None:
@@ -179,7 +181,7 @@ class DemoTests(TestCase):
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(30)
+                self.process.wait(PATIENCE)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -188,7 +190,7 @@ class DemoTests(TestCase):
         """
         Start the demo and wait until GREEN answers C{/} through the proxy.
         """
-        log = (self.root.parent / f"{self.root.name}.out").open("ab")
+        log = self.output.open("ab")
         self.addCleanup(log.close)
         self.process = spawnDemo(self.root, self.port, self.admin, log)
         _until(
@@ -224,11 +226,11 @@ class DemoTests(TestCase):
         C{SIGTERM} the demo; check it exits and leaves nothing running.
         """
         assert self.process is not None
-        _until("the pid files", lambda: len(self.pids()) == 4, 10)
+        _until("the pid files", lambda: len(self.pids()) == 4, PATIENCE)
         pids = self.pids()
         ports = json.loads((self.root / "ports.json").read_text())
         self.process.send_signal(signal.SIGTERM)
-        self.assertEqual(self.process.wait(30), 0)
+        self.assertEqual(self.process.wait(PATIENCE), 0)
         for name, pid in pids.items():
             self.assertFalse(_alive(pid), f"{name} (pid {pid}) still runs")
         for name, port in ports.items():
@@ -296,6 +298,43 @@ class DemoTests(TestCase):
         source.write_text(source.read_text().replace("STATUS = 200", "STATUS = 500"))
         self.git("commit", "-qam", "bad commit")
         self.git("push", "-q", "green", "HEAD:master")
-        _until("traffic on BLUE", lambda: self.live() == "blue", 30)
+        _until("traffic on BLUE", lambda: self.live() == "blue", PATIENCE)
         self.assertEqual(_get(f"http://127.0.0.1:{self.port}/")[0], 200)
         self.stop()
+
+    def test_quietStartAndSteps(self) -> None:
+        """
+        The demo's log shows no outage while its apps start (bluegreen
+        starts checking once both answer), and once both are up it prints
+        README's four steps, the C{bluegreen} command as an absolute path a
+        new shell can run.
+        """
+        self.start()
+        _until(
+            "the steps printed",
+            lambda: "4. Fix and switch back." in self.output.read_text(),
+            PATIENCE,
+        )
+        self.stop()
+        log = (self.root / "demo.log").read_text()
+        self.assertIn("both apps answer: starting bluegreen", log)
+        self.assertNotIn("both environments are down", log)
+        printed = self.output.read_text()
+        steps = [
+            line.strip()
+            for line in printed.splitlines()
+            if line[:5].strip()[:1].isdigit()
+        ]
+        self.assertEqual(
+            steps,
+            [
+                "1. GREEN is live.",
+                "2. A bad commit.",
+                "3. A feature flag.",
+                "4. Fix and switch back.",
+            ],
+        )
+        script = os.path.join(os.path.dirname(sys.executable), "bluegreen")
+        command = f"BLUEGREEN_ADMIN=http://127.0.0.1:{self.admin} {script}"
+        for step in ("status", "flag set RECENT on --env blue", "switch green"):
+            self.assertIn(f"\n       {command} {step}\n", printed)

@@ -31,7 +31,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 
-from bluegreen.demo._run import POLL
+from bluegreen.demo.workshop import POLL
 from tests._util import freePort
 
 from .test_demo import STARTUP, _alive, _listening, spawnDemo
@@ -224,7 +224,7 @@ class WorkshopTests(TestCase):
 
     def db(self, colour: str) -> Path:
         """
-        @return: The environment's database (see L{bluegreen.demo._run}).
+        @return: The environment's database (see L{bluegreen.demo.workshop}).
         """
         return self.root / colour / "meow.db"
 

@@ -17,7 +17,7 @@ The C{bluegreen} console command: talks to a running service's admin API.
                                      sync through the running service
     bluegreen demo [--dir DIR] [--port 3090]
                                      run the workshop on this machine
-                                     (see L{bluegreen.demo._run})
+                                     (see L{bluegreen.demo.workshop})
 
 Common options (before or after the command): C{--admin URL} (default
 C{$BLUEGREEN_ADMIN}, else C{http://127.0.0.1:3091}; C{unix:/path} for a
@@ -163,7 +163,7 @@ def _demoOptions() -> usage.Options:
     """
     @return: The options of C{bluegreen demo} (imported only when used).
     """
-    from bluegreen.demo._run import DemoOptions
+    from bluegreen.demo.workshop import DemoOptions
 
     return DemoOptions()
 
@@ -327,9 +327,42 @@ def formatSwitch(answer: Mapping[str, Any], colour: bool = False) -> str:
     switched: Mapping[str, Any] = answer.get("switched", {})
     to = str(switched.get("to", "?"))
     name = paint(to.upper(), COLOUR_CODES.get(to, ""), colour)
+    synced = _switchSyncLine(answer.get("sync"), str(switched.get("from")), to)
     return (
-        f"switched to {name} (was {switched.get('from')}): {switched.get('reason')}\n"
+        synced
+        + f"switched to {name} (was {switched.get('from')}): {switched.get('reason')}\n"
     )
+
+
+def _switchSyncLine(sync: Any, source: str, to: str) -> str:
+    """
+    Say what the sync before a switch copied.
+
+    @param sync: The sync report of the switch's answer (C{"sync"}), if any.
+    @param source: The environment that was live (the sync's source).
+    @param to: The environment switched to (the sync's target).
+    @return: E.g. C{"synced blue -> green first: 3 rows copied (cats 2,
+        votes 1), 0 conflicts\n"}, or C{""} without a sync.
+    """
+    if not isinstance(sync, Mapping):
+        return ""
+    copied = {str(k): v for k, v in dict(sync.get("copied") or {}).items()}
+    rows = sync.get("rows_copied", sum(copied.values()))
+    line = f"synced {source} -> {to} first: {rows} row{_s(rows)} copied"
+    if copied:
+        line += " (" + ", ".join(f"{t} {n}" for t, n in sorted(copied.items())) + ")"
+    conflicts = len(sync.get("conflicts") or ())
+    line += f", {conflicts} conflict{_s(conflicts)}"
+    if sync.get("error"):
+        line += f"; FAILED: {sync['error']}"
+    return line + "\n"
+
+
+def _s(count: object) -> str:
+    """
+    @return: C{"s"} unless C{count} is 1.
+    """
+    return "" if count == 1 else "s"
 
 
 def formatCheck(status: Mapping[str, Any], colour: bool = False) -> str:
@@ -423,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return runSync(sub, settings)
     if command == "demo":
-        from bluegreen.demo._run import runDemo
+        from bluegreen.demo.workshop import runDemo
 
         return runDemo(sub)
     to = sub.get("to")
