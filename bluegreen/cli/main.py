@@ -44,6 +44,7 @@ from bluegreen.cli.common import (
     COLOUR_CODES,
     RED,
     SYNOPSIS,
+    ClientReactor,
     CommandOptions,
     CommonOptions,
     Failed,
@@ -382,7 +383,7 @@ def formatCheck(status: Mapping[str, Any], colour: bool = False) -> str:
 
 
 async def run(
-    reactor: Any,
+    reactor: ClientReactor,
     command: str,
     to: str | None,
     force: bool,
@@ -475,7 +476,7 @@ def _react(
     """
     from twisted.internet.task import react
 
-    async def go(reactor: Any) -> None:
+    async def go(reactor: ClientReactor) -> None:
         try:
             text = await run(reactor, command, to, force, settings, colour)
         except Failed as e:
