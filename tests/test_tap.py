@@ -25,10 +25,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.application.service import IService
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.error import CannotListenError, ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorProcess,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import ProcessProtocol, ServerFactory
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.utils import getProcessOutputAndValue
@@ -36,11 +43,13 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from bluegreen import __version__
 from bluegreen.admin.api import AdminSite
 from bluegreen.environment import Environment
 from bluegreen.proxy.resource import ProxyResource, ProxySite
+from bluegreen.service.listener import Listener
 from bluegreen.service.tap import (
     Options,
     ProxyService,
@@ -1188,6 +1197,94 @@ class ListenTests(TestCase):
         finally:
             await service.stopService()
         self.assertFalse(accepts(port))
+
+
+@implementer(IStreamServerEndpoint)
+class SlowEndpoint:
+    """
+    An endpoint that listens when told to: L{listen} answers a L{Deferred}
+    fired later by the test.
+
+    @ivar listening: The L{Deferred}s L{listen} answered, in order.
+    """
+
+    def __init__(self) -> None:
+        self.listening: list[Deferred[IListeningPort]] = []
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        """
+        @return: A L{Deferred} the test fires.
+        """
+        d: Deferred[IListeningPort] = Deferred()
+        self.listening.append(d)
+        return d
+
+
+class ListenerTests(SynchronousTestCase):
+    """
+    L{Listener}: listening through the endpoint's public C{listen}, with
+    the port published as C{port} and by L{Listener.whenListening}.
+    """
+
+    def test_synchronous(self) -> None:
+        """
+        An endpoint that listens at once (TCP) gives the port as soon as
+        the service starts; stopping closes it.
+        """
+        memory = MemoryReactorClock()
+        listener = Listener(
+            TCP4ServerEndpoint(memory, 0), ServerFactory(), "tcp:0", "admin"
+        )
+        waiting = listener.whenListening()
+        self.assertNoResult(waiting)
+        listener.privilegedStartService()
+        listener.startService()
+        port = self.successResultOf(waiting)
+        self.assertIs(listener.port, port)
+        self.assertIs(self.successResultOf(listener.whenListening()), port)
+        self.assertEqual(len(memory.tcpServers), 1)
+        self.successResultOf(listener.stopService())
+        self.assertIsNone(listener.port)
+
+    def test_later(self) -> None:
+        """
+        An endpoint that listens later gives the port when it does.
+        """
+        endpoint = SlowEndpoint()
+        listener = Listener(endpoint, ServerFactory(), "slow:1")
+        listener.startService()
+        waiting = listener.whenListening()
+        self.assertNoResult(waiting)
+        port = MemoryReactorClock().listenTCP(0, ServerFactory())
+        endpoint.listening[0].callback(port)
+        self.assertIs(self.successResultOf(waiting), port)
+        self.assertIs(listener.port, port)
+
+    def test_failsLater(self) -> None:
+        """
+        An endpoint that fails to listen later fails those waiting for the
+        port.
+        """
+        endpoint = SlowEndpoint()
+        listener = Listener(endpoint, ServerFactory(), "slow:1")
+        listener.startService()
+        waiting = listener.whenListening()
+        endpoint.listening[0].errback(CannotListenError("", 1, OSError("no")))
+        self.failureResultOf(waiting, CannotListenError)
+        self.assertIsNone(listener.port)
+
+    def test_stoppedBeforeListening(self) -> None:
+        """
+        Stopped before its endpoint listens, the listener cancels the
+        listening.
+        """
+        endpoint = SlowEndpoint()
+        listener = Listener(endpoint, ServerFactory(), "slow:1")
+        listener.startService()
+        waiting = listener.whenListening()
+        self.successResultOf(listener.stopService())
+        self.assertTrue(endpoint.listening[0].called)
+        self.failureResultOf(waiting, CancelledError)
 
 
 class AdminListenTests(TestCase):

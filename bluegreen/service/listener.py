@@ -125,6 +125,8 @@ class Listener(Service):
             self._listened(result)
             return
         self._listening = None
+        if self._waiters:
+            self._fail(result)
         error = result.value
         if isinstance(error, CannotListenError):
             raise StartupError(
