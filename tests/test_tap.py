@@ -14,8 +14,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
-from contextlib import redirect_stdout
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from typing import Any, cast
 
 from attrs import evolve
@@ -108,6 +108,21 @@ def accepts(port: int) -> bool:
     except ConnectionRefusedError:
         return False
     return True
+
+
+@contextmanager
+def takenPort() -> Iterator[tuple[int, str]]:
+    """
+    A port of 127.0.0.1 that something else listens on, for the duration.
+
+    @return: A context manager giving the port and its endpoint
+        description, C{tcp:PORT:interface=127.0.0.1}.
+    """
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port: int = taken.getsockname()[1]
+        yield port, f"tcp:{port}:interface=127.0.0.1"
 
 
 def answers(port: int) -> bool:
@@ -1168,11 +1183,7 @@ class ListenTests(TestCase):
         naming the option, its value and the socket error, and listens on
         nothing.
         """
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            value = f"tcp:{port}:interface=127.0.0.1"
+        with takenPort() as (port, value):
             service = makeService(parse("--port", value, "--access-log", "none"))
             error = self.assertRaises(StartupError, service.privilegedStartService)
         self.assertEqual(
@@ -1299,11 +1310,7 @@ class AdminListenTests(TestCase):
         bound is closed again.
         """
         proxyPort = freePort()
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            value = f"tcp:{port}:interface=127.0.0.1"
+        with takenPort() as (port, value):
             service = makeService(
                 parse(
                     "--port",
@@ -1484,11 +1491,7 @@ class TwistdTests(ProcessTestMixin):
         line naming the option and the error (no traceback), and leaves
         nothing listening.
         """
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            value = f"tcp:{port}:interface=127.0.0.1"
+        with takenPort() as (port, value):
             code, output = await self.runToEnd(
                 [*twistd(), "-n", "--pidfile=", "bluegreen", "--port", value, *REQUIRED]
             )
@@ -1506,10 +1509,7 @@ class TwistdTests(ProcessTestMixin):
         If C{--port} is in use, twistd still removes its pidfile.
         """
         pidfile = os.path.abspath(self.mktemp())
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
+        with takenPort() as (port, _):
             code, output = await self.runToEnd(
                 [
                     *twistd(),
@@ -1545,11 +1545,7 @@ class TwistdTests(ProcessTestMixin):
                 pass
 
         self.addCleanup(killDaemon)
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            value = f"tcp:{port}:interface=127.0.0.1"
+        with takenPort() as (_port, value):
             code, output = await self.runToEnd(
                 [
                     *twistd(),
@@ -1724,11 +1720,7 @@ class AdminTwistdTests(ProcessTestMixin):
         naming C{--admin}, and leaves the proxy port closed.
         """
         proxyPort = freePort()
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            value = f"tcp:{port}:interface=127.0.0.1"
+        with takenPort() as (_port, value):
             code, output = await self.runToEnd(
                 [
                     *twistd(),
