@@ -377,6 +377,9 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
+        """
+        Start with no repeatable option given (C{--ssh-option}, C{--flag}).
+        """
         super().__init__()
         self["sshOptions"] = []
         self["flagNames"] = []
