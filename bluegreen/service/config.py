@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_options -*-
 """
 L{Config}: what the options of C{twistd bluegreen} mean, checked and
 converted once by L{bluegreen.service.options.Options}.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_options -*-
 """
 The C{twistd bluegreen} command line: L{Options} checks every option and
 ends in a L{Config}, the typed settings L{bluegreen.service.tap.makeService}
