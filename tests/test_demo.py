@@ -15,17 +15,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from twisted.python import usage
 from twisted.trial.unittest import SkipTest, TestCase
 
 from bluegreen.demo.workshop import DemoOptions, runDemo
-from tests._util import PATIENCE, freePort
+from tests._util import PATIENCE, freePort, waitFor
 
 #: Seconds allowed for the demo to come up (first run: git, two apps, two
 #: Redis servers: twice the patience for one thing).
@@ -69,19 +68,6 @@ def _alive(pid: int) -> bool:
             return True
         return True
     return "\nState:\tZ" not in status
-
-
-def _until(what: str, predicate: Any, timeout: float) -> None:
-    """
-    Wait until C{predicate()} is true.
-
-    @raise AssertionError: After C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
 
 
 def spawnDemo(
@@ -186,20 +172,21 @@ class DemoTests(TestCase):
                 self.process.kill()
                 self.process.wait()
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """
         Start the demo and wait until GREEN answers C{/} through the proxy.
         """
         log = self.output.open("ab")
         self.addCleanup(log.close)
         self.process = spawnDemo(self.root, self.port, self.admin, log)
-        _until(
-            "GREEN to answer / through the proxy",
+        await waitFor(
             lambda: (
                 self.live() == "green"
                 and _get(f"http://127.0.0.1:{self.port}/")[0] == 200
             ),
+            "GREEN to answer / through the proxy",
             STARTUP,
+            step=0.25,
         )
 
     def live(self) -> str | None:
@@ -221,12 +208,12 @@ class DemoTests(TestCase):
             for path in (self.root / "run").glob("*-*.pid")
         }
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """
         C{SIGTERM} the demo; check it exits and leaves nothing running.
         """
         assert self.process is not None
-        _until("the pid files", lambda: len(self.pids()) == 4, PATIENCE)
+        await waitFor(lambda: len(self.pids()) == 4, "the pid files")
         pids = self.pids()
         ports = json.loads((self.root / "ports.json").read_text())
         self.process.send_signal(signal.SIGTERM)
@@ -249,13 +236,13 @@ class DemoTests(TestCase):
             text=True,
         ).stdout
 
-    def test_runStopRerun(self) -> None:
+    async def test_runStopRerun(self) -> None:
         """
         The demo serves GREEN through the proxy; C{SIGTERM} stops every
         child; a second run reuses the repositories, the databases and the
         Redis data.
         """
-        self.start()
+        await self.start()
         for colour in ("green", "blue"):
             self.assertTrue((self.root / f"{colour}.git" / "HEAD").exists())
             self.assertTrue((self.root / colour / "www" / "meow").is_dir())
@@ -268,9 +255,9 @@ class DemoTests(TestCase):
             capture_output=True,
         )
         head = self.git("rev-parse", "HEAD")
-        self.stop()
+        await self.stop()
 
-        self.start()
+        await self.start()
         self.assertEqual(self.git("rev-parse", "HEAD"), head)
         self.assertEqual(self.git("rev-list", "--count", "HEAD").strip(), "1")
         ports = json.loads((self.root / "ports.json").read_text())
@@ -281,14 +268,14 @@ class DemoTests(TestCase):
             text=True,
         ).stdout.strip()
         self.assertEqual(marker, "kept")
-        self.stop()
+        await self.stop()
 
-    def test_badCommitFailsOver(self) -> None:
+    async def test_badCommitFailsOver(self) -> None:
         """
         A bad commit pushed to GREEN (the index route answers 500) moves the
         traffic to BLUE.
         """
-        self.start()
+        await self.start()
         clone = self.root / "meow"
         [source] = [
             path
@@ -298,24 +285,23 @@ class DemoTests(TestCase):
         source.write_text(source.read_text().replace("STATUS = 200", "STATUS = 500"))
         self.git("commit", "-qam", "bad commit")
         self.git("push", "-q", "green", "HEAD:master")
-        _until("traffic on BLUE", lambda: self.live() == "blue", PATIENCE)
+        await waitFor(lambda: self.live() == "blue", "traffic on BLUE", step=0.25)
         self.assertEqual(_get(f"http://127.0.0.1:{self.port}/")[0], 200)
-        self.stop()
+        await self.stop()
 
-    def test_quietStartAndSteps(self) -> None:
+    async def test_quietStartAndSteps(self) -> None:
         """
         The demo's log shows no outage while its apps start (bluegreen
         starts checking once both answer), and once both are up it prints
         README's four steps, the C{bluegreen} command as an absolute path a
         new shell can run.
         """
-        self.start()
-        _until(
-            "the steps printed",
+        await self.start()
+        await waitFor(
             lambda: "4. Fix and switch back." in self.output.read_text(),
-            PATIENCE,
+            "the steps printed",
         )
-        self.stop()
+        await self.stop()
         log = (self.root / "demo.log").read_text()
         self.assertIn("both apps answer: starting bluegreen", log)
         self.assertNotIn("both environments are down", log)
