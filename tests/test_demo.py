@@ -18,12 +18,17 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.runner.procmon import ProcessMonitor
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from bluegreen.demo.workshop import DemoOptions, runDemo
+from bluegreen.demo.workshop import APPS_WAIT, DemoOptions, DemoService, runDemo
+from bluegreen.service.tap import ProxyService, ServiceReactor
 from tests._util import PATIENCE, freePort, waitFor
 
 #: Seconds allowed for the demo to come up (first run: git, two apps, two
@@ -115,6 +120,52 @@ class DemoOptionsTests(TestCase):
         A port that is not a number is refused.
         """
         self.assertRaises(usage.UsageError, DemoOptions().parseOptions, ["-p", "x"])
+
+
+class _Proxy:
+    """
+    Stands for the bluegreen service: records that it was started.
+    """
+
+    started = False
+
+    def startService(self) -> None:
+        """
+        Record the start.
+        """
+        self.started = True
+
+
+class AppsWaitTests(SynchronousTestCase):
+    """
+    The demo starts bluegreen once both apps answer, or after L{APPS_WAIT}
+    seconds: the timing, on a clock.
+    """
+
+    def test_appsNeverAnswer(self) -> None:
+        """
+        Apps that never answer (connections that never complete) hold the
+        start back until L{APPS_WAIT} seconds have passed, then bluegreen
+        starts anyway, with a warning naming them.
+        """
+        clock = MemoryReactorClock()
+        reactor = cast(ServiceReactor, clock)
+        demo = DemoService(reactor, Path(self.mktemp()), ProcessMonitor(reactor))
+        demo.apps = ["http://127.0.0.1:1/", "http://127.0.0.1:2/"]
+        proxy = _Proxy()
+        with capturedLogs() as events:
+            started = demo._startProxy(cast(ProxyService, proxy))
+            d = Deferred.fromCoroutine(started)
+            clock.pump([0.1] * int(APPS_WAIT * 10 - 20))
+            self.assertFalse(proxy.started)
+            clock.pump([0.1] * 100)
+        self.successResultOf(d)
+        self.assertTrue(proxy.started)
+        self.assertIn(
+            "http://127.0.0.1:1/ and http://127.0.0.1:2/ not answering after "
+            f"{APPS_WAIT} s: starting bluegreen anyway",
+            [formatEvent(event) for event in events],
+        )
 
 
 class NoRedisTests(TestCase):

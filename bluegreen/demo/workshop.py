@@ -66,6 +66,10 @@ POLL = 0.5
 #: Seconds between health checks (faster than the service's default).
 HEALTH_INTERVAL = "2"
 
+#: Seconds bluegreen waits for both apps to answer before it starts
+#: checking them (and would report an outage).
+APPS_WAIT = 30.0
+
 INSTALL_REDIS = (
     "bluegreen demo needs redis-server, which is not on PATH.  Install it, "
     "e.g.:\n    sudo apt-get install redis-server     (Debian, Ubuntu)\n"
@@ -341,25 +345,43 @@ class DemoService(MultiService):
 
     async def _startProxy(self, proxy: ProxyService) -> None:
         """
-        Wait until every app answers HTTP (any status), then start C{proxy}.
+        Wait until every app answers HTTP (any status, so a deployed bad
+        commit counts), then start C{proxy}; after L{APPS_WAIT} seconds
+        start it anyway, so an app that never comes up is failed over from
+        as usual.
         """
+        deadline = self.reactor.seconds() + APPS_WAIT
         waiting = list(self.apps)
-        while waiting:
+        while waiting and self.reactor.seconds() < deadline:
             waiting = [url for url in waiting if not await self._answers(url)]
             if waiting:
                 pause: Deferred[None] = Deferred()
                 self.reactor.callLater(POLL / 5, pause.callback, None)
                 await pause
-        _log.info("both apps answer: starting bluegreen")
+        if waiting:
+            _log.warn(
+                "{apps} not answering after {seconds} s: starting bluegreen anyway",
+                apps=" and ".join(waiting),
+                seconds=APPS_WAIT,
+            )
+        else:
+            _log.info("both apps answer: starting bluegreen")
         proxy.startService()
 
     async def _answers(self, url: str) -> bool:
         """
         @return: Whether C{url} answers HTTP at all.
         """
-        try:
-            response = await self._http.get(url, timeout=POLL * 4)
+
+        async def fetch() -> None:
+            response = await self._http.get(url)
             await response.content()
+
+        # Timed on our reactor (treq's own timeout uses the global one).
+        answer = Deferred.fromCoroutine(fetch())
+        answer.addTimeout(POLL * 4, self.reactor)
+        try:
+            await answer
         except Exception:
             return False
         return True
