@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 import treq
 from twisted.internet import reactor as _reactor
@@ -27,7 +27,7 @@ from bluegreen.demo.meow import index
 from bluegreen.demo.meow._images import PALETTE, catPNG
 from bluegreen.demo.meow.app import MAX_IMAGE, imageType
 from bluegreen.demo.meow.db import seedFacts, seedImages
-from bluegreen.demo.meow.flag import FlagReader, RedisURL, encode
+from bluegreen.demo.meow.flag import FlagReactor, FlagReader, RedisURL, encode
 from tests._util import PATIENCE
 
 from ._redis import RedisProcess, _Collect, startRedis
@@ -234,7 +234,8 @@ class FlagTimeoutTests(SynchronousTestCase):
         @return: The reader, its reactor, and the read.
         """
         clock = MemoryReactorClock()
-        reader = FlagReader(clock, RedisURL.parse("unix:///run/redis.sock"), 0.5)
+        url = RedisURL.parse("unix:///run/redis.sock")
+        reader = FlagReader(cast(FlagReactor, clock), url, 0.5)
         return reader, clock, Deferred.fromCoroutine(reader.isOn("RECENT"))
 
     def test_frozen(self) -> None:
