@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, cast
 
 from attrs import define, field
-from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
@@ -735,22 +734,12 @@ def startProxy(
         service.health.disownServiceParent()
     service.startService()
     proxy: list[ProxyUnderTest] = []
-    listeners = [
-        s
-        for s in service
-        if isinstance(s, StreamServerEndpointService)
-        and isinstance(s.factory, ProxySite)
-    ]
+    listeners = [s for s in service.listeners() if isinstance(s.factory, ProxySite)]
     assert len(listeners) == 1, list(service)
-
-    def gotPort(port: IListeningPort) -> IListeningPort:
-        proxy.append(ProxyUnderTest(service, portNumber(port)))
-        return port
-
-    # TCP listening is synchronous: the Deferred has fired already.
-    waiting = cast("Deferred[IListeningPort]", listeners[0]._waitingForPort)
-    waiting.addCallback(gotPort)
-    assert proxy, "the proxy did not start listening"
+    # TCP listening is synchronous: the port is known already.
+    port = listeners[0].port
+    assert port is not None, "the proxy did not start listening"
+    proxy.append(ProxyUnderTest(service, portNumber(port)))
     testCase.addCleanup(proxy[0].stop)
     return proxy[0]
 

@@ -48,7 +48,7 @@ from bluegreen.admin import api as admin
 from bluegreen.admin.api import MAX_BODY
 from bluegreen.admin.token import BadToken, readToken
 from bluegreen.exposure import exposedInterface, isLoopback
-from bluegreen.service.tap import Options, ProxyService, _Listener, makeService
+from bluegreen.service.tap import Options, ProxyService, ServiceReactor, makeService
 from tests._util import freePort
 
 #: The endpoints, as the 404 message lists them.
@@ -166,21 +166,10 @@ def listeningPort(service: ProxyService, option: str) -> IListeningPort:
     """
     @return: The listening port of the service's C{--option} listener.
     """
-    [listener] = [
-        child
-        for child in service
-        if isinstance(child, _Listener) and child.option == option
-    ]
-    ports: list[IListeningPort] = []
-
-    def got(port: IListeningPort) -> IListeningPort:
-        ports.append(port)
-        return port
-
-    # TCP and UNIX listening is synchronous: this has fired already.
-    cast("Deferred[IListeningPort]", listener._waitingForPort).addCallback(got)
-    assert ports, f"--{option} is not listening"
-    return ports[0]
+    [listener] = [child for child in service.listeners() if child.option == option]
+    # TCP and UNIX listening is synchronous: the port is known already.
+    assert listener.port is not None, f"--{option} is not listening"
+    return listener.port
 
 
 async def startService(
@@ -234,7 +223,7 @@ async def startService(
         args += ["--admin-token-file", path]
     options = Options()
     options.parseOptions([*args, *extra])
-    service = makeService(options, reactor)
+    service = makeService(options, cast(ServiceReactor, reactor))
     assert isinstance(service, ProxyService)
     service.startService()
     testCase.addCleanup(service.stopService)

@@ -514,19 +514,21 @@ class UsageTests(TestCase):
         """
         await self.assertUsage(
             ["stats"],
-            "unknown command 'stats'; expected status, switch, check or flag",
+            "unknown command 'stats'; expected status, switch, check, flag, "
+            "sync or demo",
             "bluegreen [--admin URL] [--token-file FILE] [--json] "
-            "status|switch|check|flag",
+            "status|switch|check|flag|sync|demo",
         )
 
     async def test_unknownOption(self) -> None:
         """
-        An unknown option of a command.
+        An unknown option of a command: one line naming it and pointing to
+        C{--help}.
         """
-        await self.assertUsage(
-            ["status", "--force"],
-            "option --force not recognized",
-            "bluegreen status [--json]",
+        out, err, code = await bluegreen("status", "--force")
+        self.assertEqual(
+            (out, err, code),
+            ("", "bluegreen: option --force not recognized; see --help\n", 2),
         )
 
     async def test_badURL(self) -> None:

@@ -379,11 +379,11 @@ class OptionsTests(SynchronousTestCase):
         Without a Redis there are no flags, which is not an error.
         """
         options = self.parse()
-        self.assertEqual(options["redisTargets"], {"green": None, "blue": None})
-        self.assertEqual(options["flagNames"], ["RECENT"])
-        self.assertEqual(options["redisTimeout"], 1.0)
-        self.assertEqual(options["flagRefresh"], 30.0)
-        service = makeService(options, reactor)
+        self.assertEqual(options.config.redisTargets, {"green": None, "blue": None})
+        self.assertEqual(list(options.config.flagNames), ["RECENT"])
+        self.assertEqual(options.config.redisTimeout, 1.0)
+        self.assertEqual(options.config.flagRefresh, 30.0)
+        service = makeService(options)
         assert isinstance(service, ProxyService)
         self.assertIsNone(service.flags)
         self.assertIsNone(service.resource.stampFlags)
@@ -408,12 +408,12 @@ class OptionsTests(SynchronousTestCase):
             "10",
             "--stamp-flags",
         )
-        self.assertEqual(options["flagNames"], ["NEW_UI", "beta.eu"])
+        self.assertEqual(list(options.config.flagNames), ["NEW_UI", "beta.eu"])
         self.assertEqual(
-            options["redisTargets"]["blue"],
+            options.config.redisTargets["blue"],
             RedisTarget.parse("redis://127.0.0.1:6380/0"),
         )
-        service = makeService(options, reactor)
+        service = makeService(options)
         assert isinstance(service, ProxyService)
         flags = service.flags
         assert flags is not None
@@ -440,8 +440,10 @@ class OptionsTests(SynchronousTestCase):
             "--redis-password-file",
             path,
         )
-        self.assertEqual(options["redisTargets"]["green"].password, "s3cret")
-        self.assertEqual(options["redisTargets"]["blue"].password, "own")
+        green, blue = (options.config.redisTargets[c] for c in ("green", "blue"))
+        assert green is not None and blue is not None
+        self.assertEqual(green.password, "s3cret")
+        self.assertEqual(blue.password, "own")
 
     def test_errors(self) -> None:
         """
@@ -1036,7 +1038,8 @@ class StoreTests(_RedisTestCase):
                 path,
             ]
         )
-        target = options["redisTargets"]["blue"]
+        target = options.config.redisTargets["blue"]
+        assert target is not None
         store = FlagStore("blue", target, reactor)
         self.addCleanup(store.stop)
         await store.start()
@@ -1324,7 +1327,7 @@ class ManholeFlagTests(_RedisTestCase):
                 redis.url,
             ]
         )
-        service = makeService(options, reactor)
+        service = makeService(options)
         assert isinstance(service, ProxyService) and service.flags is not None
         flags = service.flags
         flags.startService()

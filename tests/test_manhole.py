@@ -63,7 +63,13 @@ from bluegreen.manhole.service import (
     readAuthorizedKeys,
     readPasswords,
 )
-from bluegreen.service.tap import Options, ProxyService, StartupError, makeService
+from bluegreen.service.tap import (
+    Options,
+    ProxyService,
+    ServiceReactor,
+    StartupError,
+    makeService,
+)
 from tests._backends import (
     captureLogs,
     echo,
@@ -604,7 +610,7 @@ class ManholeServiceTests(SynchronousTestCase):
         Build the service on a memory reactor.
         """
         memory = MemoryReactorClock()
-        service = makeService(parse(*args), memory)
+        service = makeService(parse(*args), cast(ServiceReactor, memory))
         assert isinstance(service, ProxyService)
         return service, memory
 

@@ -16,7 +16,6 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import (
@@ -27,7 +26,6 @@ from twisted.internet.error import (
     DNSLookupError,
     TimeoutError,
 )
-from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
@@ -828,22 +826,12 @@ def listeningPort(service: ProxyService, admin: bool) -> int:
     """
     [listener] = [
         child
-        for child in service
-        if isinstance(child, StreamServerEndpointService)
-        and isinstance(child.factory, AdminSite) == admin
+        for child in service.listeners()
+        if isinstance(child.factory, AdminSite) == admin
     ]
-    ports: list[IListeningPort] = []
-
-    def found(port: IListeningPort) -> IListeningPort:
-        ports.append(port)
-        return port
-
-    waiting = listener._waitingForPort
-    assert waiting is not None
-    # TCP listening is synchronous: this has fired already.
-    waiting.addCallback(found)
-    assert ports, f"not listening: {listener}"
-    return portNumber(ports[0])
+    # TCP listening is synchronous: the port is known already.
+    assert listener.port is not None, f"not listening: {listener}"
+    return portNumber(listener.port)
 
 
 def notFound(request: ReceivedRequest, conn: BackendConnection) -> None:

@@ -120,12 +120,14 @@ class OptionsTests(SynchronousTestCase):
         Without databases there is no sync; with both, C{migrate}.
         """
         options = parse()
-        self.assertEqual(options["syncMode"], "none")
-        self.assertEqual(options["databases"], {})
+        self.assertEqual(options.config.syncMode, "none")
+        self.assertEqual(options.config.databases, {})
         options = parse("--green-db", self.green, "--blue-db", self.blue)
-        self.assertEqual(options["syncMode"], "migrate")
-        self.assertEqual(options["databases"], {"green": self.green, "blue": self.blue})
-        self.assertEqual(options["mirrorInterval"], 5.0)
+        self.assertEqual(options.config.syncMode, "migrate")
+        self.assertEqual(
+            options.config.databases, {"green": self.green, "blue": self.blue}
+        )
+        self.assertEqual(options.config.mirrorInterval, 5.0)
 
     def test_explicit(self) -> None:
         """
@@ -142,12 +144,12 @@ class OptionsTests(SynchronousTestCase):
             "--mirror-interval",
             "0.5",
         )
-        self.assertEqual(options["syncMode"], "mirror")
-        self.assertEqual(options["mirrorInterval"], 0.5)
+        self.assertEqual(options.config.syncMode, "mirror")
+        self.assertEqual(options.config.mirrorInterval, 0.5)
         options = parse(
             "--green-db", self.green, "--blue-db", self.blue, "--sync", "none"
         )
-        self.assertEqual(options["syncMode"], "none")
+        self.assertEqual(options.config.syncMode, "none")
 
     def test_strategyNeedsBoth(self) -> None:
         """
@@ -186,7 +188,7 @@ class OptionsTests(SynchronousTestCase):
         A C{host:/path} location is accepted as the sync module reads it.
         """
         options = parse("--green-db", "db.example:/srv/g.db", "--blue-db", self.blue)
-        self.assertEqual(options["databases"]["green"], "db.example:/srv/g.db")
+        self.assertEqual(options.config.databases["green"], "db.example:/srv/g.db")
 
 
 class Synced:

@@ -24,6 +24,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import ConnectError, ConnectionRefusedError
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, IReactorUNIX
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -48,8 +49,17 @@ RED = "1;31"
 
 
 SYNOPSIS = (
-    "bluegreen [--admin URL] [--token-file FILE] [--json] status|switch|check|flag"
+    "bluegreen [--admin URL] [--token-file FILE] [--json] "
+    "status|switch|check|flag|sync|demo"
 )
+
+
+class ClientReactor(IReactorTCP, IReactorUNIX, IReactorTime):
+    """
+    The reactor interfaces a command uses: TCP or UNIX connections to the
+    admin API, and time for the timeouts.  Only for the type checker; the
+    global reactor provides all.
+    """
 
 
 class CommonOptions(usage.Options):
@@ -239,7 +249,7 @@ class _UNIXEndpointFactory:
     Connects every request to one UNIX socket.
     """
 
-    def __init__(self, reactor: Any, path: str) -> None:
+    def __init__(self, reactor: IReactorUNIX, path: str) -> None:
         """
         @param reactor: Makes the connections.
         @param path: The socket.
@@ -273,7 +283,7 @@ def describeFailure(reason: Failure, timeout: float) -> str:
 
 
 async def call(
-    reactor: Any,
+    reactor: ClientReactor,
     settings: Settings,
     method: str,
     path: str,

@@ -42,10 +42,10 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode
 
-from twisted.internet.interfaces import IReactorTCP
 from twisted.python import usage
 
 from bluegreen.cli.common import (
+    ClientReactor,
     CommandOptions,
     CommonOptions,
     Failed,
@@ -366,7 +366,7 @@ class FlagOptions(CommonOptions):
 
 
 async def _api(
-    reactor: IReactorTCP,
+    reactor: ClientReactor,
     settings: Settings,
     method: str,
     path: str,
@@ -385,7 +385,7 @@ async def _api(
 
 
 async def throughAdmin(
-    reactor: IReactorTCP,
+    reactor: ClientReactor,
     command: str,
     sub: Mapping[str, Any],
     settings: Settings,
@@ -483,7 +483,7 @@ async def throughAdmin(
 
 
 async def direct(
-    reactor: IReactorTCP,
+    reactor: ClientReactor,
     command: str,
     sub: Mapping[str, Any],
     settings: Settings,
@@ -570,7 +570,7 @@ def runFlag(options: usage.Options, settings: Settings) -> int:
     sub: usage.Options = options.subOptions
     colour = not settings.json and useColour(sys.stdout, os.environ)
 
-    async def go(reactor: IReactorTCP) -> None:
+    async def go(reactor: ClientReactor) -> None:
         ok = True
         try:
             if sub["redis"] is not None:
