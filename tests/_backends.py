@@ -25,7 +25,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from attrs import define, field
 from twisted.internet.address import IPv4Address
