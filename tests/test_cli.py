@@ -107,26 +107,27 @@ class ClientImportTests(TestCase):
         """
         Importing L{bluegreen.cli.main} and parsing C{status} in a fresh
         interpreter loads neither C{twisted.web.server} nor the health
-        checks, the controller, the admin API, the proxy or the service.
+        checks, the controller, the admin site, the proxy, the service, the
+        manholes, or the flag and sync components (the token reader alone is
+        shared).
         """
         program = (
             "import json, sys\n"
             "import bluegreen.cli.main\n"
             "bluegreen.cli.main.Options().parseOptions(['status'])\n"
             "server = ('twisted.web.server', 'bluegreen.health', "
-            "'bluegreen.controller', 'bluegreen.admin.api')\n"
+            "'bluegreen.healthclient', 'bluegreen.controller')\n"
+            "parts = ('bluegreen.proxy', 'bluegreen.service', 'bluegreen.manhole', "
+            "'bluegreen.admin.', 'bluegreen.flags.', 'bluegreen.sync.')\n"
             "print(json.dumps(sorted(m for m in sys.modules if m in server "
-            "or m.startswith(('bluegreen.proxy', 'bluegreen.service')))))\n"
+            "or (m.startswith(parts) and m != 'bluegreen.admin.token'))))\n"
         )
         d: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
             sys.executable, ["-c", program], env=childEnvironment()
         )
         out, err, code = await d
         self.assertEqual(code, 0, err)
-        # bluegreen.cli.common still takes describeCheckFailure from
-        # bluegreen.health; it moves to a client-safe module at the merge,
-        # and this exception goes with it.
-        self.assertEqual(json.loads(out), ["bluegreen.health"])
+        self.assertEqual(json.loads(out), [])
 
 
 class MainTests(SynchronousTestCase):
