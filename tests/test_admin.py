@@ -20,11 +20,7 @@ from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
     TCP4ClientEndpoint,
-    TCP4ServerEndpoint,
-    TCP6ServerEndpoint,
-    UNIXServerEndpoint,
     connectProtocol,
 )
 from twisted.internet.interfaces import (
@@ -34,7 +30,7 @@ from twisted.internet.interfaces import (
     IReactorUNIX,
 )
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.ssl import KeyPair
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -45,11 +41,11 @@ from twisted.web.server import Site
 
 from bluegreen import __version__
 from bluegreen.admin import api as admin
-from bluegreen.admin.api import MAX_BODY
+from bluegreen.admin.site import MAX_BODY
 from bluegreen.admin.token import BadToken, readToken
 from bluegreen.exposure import exposedInterface, isLoopback
 from bluegreen.service.tap import Options, ProxyService, _Listener, makeService
-from tests._util import freePort
+from tests._util import PATIENCE, freePort, waitFor
 
 #: The endpoints, as the 404 message lists them.
 TRY = (
@@ -249,12 +245,11 @@ async def settled(running: Running) -> None:
     """
     Wait until the health monitor has decided on every environment.
     """
-    for _ in range(1000):
-        states = running.service.health.health.values()
-        if all(state.up is not None for state in states):
-            return
-        await deferLater(globalReactor(), 0.01, lambda: None)
-    raise AssertionError("the first health checks did not finish")
+    states = running.service.health.health.values()
+    await waitFor(
+        lambda: all(state.up is not None for state in states),
+        "the first health checks",
+    )
 
 
 @define
@@ -357,7 +352,7 @@ async def rawExchange(port: int, *writes: bytes, close: bool = False) -> bytes:
     if close:
         protocol.transport.loseConnection()
     done = protocol.done
-    done.addTimeout(10, globalReactor())
+    done.addTimeout(PATIENCE, globalReactor())
     return await done
 
 
@@ -839,6 +834,7 @@ class CheckTests(TestCase):
         A client that leaves while the checks run is not answered (and
         nothing fails).
         """
+        events = captureEvents(self)
         running = await startService(self)
         checked = len(running.service.health.health["green"].history)
         await rawExchange(
@@ -846,11 +842,12 @@ class CheckTests(TestCase):
             b"POST /api/check HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
             close=True,
         )
-        for _ in range(500):
-            if len(running.service.health.health["green"].history) > checked:
-                break
-            await deferLater(globalReactor(), 0.01, lambda: None)
-        await deferLater(globalReactor(), 0.05, lambda: None)
+        # The call is logged as done just before its answer would be
+        # written, in the same turn of the reactor.
+        await waitFor(
+            lambda: any(e.get("event") == "admin-check-done" for e in events),
+            "the checks of the call",
+        )
         self.assertGreater(len(running.service.health.health["green"].history), checked)
 
 
@@ -1194,29 +1191,23 @@ class HelperTests(SynchronousTestCase):
         TCP, TCP6 and TLS endpoints are exposed unless on loopback; UNIX
         sockets are not.
         """
-        r: Any = object()
-        self.assertIsNone(
-            exposedInterface(TCP4ServerEndpoint(r, 1, interface="127.0.0.1"))
-        )
-        self.assertEqual(exposedInterface(TCP4ServerEndpoint(r, 1)), "all interfaces")
-        self.assertEqual(exposedInterface(TCP6ServerEndpoint(r, 1)), "all interfaces")
-        self.assertIsNone(exposedInterface(TCP6ServerEndpoint(r, 1, interface="::1")))
+        self.assertIsNone(exposedInterface("tcp:1:interface=127.0.0.1"))
+        self.assertEqual(exposedInterface("tcp:1"), "all interfaces")
+        self.assertEqual(exposedInterface("tcp6:1"), "all interfaces")
+        self.assertIsNone(exposedInterface(r"tcp6:1:interface=\:\:1"))
+        key = self.mktemp()
+        with open(key, "wb") as f:
+            f.write(KeyPair.generate().selfSignedCert(1, CN="x").dumpPEM())
+        self.assertEqual(exposedInterface(f"ssl:1:privateKey={key}"), "all interfaces")
         self.assertEqual(
-            exposedInterface(SSL4ServerEndpoint(r, 1, cast(Any, None))),
-            "all interfaces",
-        )
-        self.assertEqual(
-            exposedInterface(
-                SSL4ServerEndpoint(r, 1, cast(Any, None), interface="10.0.0.1")
-            ),
+            exposedInterface(f"ssl:1:privateKey={key}:interface=10.0.0.1"),
             "interface 10.0.0.1",
         )
         self.assertIsNone(
-            exposedInterface(
-                SSL4ServerEndpoint(r, 1, cast(Any, None), interface="127.0.0.1")
-            )
+            exposedInterface(f"ssl:1:privateKey={key}:interface=127.0.0.1")
         )
-        self.assertIsNone(exposedInterface(UNIXServerEndpoint(r, "/tmp/x.sock")))
+        self.assertIsNone(exposedInterface("unix:/tmp/x.sock"))
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
 
     def test_readToken(self) -> None:
         """

@@ -67,7 +67,7 @@ def pageConstant(name: str) -> int:
     """
     @return: The value of C{var NAME = N;} in the dashboard's script.
     """
-    page = importlib.resources.files("bluegreen").joinpath("dashboard.html")
+    page = importlib.resources.files("bluegreen.admin").joinpath("dashboard.html")
     found = re.search(rb"var " + name.encode() + rb" = (\d+);", page.read_bytes())
     assert found is not None, name
     return int(found.group(1))

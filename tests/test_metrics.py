@@ -35,7 +35,6 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from bluegreen import __version__
-from bluegreen.admin.api import AdminSite
 from bluegreen.admin.metrics import (
     CHECK_BUCKETS,
     CONTENT_TYPE,
@@ -45,6 +44,7 @@ from bluegreen.admin.metrics import (
     MetricsResource,
     statusClass,
 )
+from bluegreen.admin.site import AdminSite
 from bluegreen.controller import Controller, Switch
 from bluegreen.environment import Environment
 from bluegreen.health import CheckResult, HealthMonitor, HealthSettings

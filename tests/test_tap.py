@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bluegreen import __version__
-from bluegreen.admin.api import AdminSite
+from bluegreen.admin.site import AdminSite
 from bluegreen.environment import Environment
 from bluegreen.proxy.resource import ProxyResource, ProxySite
 from bluegreen.service.tap import Options, ProxyService, StartupError, makeService

@@ -44,6 +44,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from bluegreen.admin.jsonapi import prepareJSON
+
 #: The page, in this package.
 PAGE = "dashboard.html"
 
@@ -62,6 +64,9 @@ MAX_STREAMS = 32
 
 #: Milliseconds a browser waits before reconnecting a dropped stream.
 RETRY_MILLISECONDS = 1000
+
+#: Where the page is, as a path in the source tree.
+_PACKAGE_PATH = __package__.replace(".", "/")
 
 _log = Logger(namespace="bluegreen.admin")
 
@@ -125,13 +130,7 @@ def _answerJSON(
 
     @return: The body, for C{render} to return.
     """
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Cache-Control", b"no-store")
-    request.setHeader(b"X-Content-Type-Options", b"nosniff")
-    for name, value in headers.items():
-        request.setHeader(name.encode("ascii"), value.encode("latin-1"))
-    return (json.dumps({"error": message}, indent=2) + "\n").encode("utf-8")
+    return prepareJSON(request, code, {"error": message}, headers)
 
 
 def _refuse(request: Request) -> bytes | None:
@@ -176,7 +175,7 @@ class DashboardPage(Resource):
             return _answerJSON(
                 request,
                 500,
-                f"the dashboard page ({__package__}/{PAGE}) is missing from "
+                f"the dashboard page ({_PACKAGE_PATH}/{PAGE}) is missing from "
                 "this installation",
             )
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")

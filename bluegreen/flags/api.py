@@ -54,15 +54,9 @@ from typing import TYPE_CHECKING, Any
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
-from bluegreen.admin.api import (
-    AdminError,
-    AdminResource,
-    Call,
-    JSONObject,
-    _Endpoint,
-    _NotFound,
-    checkFields,
-)
+from bluegreen.admin.api import AdminResource
+from bluegreen.admin.jsonapi import AdminError, Call, JSONObject, checkFields
+from bluegreen.admin.routes import Endpoint, NotFound
 from bluegreen.flags.store import (
     HISTORY_LIMIT,
     FlagChange,
@@ -131,22 +125,22 @@ class FlagsResource(Resource):
         super().__init__()
         self.admin = admin
         self.flags = flags
-        self._table = _Endpoint(admin, {b"GET": self.table})
-        self._history = _Endpoint(admin, {b"GET": self.history})
+        self._table = Endpoint(admin, {b"GET": self.table})
+        self._history = Endpoint(admin, {b"GET": self.history})
 
     def getChild(self, path: bytes, request: Any) -> Resource:
         """
         C{/api/flags/history} or C{/api/flags/{name}}.
         """
         if not path:
-            return _NotFound()
+            return NotFound()
         if path == b"history" and request.method in (b"GET", b"HEAD"):
             return self._history
         try:
             name = path.decode("utf-8")
         except UnicodeDecodeError:
             name = path.decode("latin-1")
-        return _Endpoint(
+        return Endpoint(
             self.admin,
             {
                 b"GET": functools.partial(self.get, name),

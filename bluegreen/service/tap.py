@@ -39,8 +39,9 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from bluegreen import __version__
-from bluegreen.admin.api import AdminResource, adminSite
+from bluegreen.admin.api import AdminResource
 from bluegreen.admin.metrics import FlagMetrics, Metrics, MetricsResource
+from bluegreen.admin.site import adminSite
 from bluegreen.admin.token import BadToken, readToken
 from bluegreen.controller import Controller
 from bluegreen.environment import COLOURS, BadURL, Environment
@@ -443,7 +444,7 @@ class Options(usage.Options):
                     f"--admin: {value!r} is the proxied port (--port "
                     f"{self['port']}); the admin API needs its own"
                 )
-        exposed = exposedInterface(admin)
+        exposed = exposedInterface(text)
         if exposed is not None and self["adminToken"] is None:
             raise usage.UsageError(
                 f"--admin: {value!r} listens on {exposed}, so other machines "
