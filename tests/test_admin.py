@@ -17,6 +17,7 @@ from typing import Any, cast
 from attrs import define, field
 from treq import content
 from treq.client import HTTPClient
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
@@ -25,6 +26,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import (
     IListeningPort,
+    IReactorFDSet,
     IReactorTCP,
     IReactorTime,
     IReactorUNIX,
@@ -41,10 +43,10 @@ from twisted.web.server import Site
 
 from bluegreen import __version__
 from bluegreen.admin import api as admin
-from bluegreen.admin.site import MAX_BODY
+from bluegreen.admin.site import MAX_BODY, AdminSite
 from bluegreen.admin.token import BadToken, readToken
 from bluegreen.exposure import exposedInterface, isLoopback
-from bluegreen.service.tap import Options, ProxyService, _Listener, makeService
+from bluegreen.service.tap import Options, ProxyService, makeService
 from tests._util import PATIENCE, freePort, waitFor
 
 #: The endpoints, as the 404 message lists them.
@@ -160,23 +162,26 @@ class Running:
 
 def listeningPort(service: ProxyService, option: str) -> IListeningPort:
     """
+    Find where the service listens, through public API only: its listener
+    service's factory, and the reactor's listening port serving it.
+
+    @param service: The running service.
+    @param option: C{"admin"} for the admin API, C{"port"} for the proxy.
     @return: The listening port of the service's C{--option} listener.
     """
     [listener] = [
         child
         for child in service
-        if isinstance(child, _Listener) and child.option == option
+        if isinstance(child, StreamServerEndpointService)
+        and isinstance(child.factory, AdminSite) == (option == "admin")
     ]
-    ports: list[IListeningPort] = []
-
-    def got(port: IListeningPort) -> IListeningPort:
-        ports.append(port)
-        return port
-
-    # TCP and UNIX listening is synchronous: this has fired already.
-    cast("Deferred[IListeningPort]", listener._waitingForPort).addCallback(got)
-    assert ports, f"--{option} is not listening"
-    return ports[0]
+    for reader in cast(IReactorFDSet, reactor).getReaders():
+        if (
+            IListeningPort.providedBy(reader)
+            and getattr(reader, "factory", None) is listener.factory
+        ):
+            return cast(IListeningPort, reader)
+    raise AssertionError(f"--{option} is not listening")
 
 
 async def startService(

@@ -16,7 +16,6 @@ from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import (
@@ -27,7 +26,6 @@ from twisted.internet.error import (
     DNSLookupError,
     TimeoutError,
 )
-from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
@@ -44,7 +42,6 @@ from bluegreen.admin.metrics import (
     MetricsResource,
     statusClass,
 )
-from bluegreen.admin.site import AdminSite
 from bluegreen.controller import Controller, Switch
 from bluegreen.environment import Environment
 from bluegreen.health import CheckResult, HealthMonitor, HealthSettings
@@ -69,11 +66,12 @@ from tests._backends import (
     resetWithoutResponse,
     route,
     silent,
-    sleep,
     startBackend,
     startProxy,
     withTimeout,
 )
+from tests._util import PATIENCE, waitFor
+from tests.test_admin import listeningPort
 
 GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
 BLUE = Environment.fromURL("blue", "http://127.0.0.1:5001")
@@ -765,7 +763,8 @@ class MetricsResourceTests(SynchronousTestCase):
     def render(self, method: bytes, postpath: list[bytes] | None = None) -> Any:
         request: Any = DummyRequest(postpath or [])
         request.method = method
-        request.path = b"/metrics/" + b"/".join(postpath or [])
+        # As a real request's: /metrics, or /metrics/more below it.
+        request.path = b"/".join([b"/metrics", *(postpath or [])])
         body = self.resource.render(request)
         return request, body
 
@@ -821,29 +820,12 @@ class MetricsResourceTests(SynchronousTestCase):
 # Over real sockets
 
 
-def listeningPort(service: ProxyService, admin: bool) -> int:
+def portOf(service: ProxyService, option: str) -> int:
     """
-    @param admin: The admin API's port (C{True}) or the proxy's.
-    @return: The port number the service listens on.
+    @param option: C{"admin"} for the admin API, C{"port"} for the proxy.
+    @return: The port number of the service's C{--option} listener.
     """
-    [listener] = [
-        child
-        for child in service
-        if isinstance(child, StreamServerEndpointService)
-        and isinstance(child.factory, AdminSite) == admin
-    ]
-    ports: list[IListeningPort] = []
-
-    def found(port: IListeningPort) -> IListeningPort:
-        ports.append(port)
-        return port
-
-    waiting = listener._waitingForPort
-    assert waiting is not None
-    # TCP listening is synchronous: this has fired already.
-    waiting.addCallback(found)
-    assert ports, f"not listening: {listener}"
-    return portNumber(ports[0])
+    return portNumber(listeningPort(service, option))
 
 
 def notFound(request: ReceivedRequest, conn: BackendConnection) -> None:
@@ -894,12 +876,12 @@ class EndToEndTests(TestCase):
         assert isinstance(service, ProxyService)
         service.startService()
         self.addCleanup(service.stopService)
-        port, admin = listeningPort(service, False), listeningPort(service, True)
+        port, admin = portOf(service, "port"), portOf(service, "admin")
         states = service.health.health
-        for _ in range(500):
-            if all(state.up is not None for state in states.values()):
-                break
-            await sleep(0.01)
+        await waitFor(
+            lambda: all(state.up is not None for state in states.values()),
+            "the first health checks",
+        )
         self.assertEqual((states["green"].up, states["blue"].up), (True, False))
 
         bodies: dict[str, int] = {"green": 0, "blue": 0}
@@ -1043,7 +1025,7 @@ class EndToEndTests(TestCase):
         assert isinstance(service, ProxyService)
         service.startService()
         self.addCleanup(service.stopService)
-        admin = listeningPort(service, True)
+        admin = portOf(service, "admin")
 
         get = await fetch(self, admin, b"GET", b"/metrics")
         self.assertEqual(get.code, 200)
@@ -1140,10 +1122,10 @@ class ExchangeMetricsTests(TestCase):
         """
         with self.assertRaises(IncompleteResponseError):
             await fetch(self, self.proxy.port, b"GET", b"/short")
-        for _ in range(200):
-            if scrape(self.metrics).nonZero("bluegreen_requests_total"):
-                break
-            await sleep(0.01)
+        await waitFor(
+            lambda: scrape(self.metrics).nonZero("bluegreen_requests_total"),
+            "the request to be counted",
+        )
         result = scrape(self.metrics)
         self.assertEqual(
             result.nonZero("bluegreen_requests_total"),
@@ -1167,16 +1149,16 @@ class ExchangeMetricsTests(TestCase):
         pending.addErrback(lambda _: None)
         await withTimeout(
             self.backend.when(lambda: bool(self.backend.requests)),
-            5,
+            PATIENCE,
             "the request reaching the backend",
         )
         client.abort()
         await client.lost
         key = labels(environment="green", method="GET", status_class="client_closed")
-        for _ in range(200):
-            if scrape(self.metrics).nonZero("bluegreen_requests_total"):
-                break
-            await sleep(0.01)
+        await waitFor(
+            lambda: scrape(self.metrics).nonZero("bluegreen_requests_total"),
+            "the request to be counted",
+        )
         result = scrape(self.metrics)
         self.assertEqual(result.nonZero("bluegreen_requests_total"), {key: 1})
         self.assertEqual(result.nonZero("bluegreen_upstream_errors_total"), {})

@@ -33,7 +33,7 @@ import hashlib
 import importlib.resources
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -44,7 +44,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from bluegreen.admin.jsonapi import prepareJSON
+from bluegreen.admin.jsonapi import errorAnswer, refuseUnlessGet
 
 #: The page, in this package.
 PAGE = "dashboard.html"
@@ -122,38 +122,6 @@ def loadPage() -> tuple[bytes, str]:
     return page, contentSecurityPolicy(page)
 
 
-def _answerJSON(
-    request: Request, code: int, message: str, headers: Mapping[str, str] = {}
-) -> bytes:
-    """
-    Set up a JSON error answer, as the rest of the admin API gives.
-
-    @return: The body, for C{render} to return.
-    """
-    return prepareJSON(request, code, {"error": message}, headers)
-
-
-def _refuse(request: Request) -> bytes | None:
-    """
-    Refuse what a C{GET}-only leaf resource cannot answer: a longer path
-    (404) or another method than C{GET} and C{HEAD} (405).
-
-    @return: The error body, or L{None} if the request is fine.
-    """
-    path = request.path.decode("latin-1")
-    if request.postpath:
-        return _answerJSON(request, 404, f"not found: {path}")
-    if request.method not in (b"GET", b"HEAD"):
-        method = request.method.decode("latin-1")
-        return _answerJSON(
-            request,
-            405,
-            f"method {method} not allowed on {path}",
-            {"Allow": "GET, HEAD"},
-        )
-    return None
-
-
 class DashboardPage(Resource):
     """
     C{GET /}: the dashboard page.
@@ -165,14 +133,14 @@ class DashboardPage(Resource):
         """
         Answer with the page and its security headers.
         """
-        refused = _refuse(request)
+        refused = refuseUnlessGet(request)
         if refused is not None:
             return refused
         try:
             page, policy = loadPage()
         except OSError as e:
             _log.error("the dashboard page cannot be read: {error}", error=str(e))
-            return _answerJSON(
+            return errorAnswer(
                 request,
                 500,
                 f"the dashboard page ({_PACKAGE_PATH}/{PAGE}) is missing from "
@@ -325,18 +293,18 @@ class StatusEvents(Resource):
         """
         Start a stream (or answer C{HEAD} with its headers).
         """
-        refused = _refuse(request)
+        refused = refuseUnlessGet(request)
         if refused is not None:
             return refused
         if request.method == b"GET" and len(self.streams) >= MAX_STREAMS:
-            return _answerJSON(
+            return errorAnswer(
                 request, 503, f"too many event streams open (at most {MAX_STREAMS})"
             )
         try:
             key, data = self._snapshot()
         except Exception:
             _log.failure("admin API: the status for an event stream failed")
-            return _answerJSON(request, 500, "internal error (see the log)")
+            return errorAnswer(request, 500, "internal error (see the log)")
         request.setHeader(b"Content-Type", b"text/event-stream")
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"X-Content-Type-Options", b"nosniff")

@@ -230,3 +230,47 @@ def writeJSON(
     """
     request.write(prepareJSON(request, code, body, headers))
     request.finish()
+
+
+def errorAnswer(
+    request: Request,
+    code: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """
+    Set up a JSON error answer, C{{"error": message}}, for C{render} to
+    return.
+
+    @param request: The request to answer.
+    @param code: The HTTP status.
+    @param message: Why, for the client.
+    @param headers: Extra headers.
+    @return: The body.
+    """
+    return prepareJSON(request, code, {"error": message}, headers)
+
+
+def refuseUnlessGet(request: Request, hint: str = "") -> bytes | None:
+    """
+    Refuse what a leaf resource that only reads cannot answer: a longer
+    path (404) or another method than C{GET} and C{HEAD} (405, with
+    C{Allow}).
+
+    @param request: The request.
+    @param hint: Added to the 404 message, e.g. C{" (try GET /metrics)"}.
+    @return: The error body, for C{render} to return; L{None} if the
+        request is fine.
+    """
+    path = request.path.decode("latin-1")
+    if request.postpath:
+        return errorAnswer(request, 404, f"not found: {path}{hint}")
+    if request.method not in (b"GET", b"HEAD"):
+        method = request.method.decode("latin-1")
+        return errorAnswer(
+            request,
+            405,
+            f"method {method} not allowed on {path}",
+            {"Allow": "GET, HEAD"},
+        )
+    return None
