@@ -557,8 +557,9 @@ class DashboardBrowserTests(TestCase):
         """
         The page shows GREEN live; when GREEN fails, it shows BLUE live
         after the failover.  Its switch button asks for confirmation and for
-        the token, and shows why a switch to a down GREEN is refused; once GREEN is back, the switch is made and shown.
-        Nothing on the page breaks the Content Security Policy or throws.
+        the token, and shows why a switch to a down GREEN is refused; once
+        GREEN is back, the switch is made and shown.  Nothing on the page
+        breaks the Content Security Policy or throws.
         """
         tokenFile = os.path.abspath(self.mktemp())
         with open(tokenFile, "w") as f:

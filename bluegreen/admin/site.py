@@ -60,6 +60,8 @@ class AdminRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:
         """
         Keep a chunk of body, unless it takes the body over the limit.
+
+        @param data: The chunk.
         """
         if self._tooLarge:
             return
