@@ -45,7 +45,7 @@ from bluegreen import __version__
 from bluegreen.admin import api as admin
 from bluegreen.admin.site import MAX_BODY, AdminSite
 from bluegreen.admin.token import BadToken, readToken
-from bluegreen.exposure import exposedInterface, isLoopback
+from bluegreen.exposure import Listening, exposedInterface, isLoopback, listeningOn
 from bluegreen.service.tap import Options, ProxyService, makeService
 from tests._util import PATIENCE, freePort, waitFor
 
@@ -1212,6 +1212,22 @@ class HelperTests(SynchronousTestCase):
             exposedInterface(f"ssl:1:privateKey={key}:interface=127.0.0.1")
         )
         self.assertIsNone(exposedInterface("unix:/tmp/x.sock"))
+        self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_listeningOn(self) -> None:
+        """
+        Where a description would listen: a TCP port and its interface, or a
+        UNIX socket's path; nothing listens.
+        """
+        self.assertEqual(
+            listeningOn("tcp:3091:interface=127.0.0.1"),
+            Listening(port=3091, interface="127.0.0.1"),
+        )
+        self.assertEqual(listeningOn("tcp6:80"), Listening(port=80, interface="::"))
+        self.assertEqual(listeningOn("tcp:3091"), Listening(port=3091))
+        self.assertEqual(
+            listeningOn("unix:/run/bg.sock"), Listening(path="/run/bg.sock")
+        )
         self.assertEqual(len(self.flushLoggedErrors()), 0)
 
     def test_readToken(self) -> None:
