@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_dashboard -*-
+# -*- test-case-name: tests.test_dashboard,tests.test_dashboard_sync -*-
 """
 The dashboard on the admin port: C{GET /}, and the live status it reads,
 C{GET /api/events}.
