@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_admin,tests.test_manhole -*-
+# -*- test-case-name: tests.test_exposure,tests.test_manhole -*-
 """
 Where a server endpoint description listens, and whether that can be
 reached from other machines: the admin API and the manholes refuse to

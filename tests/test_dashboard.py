@@ -41,7 +41,7 @@ from bluegreen.admin.dashboard import (
 from bluegreen.health import HISTORY, CheckResult
 from tests._util import waitFor
 
-from .test_admin import Running, call, captureEvents, globalReactor, startService
+from ._admin import Running, call, captureEvents, globalReactor, startService
 
 
 def packagedPage() -> bytes:

@@ -44,9 +44,9 @@ from twisted.web.server import Request, Site
 
 from bluegreen.service.tap import Options, ProxyService, makeService
 
+from ._admin import listeningPort
 from ._redis import startRedis
 from ._util import PATIENCE, waitFor
-from .test_admin import listeningPort
 
 #: The reactor the test runs on (trial's real one).
 reactor: Any = _reactor

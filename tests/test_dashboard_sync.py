@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests._util import PATIENCE
 
-from .test_admin import call
+from ._admin import call
 from .test_dashboard import packagedPage
 from .test_syncservice import startSynced
 

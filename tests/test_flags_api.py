@@ -20,8 +20,8 @@ from twisted.trial.unittest import TestCase
 
 from bluegreen.flags.store import MAX_VALUE, RedisTarget
 
+from ._admin import Running, call, captureEvents, globalReactor, startService
 from ._redis import startRedis
-from .test_admin import Running, call, captureEvents, globalReactor, startService
 
 #: Seconds a change may take to show (the issue's bound, and some slack).
 PATIENCE = 5.0

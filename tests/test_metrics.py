@@ -49,6 +49,7 @@ from bluegreen.proxy.pool import PoolClosed
 from bluegreen.proxy.resource import FAILURE_KINDS, classifyFailure, describeFailure
 from bluegreen.proxy.upstream import BadResponse
 from bluegreen.service.tap import Options, ProxyService, makeService
+from tests._admin import listeningPort
 from tests._backends import (
     BackendConnection,
     IncompleteResponseError,
@@ -71,7 +72,6 @@ from tests._backends import (
     withTimeout,
 )
 from tests._util import PATIENCE, waitFor
-from tests.test_admin import listeningPort
 
 GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
 BLUE = Environment.fromURL("blue", "http://127.0.0.1:5001")

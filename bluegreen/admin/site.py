@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_admin -*-
+# -*- test-case-name: tests.test_admin_site -*-
 """
 The admin API's site: its requests (bodies of at most L{MAX_BODY} bytes,
 refused with 413 as soon as they are known to be larger) and idle
