@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics -*-
+# -*- test-case-name: tests.test_metrics,tests.test_metrics_integration -*-
 """
 Prometheus metrics, served as C{GET /metrics} on the admin port.
 
