@@ -364,6 +364,44 @@ class DashboardBrowserTests(TestCase):
         self.assertEqual(await page.text("#extra-flags h2"), "Flags")
         self.assertEqual(await page.text("#extra-flags dt"), "new-checkout")
 
+        # The sync service's section is drawn as its own table, not as a
+        # generic section (its text: tests.test_dashboard_sync).
+        when = reactor.seconds() - 12
+        sync: dict[str, Any] = {
+            "mode": "migrate",
+            "databases": {"green": "/srv/g.db", "blue": "/srv/b.db"},
+            "running": [],
+            "last": {
+                "green->blue": {
+                    "when": when,
+                    "strategy": "migrate",
+                    "rows_copied": 12,
+                    "conflicts": 0,
+                    "seconds": 0.812,
+                    "complete": True,
+                    "error": None,
+                    "who": "admin API from 127.0.0.1",
+                }
+            },
+            "mirror": None,
+        }
+        service.admin.addStatus("sync", lambda: sync)
+        row = json.dumps("#sync-table tbody tr[data-direction='green->blue']")
+        await page.waitFor(
+            f"document.querySelector({row}) !== null"
+            " && !document.getElementById('sync').hidden"
+        )
+        cells = await page.evaluate(
+            f"Array.from(document.querySelector({row}).cells).map(c => c.textContent)"
+        )
+        self.assertEqual(
+            cells[:5], ["GREEN \u2192 BLUE", "migrate", "complete", "12", "0"]
+        )
+        self.assertRegex(
+            cells[5], r"^\d+ s ago \(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\), took 0\.8 s$"
+        )
+        self.assertIsNone(await page.evaluate("document.getElementById('extra-sync')"))
+
         self.assertEqual(await page.evaluate("window.__violations"), [])
         self.assertEqual(await page.evaluate("window.__errors"), [])
         exceptions = [
