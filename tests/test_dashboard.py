@@ -449,11 +449,11 @@ class EventsTests(TestCase):
         await client.waitForEvent("status")
         events = running.admin.events
         self.assertEqual(len(events.streams), 1)
-        self.assertIsNotNone(events._loop)
+        self.assertTrue(events.sampling)
         assert client.transport is not None
         client.transport.loseConnection()
         await streamsGone(running)
-        self.assertIsNone(events._loop)
+        self.assertFalse(events.sampling)
 
     async def test_tooMany(self) -> None:
         """

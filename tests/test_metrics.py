@@ -467,17 +467,20 @@ class MetricsTests(SynchronousTestCase):
         def broken(name: str, result: CheckResult) -> None:
             raise RuntimeError("boom")
 
-        self.monitor._checkObservers.insert(0, broken)
+        # Subscribed before the metrics' observer, so it fails first.
+        monitor = makeMonitor(self.clock)
+        monitor.subscribeChecks(broken)
+        metrics = Metrics(self.controller, monitor)
         with capturedLogs() as events:
-            self.monitor.record("green", CheckResult(True, "ok", 1.0, 0.01, 200))
+            monitor.record("green", CheckResult(True, "ok", 1.0, 0.01, 200))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(
             [e["log_format"] for e in events if e.get("log_failure")],
             ["check observer {observer!r} failed"],
         )
-        self.assertTrue(self.monitor.health["green"].up)
+        self.assertTrue(monitor.health["green"].up)
         self.assertEqual(
-            scrape(self.metrics).nonZero("bluegreen_health_checks_total"),
+            scrape(metrics).nonZero("bluegreen_health_checks_total"),
             {labels(environment="green", result="success"): 1},
         )
 

@@ -276,6 +276,13 @@ class StatusEvents(Resource):
         self._loop: LoopingCall | None = None
         self._failing = False
 
+    @property
+    def sampling(self) -> bool:
+        """
+        Whether the sampling loop runs (it does while a stream is open).
+        """
+        return self._loop is not None
+
     def _snapshot(self) -> tuple[str, bytes]:
         """
         @return: The status without C{now} (to compare) and the whole
