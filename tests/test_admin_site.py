@@ -11,9 +11,14 @@ import os
 import shutil
 import tempfile
 
+from attrs import define
 from treq.client import HTTPClient
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import URI, Agent, HTTPConnectionPool
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 
 from bluegreen.admin.site import MAX_BODY
 from tests._admin import (
@@ -121,6 +126,24 @@ class BodySizeTests(TestCase):
         )
 
 
+@implementer(IAgentEndpointFactory)
+@define
+class UNIXSocket:
+    """
+    Connects an L{Agent} to a UNIX socket, whatever the URL's host.
+
+    @ivar path: The socket.
+    """
+
+    path: str
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        """
+        @return: An endpoint for the socket.
+        """
+        return UNIXClientEndpoint(globalReactor(), self.path)
+
+
 class UNIXSocketTests(TestCase):
     """
     The admin API on a UNIX socket.
@@ -131,17 +154,13 @@ class UNIXSocketTests(TestCase):
         Over a UNIX socket, the history says the switch came from a local
         socket.
         """
-        from bluegreen.cli.common import _UNIXEndpointFactory
-
         # Short: trial's temporary paths can exceed AF_UNIX's 108 bytes.
         directory = tempfile.mkdtemp(prefix="bg-")
         self.addCleanup(shutil.rmtree, directory, True)
         path = os.path.join(directory, "admin.sock")
         running = await startService(self, "--admin", f"unix:{path}")
         pool = HTTPConnectionPool(globalReactor(), persistent=False)
-        agent = Agent.usingEndpointFactory(
-            globalReactor(), _UNIXEndpointFactory(globalReactor(), path), pool=pool
-        )
+        agent = Agent.usingEndpointFactory(globalReactor(), UNIXSocket(path), pool=pool)
         response = await HTTPClient(agent).post(
             "http://localhost/api/switch", json={"to": "blue"}
         )
