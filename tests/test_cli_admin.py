@@ -28,7 +28,7 @@ from bluegreen.cli.common import DEFAULT_ADMIN, settingsFrom, useColour
 from bluegreen.cli.main import Options, formatCheck, formatStatus, formatSwitch
 from tests._util import freePort
 
-from .test_admin import Running, startService
+from ._admin import Running, startService
 from .test_cli import consoleScript
 
 #: ANSI escape sequences start with this.

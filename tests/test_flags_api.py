@@ -21,8 +21,8 @@ from bluegreen.flags.model import MAX_VALUE
 from bluegreen.flags.target import RedisTarget
 from tests._util import PATIENCE, waitFor
 
+from ._admin import Running, call, captureEvents, globalReactor, startService
 from ._redis import startRedis
-from .test_admin import Running, call, captureEvents, globalReactor, startService
 
 #: The admin token of the services that have one.
 TOKEN = "fl4gs-t0ken"

@@ -27,7 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from bluegreen.service.tap import Options
 from bluegreen.sync.service import SyncService
 
-from .test_admin import Running, call, globalReactor, startService
+from ._admin import Running, call, globalReactor, startService
 from .test_cli_admin import bluegreen
 
 #: The admin token of the services that have one.

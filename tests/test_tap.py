@@ -39,7 +39,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from bluegreen import __version__
-from bluegreen.admin.api import AdminSite
+from bluegreen.admin.site import AdminSite
 from bluegreen.environment import Environment
 from bluegreen.proxy.resource import ProxyResource, ProxySite
 from bluegreen.service.listener import Listener

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics -*-
+# -*- test-case-name: tests.test_metrics,tests.test_metrics_integration -*-
 """
 Prometheus metrics, served as C{GET /metrics} on the admin port.
 
@@ -63,7 +63,6 @@ so that C{rate()} and C{increase()} see the first event.
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -82,6 +81,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from bluegreen import __version__
+from bluegreen.admin.jsonapi import refuseUnlessGet
 from bluegreen.proxy.failures import FAILURE_KINDS
 
 if TYPE_CHECKING:
@@ -606,31 +606,12 @@ class MetricsResource(Resource):
         """
         Answer with the metrics (or 405, or 404 below C{/metrics}).
         """
-        if request.postpath:
-            path = request.path.decode("latin-1")
-            return _error(request, 404, f"not found: {path} (try GET /metrics)")
-        if request.method not in (b"GET", b"HEAD"):
-            method = request.method.decode("latin-1")
-            request.setHeader(b"Allow", b"GET, HEAD")
-            return _error(request, 405, f"method {method} not allowed on /metrics")
+        refused = refuseUnlessGet(request, " (try GET /metrics)")
+        if refused is not None:
+            return refused
         data = self.metrics.expose()
         request.setHeader(b"Content-Type", CONTENT_TYPE)
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"Content-Length", b"%d" % len(data))
         # twisted.web drops the body of a HEAD itself.
         return data
-
-
-def _error(request: Request, code: int, message: str) -> bytes:
-    """
-    Set up a JSON error answer, as the rest of the admin API gives.
-
-    @return: The body.
-    """
-    data = (json.dumps({"error": message}, indent=2) + "\n").encode("utf-8")
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Cache-Control", b"no-store")
-    request.setHeader(b"X-Content-Type-Options", b"nosniff")
-    request.setHeader(b"Content-Length", b"%d" % len(data))
-    return data

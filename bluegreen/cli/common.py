@@ -13,7 +13,6 @@ import getopt
 import json
 import os
 import sys
-import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -35,6 +34,11 @@ from zope.interface import implementer
 from bluegreen import __version__
 from bluegreen.admin.token import BadToken, readToken
 from bluegreen.checkfailure import describeCheckFailure
+
+# Shared with the admin site and the manhole; imported from here by the
+# commands.
+from bluegreen.timetext import ago as ago
+from bluegreen.timetext import localTime as localTime
 
 #: Where the admin API is unless told otherwise.
 DEFAULT_ADMIN = "http://127.0.0.1:3091"
@@ -382,24 +386,3 @@ def useColour(stream: TextIO, environ: Mapping[str, str]) -> bool:
     except (AttributeError, ValueError):
         tty = False
     return tty and not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
-
-
-def ago(seconds: float) -> str:
-    """
-    @return: E.g. C{"5 s ago"}, C{"3 min ago"}.
-    """
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 36 * 3600:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
-
-
-def localTime(when: float) -> str:
-    """
-    @return: C{when} (POSIX seconds) in local time.
-    """
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))

@@ -52,21 +52,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import Request
 
-from bluegreen.admin.api import (
-    AdminError,
-    AdminResource,
-    Call,
-    JSONObject,
-    _Endpoint,
-    _NotFound,
-    checkFields,
-)
+from bluegreen.admin.api import AdminResource
+from bluegreen.admin.jsonapi import AdminError, Call, JSONObject, checkFields
+from bluegreen.admin.routes import Endpoint, NotFound
 from bluegreen.flags.model import (
     HISTORY_LIMIT,
     FlagChange,
@@ -132,22 +127,22 @@ class FlagsResource(Resource):
         super().__init__()
         self.admin = admin
         self.flags = flags
-        self._table = _Endpoint(admin, {b"GET": self.table})
-        self._history = _Endpoint(admin, {b"GET": self.history})
+        self._table = Endpoint(admin, {b"GET": self.table})
+        self._history = Endpoint(admin, {b"GET": self.history})
 
     def getChild(self, path: bytes, request: IRequest) -> Resource:
         """
         C{/api/flags/history} or C{/api/flags/{name}}.
         """
         if not path:
-            return _NotFound()
+            return NotFound()
         if path == b"history" and request.method in (b"GET", b"HEAD"):
             return self._history
         try:
             name = path.decode("utf-8")
         except UnicodeDecodeError:
             name = path.decode("latin-1")
-        return _Endpoint(
+        return Endpoint(
             self.admin,
             {
                 b"GET": functools.partial(self.get, name),
@@ -160,7 +155,9 @@ class FlagsResource(Resource):
         """
         C{/api/flags} itself: the table.
         """
-        result: int = self._table.render(request)
+        # Resources are handed twisted.web.server.Request objects; the
+        # endpoint reads their body and channel, which IRequest does not name.
+        result: int = self._table.render(cast(Request, request))
         return result
 
     # Checking requests

@@ -410,7 +410,7 @@ def telnetExposure(description: str) -> str | None:
     if isinstance(
         endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, SSL4ServerEndpoint)
     ):
-        where = exposedInterface(endpoint)
+        where = exposedInterface(description)
         return None if where is None else f"listens on {where}"
     return "is neither loopback TCP nor a UNIX socket"
 
@@ -1296,7 +1296,7 @@ class Manhole(Service):
                 fingerprint=fingerprint(self.hostKey),
                 created=", just created" if self.createdKey else "",
             )
-            where = exposedInterface(serverFromString(_NO_REACTOR, settings.ssh))
+            where = exposedInterface(settings.ssh)
             if where is not None:
                 _log.warn(
                     "manhole: the SSH manhole ({endpoint}) listens on {where}: "

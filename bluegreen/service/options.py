@@ -11,16 +11,13 @@ before it installs the reactor chosen with C{--reactor}.
 from __future__ import annotations
 
 import os
-from typing import cast
 
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
 from bluegreen import __version__
 from bluegreen.admin.token import BadToken, readToken
 from bluegreen.environment import COLOURS, BadURL, Environment
-from bluegreen.exposure import exposedInterface
+from bluegreen.exposure import exposedInterface, listeningOn
 from bluegreen.flags.model import DEFAULT_NAMES, FlagError, validateName
 from bluegreen.flags.target import RedisTarget, readPasswordFile
 from bluegreen.health import HealthSettings, StatusSet
@@ -30,26 +27,6 @@ from bluegreen.proxy.pool import loadTrustRoot
 from bluegreen.service.config import Config
 from bluegreen.sync.service import SYNC_MODES
 from bluegreen.sync.strategies import parseLocation, sshArguments
-
-# Endpoint strings are parsed (not listened on) while the options are
-# checked, before twistd has chosen its reactor.
-_NO_REACTOR = cast(IReactorCore, object())
-
-
-def _listenAddress(endpoint: object) -> tuple[object, object]:
-    """
-    The TCP port number and UNIX socket path of a parsed server endpoint.
-
-    Twisted's endpoints expose where they will listen only once listening
-    (L{IListeningPort.getHost}), and its public string parser hands back
-    only the endpoint, so this reads the endpoints' private C{_port} and
-    C{_address}: the one place that does.  A public parser of endpoint
-    descriptions into their arguments would replace it.
-
-    @param endpoint: A server endpoint from L{serverFromString}.
-    @return: C{(port, address)}, each L{None} where the endpoint has none.
-    """
-    return getattr(endpoint, "_port", None), getattr(endpoint, "_address", None)
 
 
 def portToEndpoint(
@@ -83,15 +60,16 @@ def portToEndpoint(
             f"--{name}: empty; give a port number or endpoint string"
         )
     try:
-        endpoint = serverFromString(_NO_REACTOR, text)
+        where = listeningOn(text)
     except Exception as e:
         raise usage.UsageError(
             f"--{name}: {value!r} is not a valid endpoint (e.g. {examples}): {e}"
         ) from None
-    # serverFromString checks neither the range of a tcp port nor that a
-    # unix socket has a path; both would otherwise fail only when listening.
-    number, address = _listenAddress(endpoint)
-    if isinstance(number, int) and not 0 <= number < 65536:
+    # Parsing checks neither the range of a tcp port nor that a unix socket
+    # has a path; both would otherwise fail only when listening.
+    number = where.port if where is not None else None
+    address = where.path if where is not None else None
+    if number is not None and not 0 <= number < 65536:
         raise usage.UsageError(
             f"--{name}: {value!r}: {number} is not a TCP port number (0-65535)"
         )
@@ -471,17 +449,19 @@ class Options(usage.Options):
         text = portToEndpoint(
             value, "admin", "tcp:3091:interface=127.0.0.1, unix:/run/bg-admin.sock"
         )
-        admin = serverFromString(_NO_REACTOR, text)
-        proxy = serverFromString(_NO_REACTOR, endpoint)
-        for mine, proxied in zip(
-            _listenAddress(admin), _listenAddress(proxy), strict=True
-        ):
-            if mine and mine == proxied:
+        admin = listeningOn(text)
+        proxy = listeningOn(endpoint)
+        if admin is not None and proxy is not None:
+            # Port 0 (any free port) is never the same port twice.
+            same = bool(admin.port and admin.port == proxy.port) or bool(
+                admin.path and admin.path == proxy.path
+            )
+            if same:
                 raise usage.UsageError(
                     f"--admin: {value!r} is the proxied port (--port "
                     f"{self['port']}); the admin API needs its own"
                 )
-        exposed = exposedInterface(admin)
+        exposed = exposedInterface(text)
         if exposed is not None and token is None:
             raise usage.UsageError(
                 f"--admin: {value!r} listens on {exposed}, so other machines "

@@ -30,8 +30,9 @@ from twisted.internet.interfaces import (
 from twisted.logger import ILogObserver, Logger
 
 from bluegreen import __version__
-from bluegreen.admin.api import AdminResource, adminSite
+from bluegreen.admin.api import AdminResource
 from bluegreen.admin.metrics import FlagMetrics, Metrics, MetricsResource
+from bluegreen.admin.site import adminSite
 from bluegreen.controller import Controller
 from bluegreen.flags.api import mountFlags
 from bluegreen.flags.service import FlagService
