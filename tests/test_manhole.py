@@ -1,8 +1,7 @@
 # -*- test-case-name: tests.test_manhole -*-
 """
-Tests for L{bluegreen.manhole.service}: the password and key files, the SSH host
-key, the namespace, and real telnet and SSH sessions against the running
-proxy.
+Tests for L{bluegreen.manhole}: the password and key files, the SSH host key,
+the namespace, and real telnet and SSH sessions against the running proxy.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import socket
 import stat
 import struct
 import tempfile
+from collections.abc import Callable
 from typing import Any, cast
 
 import bcrypt
@@ -42,20 +42,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
-from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-import bluegreen.manhole.service as manhole_module
 from bluegreen.controller import SwitchRefused
-from bluegreen.manhole.service import (
+from bluegreen.manhole.auth import (
     AuthorizedKeysChecker,
-    Manhole,
     ManholeError,
     PasswordFileChecker,
-    Text,
     checkPassword,
     defaultHostKeyPath,
     fingerprint,
@@ -63,6 +59,10 @@ from bluegreen.manhole.service import (
     readAuthorizedKeys,
     readPasswords,
 )
+from bluegreen.manhole.namespace import Text
+from bluegreen.manhole.service import Manhole
+from bluegreen.manhole.ssh import SSHShell
+from bluegreen.manhole.telnet import TelnetLogin
 from bluegreen.service.tap import Options, ProxyService, StartupError, makeService
 from tests._backends import (
     captureLogs,
@@ -72,7 +72,7 @@ from tests._backends import (
     startBackend,
     startProxy,
 )
-from tests._util import freePort
+from tests._util import PATIENCE, freePort, waitFor
 
 #: The required options (no admin API).
 REQUIRED = [
@@ -494,7 +494,7 @@ class CheckerTests(SynchronousTestCase):
         or an unusable file is refused (and logged).
         """
         path = writeFile(self.directory, "passwd", b"alice:s3cret\n")
-        checker = PasswordFileChecker(path, object())
+        checker = PasswordFileChecker(path, None)
         login = checker.requestAvatarId
         self.assertEqual(
             self.successResultOf(login(UsernamePassword(b"alice", b"s3cret"))),
@@ -526,7 +526,7 @@ class CheckerTests(SynchronousTestCase):
         A password changed in the file counts from the next login.
         """
         path = writeFile(self.directory, "passwd", b"alice:old\n")
-        checker = PasswordFileChecker(path, object())
+        checker = PasswordFileChecker(path, None)
         writeFile(self.directory, "passwd", b"alice:" + hashed(b"new") + b"\n")
         self.successResultOf(
             checker.requestAvatarId(UsernamePassword(b"alice", b"new"))
@@ -776,7 +776,7 @@ class ManholeServiceTests(SynchronousTestCase):
             "  blue   unknown  http://127.0.0.1:5001  not checked yet\n"
             "no switch yet",
         )
-        manhole.switch("alice", "blue")
+        manhole.namespace.switch("alice", "blue")
         lines = status().splitlines()
         self.assertTrue(lines[-1].startswith("last switch: "), lines)
         self.assertIn(
@@ -796,18 +796,21 @@ def screenText(data: bytes) -> str:
     return _ESCAPE.sub(b"", data.replace(b"\x1bE", b"\n")).decode("utf-8", "replace")
 
 
-async def waitFor(read: Any, text: str, count: int = 1, timeout: float = 15.0) -> None:
+async def waitForText(read: Callable[[], str], text: str, count: int = 1) -> None:
     """
     Wait until C{read()} shows C{text} at least C{count} times.
 
-    @raise AssertionError: If it has not within C{timeout} seconds.
+    @raise AssertionError: If it has not within L{PATIENCE} seconds, with
+        what was shown.
     """
-    waited = 0.0
-    while read().count(text) < count:
-        if waited >= timeout:
-            raise AssertionError(f"{text!r} not seen within {timeout} s in {read()!r}")
-        await deferLater(reactor, 0.02, lambda: None)
-        waited += 0.02
+    try:
+        await waitFor(lambda: read().count(text) >= count, f"{text!r} x {count}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; shown: {read()!r}") from None
+
+
+#: A session test waits for several things in turn, each within PATIENCE.
+SESSION_TIMEOUT = 4 * PATIENCE
 
 
 class TelnetClient(TelnetProtocol):
@@ -885,7 +888,7 @@ class TelnetSessionTests(TestCase):
     A real telnet session with the manhole of a running proxy.
     """
 
-    timeout = 30
+    timeout = SESSION_TIMEOUT
 
     def setUp(self) -> None:
         self.directory = shortDirectory(self)
@@ -933,9 +936,9 @@ class TelnetSessionTests(TestCase):
 
         @param attempt: Which login attempt on the connection this is.
         """
-        await waitFor(client.text, "Username: ", attempt)
+        await waitForText(client.text, "Username: ", attempt)
         client.send(b"alice\n")
-        await waitFor(client.text, "Password: ", attempt)
+        await waitForText(client.text, "Password: ", attempt)
         client.send(password + b"\n")
 
     async def test_session(self) -> None:
@@ -947,13 +950,13 @@ class TelnetSessionTests(TestCase):
         self.assertEqual(stat.S_IMODE(os.stat(self.socket).st_mode), 0o600)
         client = await self.connect()
         await self.login(client, b"s3cret")
-        await waitFor(client.text, "logged in as alice")
-        await waitFor(client.text, ">>> ")
+        await waitForText(client.text, "logged in as alice")
+        await waitForText(client.text, ">>> ")
         self.assertNotIn("s3cret", client.text())
         client.send(b"controller.active\n")
-        await waitFor(client.text, "'green'")
+        await waitForText(client.text, "'green'")
         client.send(b'switch("blue")\n')
-        await waitFor(client.text, "reason='manual switch via manhole by alice'")
+        await waitForText(client.text, "reason='manual switch via manhole by alice'")
         controller = self.proxy.controller
         self.assertEqual(controller.active, "blue")
         self.assertEqual(
@@ -962,11 +965,13 @@ class TelnetSessionTests(TestCase):
         response = await fetch(self, self.proxy.port, b"GET", b"/")
         self.assertEqual(response.values(b"x-env"), [b"blue"])
         client.send(b"status()\n")
-        await waitFor(client.text, "live: blue (manual switch via manhole by alice)")
+        await waitForText(
+            client.text, "live: blue (manual switch via manhole by alice)"
+        )
         client.send(b"help()\n")
-        await waitFor(client.text, "switch(to, force=False)")
+        await waitForText(client.text, "switch(to, force=False)")
         client.send(b'switch("blue")\n')
-        await waitFor(client.text, "SwitchRefused: blue is already live")
+        await waitForText(client.text, "SwitchRefused: blue is already live")
         client.send(b"\x04")
         await client.lost
         messages = [formatEvent(e) for e in self.logs.namespace("bluegreen.manhole")]
@@ -983,11 +988,11 @@ class TelnetSessionTests(TestCase):
         """
         client = await self.connect()
         await self.login(client, b"guess")
-        await waitFor(client.text, "Authentication failed")
-        await waitFor(client.text, "Username: ", count=2)
+        await waitForText(client.text, "Authentication failed")
+        await waitForText(client.text, "Username: ", count=2)
         self.assertNotIn(">>> ", client.text())
         await self.login(client, b"s3cret", attempt=2)
-        await waitFor(client.text, ">>> ")
+        await waitForText(client.text, ">>> ")
         self.assertEqual(self.proxy.controller.active, "green")
 
     async def test_typeAhead(self) -> None:
@@ -996,20 +1001,20 @@ class TelnetSessionTests(TestCase):
         stopped echoing) still log in.
         """
         client = await self.connect()
-        await waitFor(client.text, "Username: ")
+        await waitForText(client.text, "Username: ")
         client.send(b"alice\ns3cret\n")
-        await waitFor(client.text, ">>> ")
+        await waitForText(client.text, ">>> ")
 
     async def test_tooManyFailures(self) -> None:
         """
         The third wrong password closes the connection.
         """
-        self.patch(manhole_module._TelnetLogin, "failureDelay", 0.01)
+        self.patch(TelnetLogin, "failureDelay", 0.01)
         client = await self.connect()
         for attempt in range(1, 4):
-            await waitFor(client.text, "Username: ", count=attempt)
+            await waitForText(client.text, "Username: ", count=attempt)
             client.send(b"alice\n")
-            await waitFor(client.text, "Password: ", count=attempt)
+            await waitForText(client.text, "Password: ", count=attempt)
             client.send(b"nope\n")
         await client.lost
         self.assertIn("Authentication failed; disconnecting", client.text())
@@ -1026,9 +1031,9 @@ class TelnetSessionTests(TestCase):
 
         client = await self.connect(EchoingClient)
         await self.login(client, b"s3cret")
-        await waitFor(client.text, ">>> ")
+        await waitForText(client.text, ">>> ")
         client.send(b"6 * 7\n")
-        await waitFor(client.text, "42")
+        await waitForText(client.text, "42")
         # Twisted's telnet session asks again once logged in, and logs the
         # refusal (which the client sent before the line above).
         self.assertEqual(len(self.flushLoggedErrors(OptionRefused)), 1)
@@ -1039,7 +1044,7 @@ class TelnetSessionTests(TestCase):
         """
         client = await self.connect()
         await self.login(client, b"s3cret")
-        await waitFor(client.text, ">>> ")
+        await waitForText(client.text, ">>> ")
         await self.proxy.stop()
         await client.lost
 
@@ -1109,7 +1114,7 @@ class SSHSessionTests(TestCase):
     Real SSH sessions with the manhole of a running proxy.
     """
 
-    timeout = 30
+    timeout = SESSION_TIMEOUT
 
     def setUp(self) -> None:
         self.directory = shortDirectory(self)
@@ -1188,12 +1193,12 @@ class SSHSessionTests(TestCase):
                 await child.ended
 
         self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
-        await waitFor(child.text, "logged in as deploy (key alice@laptop)")
-        await waitFor(child.text, ">>> ")
+        await waitForText(child.text, "logged in as deploy (key alice@laptop)")
+        await waitForText(child.text, ">>> ")
         process.write(b"controller.active\r")
-        await waitFor(child.text, "'green'")
+        await waitForText(child.text, "'green'")
         process.write(b'switch("blue")\r')
-        await waitFor(
+        await waitForText(
             child.text, "manual switch via manhole by deploy (key alice@laptop)"
         )
         self.assertEqual(self.proxy.controller.active, "blue")
@@ -1249,7 +1254,7 @@ class SSHShellTests(SynchronousTestCase):
         The terminal size comes from the pty request; a client that sends
         0 (no local terminal) gets 80x24.
         """
-        shell = manhole_module._SSHShell(cast(Any, None))
+        shell = SSHShell(cast(Any, None))
         shell.getPty(b"xterm", (50, 132, 0, 0), [])
         self.assertEqual((shell.width, shell.height), (132, 50))
         shell.getPty(b"xterm", (0, 0, 0, 0), [])

@@ -55,11 +55,12 @@ from bluegreen.flags.store import (
     validateName,
 )
 from bluegreen.health import HealthMonitor, HealthSettings, StatusSet
+from bluegreen.manhole.auth import ManholeError
+from bluegreen.manhole.namespace import LiveObjects
 from bluegreen.manhole.service import (
     SSH_EXAMPLES,
     TELNET_EXAMPLES,
     Manhole,
-    ManholeError,
 )
 from bluegreen.manhole.service import checkOptions as checkManholeOptions
 from bluegreen.proxy.accesslog import AccessLog
@@ -1051,23 +1052,20 @@ def makeService(options: Options, reactor: Any = None) -> IService:
             "admin",
         ).setServiceParent(service)
     if options.get("manholeSettings") is not None:
+        shown = LiveObjects(
+            controller=controller,
+            health=monitor,
+            proxy=resource,
+            pools=pools,
+            service=service,
+            flags=flags,
+            sync=sync,
+        )
         try:
-            manhole = Manhole.create(options["manholeSettings"], service, reactor)
+            manhole = Manhole.create(options["manholeSettings"], shown, reactor)
         except ManholeError as e:
             raise StartupError(str(e)) from None
         service.manhole = manhole
-        if flags is not None:
-            manhole.add(
-                "flags",
-                flags,
-                "the feature flags: .table(), .view('blue', 'RECENT')",
-            )
-        if sync is not None:
-            manhole.add(
-                "sync",
-                sync,
-                "the database sync: .status(), .start('green', 'blue'), .last",
-            )
         manhole.setServiceParent(service)
         for option, description, factory in manhole.listeners():
             _Listener(
