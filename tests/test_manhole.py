@@ -28,24 +28,32 @@ from cryptography.hazmat.primitives.serialization import (
 from twisted.conch.error import ValidPublicKey
 from twisted.conch.ssh.keys import Key
 from twisted.conch.telnet import (
+    DO,
+    DONT,
     ECHO,
+    IAC,
     LINEMODE,
     NAWS,
     SGA,
+    ITelnetProtocol,
     OptionRefused,
     TelnetProtocol,
     TelnetTransport,
 )
-from twisted.cred.credentials import SSHPrivateKey, UsernamePassword
+from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import IUsernamePassword, SSHPrivateKey, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
-from twisted.internet.error import ProcessTerminated
+from twisted.internet.error import ConnectionDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from bluegreen.controller import SwitchRefused
 from bluegreen.manhole.auth import (
@@ -1242,6 +1250,135 @@ class SSHSessionTests(TestCase):
         self.assertEqual(self.proxy.controller.active, "green")
         messages = [formatEvent(e) for e in self.logs.namespace("bluegreen.manhole")]
         self.assertIn("manhole: bob logged in (SSH)", messages)
+
+
+class _OneSession:
+    """
+    A realm giving each telnet login a plain L{TelnetProtocol}, counting
+    logouts.
+    """
+
+    def __init__(self) -> None:
+        self.sessions: list[TelnetProtocol] = []
+        self.logouts = 0
+
+    def requestAvatar(
+        self, avatarId: object, mind: object, *interfaces: object
+    ) -> tuple[object, TelnetProtocol, Callable[[], None]]:
+        session = TelnetProtocol()
+        self.sessions.append(session)
+
+        def logout() -> None:
+            self.logouts += 1
+
+        return ITelnetProtocol, session, logout
+
+
+@implementer(ICredentialsChecker)
+class _PendingChecker:
+    """
+    A checker whose answers the test gives.
+    """
+
+    credentialInterfaces = (IUsernamePassword,)
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[bytes | tuple[()]]] = []
+
+    def requestAvatarId(self, credentials: object) -> Deferred[bytes | tuple[()]]:
+        d: Deferred[bytes | tuple[()]] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+class TelnetLoginTests(SynchronousTestCase):
+    """
+    L{TelnetLogin}'s timing, driven by a L{Clock}: a refusal is answered
+    after L{TelnetLogin.failureDelay}, the last one closes the connection.
+    """
+
+    def setUp(self) -> None:
+        directory = shortDirectory(self)
+        passwd = writeFile(directory, "passwd", b"alice:s3cret\n")
+        self.realm = _OneSession()
+        self.clock = Clock()
+        self.connect(PasswordFileChecker(passwd, None))
+
+    def connect(self, checker: ICredentialsChecker) -> None:
+        """
+        Connect a login checking with C{checker} to L{wire}.
+        """
+        portal = Portal(cast(Any, self.realm), [checker])
+        self.telnet = TelnetTransport(TelnetLogin, portal, self.clock)
+        self.wire = StringTransport()
+        self.telnet.makeConnection(self.wire)
+
+    def shown(self) -> bytes:
+        """
+        @return: What the client was sent so far, telnet commands removed.
+        """
+        return re.sub(rb"\xff[\xfb-\xfe].", b"", self.wire.value())
+
+    def attempt(self, password: bytes) -> None:
+        """
+        Log in as alice, agreeing to the server's echo changes.
+        """
+        self.telnet.dataReceived(b"alice\r\n" + IAC + DO + ECHO)
+        self.telnet.dataReceived(password + b"\r\n" + IAC + DONT + ECHO)
+
+    def test_refusalDelayed(self) -> None:
+        """
+        A wrong password is answered only after the delay, then the user
+        name is asked for again; the right one then logs in.
+        """
+        self.attempt(b"wrong")
+        self.clock.advance(TelnetLogin.failureDelay * 0.99)
+        self.assertEqual(self.shown(), b"Username: Password: ")
+        self.clock.advance(TelnetLogin.failureDelay * 0.01)
+        self.assertEqual(
+            self.shown(),
+            b"Username: Password: \r\nAuthentication failed\r\nUsername: ",
+        )
+        self.attempt(b"s3cret")
+        self.assertEqual(len(self.realm.sessions), 1)
+        self.assertIs(self.telnet.protocol, self.realm.sessions[0])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lastAttemptDisconnects(self) -> None:
+        """
+        The last allowed wrong password closes the connection, after the
+        delay.
+        """
+        for _ in range(TelnetLogin.maxAttempts):
+            self.attempt(b"wrong")
+            self.assertFalse(self.wire.disconnecting)
+            self.clock.advance(TelnetLogin.failureDelay)
+        self.assertTrue(self.wire.disconnecting)
+        self.assertTrue(
+            self.shown().endswith(b"\r\nAuthentication failed; disconnecting\r\n")
+        )
+
+    def test_lostCancelsAnswer(self) -> None:
+        """
+        A connection lost while a refusal waits leaves no timer behind.
+        """
+        self.attempt(b"wrong")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.telnet.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lostWhileChecking(self) -> None:
+        """
+        A login that succeeds after the connection was lost is logged out at
+        once, not handed a dead connection.
+        """
+        checker = _PendingChecker()
+        self.connect(checker)
+        self.attempt(b"s3cret")
+        self.telnet.connectionLost(Failure(ConnectionDone()))
+        checker.pending[0].callback(b"alice")
+        self.assertEqual(self.realm.logouts, 1)
+        self.assertFalse(self.realm.sessions[0].transport)
 
 
 class SSHShellTests(SynchronousTestCase):

@@ -175,10 +175,11 @@ class TelnetLogin(StatefulTelnetProtocol):
         self._pending = None
         transport = self._telnet()
         if self.failures >= self.maxAttempts:
-            transport.write(b"\r\nAuthentication failed; disconnecting\r\n")
+            # The transport sends each \n as CR LF.
+            transport.write(b"\nAuthentication failed; disconnecting\n")
             transport.loseConnection()
             return
-        transport.write(b"\r\nAuthentication failed\r\nUsername: ")
+        transport.write(b"\nAuthentication failed\nUsername: ")
         self.state = "User"
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
