@@ -582,6 +582,38 @@ class CheckerTests(SynchronousTestCase):
         forged.signature = mallory.sign(forged.sigData)
         self.failureResultOf(login(forged), UnauthorizedLogin)
 
+    def test_keyRefusalsLogged(self) -> None:
+        """
+        A key not listed, a bad signature, a key blob that is not a key and
+        an unusable file are refused, each logged as such; a file made
+        usable again counts from the next login.
+        """
+        alice, _, line = clientKey("alice@laptop")
+        mallory, _, _ = clientKey("mallory")
+        path = writeFile(self.directory, "keys", line, 0o644)
+        login = AuthorizedKeysChecker(path).requestAvatarId
+        forged = self.sshCredentials(alice)
+        forged.signature = mallory.sign(forged.sigData)
+        garbage = self.sshCredentials(alice)
+        garbage.blob = b"\x00\x00\x00\x03abc"
+        with capturedLogs() as events:
+            self.failureResultOf(login(self.sshCredentials(mallory)), UnauthorizedLogin)
+            self.failureResultOf(login(forged), UnauthorizedLogin)
+            self.failureResultOf(login(garbage), UnauthorizedLogin)
+            os.chmod(path, 0o666)
+            self.failureResultOf(login(self.sshCredentials(alice)), UnauthorizedLogin)
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            [
+                f"manhole: SSH key {fingerprint(mallory)} of deploy is not in {path}",
+                "manhole: bad SSH key signature from deploy",
+                f"manhole: login as deploy refused: --manhole-keys: {path!r} has "
+                "mode 0666, so other users could add keys: chmod 644 (or 600) it",
+            ],
+        )
+        os.chmod(path, 0o600)
+        self.successResultOf(login(self.sshCredentials(alice)))
+
     def test_keyUserNameSanitized(self) -> None:
         """
         A user name with control characters is made safe for the logs and

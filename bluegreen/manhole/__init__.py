@@ -2,7 +2,7 @@
 """
 Telnet and SSH manholes: a Python prompt inside the running service.
 
-  - L{bluegreen.manhole.service}: the options, and the L{bluegreen.manhole.service.Manhole} service
+  - L{bluegreen.manhole.service}: the options, and the C{Manhole} service
     that builds the listeners' factories and closes the sessions.
   - L{bluegreen.manhole.auth}: the password and authorized keys files,
     their credential checkers, and the SSH host key.
