@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_manhole -*-
+# -*- test-case-name: tests.test_manhole_auth -*-
 """
 Who may log in to a manhole, and who the SSH manhole is: the
 C{--manhole-passwd} and C{--manhole-keys} files, their credential checkers,

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_manhole -*-
+# -*- test-case-name: tests.test_manhole_sessions -*-
 """
 The Python prompt a manhole session runs on its terminal (telnet or SSH).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_manhole -*-
+# -*- test-case-name: tests.test_manhole_sessions -*-
 """
 The manholes' realm: a logged-in user gets a Python prompt, on telnet or
 SSH; logins and logouts are logged.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_manhole -*-
+# -*- test-case-name: tests.test_manhole,tests.test_manhole_sessions -*-
 """
 The manhole: a Python prompt inside the running proxy, for operators.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_manhole -*-
+# -*- test-case-name: tests.test_manhole,tests.test_manhole_sessions -*-
 """
 The SSH manhole: each session channel of a logged-in user runs the Python
 prompt; commands (C{ssh host COMMAND}) are refused.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_manhole -*-
+# -*- test-case-name: tests.test_manhole,tests.test_manhole_sessions -*-
 """
 The telnet manhole: a login (user name, then a password that is not
 echoed), then the Python prompt.
