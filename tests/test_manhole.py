@@ -21,7 +21,13 @@ from twisted.conch.telnet import (
     DONT,
     ECHO,
     IAC,
+    LINEMODE,
+    NAWS,
+    SGA,
+    WILL,
+    WONT,
     ITelnetProtocol,
+    OptionRefused,
     TelnetProtocol,
     TelnetTransport,
 )
@@ -30,6 +36,7 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
@@ -44,7 +51,7 @@ from bluegreen.manhole.auth import (
 from bluegreen.manhole.namespace import Text
 from bluegreen.manhole.service import Manhole
 from bluegreen.manhole.ssh import SSHShell
-from bluegreen.manhole.telnet import TelnetLogin
+from bluegreen.manhole.telnet import TelnetLogin, TelnetSession
 from bluegreen.service.tap import Options, ProxyService, StartupError, makeService
 from tests._backends import (
     reactor,
@@ -411,6 +418,43 @@ class TelnetLoginTests(SynchronousTestCase):
         checker.pending[0].callback(b"alice")
         self.assertEqual(self.realm.logouts, 1)
         self.assertFalse(self.realm.sessions[0].transport)
+
+
+class TelnetSessionTests(SynchronousTestCase):
+    """
+    L{TelnetSession} negotiates the terminal; the connection ending first is
+    no error.
+    """
+
+    def setUp(self) -> None:
+        self.telnet = TelnetTransport(TelnetSession, Protocol)
+        self.wire = StringTransport()
+        self.telnet.makeConnection(self.wire)
+
+    def test_requests(self) -> None:
+        """
+        The session asks for line mode, the window size and no go-ahead,
+        and offers to echo.
+        """
+        self.assertEqual(
+            self.wire.value(),
+            IAC + DO + LINEMODE + IAC + DO + NAWS + IAC + DO + SGA + IAC + WILL + ECHO,
+        )
+
+    def test_lostBeforeAnswers(self) -> None:
+        """
+        A connection that ends before the client answered logs nothing.
+        """
+        with capturedLogs() as events:
+            self.telnet.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(events, [])
+
+    def test_refusedLogged(self) -> None:
+        """
+        A request the client refuses is logged, as Twisted's session does.
+        """
+        self.telnet.dataReceived(IAC + WONT + LINEMODE)
+        self.assertEqual(len(self.flushLoggedErrors(OptionRefused)), 1)
 
 
 class SSHShellTests(SynchronousTestCase):

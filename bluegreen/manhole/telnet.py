@@ -14,6 +14,9 @@ from typing import cast
 
 from twisted.conch.telnet import (
     ECHO,
+    LINEMODE,
+    NAWS,
+    SGA,
     ITelnetProtocol,
     StatefulTelnetProtocol,
     TelnetBootstrapProtocol,
@@ -23,6 +26,7 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -206,6 +210,25 @@ class TelnetSession(TelnetBootstrapProtocol):
 
     logout: Callable[[], None] | None = None
 
+    def connectionMade(self) -> None:
+        """
+        Ask for the client's window size, line mode and no go-ahead, offer
+        to echo, and start the manhole on the terminal.
+
+        As Twisted's does, but a request the connection ended before the
+        client answered (a client quitting at once, the service stopping)
+        is not logged as an error.
+        """
+        transport = self.transport
+        assert isinstance(transport, TelnetTransport)
+        transport.negotiationMap[NAWS] = self.telnet_NAWS
+        transport.negotiationMap[LINEMODE] = self.telnet_LINEMODE
+        for option in (LINEMODE, NAWS, SGA):
+            transport.do(option).addErrback(_unanswered, "DO", option)
+        transport.will(ECHO).addErrback(_unanswered, "WILL", ECHO)
+        self.protocol = self.protocolFactory(*self.protocolArgs, **self.protocolKwArgs)
+        self.protocol.makeConnection(self)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         End the manhole session and log out.
@@ -217,6 +240,24 @@ class TelnetSession(TelnetBootstrapProtocol):
         finally:
             if self.logout is not None:
                 self.logout()
+
+
+def _unanswered(failure: Failure, command: str, option: bytes) -> None:
+    """
+    Log a refused option request; one the connection ended before the
+    client answered is expected.
+
+    @param failure: Why the request failed.
+    @param command: C{"DO"} or C{"WILL"}.
+    @param option: The option.
+    """
+    if not failure.check(ConnectionDone, ConnectionLost):
+        _log.failure(
+            "manhole: telnet {command} {option!r} failed",
+            failure,
+            command=command,
+            option=option,
+        )
 
 
 class TelnetFactory(ServerFactory):
