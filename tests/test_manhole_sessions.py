@@ -6,6 +6,7 @@ OpenSSH's C{ssh}) with the manholes of a running proxy.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -433,7 +434,7 @@ class SSHSessionTests(TestCase):
             "-o",
             "IdentitiesOnly=yes",
             "-o",
-            "ConnectTimeout=10",
+            f"ConnectTimeout={math.ceil(PATIENCE)}",
             "-i",
             self.identity,
             "-p",
