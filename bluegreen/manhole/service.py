@@ -89,7 +89,6 @@ from twisted.internet.interfaces import (
     IReactorThreads,
     IReactorTime,
 )
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.python import usage
@@ -229,7 +228,7 @@ class _Sessions(WrappingFactory):
 
     noisy = False
 
-    def __init__(self, factory: Factory[Any], prefix: str) -> None:
+    def __init__(self, factory: IProtocolFactory, prefix: str) -> None:
         """
         @param factory: Builds the connections.
         @param prefix: What the listener's log lines start with.
