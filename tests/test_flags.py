@@ -1309,6 +1309,7 @@ class ManholeFlagTests(_RedisTestCase):
         C{setFlag} stores the value in the environment's Redis and records
         C{"manhole <user>"}; C{unsetFlag} removes it; both are in C{help()}.
         """
+        from bluegreen.manhole.namespace import LiveObjects
         from bluegreen.manhole.service import Manhole, ManholeSettings
 
         redis = await startRedis(self)
@@ -1335,7 +1336,16 @@ class ManholeFlagTests(_RedisTestCase):
         for store in flags.stores.values():
             await store.start()
         manhole = Manhole(
-            ManholeSettings(None, None, None, None, ""), service, reactor, None, False
+            ManholeSettings(None, None, None, None, ""),
+            LiveObjects(
+                service.controller,
+                service.health,
+                service.resource,
+                service.pools,
+                service,
+                flags,
+            ),
+            _reactor,
         )
         namespace = manhole.namespaceFor("alice")
         self.assertIn("setFlag(env, name, value)", str(namespace["help"]()))

@@ -702,7 +702,7 @@ class ManholeTests(TestCase):
         assert service.manhole is not None
         namespace = service.manhole.namespaceFor("admin")
         self.assertIs(namespace["flags"], service.flags)
-        self.assertIn("flags", str(service.manhole.help("admin")))
+        self.assertIn("flags", str(service.manhole.namespace.help("admin")))
 
 
 class ChangeByOthersTests(TestCase):

@@ -946,7 +946,7 @@ class ManholeOptionTests(SynchronousTestCase):
         The SSH manhole may listen on every interface, with keys, passwords
         or both; its host key defaults to the user's state directory.
         """
-        from bluegreen.manhole.service import defaultHostKeyPath
+        from bluegreen.manhole.auth import defaultHostKeyPath
 
         for logins in [
             ["--manhole-keys", self.keys],

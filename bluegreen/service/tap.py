@@ -38,7 +38,9 @@ from bluegreen.flags.api import mountFlags
 from bluegreen.flags.service import FlagService
 from bluegreen.health import HealthMonitor
 from bluegreen.healthclient import healthClient
-from bluegreen.manhole.service import Manhole, ManholeError
+from bluegreen.manhole.auth import ManholeError
+from bluegreen.manhole.namespace import LiveObjects
+from bluegreen.manhole.service import Manhole
 from bluegreen.proxy.accesslog import AccessLog
 from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.resource import ProxyResource, ProxySite
@@ -325,23 +327,20 @@ def makeService(
             "admin",
         ).setServiceParent(service)
     if config.manhole is not None:
+        shown = LiveObjects(
+            controller=controller,
+            health=monitor,
+            proxy=resource,
+            pools=pools,
+            service=service,
+            flags=flags,
+            sync=sync,
+        )
         try:
-            manhole = Manhole.create(config.manhole, service, reactor)
+            manhole = Manhole.create(config.manhole, shown, reactor)
         except ManholeError as e:
             raise StartupError(str(e)) from None
         service.manhole = manhole
-        if flags is not None:
-            manhole.add(
-                "flags",
-                flags,
-                "the feature flags: .table(), .view('blue', 'RECENT')",
-            )
-        if sync is not None:
-            manhole.add(
-                "sync",
-                sync,
-                "the database sync: .status(), .start('green', 'blue'), .last",
-            )
         manhole.setServiceParent(service)
         for option, description, factory in manhole.listeners():
             Listener(
