@@ -18,12 +18,16 @@ from typing import Any, cast
 import treq
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
+from twisted.web.server import NOT_DONE_YET, Request
+from twisted.web.test.requesthelper import DummyChannel
 
-from bluegreen.demo.meow import index
+from bluegreen.demo.meow import _web, index
 from bluegreen.demo.meow._images import PALETTE, catPNG
 from bluegreen.demo.meow.app import MAX_IMAGE, imageType
 from bluegreen.demo.meow.db import seedFacts, seedImages
@@ -98,6 +102,59 @@ class HelperTests(SynchronousTestCase):
         The home page's status is one constant, 200 (the bad commit's line).
         """
         self.assertEqual(index.STATUS, 200)
+
+
+class RenderTests(SynchronousTestCase):
+    """
+    L{_web.render} answers when the work is done, unless the client has gone.
+    """
+
+    def request(self) -> tuple[Request, DummyChannel]:
+        """
+        @return: A real twisted.web request on a channel that records writes.
+        """
+        channel = DummyChannel()
+        request = Request(channel)
+        request.method = b"GET"
+        request.uri = request.path = b"/"
+        request.clientproto = b"HTTP/1.1"
+        return request, channel
+
+    def test_answers(self) -> None:
+        """
+        The answer is written once the work finishes.
+        """
+        request, channel = self.request()
+        ready: Deferred[None] = Deferred()
+
+        async def work() -> None:
+            await ready
+            _web.finish(request, 200, b"meow", b"text/plain")
+
+        self.assertEqual(_web.render(request, work()), NOT_DONE_YET)
+        self.assertFalse(request.finished)
+        ready.callback(None)
+        self.assertTrue(request.finished)
+        self.assertIn(b"meow", channel.transport.written.getvalue())
+
+    def test_clientGone(self) -> None:
+        """
+        A client that left before the work finished gets nothing, and
+        nothing is logged as failed (twisted.web would refuse to finish it).
+        """
+        request, channel = self.request()
+        ready: Deferred[None] = Deferred()
+
+        async def work() -> None:
+            await ready
+            _web.finish(request, 200, b"meow", b"text/plain")
+
+        _web.render(request, work())
+        request.connectionLost(Failure(ConnectionDone()))
+        ready.callback(None)
+        self.assertFalse(request.finished)
+        self.assertEqual(channel.transport.written.getvalue(), b"")
+        self.assertEqual(self.flushLoggedErrors(), [])
 
 
 class MeowApp:
