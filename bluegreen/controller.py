@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_controller -*-
+# -*- test-case-name: tests.test_controller,tests.test_failover_unit -*-
 """
 The switch: which environment is live, and when it changes by itself.
 
@@ -108,7 +108,7 @@ class Controller:
     clock: IReactorTime
     history: list[Switch] = field(factory=list)
     why: str = "start"
-    isUp: Any = lambda name: True
+    isUp: Callable[[str], bool | None] = lambda name: True
     preferred: str = "green"
     failback: str = "manual"
     failbackDelay: float = 30.0

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_health -*-
+# -*- test-case-name: tests.test_health,tests.test_health_monitor -*-
 """
 Active health checks of both environments, with rise/fall thresholds.
 
@@ -17,49 +17,25 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 from attrs import define, field, frozen
 from twisted.application.service import Service
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredList,
-)
-from twisted.internet.defer import (
-    TimeoutError as DeferredTimeoutError,
-)
-from twisted.internet.error import (
-    ConnectError,
-    ConnectionDone,
-    ConnectionLost,
-    ConnectionRefusedError,
-    DNSLookupError,
-    TimeoutError,
-)
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
+from bluegreen.checkfailure import MAX_BODY, BodyTooLarge, describeCheckFailure
 from bluegreen.environment import Environment
-from bluegreen.tls import describeTLSError, isTLSError
 
 #: Checks remembered per environment (the dashboard's strip).
 HISTORY = 50
-
-#: The largest health response body read; a larger one fails the check.
-MAX_BODY = 64 * 1024
-
-
-class BodyTooLarge(Exception):
-    """
-    A health response body larger than L{MAX_BODY}.
-    """
 
 
 class _BodyReader(Protocol):
@@ -241,46 +217,18 @@ class EnvironmentHealth:
         return bool((self.up and self.failures) or (not self.up and self.successes))
 
 
-def describeCheckFailure(reason: Failure, timeout: float) -> str:
+class CachedConnections(TypingProtocol):
     """
-    Say in a few words why a check failed.
+    The checks' connection pool, as the monitor uses it (an
+    L{twisted.web.client.HTTPConnectionPool}).
+    """
 
-    @param reason: The failure of the check's request or body read.
-    @param timeout: The check timeout, for the message.
-    @return: E.g. C{"connection refused"}, C{"timeout after 2 s"}.
-    """
-    error = reason.value
-    if isinstance(error, (DeferredTimeoutError, CancelledError)):
-        return f"timeout after {timeout:g} s"
-    if isinstance(error, BodyTooLarge):
-        return f"body larger than {MAX_BODY} bytes"
-    if isinstance(error, (ResponseNeverReceived, ResponseFailed)):
-        inner = [r.value for r in error.reasons]
-        if any(isinstance(e, CancelledError) for e in inner):
-            return f"timeout after {timeout:g} s"
-        tls = [e for e in inner if isTLSError(e)]
-        if tls:
-            return describeTLSError(tls[0])
-        where = (
-            "before a response"
-            if isinstance(error, ResponseNeverReceived)
-            else ("during the response")
-        )
-        if any(isinstance(e, ConnectionDone) for e in inner):
-            return f"connection closed {where}"
-        return f"connection reset {where}"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, TimeoutError):
-        # The agent's connect timeout, not the check's: no number to give.
-        return "connect timeout"
-    if isinstance(error, DNSLookupError):
-        return "host name could not be resolved"
-    if isinstance(error, (ConnectError, ConnectionLost)):
-        return f"cannot connect ({error})"
-    if isTLSError(error):
-        return describeTLSError(error)
-    return f"{type(error).__name__}: {error}"
+    def closeCachedConnections(self) -> Deferred[None]:
+        """
+        Close the pool's connections.
+
+        @return: Fires once they are closed.
+        """
 
 
 #: Called with (environment name, up, reason) whenever one changes state.
@@ -307,7 +255,7 @@ class HealthMonitor(Service):
     settings: HealthSettings
     clock: IReactorTime
     http: Any
-    pool: Any = None
+    pool: CachedConnections | None = None
     health: dict[str, EnvironmentHealth] = field(init=False)
     _observers: list[StateObserver] = field(factory=list, init=False)
     _checkObservers: list[CheckObserver] = field(factory=list, init=False)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from collections.abc import Sequence
+from typing import Protocol
 
 from attrs import frozen
 
@@ -40,6 +41,37 @@ class SwitchRecord:
     source: str
     to: str
     reason: str
+
+
+class Stored(Protocol):
+    """
+    A switch as L{save} reads it (L{bluegreen.controller.Switch}, or a
+    L{SwitchRecord}).
+    """
+
+    @property
+    def when(self) -> float:
+        """
+        POSIX time of the switch.
+        """
+
+    @property
+    def source(self) -> str:
+        """
+        The colour live before.
+        """
+
+    @property
+    def to(self) -> str:
+        """
+        The colour live after.
+        """
+
+    @property
+    def reason(self) -> str:
+        """
+        Why.
+        """
 
 
 @frozen
@@ -108,14 +140,13 @@ def load(path: str, colours: tuple[str, ...]) -> SavedState | None:
     return SavedState(live, tuple(history))
 
 
-def save(path: str, live: str, history: list[Any]) -> None:
+def save(path: str, live: str, history: Sequence[Stored]) -> None:
     """
     Replace the state file atomically.
 
     @param path: The file.
     @param live: The live colour.
-    @param history: Switches (objects with C{when}, C{source}, C{to},
-        C{reason}), oldest first; the newest L{KEEP} are stored.
+    @param history: Switches, oldest first; the newest L{KEEP} are stored.
     @raise OSError: If it cannot be written (the old file is left as it was).
     """
     data = {

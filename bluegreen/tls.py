@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_health,tests.test_proxy_integration -*-
+# -*- test-case-name: tests.test_checkfailure,tests.test_proxy_forwarding -*-
 """
 Recognising and describing TLS failures, for the proxy's error pages and the
 health checks' reasons.

@@ -21,18 +21,19 @@ import os
 import shutil
 import signal
 import tempfile
-from typing import Any
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone
+from twisted.internet.interfaces import IProcessTransport, IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests._util import freePort
+from tests._util import PATIENCE, freePort
 
-reactor: Any = _reactor
+reactor = IReactorProcess(_reactor)
+clock = IReactorTime(_reactor)
 
 
 class ProcessFailed(Exception):
@@ -41,7 +42,7 @@ class ProcessFailed(Exception):
     """
 
 
-class _Collect(ProcessProtocol):
+class Collect(ProcessProtocol):
     """
     Collects a process's output; L{ended} fires with C{(exitCode, signal)}.
     When C{readyText} is given, L{ready} fires once stdout contains it
@@ -136,8 +137,9 @@ class RedisProcess:
             os.path.join(self.directory, "redis.sock") if unixSocket else None
         )
         self.port = freePort()
-        self._process: Any = None
-        self._protocol: _Collect | None = None
+        self._drawn = self.port
+        self._process: IProcessTransport | None = None
+        self._protocol: Collect | None = None
 
     @property
     def url(self) -> str:
@@ -192,11 +194,29 @@ class RedisProcess:
 
     async def start(self) -> None:
         """
-        Start the server and wait until it accepts connections.
+        Start the server and wait until it accepts connections.  The first
+        time, if something took the port L{freePort} drew meanwhile, draw
+        another (a port set by the test is kept).
 
         @raise ProcessFailed: If it exits first.
         """
-        protocol = _Collect("ready to accept connections")
+        first = self._protocol is None and self.port == self._drawn
+        for attempt in range(5):
+            try:
+                await self._startOnce()
+                return
+            except ProcessFailed as e:
+                if not first or "already in use" not in str(e) or attempt == 4:
+                    raise
+                self.port = self._drawn = freePort()
+
+    async def _startOnce(self) -> None:
+        """
+        Start the server once and wait until it accepts connections.
+
+        @raise ProcessFailed: If it exits first.
+        """
+        protocol = Collect("ready to accept connections")
         self._protocol = protocol
         self._process = reactor.spawnProcess(
             protocol,
@@ -206,7 +226,7 @@ class RedisProcess:
             path=self.directory,
         )
         ready = protocol.ready
-        ready.addTimeout(10, reactor)
+        ready.addTimeout(PATIENCE, clock)
         await ready
 
     async def _signal(self, name: str) -> None:
@@ -214,7 +234,7 @@ class RedisProcess:
         Send signal C{name} and wait until the process is gone.
         """
         protocol = self._protocol
-        if protocol is None or protocol.exited:
+        if protocol is None or protocol.exited or self._process is None:
             return
         self._process.signalProcess(name)
         await protocol.ended
@@ -244,12 +264,14 @@ class RedisProcess:
         Freeze the server (C{SIGSTOP}): connections are accepted by the
         kernel but nothing answers.
         """
+        assert self._process is not None and self._process.pid is not None
         os.kill(self._process.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         """
         Undo L{pause} (C{SIGCONT}).
         """
+        assert self._process is not None and self._process.pid is not None
         os.kill(self._process.pid, signal.SIGCONT)
 
     async def cli(self, *args: str) -> str:
@@ -267,7 +289,7 @@ class RedisProcess:
         env = {}
         if self.password is not None:
             env["REDISCLI_AUTH"] = self.password
-        protocol = _Collect()
+        protocol = Collect()
         reactor.spawnProcess(
             protocol,
             executable,
@@ -285,7 +307,7 @@ class RedisProcess:
             )
         return text[:-1] if text.endswith("\n") else text
 
-    async def _cleanup(self) -> None:
+    async def cleanup(self) -> None:
         """
         Stop the server (waking it first if it was paused).
         """
@@ -316,6 +338,6 @@ async def startRedis(
     @raise SkipTest: If C{redis-server} is not installed.
     """
     redis = RedisProcess(testCase, password, unixSocket, extra)
-    testCase.addCleanup(lambda: Deferred.fromCoroutine(redis._cleanup()))
+    testCase.addCleanup(lambda: Deferred.fromCoroutine(redis.cleanup()))
     await redis.start()
     return redis

@@ -31,20 +31,13 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests._backends import (
-    DownloadStats,
-    Handler,
-    PatternSource,
-    SourceProducer,
-    connectRaw,
-    echo,
-    failOnLoggedErrors,
-    generated,
-    reactor,
-    route,
-    startBackend,
-    withTimeout,
-)
+from tests._backends import Handler, echo, route, startBackend
+from tests._bodies import DownloadStats, PatternSource, SourceProducer, generated
+from tests._logs import failOnLoggedErrors
+from tests._processes import twistdPath
+from tests._rawclient import connectRaw
+from tests._util import PATIENCE
+from tests._waiting import reactor, withTimeout
 
 #: Bytes moved each way (C{BLUEGREEN_BIG_BYTES}, default 1 GiB).
 BIG_BYTES = int(os.environ.get("BLUEGREEN_BIG_BYTES", str(1 << 30)))
@@ -67,13 +60,6 @@ def withHealth(name: str, handler: Handler) -> Handler:
     C{handler}, except that health checks get a small echo.
     """
     return route({HEALTH_PATH: echo(name)}, handler)
-
-
-def twistdPath() -> str:
-    """
-    The C{twistd} script of the Python running the tests.
-    """
-    return os.path.join(os.path.dirname(sys.executable), "twistd")
 
 
 def readRSS(pid: int) -> int | None:
@@ -213,7 +199,9 @@ class BigBodyTests(TestCase):
     1 GiB each way through a real C{twistd bluegreen} process.
     """
 
-    timeout = 600
+    # Moving 2 GiB takes a few seconds here; a loaded machine gets the
+    # same patience as every other wait, many times over.
+    timeout = 20 * PATIENCE
 
     def setUp(self) -> None:
         """
@@ -252,7 +240,7 @@ class BigBodyTests(TestCase):
             process, args[0], args, env=dict(os.environ), path=self.makeTempDirectory()
         )
         self.addCleanup(self.stopProcess, process)
-        await withTimeout(process.listening, 30, "twistd bluegreen listening")
+        await withTimeout(process.listening, "twistd bluegreen listening")
         return process
 
     def makeTempDirectory(self) -> str:

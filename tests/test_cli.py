@@ -6,6 +6,7 @@ Tests for L{bluegreen.cli.main}, the C{bluegreen} console command.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -15,7 +16,19 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from bluegreen import __version__
-from bluegreen.cli.main import main
+from bluegreen.cli.common import SYNOPSIS
+from bluegreen.cli.main import COMMANDS, main
+
+
+def childEnvironment() -> dict[str, str]:
+    """
+    @return: The environment of a child process: C{PATH}, and C{PYTHONPATH}
+        if the tests have one.
+    """
+    env = {"PATH": os.environ.get("PATH", os.defpath)}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def consoleScript() -> str:
@@ -36,11 +49,8 @@ async def runScript(*args: str) -> tuple[str, str, int]:
     @param args: Its arguments.
     @return: Its stdout, stderr and exit code.
     """
-    env = {"PATH": os.environ.get("PATH", os.defpath)}
-    if "PYTHONPATH" in os.environ:
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     d: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
-        consoleScript(), args, env=env
+        consoleScript(), args, env=childEnvironment()
     )
     out, err, code = await d
     return out.decode("utf-8"), err.decode("utf-8"), code
@@ -60,16 +70,64 @@ class ConsoleScriptTests(TestCase):
 
     async def test_unknownOption(self) -> None:
         """
-        An unknown option exits with status 2, saying so and showing the
-        usage on stderr, without a traceback.
+        An unknown option exits with status 2 (a usage error) after one line
+        on stderr naming it and pointing to C{--help}, without a traceback.
         """
-        out, err, code = await runScript("--bogus")
+        for args in [["--bogus"], ["status", "--nope"]]:
+            out, err, code = await runScript(*args)
+            self.assertEqual(
+                (out, err, code),
+                (
+                    "",
+                    f"bluegreen: option {args[-1]} not recognized; see --help\n",
+                    2,
+                ),
+                f"bluegreen {' '.join(args)}",
+            )
+
+    async def test_noCommand(self) -> None:
+        """
+        C{bluegreen} alone is a usage error: it exits with status 2 after a
+        usage on stderr that names every command.
+        """
+        out, err, code = await runScript()
         self.assertEqual((out, code), ("", 2))
-        self.assertEqual(
-            err,
-            "bluegreen: option --bogus not recognized\nusage: bluegreen [--admin URL] "
-            "[--token-file FILE] [--json] status|switch|check|flag\n",
+        self.assertTrue(err.startswith(f"Usage: {SYNOPSIS}\n"), err)
+        for command in COMMANDS:
+            self.assertRegex(err, f"\n    {command} +[A-Z]")
+
+
+class ClientImportTests(TestCase):
+    """
+    The client imports no server module: C{bluegreen status} stays quick
+    and needs nothing of the service.
+    """
+
+    async def test_noServerModules(self) -> None:
+        """
+        Importing L{bluegreen.cli.main} and parsing C{status} in a fresh
+        interpreter loads neither C{twisted.web.server} nor the health
+        checks, the controller, the admin site, the proxy, the service, the
+        manholes, or the flag and sync components (the token reader alone is
+        shared).
+        """
+        program = (
+            "import json, sys\n"
+            "import bluegreen.cli.main\n"
+            "bluegreen.cli.main.Options().parseOptions(['status'])\n"
+            "server = ('twisted.web.server', 'bluegreen.health', "
+            "'bluegreen.healthclient', 'bluegreen.controller')\n"
+            "parts = ('bluegreen.proxy', 'bluegreen.service', 'bluegreen.manhole', "
+            "'bluegreen.admin.', 'bluegreen.flags.', 'bluegreen.sync.')\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m in server "
+            "or (m.startswith(parts) and m != 'bluegreen.admin.token'))))\n"
         )
+        d: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
+            sys.executable, ["-c", program], env=childEnvironment()
+        )
+        out, err, code = await d
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out), [])
 
 
 class MainTests(SynchronousTestCase):
@@ -79,13 +137,13 @@ class MainTests(SynchronousTestCase):
 
     def test_noArguments(self) -> None:
         """
-        Without arguments, L{main} prints the usage and returns 0.
+        Without arguments, L{main} prints the usage on stderr and returns 2.
         """
-        out = io.StringIO()
-        with redirect_stdout(out):
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
             code = main([])
-        self.assertEqual(code, 0)
-        self.assertIn("--version", out.getvalue())
+        self.assertEqual((code, out.getvalue()), (2, ""))
+        self.assertIn("--version", err.getvalue())
 
     def test_usageError(self) -> None:
         """
@@ -98,7 +156,7 @@ class MainTests(SynchronousTestCase):
         self.assertTrue(err.getvalue().startswith("bluegreen: "), err.getvalue())
         self.assertIn(
             "usage: bluegreen [--admin URL] [--token-file FILE] [--json] "
-            "status|switch|check|flag\n",
+            "status|switch|check|flag|sync|demo\n",
             err.getvalue(),
         )
 
@@ -191,3 +249,67 @@ class StatusSectionsTests(SynchronousTestCase):
             text,
         )
         self.assertIn("now: bringing blue's database up to date from green", text)
+
+
+class SwitchOutputTests(SynchronousTestCase):
+    """
+    What C{bluegreen switch} prints.
+    """
+
+    switched = {"from": "blue", "to": "green", "reason": "manual switch"}
+
+    def test_withoutSync(self) -> None:
+        """
+        Without database sync, one line says what was switched.
+        """
+        from bluegreen.cli.main import formatSwitch
+
+        self.assertEqual(
+            formatSwitch({"switched": self.switched}),
+            "switched to GREEN (was blue): manual switch\n",
+        )
+
+    def test_sync(self) -> None:
+        """
+        With database sync, a line first says what the sync before the
+        switch copied, table by table, and its conflicts.
+        """
+        from bluegreen.cli.main import formatSwitch
+
+        answer = {
+            "switched": self.switched,
+            "sync": {
+                "strategy": "migrate",
+                "copied": {"votes": 1, "cats": 2},
+                "rows_copied": 3,
+                "conflicts": [],
+                "error": None,
+            },
+        }
+        self.assertEqual(
+            formatSwitch(answer),
+            "synced blue -> green first: 3 rows copied (cats 2, votes 1), "
+            "0 conflicts\n"
+            "switched to GREEN (was blue): manual switch\n",
+        )
+
+    def test_syncForced(self) -> None:
+        """
+        A forced switch after an incomplete sync says what went wrong.
+        """
+        from bluegreen.cli.main import formatSwitch
+
+        answer = {
+            "switched": self.switched,
+            "sync": {
+                "copied": {},
+                "rows_copied": 1,
+                "conflicts": [{"kind": "key_conflict"}],
+                "error": "database is locked",
+            },
+        }
+        self.assertEqual(
+            formatSwitch(answer).splitlines()[0],
+            "synced blue -> green first: 1 row copied, 1 conflict; FAILED: "
+            "database is locked",
+        )

@@ -28,7 +28,7 @@ from bluegreen.cli.common import DEFAULT_ADMIN, settingsFrom, useColour
 from bluegreen.cli.main import Options, formatCheck, formatStatus, formatSwitch
 from tests._util import freePort
 
-from .test_admin import Running, startService
+from ._admin import Running, startService
 from .test_cli import consoleScript
 
 #: ANSI escape sequences start with this.
@@ -514,19 +514,21 @@ class UsageTests(TestCase):
         """
         await self.assertUsage(
             ["stats"],
-            "unknown command 'stats'; expected status, switch, check or flag",
+            "unknown command 'stats'; expected status, switch, check, flag, "
+            "sync or demo",
             "bluegreen [--admin URL] [--token-file FILE] [--json] "
-            "status|switch|check|flag",
+            "status|switch|check|flag|sync|demo",
         )
 
     async def test_unknownOption(self) -> None:
         """
-        An unknown option of a command.
+        An unknown option of a command: one line naming it and pointing to
+        C{--help}.
         """
-        await self.assertUsage(
-            ["status", "--force"],
-            "option --force not recognized",
-            "bluegreen status [--json]",
+        out, err, code = await bluegreen("status", "--force")
+        self.assertEqual(
+            (out, err, code),
+            ("", "bluegreen: option --force not recognized; see --help\n", 2),
         )
 
     async def test_badURL(self) -> None:

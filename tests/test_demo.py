@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_demo -*-
 """
-Tests for C{bluegreen demo} (L{bluegreen.demo._run}), with real processes:
+Tests for C{bluegreen demo} (L{bluegreen.demo.workshop}), with real processes:
 the command runs as a child on free ports in a temporary directory, and
 is stopped with C{SIGTERM}.
 """
@@ -15,20 +15,25 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, cast
 
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.runner.procmon import ProcessMonitor
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from bluegreen.demo._run import DemoOptions, runDemo
-from tests._util import freePort
+from bluegreen.demo.workshop import APPS_WAIT, DemoOptions, DemoService, runDemo
+from bluegreen.service.tap import ProxyService, ServiceReactor
+from tests._util import PATIENCE, freePort, waitFor
 
-#: Seconds allowed for the demo to come up (first run: git, two apps).
-STARTUP = 60.0
+#: Seconds allowed for the demo to come up (first run: git, two apps, two
+#: Redis servers: twice the patience for one thing).
+STARTUP = 2 * PATIENCE
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -68,19 +73,6 @@ def _alive(pid: int) -> bool:
             return True
         return True
     return "\nState:\tZ" not in status
-
-
-def _until(what: str, predicate: Any, timeout: float) -> None:
-    """
-    Wait until C{predicate()} is true.
-
-    @raise AssertionError: After C{timeout} seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
 
 
 def spawnDemo(
@@ -130,6 +122,52 @@ class DemoOptionsTests(TestCase):
         self.assertRaises(usage.UsageError, DemoOptions().parseOptions, ["-p", "x"])
 
 
+class _Proxy:
+    """
+    Stands for the bluegreen service: records that it was started.
+    """
+
+    started = False
+
+    def startService(self) -> None:
+        """
+        Record the start.
+        """
+        self.started = True
+
+
+class AppsWaitTests(SynchronousTestCase):
+    """
+    The demo starts bluegreen once both apps answer, or after L{APPS_WAIT}
+    seconds: the timing, on a clock.
+    """
+
+    def test_appsNeverAnswer(self) -> None:
+        """
+        Apps that never answer (connections that never complete) hold the
+        start back until L{APPS_WAIT} seconds have passed, then bluegreen
+        starts anyway, with a warning naming them.
+        """
+        clock = MemoryReactorClock()
+        reactor = cast(ServiceReactor, clock)
+        demo = DemoService(reactor, Path(self.mktemp()), ProcessMonitor(reactor))
+        demo.apps = ["http://127.0.0.1:1/", "http://127.0.0.1:2/"]
+        proxy = _Proxy()
+        with capturedLogs() as events:
+            started = demo._startProxy(cast(ProxyService, proxy))
+            d = Deferred.fromCoroutine(started)
+            clock.pump([0.1] * int(APPS_WAIT * 10 - 20))
+            self.assertFalse(proxy.started)
+            clock.pump([0.1] * 100)
+        self.successResultOf(d)
+        self.assertTrue(proxy.started)
+        self.assertIn(
+            "http://127.0.0.1:1/ and http://127.0.0.1:2/ not answering after "
+            f"{APPS_WAIT} s: starting bluegreen anyway",
+            [formatEvent(event) for event in events],
+        )
+
+
 class NoRedisTests(TestCase):
     """
     Without C{redis-server}, the demo says how to install it.
@@ -170,6 +208,7 @@ class DemoTests(TestCase):
         self.port = freePort()
         self.admin = freePort()
         self.process: subprocess.Popen[bytes] | None = None
+        self.output = self.root.parent / f"{self.root.name}.out"
         self.addCleanup(self._kill)
 
     def _kill(self) -> None:
@@ -179,25 +218,26 @@ class DemoTests(TestCase):
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(30)
+                self.process.wait(PATIENCE)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """
         Start the demo and wait until GREEN answers C{/} through the proxy.
         """
-        log = (self.root.parent / f"{self.root.name}.out").open("ab")
+        log = self.output.open("ab")
         self.addCleanup(log.close)
         self.process = spawnDemo(self.root, self.port, self.admin, log)
-        _until(
-            "GREEN to answer / through the proxy",
+        await waitFor(
             lambda: (
                 self.live() == "green"
                 and _get(f"http://127.0.0.1:{self.port}/")[0] == 200
             ),
+            "GREEN to answer / through the proxy",
             STARTUP,
+            step=0.25,
         )
 
     def live(self) -> str | None:
@@ -219,16 +259,16 @@ class DemoTests(TestCase):
             for path in (self.root / "run").glob("*-*.pid")
         }
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """
         C{SIGTERM} the demo; check it exits and leaves nothing running.
         """
         assert self.process is not None
-        _until("the pid files", lambda: len(self.pids()) == 4, 10)
+        await waitFor(lambda: len(self.pids()) == 4, "the pid files")
         pids = self.pids()
         ports = json.loads((self.root / "ports.json").read_text())
         self.process.send_signal(signal.SIGTERM)
-        self.assertEqual(self.process.wait(30), 0)
+        self.assertEqual(self.process.wait(PATIENCE), 0)
         for name, pid in pids.items():
             self.assertFalse(_alive(pid), f"{name} (pid {pid}) still runs")
         for name, port in ports.items():
@@ -247,13 +287,13 @@ class DemoTests(TestCase):
             text=True,
         ).stdout
 
-    def test_runStopRerun(self) -> None:
+    async def test_runStopRerun(self) -> None:
         """
         The demo serves GREEN through the proxy; C{SIGTERM} stops every
         child; a second run reuses the repositories, the databases and the
         Redis data.
         """
-        self.start()
+        await self.start()
         for colour in ("green", "blue"):
             self.assertTrue((self.root / f"{colour}.git" / "HEAD").exists())
             self.assertTrue((self.root / colour / "www" / "meow").is_dir())
@@ -266,9 +306,9 @@ class DemoTests(TestCase):
             capture_output=True,
         )
         head = self.git("rev-parse", "HEAD")
-        self.stop()
+        await self.stop()
 
-        self.start()
+        await self.start()
         self.assertEqual(self.git("rev-parse", "HEAD"), head)
         self.assertEqual(self.git("rev-list", "--count", "HEAD").strip(), "1")
         ports = json.loads((self.root / "ports.json").read_text())
@@ -279,14 +319,14 @@ class DemoTests(TestCase):
             text=True,
         ).stdout.strip()
         self.assertEqual(marker, "kept")
-        self.stop()
+        await self.stop()
 
-    def test_badCommitFailsOver(self) -> None:
+    async def test_badCommitFailsOver(self) -> None:
         """
         A bad commit pushed to GREEN (the index route answers 500) moves the
         traffic to BLUE.
         """
-        self.start()
+        await self.start()
         clone = self.root / "meow"
         [source] = [
             path
@@ -296,6 +336,42 @@ class DemoTests(TestCase):
         source.write_text(source.read_text().replace("STATUS = 200", "STATUS = 500"))
         self.git("commit", "-qam", "bad commit")
         self.git("push", "-q", "green", "HEAD:master")
-        _until("traffic on BLUE", lambda: self.live() == "blue", 30)
+        await waitFor(lambda: self.live() == "blue", "traffic on BLUE", step=0.25)
         self.assertEqual(_get(f"http://127.0.0.1:{self.port}/")[0], 200)
-        self.stop()
+        await self.stop()
+
+    async def test_quietStartAndSteps(self) -> None:
+        """
+        The demo's log shows no outage while its apps start (bluegreen
+        starts checking once both answer), and once both are up it prints
+        README's four steps, the C{bluegreen} command as an absolute path a
+        new shell can run.
+        """
+        await self.start()
+        await waitFor(
+            lambda: "4. Fix and switch back." in self.output.read_text(),
+            "the steps printed",
+        )
+        await self.stop()
+        log = (self.root / "demo.log").read_text()
+        self.assertIn("both apps answer: starting bluegreen", log)
+        self.assertNotIn("both environments are down", log)
+        printed = self.output.read_text()
+        steps = [
+            line.strip()
+            for line in printed.splitlines()
+            if line[:5].strip()[:1].isdigit()
+        ]
+        self.assertEqual(
+            steps,
+            [
+                "1. GREEN is live.",
+                "2. A bad commit.",
+                "3. A feature flag.",
+                "4. Fix and switch back.",
+            ],
+        )
+        script = os.path.join(os.path.dirname(sys.executable), "bluegreen")
+        command = f"BLUEGREEN_ADMIN=http://127.0.0.1:{self.admin} {script}"
+        for step in ("status", "flag set RECENT on --env blue", "switch green"):
+            self.assertIn(f"\n       {command} {step}\n", printed)

@@ -11,19 +11,22 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+import uuid
+from typing import Any, cast
 
 from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionRefusedError
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
 
-from bluegreen.flags.store import (
+from bluegreen.flags.model import (
+    CHANNEL,
     HISTORY,
     HISTORY_LIMIT,
     MAX_VALUE,
@@ -32,22 +35,20 @@ from bluegreen.flags.store import (
     REGISTRY,
     FlagChange,
     FlagError,
-    FlagService,
-    FlagStore,
     FlagView,
     NoRedis,
-    RedisTarget,
     RedisUnavailable,
-    describeRedisFailure,
     isOn,
     normalise,
-    readPasswordFile,
     validateName,
     validateValue,
 )
+from bluegreen.flags.service import FlagService
+from bluegreen.flags.store import FlagStore
+from bluegreen.flags.target import RedisTarget, describeRedisFailure, readPasswordFile
 from bluegreen.proxy.resource import ProxyResource
 from bluegreen.service.tap import Options, ProxyService, makeService
-from tests._util import freePort
+from tests._util import freePort, raisesAsync, waitFor
 
 from ._backends import (
     LogCapture,
@@ -60,49 +61,62 @@ from ._backends import (
 )
 from ._redis import RedisProcess, startRedis
 
-reactor: Any = _reactor
-
-E = TypeVar("E", bound=BaseException)
-
-#: How long a test waits for something that should happen soon.
-PATIENCE = 10.0
+reactor = IReactorTCP(_reactor)
 
 BASE = ["--green", "http://127.0.0.1:5002", "--blue", "http://127.0.0.1:5001"]
 
 
-async def waitFor(condition: Callable[[], bool], what: str, within: float) -> float:
-    """
-    Wait until C{condition()} is true.
-
-    @return: The seconds it took.
-    @raise AssertionError: Naming C{what}, if not within C{within} seconds.
-    """
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > within:
-            raise AssertionError(f"{what}: not within {within:g} s")
-        await deferLater(reactor, 0.01)
-    return time.monotonic() - started
+#: The flag L{barrier} sets through a change message.
+BARRIER = "BARRIER"
 
 
-async def raisesAsync(exceptionType: type[E], awaitable: Awaitable[object]) -> E:
+async def barrier(redis: RedisProcess, *stores: FlagStore, db: int = 0) -> None:
     """
-    Await C{awaitable}, which must raise C{exceptionType}.
+    Wait until every store has handled all that Redis sent it before now,
+    so that a test can say something did I{not} happen without sleeping.
 
-    @return: The exception.
+    A change message published now reaches each store after everything
+    published before (one connection, in order); a read after that comes
+    back after the reads those messages and notifications caused.  The
+    stores (and their observers) see a change of L{BARRIER}.
+
+    @param redis: The Redis of the stores.
+    @param stores: The stores.
+    @param db: Their database.
     """
-    try:
-        await awaitable
-    except exceptionType as e:
-        return e
-    raise AssertionError(f"{exceptionType.__name__} not raised")
+    mark = uuid.uuid4().hex
+    entry = {
+        "when": time.time(),
+        "env": "test",
+        "flag": BARRIER,
+        "new": mark,
+        "old": None,
+        "who": "test barrier",
+        "db": db,
+        "id": mark,
+    }
+    await redis.cli("PUBLISH", CHANNEL, json.dumps(entry))
+    await waitFor(
+        lambda: all(store.view(BARRIER).value == mark for store in stores),
+        "barrier message",
+    )
+    for store in stores:
+        await store.get(BARRIER)
 
 
-def sleep(seconds: float) -> Any:
+def flagChanges(changes: list[FlagChange]) -> list[FlagChange]:
     """
-    A Deferred that fires after C{seconds}.
+    @return: C{changes} without those of L{BARRIER}.
     """
-    return deferLater(reactor, seconds)
+    return [change for change in changes if change.flag != BARRIER]
+
+
+def retries(capture: LogCapture, role: str = "commands") -> int:
+    """
+    How many waits before a new attempt C{ClientService} logged for the
+    stores' C{role} links (one per failed attempt or lost connection).
+    """
+    return len(messages(capture, f"to connect <Redis {role} connection to "))
 
 
 def messages(capture: LogCapture, text: str) -> list[str]:
@@ -365,11 +379,11 @@ class OptionsTests(SynchronousTestCase):
         Without a Redis there are no flags, which is not an error.
         """
         options = self.parse()
-        self.assertEqual(options["redisTargets"], {"green": None, "blue": None})
-        self.assertEqual(options["flagNames"], ["RECENT"])
-        self.assertEqual(options["redisTimeout"], 1.0)
-        self.assertEqual(options["flagRefresh"], 30.0)
-        service = makeService(options, reactor)
+        self.assertEqual(options.config.redisTargets, {"green": None, "blue": None})
+        self.assertEqual(list(options.config.flagNames), ["RECENT"])
+        self.assertEqual(options.config.redisTimeout, 1.0)
+        self.assertEqual(options.config.flagRefresh, 30.0)
+        service = makeService(options)
         assert isinstance(service, ProxyService)
         self.assertIsNone(service.flags)
         self.assertIsNone(service.resource.stampFlags)
@@ -394,12 +408,12 @@ class OptionsTests(SynchronousTestCase):
             "10",
             "--stamp-flags",
         )
-        self.assertEqual(options["flagNames"], ["NEW_UI", "beta.eu"])
+        self.assertEqual(list(options.config.flagNames), ["NEW_UI", "beta.eu"])
         self.assertEqual(
-            options["redisTargets"]["blue"],
+            options.config.redisTargets["blue"],
             RedisTarget.parse("redis://127.0.0.1:6380/0"),
         )
-        service = makeService(options, reactor)
+        service = makeService(options)
         assert isinstance(service, ProxyService)
         flags = service.flags
         assert flags is not None
@@ -426,8 +440,10 @@ class OptionsTests(SynchronousTestCase):
             "--redis-password-file",
             path,
         )
-        self.assertEqual(options["redisTargets"]["green"].password, "s3cret")
-        self.assertEqual(options["redisTargets"]["blue"].password, "own")
+        green, blue = (options.config.redisTargets[c] for c in ("green", "blue"))
+        assert green is not None and blue is not None
+        self.assertEqual(green.password, "s3cret")
+        self.assertEqual(blue.password, "own")
 
     def test_errors(self) -> None:
         """
@@ -667,7 +683,7 @@ class StoreTests(_RedisTestCase):
         self.assertEqual(await store.get("RECENT"), "007")
         self.assertEqual(store.view("RECENT").value, "007")
         await redis.cli("SET", "RECENT", "1.50")
-        await waitFor(lambda: store.view("RECENT").value == "1.50", "1.50", 1)
+        await waitFor(lambda: store.view("RECENT").value == "1.50", "1.50")
         change = await store.set("RECENT", "1", "bob")
         self.assertEqual(change.old, "1.50")
         self.assertEqual(store.view("RECENT").value, "1")
@@ -731,12 +747,13 @@ class StoreTests(_RedisTestCase):
 
     async def test_outsideChangeSeenWithinOneSecond(self) -> None:
         """
-        A C{redis-cli SET} shows in the cache within 1 s (keyspace
+        A C{redis-cli SET} shows in the cache at once (keyspace
         notifications, turned on by the store and logged), and observers are
-        told, once.
+        told, once.  The store here never polls nor refreshes, so only a
+        notification can have told it.
         """
         redis = await startRedis(self)
-        store = await self.store(redis)
+        store = await self.store(redis, refresh=3600, pollInterval=3600)
         self.assertTrue(store.watching)
         self.assertEqual(
             messages(self.logs, "turned on keyspace notifications"),
@@ -749,18 +766,17 @@ class StoreTests(_RedisTestCase):
         changes: list[FlagChange] = []
         store.subscribe(changes.append)
         await redis.cli("SET", "RECENT", "ON")
-        took = await waitFor(lambda: store.view("RECENT").on, "RECENT on", 1)
-        self.assertLess(took, 1)
-        await sleep(0.1)
+        await waitFor(lambda: store.view("RECENT").on, "RECENT on")
+        await barrier(redis, store)
         self.assertEqual(
-            [(c.flag, c.old, c.new, c.who) for c in changes],
+            [(c.flag, c.old, c.new, c.who) for c in flagChanges(changes)],
             [("RECENT", None, "ON", OUTSIDE)],
         )
         await redis.cli("DEL", "RECENT")
-        await waitFor(lambda: store.view("RECENT").value is None, "RECENT gone", 1)
+        await waitFor(lambda: store.view("RECENT").value is None, "RECENT gone")
         await redis.cli("SET", "RECENT", "ON", "PX", "100")
-        await waitFor(lambda: store.view("RECENT").on, "RECENT on", 1)
-        await waitFor(lambda: store.view("RECENT").value is None, "RECENT expired", 2)
+        await waitFor(lambda: store.view("RECENT").on, "RECENT on")
+        await waitFor(lambda: store.view("RECENT").value is None, "RECENT expired")
 
     async def test_notificationsAlreadyOn(self) -> None:
         """
@@ -775,7 +791,7 @@ class StoreTests(_RedisTestCase):
             "AK",
         )
         await redis.cli("SET", "RECENT", "ON")
-        await waitFor(lambda: store.view("RECENT").on, "RECENT on", 1)
+        await waitFor(lambda: store.view("RECENT").on, "RECENT on")
 
     async def test_pollingWithoutConfig(self) -> None:
         """
@@ -787,9 +803,9 @@ class StoreTests(_RedisTestCase):
         self.assertTrue(store.connected)
         self.assertFalse(store.watching)
         await redis.cli("SET", "RECENT", "ON")
-        await waitFor(lambda: store.view("RECENT").on, "RECENT on (polled)", 1.5)
+        await waitFor(lambda: store.view("RECENT").on, "RECENT on (polled)")
         await redis.cli("SET", "RECENT", "OFF")
-        await waitFor(lambda: not store.view("RECENT").on, "RECENT off (polled)", 1.5)
+        await waitFor(lambda: not store.view("RECENT").on, "RECENT off (polled)")
         logged = messages(self.logs, "does not allow CONFIG")
         self.assertEqual(len(logged), 1)
         self.assertIn(
@@ -827,7 +843,7 @@ class StoreTests(_RedisTestCase):
         store = await self.store(redis, refresh=0.3)
         await redis.cli("SET", "HANDMADE", "ON")
         await redis.cli("SADD", REGISTRY, "HANDMADE")
-        await waitFor(lambda: store.view("HANDMADE").on, "HANDMADE read", 2)
+        await waitFor(lambda: store.view("HANDMADE").on, "HANDMADE read")
         self.assertIn("HANDMADE", store.names)
 
     async def test_otherBluegreenSeesChange(self) -> None:
@@ -843,15 +859,15 @@ class StoreTests(_RedisTestCase):
         first.subscribe(seenFirst.append)
         second.subscribe(seenSecond.append)
         change = await first.set("blue", "RECENT", "ON", "alice")
-        await waitFor(lambda: second.view("blue", "RECENT").on, "second sees it", 1)
-        await sleep(0.2)
-        self.assertEqual(seenFirst, [change])
-        self.assertEqual(seenSecond, [change])
+        await waitFor(lambda: second.view("blue", "RECENT").on, "second sees it")
+        await barrier(redis, first.stores["blue"], second.stores["blue"])
+        self.assertEqual(flagChanges(seenFirst), [change])
+        self.assertEqual(flagChanges(seenSecond), [change])
         change = await second.unset("blue", "RECENT", "bob")
-        await waitFor(lambda: not first.view("blue", "RECENT").on, "first sees it", 1)
-        await sleep(0.2)
-        self.assertEqual(seenFirst[-1], change)
-        self.assertEqual(len(seenFirst), 2)
+        await waitFor(lambda: not first.view("blue", "RECENT").on, "first sees it")
+        await barrier(redis, first.stores["blue"], second.stores["blue"])
+        self.assertEqual(flagChanges(seenFirst)[-1], change)
+        self.assertEqual(len(flagChanges(seenFirst)), 2)
 
     async def test_redisKilledAndRestarted(self) -> None:
         """
@@ -866,23 +882,22 @@ class StoreTests(_RedisTestCase):
         await store.set("OTHER", "x", "alice")
         await redis.cli("SAVE")
         await redis.kill()
-        await waitFor(lambda: store.error == "connection refused", "refused", 2)
+        await waitFor(lambda: store.error == "connection refused", "refused")
         self.assertFalse(store.connected)
         self.assertEqual(store.view("RECENT"), FlagView("ON", True, True))
         self.assertEqual(store.view("NEVER"), FlagView(None, False, True))
         message = f"cannot reach Redis for blue at {redis.url}: connection refused"
         for _ in range(20):
-            started = time.monotonic()
-            error = await raisesAsync(
-                RedisUnavailable, store.set("RECENT", "OFF", "bob")
-            )
-            self.assertLess(time.monotonic() - started, 0.1)
+            # At once: failed before the reactor runs again.
+            attempt = Deferred.fromCoroutine(store.set("RECENT", "OFF", "bob"))
+            error = self.failureResultOf(attempt, RedisUnavailable).value
             self.assertEqual(str(error), message)
             store.view("RECENT")
         error = await raisesAsync(RedisUnavailable, store.get("RECENT"))
         self.assertEqual(str(error), message)
         await raisesAsync(RedisUnavailable, store.history())
-        await sleep(2)  # reconnection attempts meanwhile
+        # Two more attempts fail meanwhile (after the loss's wait).
+        await waitFor(lambda: retries(self.logs) >= 3, "attempts")
         self.assertEqual(
             messages(self.logs, "unreachable"),
             [
@@ -893,18 +908,18 @@ class StoreTests(_RedisTestCase):
         self.assertEqual(messages(self.logs, "reachable again"), [])
 
         await redis.start()
-        await waitFor(lambda: store.connected, "reconnected", PATIENCE)
+        await waitFor(lambda: store.connected, "reconnected")
         self.assertEqual(store.view("RECENT"), FlagView("ON", True, False))
         self.assertEqual(len(messages(self.logs, "reachable again")), 1)
         self.assertIn(
             f"Redis for blue at {redis.url} is reachable again after ",
             messages(self.logs, "reachable again")[0],
         )
-        await waitFor(lambda: store.watching, "resubscribed", PATIENCE)
+        await waitFor(lambda: store.watching, "resubscribed")
         # The restarted Redis had notifications off again: turned back on.
         self.assertEqual(len(messages(self.logs, "turned on keyspace")), 2)
         await redis.cli("SET", "RECENT", "OFF")
-        await waitFor(lambda: store.view("RECENT").value == "OFF", "seen", 1)
+        await waitFor(lambda: store.view("RECENT").value == "OFF", "seen")
         change = await store.set("RECENT", "ON", "carol")
         self.assertEqual(change.old, "OFF")
         self.assertEqual(len(messages(self.logs, "unreachable")), 1)
@@ -922,7 +937,6 @@ class StoreTests(_RedisTestCase):
         await waitFor(
             lambda: store.connected and store.view("RECENT").value is None,
             "re-read",
-            PATIENCE,
         )
         self.assertEqual(
             [(c.old, c.new, c.who) for c in changes],
@@ -947,10 +961,10 @@ class StoreTests(_RedisTestCase):
         )
         redis = RedisProcess(self)
         redis.port = port
-        self.addCleanup(redis._cleanup)
+        self.addCleanup(redis.cleanup)
         await redis.start()
         await redis.cli("SET", "RECENT", "ON")
-        await waitFor(lambda: store.connected, "connected", PATIENCE)
+        await waitFor(lambda: store.connected, "connected")
         self.assertEqual(store.view("RECENT"), FlagView("ON", True, False))
         self.assertEqual(len(messages(self.logs, "unreachable")), 1)
 
@@ -964,16 +978,15 @@ class StoreTests(_RedisTestCase):
         store = await self.store(redis, timeout=0.5)
         await store.set("RECENT", "ON", "alice")
         redis.pause()
-        started = time.monotonic()
         error = await raisesAsync(RedisUnavailable, store.set("RECENT", "OFF", "bob"))
-        self.assertLess(time.monotonic() - started, 1.0)
         self.assertEqual(
             str(error),
             f"cannot reach Redis for blue at {redis.url}: timeout after 0.5 s",
         )
         self.assertEqual(store.view("RECENT"), FlagView("ON", True, True))
-        await waitFor(lambda: store.error == "timeout after 0.5 s", "error", 2)
-        await sleep(1)
+        await waitFor(lambda: store.error == "timeout after 0.5 s", "error")
+        # The loss, then two attempts that time out: one warning.
+        await waitFor(lambda: retries(self.logs) >= 3, "attempts")
         self.assertEqual(
             messages(self.logs, "unreachable"),
             [
@@ -982,7 +995,7 @@ class StoreTests(_RedisTestCase):
             ],
         )
         redis.resume()
-        await waitFor(lambda: store.connected, "reconnected", PATIENCE)
+        await waitFor(lambda: store.connected, "reconnected")
         # The write that timed out had reached Redis, which made it when it
         # woke up: a timeout says nothing of whether a change was made.
         actual = await redis.cli("GET", "RECENT")
@@ -1001,7 +1014,7 @@ class StoreTests(_RedisTestCase):
         await store.set("RECENT", "ON", "alice")
         self.assertEqual(await redis.cli("GET", "RECENT"), "ON")
         await redis.cli("SET", "RECENT", "OFF")
-        await waitFor(lambda: not store.view("RECENT").on, "seen", 1)
+        await waitFor(lambda: not store.view("RECENT").on, "seen")
         self.assertNotIn("s3cret", repr(store))
 
     async def test_passwordFile(self) -> None:
@@ -1025,7 +1038,8 @@ class StoreTests(_RedisTestCase):
                 path,
             ]
         )
-        target = options["redisTargets"]["blue"]
+        target = options.config.redisTargets["blue"]
+        assert target is not None
         store = FlagStore("blue", target, reactor)
         self.addCleanup(store.stop)
         await store.start()
@@ -1071,12 +1085,12 @@ class StoreTests(_RedisTestCase):
         self.assertEqual(await redis.cli("-n", "2", "GET", "RECENT"), "ON")
         self.assertEqual(await redis.cli("GET", "RECENT"), "")
         await redis.cli("-n", "2", "SET", "RECENT", "OFF")
-        await waitFor(lambda: not store.view("RECENT").on, "seen", 1)
+        await waitFor(lambda: not store.view("RECENT").on, "seen")
         # Another database's change (and message) is not this one's.
         await redis.cli("SET", "RECENT", "ON")
         other = await self.store(redis.url, env="green")
         await other.set("RECENT", "ON", "bob")
-        await sleep(0.2)
+        await barrier(redis, store, db=2)
         self.assertFalse(store.view("RECENT").on)
 
     async def test_missingSocket(self) -> None:
@@ -1211,10 +1225,10 @@ class ServiceTests(_RedisTestCase):
         self.assertEqual(len(await service.history(None, 2)), 2)
         self.assertEqual([c.who for c in await service.history("blue")], ["b"])
         await blue.kill()
-        await waitFor(lambda: not service.stores["blue"].connected, "down", 2)
+        await waitFor(lambda: not service.stores["blue"].connected, "down")
         self.assertEqual([c.who for c in await service.history(None)], ["c", "a"])
         await green.kill()
-        await waitFor(lambda: not service.stores["green"].connected, "down", 2)
+        await waitFor(lambda: not service.stores["green"].connected, "down")
         await raisesAsync(RedisUnavailable, service.history(None))
 
 
@@ -1251,12 +1265,10 @@ class ProxyWithFlagsTests(_RedisTestCase):
 
         async def stamped(*headers: tuple[bytes, bytes]) -> dict[str, str]:
             """
-            One request through the proxy (answered within 0.5 s): the
-            X-Feature-* headers the backend received.
+            One request through the proxy: the X-Feature-* headers the
+            backend received.
             """
-            started = time.monotonic()
             response = await fetch(self, proxy.port, b"GET", b"/", headers)
-            self.assertLess(time.monotonic() - started, 0.5)
             self.assertEqual(response.code, 200)
             return {
                 name.lower(): value
@@ -1272,8 +1284,10 @@ class ProxyWithFlagsTests(_RedisTestCase):
         )
         await redis.kill()
         await waitFor(
-            lambda: flags.stores["green"].error == "connection refused", "down", 2
+            lambda: flags.stores["green"].error == "connection refused", "down"
         )
+        # Stamped from the cache: flagsFor answers now, it never waits.
+        self.assertEqual(flags.flagsFor("green"), {"NEW_UI": "off", "RECENT": "on"})
         for _ in range(5):
             self.assertEqual(await stamped(), expected)
         proxy.controller.switch("blue", "test", force=True)
@@ -1295,6 +1309,7 @@ class ManholeFlagTests(_RedisTestCase):
         C{setFlag} stores the value in the environment's Redis and records
         C{"manhole <user>"}; C{unsetFlag} removes it; both are in C{help()}.
         """
+        from bluegreen.manhole.namespace import LiveObjects
         from bluegreen.manhole.service import Manhole, ManholeSettings
 
         redis = await startRedis(self)
@@ -1313,7 +1328,7 @@ class ManholeFlagTests(_RedisTestCase):
                 redis.url,
             ]
         )
-        service = makeService(options, reactor)
+        service = makeService(options)
         assert isinstance(service, ProxyService) and service.flags is not None
         flags = service.flags
         flags.startService()
@@ -1321,7 +1336,16 @@ class ManholeFlagTests(_RedisTestCase):
         for store in flags.stores.values():
             await store.start()
         manhole = Manhole(
-            ManholeSettings(None, None, None, None, ""), service, reactor, None, False
+            ManholeSettings(None, None, None, None, ""),
+            LiveObjects(
+                service.controller,
+                service.health,
+                service.resource,
+                service.pools,
+                service,
+                flags,
+            ),
+            _reactor,
         )
         namespace = manhole.namespaceFor("alice")
         self.assertIn("setFlag(env, name, value)", str(namespace["help"]()))

@@ -2,7 +2,7 @@
 """
 Tests for L{bluegreen.flags.api}: the feature flag endpoints of the admin
 API, served by a real service (built by L{bluegreen.service.tap.makeService}) with a
-real L{bluegreen.flags.store.FlagService} in front of real C{redis-server}
+real L{bluegreen.flags.service.FlagService} in front of real C{redis-server}
 processes, and the flags in the status, the metrics and the manhole.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -18,13 +17,12 @@ from attrs import define
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from bluegreen.flags.store import MAX_VALUE, RedisTarget
+from bluegreen.flags.model import MAX_VALUE
+from bluegreen.flags.target import RedisTarget
+from tests._util import PATIENCE, waitFor
 
+from ._admin import Running, call, captureEvents, globalReactor, startService
 from ._redis import startRedis
-from .test_admin import Running, call, captureEvents, globalReactor, startService
-
-#: Seconds a change may take to show (the issue's bound, and some slack).
-PATIENCE = 5.0
 
 #: The admin token of the services that have one.
 TOKEN = "fl4gs-t0ken"
@@ -98,17 +96,6 @@ def table(flagged: Flagged) -> dict[str, Any]:
     assert flags is not None
     result: dict[str, Any] = flags.table()
     return result
-
-
-async def waitFor(condition: Callable[[], Any], what: str) -> None:
-    """
-    Wait until C{condition()} is true, for at most L{PATIENCE} seconds.
-    """
-    for _ in range(int(PATIENCE / 0.02)):
-        if condition():
-            return
-        await deferLater(globalReactor(), 0.02, lambda: None)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def put(flagged: Flagged, name: str, body: Any, token: str | None = None) -> Any:
@@ -194,6 +181,34 @@ class TableTests(TestCase):
         self.assertEqual(
             answer.json["environments"],
             {"blue": {"value": "ON", "on": True, "stale": False}},
+        )
+
+    async def test_oneNeverRegistered(self) -> None:
+        """
+        C{GET /api/flags/{name}} reads the key from Redis, also one
+        bluegreen never wrote nor registered (set with C{redis-cli}), and
+        gives its value unchanged; from the cache, stale, with Redis down.
+        """
+        flagged = await startFlagged(self)
+        redis = flagged.redis["blue"]
+        await redis.cli("SET", "FOO", "007")
+        answer = await call(flagged.url("FOO"))
+        self.assertEqual(
+            answer.json,
+            {
+                "flag": "FOO",
+                "environments": {"blue": {"value": "007", "on": False, "stale": False}},
+            },
+        )
+        self.assertNotIn("FOO", table(flagged)["names"])
+        await redis.kill()
+        await waitFor(
+            lambda: table(flagged)["environments"]["blue"]["stale"], "stale values"
+        )
+        answer = await call(flagged.url("FOO", "?env=blue"))
+        self.assertEqual(
+            answer.json["environments"],
+            {"blue": {"value": None, "on": False, "stale": True}},
         )
 
     async def test_oneNoRedis(self) -> None:
@@ -687,7 +702,7 @@ class ManholeTests(TestCase):
         assert service.manhole is not None
         namespace = service.manhole.namespaceFor("admin")
         self.assertIs(namespace["flags"], service.flags)
-        self.assertIn("flags", str(service.manhole.help("admin")))
+        self.assertIn("flags", str(service.manhole.namespace.help("admin")))
 
 
 class ChangeByOthersTests(TestCase):

@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_flags_cli -*-
 """
-Tests for C{bluegreen flag ...} (L{bluegreen.flags.cli}): the installed
-console script run as a process, through a real service's admin API and
-straight to real C{redis-server} processes, and the text it prints.
+Tests for C{bluegreen flag ...} (L{bluegreen.flags.cli},
+L{bluegreen.flags.format}): the installed console script run as a process,
+through a real service's admin API and straight to real C{redis-server}
+processes, and the text it prints.
 """
 
 from __future__ import annotations
@@ -12,20 +13,20 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bluegreen.cli.common import Failed
-from bluegreen.flags.cli import (
+from bluegreen.flags.cli import whoAmI
+from bluegreen.flags.format import (
     formatChange,
     formatGet,
     formatHistory,
     formatList,
     showValue,
-    whoAmI,
 )
-from bluegreen.flags.store import RedisTarget
-from tests._util import freePort
+from bluegreen.flags.target import RedisTarget
+from tests._util import freePort, waitFor
 
 from ._redis import startRedis
 from .test_cli_admin import ESC, bluegreen, onTerminal, tokenFile
-from .test_flags_api import TOKEN, startFlagged, table, waitFor
+from .test_flags_api import TOKEN, startFlagged, table
 
 #: Who runs the commands.
 USER = {"USER": "alice"}
@@ -73,6 +74,30 @@ class AdminTests(TestCase):
             "RECENT in blue: not set (off)\n\n"
             "green: no Redis (start bluegreen with --green-redis URL)\n",
         )
+
+    async def test_getNeverRegistered(self) -> None:
+        """
+        C{flag get FOO} through the service reads the key from Redis, also
+        one bluegreen never wrote (C{redis-cli SET FOO 007}), and shows the
+        value unchanged.
+        """
+        flagged = await startFlagged(self)
+        await flagged.redis["blue"].cli("SET", "FOO", "007")
+        out, err, code = await flag(flagged, "get", "FOO", "--env", "blue")
+        self.assertEqual((out, err, code), ("FOO in blue: 007 (off)\n", "", 0))
+        out, err, code = await flag(flagged, "get", "FOO")
+        self.assertEqual(
+            (out, err, code),
+            (
+                "FOO in blue: 007 (off)\n\n"
+                "green: no Redis (start bluegreen with --green-redis URL)\n",
+                "",
+                0,
+            ),
+        )
+        out, err, code = await flag(flagged, "get", "FOO", "--env", "blue", "--json")
+        self.assertEqual(code, 0)
+        self.assertIn('"value": "007"', out)
 
     async def test_raw(self) -> None:
         """
@@ -359,6 +384,18 @@ class DirectTests(TestCase):
         self.assertRegex(lines[0], r"  blue  RECENT  ON -> -  CLI user alice$")
         self.assertRegex(lines[1], r"  blue  LIMIT   - -> 10  CLI user alice$")
         self.assertRegex(lines[2], r"  blue  RECENT  - -> ON  CLI user alice$")
+
+    async def test_getNeverRegistered(self) -> None:
+        """
+        C{flag get FOO --redis URL} reads a key bluegreen never wrote
+        (C{redis-cli SET FOO 007}) and shows the value unchanged.
+        """
+        redis = await startRedis(self)
+        await redis.cli("SET", "FOO", "007")
+        out, err, code = await bluegreen(
+            "flag", "get", "FOO", "--redis", redis.url, "--env", "blue", env=USER
+        )
+        self.assertEqual((out, err, code), ("FOO in blue: 007 (off)\n", "", 0))
 
     async def test_down(self) -> None:
         """

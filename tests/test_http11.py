@@ -68,7 +68,7 @@ def connect() -> tuple[UpstreamConnection, StringTransport, RecordingPool]:
     A connection over a L{StringTransport}.
     """
     pool = RecordingPool()
-    conn = UpstreamConnection(pool)  # type: ignore[arg-type]
+    conn = UpstreamConnection(pool)
     transport = StringTransport()
     conn.makeConnection(transport)
     return conn, transport, pool

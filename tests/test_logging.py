@@ -19,7 +19,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from bluegreen.service.tap import Options, ProxyService, jsonLinesObserver, makeService
+from bluegreen.service.logs import jsonLinesObserver
+from bluegreen.service.tap import Options, ProxyService, makeService
 
 REQUIRED = [
     "--green",

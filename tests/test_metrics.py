@@ -2,21 +2,19 @@
 # mypy: allow-untyped-calls
 """
 Tests of L{bluegreen.admin.metrics}: the collectors on their own (on a L{Clock}),
-the hooks that feed them, and the real service's C{GET /metrics} over real
-sockets, parsed by C{prometheus_client}'s text parser.
+the hooks that feed them, and C{GET /metrics}, parsed by C{prometheus_client}'s
+text parser.  Over real sockets: L{tests.test_metrics_integration}.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import (
@@ -27,15 +25,13 @@ from twisted.internet.error import (
     DNSLookupError,
     TimeoutError,
 )
-from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from bluegreen import __version__
-from bluegreen.admin.api import AdminSite
 from bluegreen.admin.metrics import (
     CHECK_BUCKETS,
     CONTENT_TYPE,
@@ -48,107 +44,14 @@ from bluegreen.admin.metrics import (
 from bluegreen.controller import Controller, Switch
 from bluegreen.environment import Environment
 from bluegreen.health import CheckResult, HealthMonitor, HealthSettings
+from bluegreen.proxy.failures import FAILURE_KINDS, classifyFailure, describeFailure
 from bluegreen.proxy.pool import PoolClosed
-from bluegreen.proxy.resource import FAILURE_KINDS, classifyFailure, describeFailure
 from bluegreen.proxy.upstream import BadResponse
-from bluegreen.service.tap import Options, ProxyService, makeService
-from tests._backends import (
-    BackendConnection,
-    IncompleteResponseError,
-    ReceivedRequest,
-    closeAfterFirst,
-    closedPortURL,
-    closeWithoutResponse,
-    connectRaw,
-    echo,
-    failOnLoggedErrors,
-    fetch,
-    portNumber,
-    rawThen,
-    reactor,
-    resetWithoutResponse,
-    route,
-    silent,
-    sleep,
-    startBackend,
-    startProxy,
-    withTimeout,
-)
+from tests._metrics import Scrape, labels, retryLabels, scrape
 
 GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
 BLUE = Environment.fromURL("blue", "http://127.0.0.1:5001")
 BOTH = {"green": GREEN, "blue": BLUE}
-
-#: A sample's key in L{Scrape}: its name and its labels.
-Key = tuple[str, frozenset[tuple[str, str]]]
-
-
-class Scrape:
-    """
-    A scrape, parsed by C{prometheus_client}'s text parser.
-
-    @ivar families: The metric families by name (counters without
-        C{_total}, as the parser names them).
-    @ivar samples: Every sample's value by name and labels.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.families = {f.name: f for f in text_string_to_metric_families(text)}
-        self.samples: dict[Key, float] = {}
-        for family in self.families.values():
-            for sample in family.samples:
-                key = (sample.name, frozenset(sample.labels.items()))
-                assert key not in self.samples, f"duplicate sample {key}"
-                self.samples[key] = sample.value
-
-    def __call__(self, name: str, labels: Mapping[str, str] | None = None) -> float:
-        """
-        @return: The value of the sample C{name} with exactly C{labels}.
-        @raise KeyError: If there is none.
-        """
-        return self.samples[name, frozenset((labels or {}).items())]
-
-    def series(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
-        """
-        @return: Every sample called C{name}, by its labels.
-        """
-        return {
-            labels: value
-            for (sampleName, labels), value in self.samples.items()
-            if sampleName == name
-        }
-
-    def nonZero(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-        """
-        @return: The non-zero samples called C{name}, by their sorted labels.
-        """
-        return {
-            tuple(sorted(labels)): value
-            for labels, value in self.series(name).items()
-            if value
-        }
-
-
-def labels(**values: str) -> tuple[tuple[str, str], ...]:
-    """
-    @return: C{values} as sorted label pairs, as L{Scrape.nonZero} keys them.
-    """
-    return tuple(sorted(values.items()))
-
-
-def retryLabels(source: str, to: str, kind: str) -> tuple[tuple[str, str], ...]:
-    """
-    @return: A retry's labels (C{from} is a keyword), as L{Scrape.nonZero}
-        keys them.
-    """
-    return tuple(sorted({"from": source, "to": to, "kind": kind}.items()))
-
-
-def scrape(metrics: Metrics) -> Scrape:
-    """
-    @return: C{metrics} exposed and parsed.
-    """
-    return Scrape(metrics.expose().decode("utf-8"))
 
 
 def makeController(clock: Clock | None = None, **settings: Any) -> Controller:
@@ -564,17 +467,20 @@ class MetricsTests(SynchronousTestCase):
         def broken(name: str, result: CheckResult) -> None:
             raise RuntimeError("boom")
 
-        self.monitor._checkObservers.insert(0, broken)
+        # Subscribed before the metrics' observer, so it fails first.
+        monitor = makeMonitor(self.clock)
+        monitor.subscribeChecks(broken)
+        metrics = Metrics(self.controller, monitor)
         with capturedLogs() as events:
-            self.monitor.record("green", CheckResult(True, "ok", 1.0, 0.01, 200))
+            monitor.record("green", CheckResult(True, "ok", 1.0, 0.01, 200))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(
             [e["log_format"] for e in events if e.get("log_failure")],
             ["check observer {observer!r} failed"],
         )
-        self.assertTrue(self.monitor.health["green"].up)
+        self.assertTrue(monitor.health["green"].up)
         self.assertEqual(
-            scrape(self.metrics).nonZero("bluegreen_health_checks_total"),
+            scrape(metrics).nonZero("bluegreen_health_checks_total"),
             {labels(environment="green", result="success"): 1},
         )
 
@@ -765,7 +671,8 @@ class MetricsResourceTests(SynchronousTestCase):
     def render(self, method: bytes, postpath: list[bytes] | None = None) -> Any:
         request: Any = DummyRequest(postpath or [])
         request.method = method
-        request.path = b"/metrics/" + b"/".join(postpath or [])
+        # As a real request's: /metrics, or /metrics/more below it.
+        request.path = b"/".join([b"/metrics", *(postpath or [])])
         body = self.resource.render(request)
         return request, body
 
@@ -815,371 +722,4 @@ class MetricsResourceTests(SynchronousTestCase):
         self.assertEqual(request.responseCode, 404)
         self.assertEqual(
             json.loads(body), {"error": "not found: /metrics/more (try GET /metrics)"}
-        )
-
-
-# Over real sockets
-
-
-def listeningPort(service: ProxyService, admin: bool) -> int:
-    """
-    @param admin: The admin API's port (C{True}) or the proxy's.
-    @return: The port number the service listens on.
-    """
-    [listener] = [
-        child
-        for child in service
-        if isinstance(child, StreamServerEndpointService)
-        and isinstance(child.factory, AdminSite) == admin
-    ]
-    ports: list[IListeningPort] = []
-
-    def found(port: IListeningPort) -> IListeningPort:
-        ports.append(port)
-        return port
-
-    waiting = listener._waitingForPort
-    assert waiting is not None
-    # TCP listening is synchronous: this has fired already.
-    waiting.addCallback(found)
-    assert ports, f"not listening: {listener}"
-    return portNumber(ports[0])
-
-
-def notFound(request: ReceivedRequest, conn: BackendConnection) -> None:
-    """
-    Answer 404.
-    """
-    conn.respond(404, b"Not Found", body=b"no such page\n")
-
-
-class EndToEndTests(TestCase):
-    """
-    The real service (C{makeService}, its health monitor and admin API),
-    real backends, real clients, and C{GET /metrics} over a real socket.
-    """
-
-    async def test_scrape(self) -> None:
-        """
-        Requests served, a 404 from the backend, a refused upstream retried
-        on the standby, a forced switch through the admin API, a refused
-        upstream without retry (502), and the health checks are all counted
-        exactly, as the Prometheus text parser reads them.
-        """
-        failOnLoggedErrors(self)
-        _, greenURL = startBackend(
-            self, "green", route({b"/missing": notFound}, echo("green"))
-        )
-        blueURL = closedPortURL()
-        options = Options()
-        options.parseOptions(
-            [
-                "--port",
-                "tcp:0:interface=127.0.0.1",
-                "--admin",
-                "tcp:0:interface=127.0.0.1",
-                "--green",
-                greenURL,
-                "--blue",
-                blueURL,
-                "--access-log",
-                "none",
-                "--health-interval",
-                "300",
-                "--fast-interval",
-                "300",
-            ]
-        )
-        service = makeService(options, reactor)
-        assert isinstance(service, ProxyService)
-        service.startService()
-        self.addCleanup(service.stopService)
-        port, admin = listeningPort(service, False), listeningPort(service, True)
-        states = service.health.health
-        for _ in range(500):
-            if all(state.up is not None for state in states.values()):
-                break
-            await sleep(0.01)
-        self.assertEqual((states["green"].up, states["blue"].up), (True, False))
-
-        bodies: dict[str, int] = {"green": 0, "blue": 0}
-
-        async def request(
-            method: bytes, target: bytes, code: int, body: bytes | None = None
-        ) -> None:
-            response = await fetch(self, port, method, target, body=body)
-            self.assertEqual(response.code, code, response.text)
-            served = "blue" if code == 502 else "green"
-            bodies[served] += response.body.length
-
-        for _ in range(3):
-            await request(b"GET", b"/", 200)
-        await request(b"GET", b"/missing", 404)
-        await request(b"POST", b"/form", 200, b"a=1")
-        await request(b"HEAD", b"/", 200)
-        await request(b"PURGE", b"/cache", 200)
-
-        switch = await fetch(
-            self,
-            admin,
-            b"POST",
-            b"/api/switch",
-            [(b"Content-Type", b"application/json")],
-            b'{"to": "blue", "force": true}',
-        )
-        self.assertEqual(switch.code, 200, switch.text)
-        self.assertEqual(service.controller.live.name, "blue")
-
-        # Blue refuses: retried on GREEN, which is up.
-        await request(b"GET", b"/", 200)
-        # Without the retry, the client gets blue's 502.
-        service.resource.retry = False
-        await request(b"GET", b"/", 502)
-
-        response = await fetch(self, admin, b"GET", b"/metrics")
-        self.assertEqual(response.code, 200)
-        self.assertEqual(response.values(b"content-type"), [CONTENT_TYPE])
-        result = Scrape(response.text)
-
-        self.assertEqual(
-            result.nonZero("bluegreen_requests_total"),
-            {
-                labels(environment="green", method="GET", status_class="2xx"): 4,
-                labels(environment="green", method="GET", status_class="4xx"): 1,
-                labels(environment="green", method="POST", status_class="2xx"): 1,
-                labels(environment="green", method="HEAD", status_class="2xx"): 1,
-                labels(environment="green", method="other", status_class="2xx"): 1,
-                labels(environment="blue", method="GET", status_class="5xx"): 1,
-            },
-        )
-        for name, count in (("green", 8), ("blue", 1)):
-            env = {"environment": name}
-            self.assertEqual(
-                result("bluegreen_request_duration_seconds_count", env), count
-            )
-            self.assertEqual(
-                result(
-                    "bluegreen_request_duration_seconds_bucket",
-                    {"environment": name, "le": "+Inf"},
-                ),
-                count,
-            )
-            self.assertGreater(result("bluegreen_request_duration_seconds_sum", env), 0)
-            self.assertEqual(
-                result("bluegreen_response_bytes_total", env), bodies[name]
-            )
-        self.assertGreater(bodies["green"], 0)
-        self.assertEqual(
-            result.nonZero("bluegreen_upstream_errors_total"),
-            {labels(environment="blue", kind="refused"): 2},
-        )
-        self.assertEqual(
-            result.nonZero("bluegreen_retries_total"),
-            {retryLabels("blue", "green", "standby"): 1},
-        )
-        self.assertEqual(
-            result.series("bluegreen_live_environment"),
-            {
-                frozenset({("environment", "green")}): 0,
-                frozenset({("environment", "blue")}): 1,
-            },
-        )
-        self.assertEqual(
-            result.series("bluegreen_environment_up"),
-            {
-                frozenset({("environment", "green")}): 1,
-                frozenset({("environment", "blue")}): 0,
-            },
-        )
-        self.assertEqual(
-            result.nonZero("bluegreen_health_checks_total"),
-            {
-                labels(environment="green", result="success"): 1,
-                labels(environment="blue", result="failure"): 1,
-            },
-        )
-        for name in ("green", "blue"):
-            self.assertEqual(
-                result(
-                    "bluegreen_health_check_duration_seconds_count",
-                    {"environment": name},
-                ),
-                1,
-            )
-        self.assertEqual(
-            result.nonZero("bluegreen_switches_total"), {labels(reason="manual"): 1}
-        )
-        self.assertEqual(result("bluegreen_build_info", {"version": __version__}), 1)
-
-    async def test_adminEndpoint(self) -> None:
-        """
-        C{/metrics} on the admin API needs no token (even when the API has
-        one), answers C{HEAD} without a body, and refuses other methods with
-        the API's JSON errors.
-        """
-        _, greenURL = startBackend(self, "green", echo("green"))
-        _, blueURL = startBackend(self, "blue", echo("blue"))
-        token = self.mktemp()
-        with open(token, "w") as f:
-            f.write("s3cret\n")
-        options = Options()
-        options.parseOptions(
-            [
-                "--port",
-                "tcp:0:interface=127.0.0.1",
-                "--admin",
-                "tcp:0:interface=127.0.0.1",
-                "--admin-token-file",
-                token,
-                "--green",
-                greenURL,
-                "--blue",
-                blueURL,
-                "--access-log",
-                "none",
-            ]
-        )
-        service = makeService(options, reactor)
-        assert isinstance(service, ProxyService)
-        service.startService()
-        self.addCleanup(service.stopService)
-        admin = listeningPort(service, True)
-
-        get = await fetch(self, admin, b"GET", b"/metrics")
-        self.assertEqual(get.code, 200)
-        self.assertIn(b"bluegreen_live_environment", get.content)
-        head = await fetch(self, admin, b"HEAD", b"/metrics")
-        self.assertEqual(head.code, 200)
-        self.assertEqual(head.body.length, 0)
-        self.assertEqual(head.values(b"content-type"), [CONTENT_TYPE])
-        post = await fetch(self, admin, b"POST", b"/metrics")
-        self.assertEqual(post.code, 405)
-        self.assertEqual(post.values(b"allow"), [b"GET, HEAD"])
-        self.assertEqual(post.json(), {"error": "method POST not allowed on /metrics"})
-        below = await fetch(self, admin, b"GET", b"/metrics/x")
-        self.assertEqual(below.code, 404)
-
-
-class ExchangeMetricsTests(TestCase):
-    """
-    What the proxy counts when upstreams misbehave (real proxy and backends,
-    no health checks, no retry on the standby).
-    """
-
-    def setUp(self) -> None:
-        self.backend, greenURL = startBackend(
-            self,
-            "green",
-            route(
-                {
-                    b"/close": closeAfterFirst(closeWithoutResponse),
-                    b"/reset": resetWithoutResponse,
-                    b"/garbage": rawThen(b"NOT HTTP\r\n\r\n"),
-                    b"/silent": silent,
-                    b"/short": rawThen(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"
-                    ),
-                },
-                echo("green"),
-            ),
-        )
-        self.proxy = startProxy(
-            self, greenURL, closedPortURL(), "--response-timeout", "0.5"
-        )
-        metrics = self.proxy.service.metrics
-        assert metrics is not None
-        self.metrics = metrics
-
-    async def test_upstreamFailures(self) -> None:
-        """
-        A stale pooled connection is retried on a new one (a retry, not an
-        error); a connection closed or reset before any response, an invalid
-        response and a response timeout are errors of their kinds.
-        """
-        port = self.proxy.port
-        ok = await fetch(self, port, b"GET", b"/")
-        self.assertEqual(ok.code, 200)
-        # The pooled connection is reused and closed by the backend: sent
-        # again on a new connection, which is closed too.
-        closed = await fetch(self, port, b"GET", b"/close")
-        self.assertEqual(closed.code, 502)
-        reset = await fetch(self, port, b"GET", b"/reset")
-        self.assertEqual(reset.code, 502)
-        garbage = await fetch(self, port, b"GET", b"/garbage")
-        self.assertEqual(garbage.code, 502)
-        timeout = await fetch(self, port, b"GET", b"/silent")
-        self.assertEqual(timeout.code, 504)
-        result = scrape(self.metrics)
-        self.assertEqual(
-            result.nonZero("bluegreen_upstream_errors_total"),
-            {
-                labels(environment="green", kind="closed"): 1,
-                labels(environment="green", kind="reset"): 1,
-                labels(environment="green", kind="invalid_response"): 1,
-                labels(environment="green", kind="timeout_response"): 1,
-            },
-        )
-        self.assertEqual(
-            result.nonZero("bluegreen_retries_total"),
-            {retryLabels("green", "green", "stale_connection"): 1},
-        )
-        self.assertEqual(
-            result.nonZero("bluegreen_requests_total"),
-            {
-                labels(environment="green", method="GET", status_class="2xx"): 1,
-                labels(environment="green", method="GET", status_class="5xx"): 4,
-            },
-        )
-        # No health checks run here.
-        self.assertEqual(set(result.series("bluegreen_environment_up").values()), {-1})
-
-    async def test_cutOff(self) -> None:
-        """
-        A response the upstream cuts off half way counts under its status,
-        and as an upstream error.
-        """
-        with self.assertRaises(IncompleteResponseError):
-            await fetch(self, self.proxy.port, b"GET", b"/short")
-        for _ in range(200):
-            if scrape(self.metrics).nonZero("bluegreen_requests_total"):
-                break
-            await sleep(0.01)
-        result = scrape(self.metrics)
-        self.assertEqual(
-            result.nonZero("bluegreen_requests_total"),
-            {labels(environment="green", method="GET", status_class="2xx"): 1},
-        )
-        self.assertEqual(
-            result.nonZero("bluegreen_upstream_errors_total"),
-            {labels(environment="green", kind="closed"): 1},
-        )
-        self.assertEqual(
-            result("bluegreen_response_bytes_total", {"environment": "green"}), 5
-        )
-
-    async def test_clientClosed(self) -> None:
-        """
-        A client that leaves before the response is counted as
-        C{client_closed}, not as an upstream error.
-        """
-        client = await connectRaw(self, self.proxy.port)
-        pending = client.request(b"GET", b"/silent")
-        pending.addErrback(lambda _: None)
-        await withTimeout(
-            self.backend.when(lambda: bool(self.backend.requests)),
-            5,
-            "the request reaching the backend",
-        )
-        client.abort()
-        await client.lost
-        key = labels(environment="green", method="GET", status_class="client_closed")
-        for _ in range(200):
-            if scrape(self.metrics).nonZero("bluegreen_requests_total"):
-                break
-            await sleep(0.01)
-        result = scrape(self.metrics)
-        self.assertEqual(result.nonZero("bluegreen_requests_total"), {key: 1})
-        self.assertEqual(result.nonZero("bluegreen_upstream_errors_total"), {})
-        self.assertEqual(
-            result("bluegreen_response_bytes_total", {"environment": "green"}), 0
         )

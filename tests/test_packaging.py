@@ -121,7 +121,9 @@ class WheelTests(TestCase):
         The wheel holds the plugin module, every bluegreen module and the
         dashboard page, but no
         C{twisted/__init__.py}, C{twisted/plugins/__init__.py} or plugin
-        cache; its entry points name the console script.
+        cache; its entry points name the console script.  Building it
+        warns of nothing in how the package is declared (the sample app's
+        pictures once gave a long setuptools deprecation warning).
         """
         for module in ("setuptools", "wheel"):
             if importlib.util.find_spec(module) is None:
@@ -146,6 +148,8 @@ class WheelTests(TestCase):
                 "-m",
                 "pip",
                 "wheel",
+                # Verbose: the build's own warnings are shown.
+                "-v",
                 "--no-deps",
                 "--no-build-isolation",
                 "--no-index",
@@ -157,7 +161,10 @@ class WheelTests(TestCase):
             path=work,
         )
         out, err, code = await d
-        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace"))
+        built = (out + err).decode("utf-8", "replace")
+        self.assertEqual(code, 0, built)
+        self.assertNotIn("SetuptoolsDeprecationWarning", built)
+        self.assertNotIn("bluegreen.demo.meow.images", built)
         [wheel] = glob.glob(os.path.join(output, "bluegreen-*.whl"))
         with zipfile.ZipFile(wheel) as archive:
             names = set(archive.namelist())
@@ -178,4 +185,5 @@ class WheelTests(TestCase):
         }
         self.assertEqual(modules - names, set())
         self.assertIn("bluegreen/demo/meow/facts.txt", names)
+        self.assertIn("bluegreen/demo/meow/images/cat-1-ginger.png", names)
         self.assertIn("bluegreen = bluegreen.cli.main:main", entryPointsText)

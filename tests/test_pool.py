@@ -9,8 +9,9 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -74,7 +75,7 @@ def makePool(
     """
     A pool over a L{FakeEndpoint} and a L{Clock}.
     """
-    clock = Clock()
+    clock = MemoryReactorClock()
     endpoint = FakeEndpoint()
     pool = UpstreamPool(
         clock,
@@ -260,12 +261,16 @@ class EndpointTests(SynchronousTestCase):
         """
         IP literals connect directly, with the connect timeout.
         """
-        endpoint = endpointFor(Clock(), GREEN, 3.0)
+        reactor = MemoryReactorClock()
+        endpoint = endpointFor(reactor, GREEN, 3.0)
         self.assertEqual(type(endpoint).__name__, "TCP4ClientEndpoint")
-        self.assertEqual(endpoint._timeout, 3.0)  # type: ignore[attr-defined]
+        endpoint.connect(Factory())
+        [(host, port, _, timeout, _)] = reactor.tcpClients
+        self.assertEqual((host, port, timeout), (GREEN.host, GREEN.port, 3.0))
         v6 = Environment.fromURL("blue", "http://[::1]:5001")
         self.assertEqual(
-            type(endpointFor(Clock(), v6, 1)).__name__, "TCP6ClientEndpoint"
+            type(endpointFor(MemoryReactorClock(), v6, 1)).__name__,
+            "TCP6ClientEndpoint",
         )
 
     def test_https(self) -> None:
@@ -273,7 +278,7 @@ class EndpointTests(SynchronousTestCase):
         https environments are wrapped in TLS.
         """
         secure = Environment.fromURL("blue", "https://localhost:8443")
-        endpoint = endpointFor(Clock(), secure, 1)
+        endpoint = endpointFor(MemoryReactorClock(), secure, 1)
         self.assertEqual(type(endpoint).__name__, "_WrapperEndpoint")
 
     def test_badTrustRoot(self) -> None:

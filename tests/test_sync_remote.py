@@ -701,7 +701,7 @@ class ServiceRemoteTests(RemoteTestCase):
         C{POST /api/sync} from a remote GREEN database to a local BLUE one
         copies the rows over ssh.
         """
-        from .test_admin import call, startService
+        from ._admin import call, startService
 
         async def go() -> None:
             build(self.at("green.db").path, "wal", MERGE)

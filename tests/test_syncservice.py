@@ -31,7 +31,7 @@ from bluegreen.sync.service import SyncService, nextPassDelay
 from bluegreen.sync.syncer import Syncer
 from tests._util import PATIENCE, waitFor
 
-from .test_admin import Running, call, globalReactor, startService
+from ._admin import Running, call, globalReactor, startService
 from .test_cli_admin import bluegreen
 
 #: The admin token of the services that have one.
@@ -117,12 +117,14 @@ class OptionsTests(SynchronousTestCase):
         Without databases there is no sync; with both, C{migrate}.
         """
         options = parse()
-        self.assertEqual(options["syncMode"], "none")
-        self.assertEqual(options["databases"], {})
+        self.assertEqual(options.config.syncMode, "none")
+        self.assertEqual(options.config.databases, {})
         options = parse("--green-db", self.green, "--blue-db", self.blue)
-        self.assertEqual(options["syncMode"], "migrate")
-        self.assertEqual(options["databases"], {"green": self.green, "blue": self.blue})
-        self.assertEqual(options["mirrorInterval"], 5.0)
+        self.assertEqual(options.config.syncMode, "migrate")
+        self.assertEqual(
+            options.config.databases, {"green": self.green, "blue": self.blue}
+        )
+        self.assertEqual(options.config.mirrorInterval, 5.0)
 
     def test_explicit(self) -> None:
         """
@@ -139,12 +141,12 @@ class OptionsTests(SynchronousTestCase):
             "--mirror-interval",
             "0.5",
         )
-        self.assertEqual(options["syncMode"], "mirror")
-        self.assertEqual(options["mirrorInterval"], 0.5)
+        self.assertEqual(options.config.syncMode, "mirror")
+        self.assertEqual(options.config.mirrorInterval, 0.5)
         options = parse(
             "--green-db", self.green, "--blue-db", self.blue, "--sync", "none"
         )
-        self.assertEqual(options["syncMode"], "none")
+        self.assertEqual(options.config.syncMode, "none")
 
     def test_strategyNeedsBoth(self) -> None:
         """
@@ -183,7 +185,7 @@ class OptionsTests(SynchronousTestCase):
         A C{host:/path} location is accepted as the sync module reads it.
         """
         options = parse("--green-db", "db.example:/srv/g.db", "--blue-db", self.blue)
-        self.assertEqual(options["databases"]["green"], "db.example:/srv/g.db")
+        self.assertEqual(options.config.databases["green"], "db.example:/srv/g.db")
 
 
 class Synced:

@@ -1,58 +1,56 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-Tests for L{bluegreen.service.tap}: the C{twistd bluegreen} options, the service
-tree, and the plugin run by a real C{twistd}.
+Tests for L{bluegreen.service.tap} and L{bluegreen.service.listener}: the
+service tree, listening, and the plugin run by a real C{twistd}.  (The
+options are L{tests.test_options}'.)
 """
 
 from __future__ import annotations
 
-import datetime
 import errno
-import io
 import json
 import os
 import signal
 import socket
 import sys
-from contextlib import redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from attrs import evolve
 from twisted.application.service import IService
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
-from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.ssl import optionsForClientTLS
-from twisted.internet.task import deferLater
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.error import CannotListenError, ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorProcess,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import ProcessProtocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import capturedLogs, formatEvent
-from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from bluegreen import __version__
-from bluegreen.admin.api import AdminSite
+from bluegreen.admin.site import AdminSite
 from bluegreen.environment import Environment
 from bluegreen.proxy.resource import ProxyResource, ProxySite
-from bluegreen.service.tap import Options, ProxyService, StartupError, makeService
-from tests._util import freePort
-
-GREEN_URL = "http://127.0.0.1:5002"
-BLUE_URL = "http://127.0.0.1:5001"
-#: The required URLs, and no admin API: tests never listen on its default
-#: port 3091 (those that want one ask for it).
-REQUIRED = ["--green", GREEN_URL, "--blue", BLUE_URL, "--admin", "none"]
-
-#: What C{twistd} prints for a usage error in the C{--port} value C{bogus:1}.
-BOGUS_PORT = (
-    "--port: 'bogus:1' is not a valid endpoint "
-    "(e.g. 3090, tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): "
+from bluegreen.service.listener import Listener
+from bluegreen.service.tap import (
+    ProxyService,
+    ServiceReactor,
+    StartupError,
+    makeService,
 )
+from tests._util import PATIENCE, freePort, waitFor
+from tests.test_options import BLUE_URL, BOGUS_PORT, GREEN_URL, REQUIRED, parse
 
 
 class _Reactor(IReactorProcess, IReactorTime):
@@ -68,19 +66,6 @@ def globalReactor() -> _Reactor:
     return cast(_Reactor, reactor)
 
 
-def parse(*args: str) -> Options:
-    """
-    Parse C{twistd bluegreen} options: the two required URLs, then C{args}
-    (a later option overrides an earlier one).
-
-    @param args: More command-line arguments.
-    @return: The parsed options.
-    """
-    options = Options()
-    options.parseOptions([*REQUIRED, *args])
-    return options
-
-
 def accepts(port: int) -> bool:
     """
     @param port: A TCP port on 127.0.0.1.
@@ -93,938 +78,33 @@ def accepts(port: int) -> bool:
     return True
 
 
-def makeCertificate(commonName: str) -> bytes:
+@contextmanager
+def takenPort() -> Iterator[tuple[int, str]]:
     """
-    Make a self-signed CA certificate.
+    A port of 127.0.0.1 that something else listens on, for the duration.
 
-    @param commonName: The certificate's subject CN.
-    @return: The certificate, PEM-encoded.
+    @return: A context manager giving the port and its endpoint
+        description, C{tcp:PORT:interface=127.0.0.1}.
     """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port: int = taken.getsockname()[1]
+        yield port, f"tcp:{port}:interface=127.0.0.1"
 
 
-class OptionErrorTests(SynchronousTestCase):
+def answers(port: int) -> bool:
     """
-    Every bad option is a usage error whose message names the option and
-    says what is wrong with it.
+    @param port: A TCP port on 127.0.0.1 where an HTTP server may listen.
+    @return: Whether it answers a malformed request (with C{400}), which
+        the proxy does itself once its reactor runs.
     """
-
-    def assertUsageError(self, args: list[str], message: str) -> None:
-        """
-        Assert that parsing C{args} fails with exactly C{message}.
-
-        @param args: The whole command line after C{bluegreen}.
-        @param message: The expected message.
-        """
-        error = self.assertRaises(usage.UsageError, Options().parseOptions, args)
-        self.assertEqual(str(error), message)
-
-    def assertBad(self, option: str, value: str, message: str) -> None:
-        """
-        Assert that C{option value}, with valid required options, fails with
-        exactly C{message}.
-
-        @param option: The option, e.g. C{--port}.
-        @param value: Its bad value.
-        @param message: The expected message.
-        """
-        self.assertUsageError([*REQUIRED, option, value], message)
-
-    def assertBadPrefix(
-        self, option: str, value: str, prefix: str, reason: str
-    ) -> None:
-        """
-        Like L{assertBad} where the message ends with Twisted's own words:
-        the message must start with C{prefix} and contain C{reason}.
-
-        @param option: The option, e.g. C{--port}.
-        @param value: Its bad value.
-        @param prefix: Our part of the message.
-        @param reason: Twisted's explanation, or part of it.
-        """
-        error = self.assertRaises(
-            usage.UsageError, Options().parseOptions, [*REQUIRED, option, value]
-        )
-        self.assertTrue(str(error).startswith(prefix), str(error))
-        self.assertIn(reason, str(error)[len(prefix) :])
-
-    def test_missingGreen(self) -> None:
-        """
-        C{--green} is required.
-        """
-        self.assertUsageError(
-            ["--blue", BLUE_URL],
-            "--green is required: the URL of the GREEN environment, "
-            "e.g. --green http://127.0.0.1:5002",
-        )
-
-    def test_missingBlue(self) -> None:
-        """
-        C{--blue} is required.
-        """
-        self.assertUsageError(
-            ["--green", GREEN_URL],
-            "--blue is required: the URL of the BLUE environment, "
-            "e.g. --blue http://127.0.0.1:5001",
-        )
-
-    def test_missingBoth(self) -> None:
-        """
-        With neither URL, the error is about C{--green}, the first.
-        """
-        self.assertUsageError(
-            [],
-            "--green is required: the URL of the GREEN environment, "
-            "e.g. --green http://127.0.0.1:5002",
-        )
-
-    def test_urlScheme(self) -> None:
-        """
-        An C{ftp://} URL is refused.
-        """
-        self.assertBad(
-            "--green",
-            "ftp://127.0.0.1:5002",
-            "--green: 'ftp://127.0.0.1:5002' must start with http:// or "
-            "https:// (e.g. http://127.0.0.1:5002)",
-        )
-
-    def test_urlNoHost(self) -> None:
-        """
-        A URL without a host is refused.
-        """
-        self.assertBad(
-            "--blue", "http://:5001", "--blue: 'http://:5001' has no host name"
-        )
-
-    def test_urlPath(self) -> None:
-        """
-        A URL with a path is refused.
-        """
-        self.assertBad(
-            "--blue",
-            "http://127.0.0.1:5001/x",
-            "--blue: 'http://127.0.0.1:5001/x' must be an origin only (scheme, "
-            "host and port): the proxy forwards each request's own path unchanged",
-        )
-
-    def test_urlUserInfo(self) -> None:
-        """
-        A URL with user information is refused without echoing the password.
-        """
-        self.assertBad(
-            "--green",
-            "http://admin:hunter2@127.0.0.1:5002",
-            "--green: the URL for host '127.0.0.1' must not contain user "
-            "information (user:password@)",
-        )
-
-    def test_urlBadPort(self) -> None:
-        """
-        A URL whose port is out of range is refused.
-        """
-        self.assertBad(
-            "--green",
-            "http://127.0.0.1:99999",
-            "--green: 'http://127.0.0.1:99999' is not a valid URL (Port out of "
-            "range 0-65535)",
-        )
-
-    def test_urlEmpty(self) -> None:
-        """
-        An empty URL is refused.
-        """
-        self.assertBad(
-            "--blue", "", "--blue: an empty URL; expected e.g. http://127.0.0.1:5002"
-        )
-
-    def test_active(self) -> None:
-        """
-        C{--active} must name green or blue.
-        """
-        self.assertBad(
-            "--active",
-            "red",
-            "--active: unknown environment 'red'; expected green or blue",
-        )
-
-    def test_activeCase(self) -> None:
-        """
-        C{--active} names are lower case.
-        """
-        self.assertBad(
-            "--active",
-            "GREEN",
-            "--active: unknown environment 'GREEN'; expected green or blue",
-        )
-
-    def test_portWord(self) -> None:
-        """
-        A C{--port} that is neither a number nor an endpoint is refused.
-        """
-        self.assertBadPrefix(
-            "--port",
-            "abc",
-            "--port: 'abc' is not a valid endpoint (e.g. 3090, "
-            "tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): ",
-            "Unknown endpoint type: 'abc'",
-        )
-
-    def test_portZero(self) -> None:
-        """
-        A bare port 0 is refused.
-        """
-        self.assertBad("--port", "0", "--port: '0' is not a TCP port number (1-65535)")
-
-    def test_portTooBig(self) -> None:
-        """
-        A bare port above 65535 is refused.
-        """
-        self.assertBad(
-            "--port", "70000", "--port: '70000' is not a TCP port number (1-65535)"
-        )
-
-    def test_portNotASCIIDigit(self) -> None:
-        """
-        A superscript digit is not a port number (and not a crash).
-        """
-        self.assertBadPrefix(
-            "--port",
-            "\N{SUPERSCRIPT THREE}",
-            "--port: '\N{SUPERSCRIPT THREE}' is not a valid endpoint",
-            "Unknown endpoint type",
-        )
-
-    def test_portEmpty(self) -> None:
-        """
-        An empty C{--port} is refused.
-        """
-        self.assertBad(
-            "--port", " ", "--port: empty; give a port number or endpoint string"
-        )
-
-    def test_portEndpointNotANumber(self) -> None:
-        """
-        A C{tcp:} endpoint whose port is not a number is refused.
-        """
-        self.assertBadPrefix(
-            "--port",
-            "tcp:notaport",
-            "--port: 'tcp:notaport' is not a valid endpoint (e.g. 3090, "
-            "tcp:3090:interface=127.0.0.1, unix:/run/bg.sock): ",
-            "'notaport'",
-        )
-
-    def test_portEndpointTooBig(self) -> None:
-        """
-        A C{tcp:} endpoint whose port is above 65535 is refused.
-        """
-        self.assertBad(
-            "--port",
-            "tcp:70000",
-            "--port: 'tcp:70000': 70000 is not a TCP port number (0-65535)",
-        )
-
-    def test_portEndpointNegative(self) -> None:
-        """
-        A C{tcp:} endpoint with a negative port is refused.
-        """
-        self.assertBad(
-            "--port",
-            "tcp:-1:interface=127.0.0.1",
-            "--port: 'tcp:-1:interface=127.0.0.1': -1 is not a TCP port number "
-            "(0-65535)",
-        )
-
-    def test_portUnixNoPath(self) -> None:
-        """
-        A C{unix:} endpoint without a path is refused.
-        """
-        self.assertBad(
-            "--port",
-            "unix:",
-            "--port: 'unix:' has no socket path (e.g. unix:/run/bg.sock)",
-        )
-
-    def test_portUnknownType(self) -> None:
-        """
-        An unknown endpoint type is refused.
-        """
-        self.assertBadPrefix(
-            "--port", "bogus:1", BOGUS_PORT, "Unknown endpoint type: 'bogus'"
-        )
-
-    def test_connectTimeoutNegative(self) -> None:
-        """
-        C{--connect-timeout -1} is refused.
-        """
-        self.assertBad(
-            "--connect-timeout",
-            "-1",
-            "--connect-timeout: '-1' is not a positive number of seconds",
-        )
-
-    def test_connectTimeoutZero(self) -> None:
-        """
-        C{--connect-timeout 0} is refused.
-        """
-        self.assertBad(
-            "--connect-timeout",
-            "0",
-            "--connect-timeout: '0' is not a positive number of seconds",
-        )
-
-    def test_connectTimeoutWord(self) -> None:
-        """
-        C{--connect-timeout abc} is refused.
-        """
-        self.assertBad(
-            "--connect-timeout",
-            "abc",
-            "--connect-timeout: 'abc' is not a positive number of seconds",
-        )
-
-    def test_connectTimeoutNaN(self) -> None:
-        """
-        C{--connect-timeout nan} is refused.
-        """
-        self.assertBad(
-            "--connect-timeout",
-            "nan",
-            "--connect-timeout: 'nan' is not a positive number of seconds",
-        )
-
-    def test_connectTimeoutInfinite(self) -> None:
-        """
-        C{--connect-timeout inf} is refused.
-        """
-        self.assertBad(
-            "--connect-timeout",
-            "inf",
-            "--connect-timeout: 'inf' is not a positive number of seconds",
-        )
-
-    def test_responseTimeoutNegative(self) -> None:
-        """
-        C{--response-timeout -1} is refused.
-        """
-        self.assertBad(
-            "--response-timeout",
-            "-1",
-            "--response-timeout: '-1' is not a positive number of seconds",
-        )
-
-    def test_responseTimeoutZero(self) -> None:
-        """
-        C{--response-timeout 0} is refused.
-        """
-        self.assertBad(
-            "--response-timeout",
-            "0",
-            "--response-timeout: '0' is not a positive number of seconds",
-        )
-
-    def test_responseTimeoutWord(self) -> None:
-        """
-        C{--response-timeout abc} is refused.
-        """
-        self.assertBad(
-            "--response-timeout",
-            "abc",
-            "--response-timeout: 'abc' is not a positive number of seconds",
-        )
-
-    def test_responseTimeoutNaN(self) -> None:
-        """
-        C{--response-timeout nan} is refused.
-        """
-        self.assertBad(
-            "--response-timeout",
-            "nan",
-            "--response-timeout: 'nan' is not a positive number of seconds",
-        )
-
-    def test_responseTimeoutInfinite(self) -> None:
-        """
-        C{--response-timeout inf} is refused.
-        """
-        self.assertBad(
-            "--response-timeout",
-            "inf",
-            "--response-timeout: 'inf' is not a positive number of seconds",
-        )
-
-    def test_idleTimeoutNegative(self) -> None:
-        """
-        C{--idle-timeout -1} is refused.
-        """
-        self.assertBad(
-            "--idle-timeout",
-            "-1",
-            "--idle-timeout: '-1' is not a positive number of seconds",
-        )
-
-    def test_idleTimeoutZero(self) -> None:
-        """
-        C{--idle-timeout 0} is refused.
-        """
-        self.assertBad(
-            "--idle-timeout",
-            "0",
-            "--idle-timeout: '0' is not a positive number of seconds",
-        )
-
-    def test_idleTimeoutWord(self) -> None:
-        """
-        C{--idle-timeout abc} is refused.
-        """
-        self.assertBad(
-            "--idle-timeout",
-            "abc",
-            "--idle-timeout: 'abc' is not a positive number of seconds",
-        )
-
-    def test_idleTimeoutNaN(self) -> None:
-        """
-        C{--idle-timeout nan} is refused.
-        """
-        self.assertBad(
-            "--idle-timeout",
-            "nan",
-            "--idle-timeout: 'nan' is not a positive number of seconds",
-        )
-
-    def test_idleTimeoutInfinite(self) -> None:
-        """
-        C{--idle-timeout inf} is refused.
-        """
-        self.assertBad(
-            "--idle-timeout",
-            "inf",
-            "--idle-timeout: 'inf' is not a positive number of seconds",
-        )
-
-    def test_maxConnectionsZero(self) -> None:
-        """
-        C{--max-connections 0} is refused.
-        """
-        self.assertBad(
-            "--max-connections",
-            "0",
-            "--max-connections: '0' is not a whole number >= 1",
-        )
-
-    def test_maxConnectionsNegative(self) -> None:
-        """
-        C{--max-connections -1} is refused.
-        """
-        self.assertBad(
-            "--max-connections",
-            "-1",
-            "--max-connections: '-1' is not a whole number >= 1",
-        )
-
-    def test_maxConnectionsWord(self) -> None:
-        """
-        C{--max-connections abc} is refused.
-        """
-        self.assertBad(
-            "--max-connections",
-            "abc",
-            "--max-connections: 'abc' is not a whole number >= 1",
-        )
-
-    def test_maxConnectionsFraction(self) -> None:
-        """
-        C{--max-connections 2.5} is refused.
-        """
-        self.assertBad(
-            "--max-connections",
-            "2.5",
-            "--max-connections: '2.5' is not a whole number >= 1",
-        )
-
-    def test_maxConnectionsNotASCIIDigit(self) -> None:
-        """
-        A superscript digit is not a number of connections (and not a
-        crash).
-        """
-        self.assertBad(
-            "--max-connections",
-            "\N{SUPERSCRIPT THREE}",
-            "--max-connections: '\N{SUPERSCRIPT THREE}' is not a whole number >= 1",
-        )
-
-    def test_upstreamHostHeader(self) -> None:
-        """
-        C{--upstream-host-header} is C{client} or C{target}.
-        """
-        self.assertBad(
-            "--upstream-host-header",
-            "other",
-            "--upstream-host-header: 'other' must be 'client' or 'target'",
-        )
-
-    def test_upstreamCAMissing(self) -> None:
-        """
-        A C{--upstream-ca} file that does not exist is refused.
-        """
-        path = os.path.abspath(self.mktemp())
-        self.assertBad(
-            "--upstream-ca",
-            path,
-            f"--upstream-ca: cannot read {path}: No such file or directory",
-        )
-
-    def test_upstreamCANotPEM(self) -> None:
-        """
-        A C{--upstream-ca} file that holds no PEM certificate is refused.
-        """
-        path = os.path.abspath(self.mktemp())
-        with open(path, "w") as f:
-            f.write("not a certificate\n")
-        self.assertBad(
-            "--upstream-ca",
-            path,
-            f"--upstream-ca: {path} does not hold a PEM certificate",
-        )
-
-    def test_accessLogMissingDirectory(self) -> None:
-        """
-        An C{--access-log} in a directory that does not exist is refused.
-        """
-        path = os.path.join(os.path.abspath(self.mktemp()), "access.log")
-        self.assertBad(
-            "--access-log",
-            path,
-            f"--access-log: {path!r} is not a file in an existing directory",
-        )
-
-    def test_accessLogDirectory(self) -> None:
-        """
-        An C{--access-log} that is a directory is refused.
-        """
-        path = os.path.abspath(self.mktemp())
-        os.makedirs(path)
-        self.assertBad(
-            "--access-log",
-            path,
-            f"--access-log: {path!r} is not a file in an existing directory",
-        )
-
-
-class OptionTests(SynchronousTestCase):
-    """
-    Good options are accepted and turned into what L{makeService} needs.
-    """
-
-    def test_defaults(self) -> None:
-        """
-        With only the URLs given, bluegreen listens on port 3090 on every
-        interface with green live, and the documented defaults.
-        """
-        options = parse()
-        self.assertEqual(
-            {
-                key: options[key]
-                for key in (
-                    "endpoint",
-                    "active",
-                    "upstream-host-header",
-                    "connectTimeout",
-                    "responseTimeout",
-                    "idleTimeout",
-                    "maxConnections",
-                    "access-log",
-                    "trustRoot",
-                )
-            },
-            {
-                "endpoint": "tcp:3090",
-                "active": "green",
-                "upstream-host-header": "client",
-                "connectTimeout": 5.0,
-                "responseTimeout": 60.0,
-                "idleTimeout": 4.0,
-                "maxConnections": 100,
-                "access-log": "-",
-                "trustRoot": None,
-            },
-        )
-
-    def test_environments(self) -> None:
-        """
-        The URLs become the two environments.
-        """
-        self.assertEqual(
-            parse()["environments"],
-            {
-                "green": Environment.fromURL("green", GREEN_URL),
-                "blue": Environment.fromURL("blue", BLUE_URL),
-            },
-        )
-
-    def test_barePort(self) -> None:
-        """
-        A bare port number listens on every interface over TCP.
-        """
-        self.assertEqual(parse("--port", "3090")["endpoint"], "tcp:3090")
-
-    def test_barePortSpaces(self) -> None:
-        """
-        Spaces around a bare port number are ignored.
-        """
-        self.assertEqual(parse("--port", " 8080 ")["endpoint"], "tcp:8080")
-
-    def test_shortPort(self) -> None:
-        """
-        C{-p} is short for C{--port}.
-        """
-        self.assertEqual(parse("-p", "65535")["endpoint"], "tcp:65535")
-
-    def test_tcpEndpoint(self) -> None:
-        """
-        A TCP endpoint string is used as it is.
-        """
-        self.assertEqual(
-            parse("--port", "tcp:3090:interface=127.0.0.1")["endpoint"],
-            "tcp:3090:interface=127.0.0.1",
-        )
-
-    def test_tcp6Endpoint(self) -> None:
-        """
-        An IPv6 TCP endpoint string is used as it is.
-        """
-        self.assertEqual(
-            parse("--port", r"tcp6:3090:interface=\:\:1")["endpoint"],
-            r"tcp6:3090:interface=\:\:1",
-        )
-
-    def test_tcpEndpointAnyPort(self) -> None:
-        """
-        A C{tcp:0} endpoint (any free port) is allowed, as in Twisted.
-        """
-        self.assertEqual(parse("--port", "tcp:0")["endpoint"], "tcp:0")
-
-    def test_unixEndpoint(self) -> None:
-        """
-        A UNIX socket endpoint string is used as it is.
-        """
-        self.assertEqual(
-            parse("--port", "unix:/run/bluegreen.sock")["endpoint"],
-            "unix:/run/bluegreen.sock",
-        )
-
-    def test_values(self) -> None:
-        """
-        Every option's value is converted.
-        """
-        options = parse(
-            "--active",
-            "blue",
-            "--upstream-host-header",
-            "target",
-            "--connect-timeout",
-            "1.5",
-            "--response-timeout",
-            "30",
-            "--idle-timeout",
-            "0.25",
-            "--max-connections",
-            "7",
-        )
-        self.assertEqual(
-            (
-                options["active"],
-                options["upstream-host-header"],
-                options["connectTimeout"],
-                options["responseTimeout"],
-                options["idleTimeout"],
-                options["maxConnections"],
-            ),
-            ("blue", "target", 1.5, 30.0, 0.25, 7),
-        )
-
-    def test_upstreamCA(self) -> None:
-        """
-        A PEM CA certificate given with C{--upstream-ca} becomes a trust root
-        that TLS client options accept.
-        """
-        path = os.path.abspath(self.mktemp())
-        with open(path, "wb") as f:
-            f.write(makeCertificate("bluegreen test CA"))
-        trustRoot = parse("--upstream-ca", path)["trustRoot"]
-        self.assertIsNotNone(trustRoot)
-        optionsForClientTLS("example.com", trustRoot=trustRoot)
-
-    def test_accessLogFile(self) -> None:
-        """
-        An C{--access-log} file in an existing directory is accepted (and
-        not yet created).
-        """
-        path = os.path.join(os.path.abspath(self.mktemp()))
-        self.assertEqual(parse("--access-log", path)["access-log"], path)
-        self.assertFalse(os.path.exists(path))
-
-    def test_version(self) -> None:
-        """
-        C{--version} prints the version and exits successfully.
-        """
-        out = io.StringIO()
-        with redirect_stdout(out):
-            error = self.assertRaises(SystemExit, Options().parseOptions, ["--version"])
-        self.assertEqual(
-            (error.code, out.getvalue()), (0, f"bluegreen {__version__}\n")
-        )
-
-
-class AdminOptionTests(SynchronousTestCase):
-    """
-    C{--admin} and C{--admin-token-file}: where the admin API listens, and
-    the token its changes need.
-    """
-
-    def tokenFile(self, content: bytes) -> str:
-        """
-        @param content: What the file holds.
-        @return: The path of a new file holding C{content}.
-        """
-        path = os.path.abspath(self.mktemp())
-        with open(path, "wb") as f:
-            f.write(content)
-        return path
-
-    def assertRefused(self, args: list[str], message: str) -> None:
-        """
-        Assert that the required options plus C{args} fail with exactly
-        C{message}.
-        """
-        error = self.assertRaises(
-            usage.UsageError, Options().parseOptions, [*REQUIRED, *args]
-        )
-        self.assertEqual(str(error), message)
-
-    def test_default(self) -> None:
-        """
-        By default the admin API listens on port 3091 of 127.0.0.1, without
-        a token.
-        """
-        options = Options()
-        options.parseOptions(["--green", GREEN_URL, "--blue", BLUE_URL])
-        self.assertEqual(
-            (options["adminEndpoint"], options["adminToken"]),
-            ("tcp:3091:interface=127.0.0.1", None),
-        )
-
-    def test_none(self) -> None:
-        """
-        C{--admin none} turns the admin API off.
-        """
-        self.assertIsNone(parse("--admin", "none")["adminEndpoint"])
-
-    def test_loopback(self) -> None:
-        """
-        Without a token, the admin API may listen on any loopback address
-        (IPv4, IPv6, C{localhost}) or on a UNIX socket.
-        """
-        for value in [
-            "tcp:4000:interface=127.0.0.1",
-            "tcp:4000:interface=127.1.2.3",
-            r"tcp6:4000:interface=\:\:1",
-            r"tcp6:4000:interface=\:\:ffff\:127.0.0.1",
-            "tcp:4000:interface=localhost",
-            "tcp:0:interface=127.0.0.1",
-            "unix:/run/bluegreen-admin.sock",
-        ]:
-            self.assertEqual(parse("--admin", value)["adminEndpoint"], value)
-
-    def test_allInterfacesNeedsToken(self) -> None:
-        """
-        An admin API on every interface without a token is refused, naming
-        C{--admin} and C{--admin-token-file}.
-        """
-        self.assertRefused(
-            ["--admin", "tcp:3091"],
-            "--admin: 'tcp:3091' listens on all interfaces, so other machines "
-            "could switch traffic: give --admin-token-file FILE, or listen on "
-            "loopback only (e.g. --admin tcp:3091:interface=127.0.0.1)",
-        )
-
-    def test_barePortNeedsToken(self) -> None:
-        """
-        A bare port number means every interface (as for C{--port}), so it
-        needs a token too.
-        """
-        self.assertRefused(
-            ["--admin", "3091"],
-            "--admin: '3091' listens on all interfaces, so other machines "
-            "could switch traffic: give --admin-token-file FILE, or listen on "
-            "loopback only (e.g. --admin tcp:3091:interface=127.0.0.1)",
-        )
-
-    def test_otherExposedInterfaces(self) -> None:
-        """
-        Every interface over IPv6, an address of the machine or a host name
-        are not loopback: each needs a token.
-        """
-        for value, where in [
-            ("tcp6:3091", "all interfaces"),
-            ("tcp:3091:interface=0.0.0.0", "all interfaces"),
-            ("tcp:3091:interface=10.0.0.5", "interface 10.0.0.5"),
-            ("tcp:3091:interface=admin.example", "interface admin.example"),
-        ]:
-            error = self.assertRaises(
-                usage.UsageError,
-                Options().parseOptions,
-                [*REQUIRED, "--admin", value],
-            )
-            self.assertTrue(
-                str(error).startswith(f"--admin: {value!r} listens on {where}, "),
-                str(error),
-            )
-            self.assertIn("--admin-token-file", str(error))
-
-    def test_exposedWithToken(self) -> None:
-        """
-        With a token, the admin API may listen on every interface.
-        """
-        path = self.tokenFile(b"s3cret\n")
-        options = parse("--admin", "tcp:3091", "--admin-token-file", path)
-        self.assertEqual(
-            (options["adminEndpoint"], options["adminToken"]), ("tcp:3091", b"s3cret")
-        )
-
-    def test_tokenWithoutAdmin(self) -> None:
-        """
-        A token file is still read (and checked) with C{--admin none}.
-        """
-        options = parse("--admin-token-file", self.tokenFile(b"  tok  \r\n"))
-        self.assertEqual(options["adminToken"], b"tok")
-
-    def test_tokenFileMissing(self) -> None:
-        """
-        A token file that does not exist is refused.
-        """
-        path = os.path.abspath(self.mktemp())
-        self.assertRefused(
-            ["--admin-token-file", path],
-            f"--admin-token-file: cannot read {path!r}: No such file or directory",
-        )
-
-    def test_tokenFileDirectory(self) -> None:
-        """
-        A directory is not a token file.
-        """
-        path = os.path.abspath(self.mktemp())
-        os.makedirs(path)
-        self.assertRefused(
-            ["--admin-token-file", path],
-            f"--admin-token-file: cannot read {path!r}: Is a directory",
-        )
-
-    def test_tokenFileEmpty(self) -> None:
-        """
-        An empty token file (or one of only white space) is refused.
-        """
-        for content in (b"", b" \n\n"):
-            path = self.tokenFile(content)
-            self.assertRefused(
-                ["--admin-token-file", path],
-                f"--admin-token-file: {path!r} is empty",
-            )
-
-    def test_tokenFileBadCharacters(self) -> None:
-        """
-        A token that could not be sent in an C{Authorization} header (inner
-        spaces, control characters, non-ASCII) is refused.
-        """
-        for content in (
-            b"two words",
-            b"tab\there",
-            "caf\N{LATIN SMALL LETTER E WITH ACUTE}".encode(),
-        ):
-            path = self.tokenFile(content)
-            self.assertRefused(
-                ["--admin-token-file", path],
-                f"--admin-token-file: {path!r} must hold one token of printable "
-                "ASCII characters without spaces",
-            )
-
-    def test_badEndpoint(self) -> None:
-        """
-        A C{--admin} that is not an endpoint is refused, with C{--admin}
-        examples.
-        """
-        error = self.assertRaises(
-            usage.UsageError,
-            Options().parseOptions,
-            [*REQUIRED, "--admin", "bogus:1"],
-        )
-        self.assertTrue(
-            str(error).startswith(
-                "--admin: 'bogus:1' is not a valid endpoint (e.g. "
-                "tcp:3091:interface=127.0.0.1, unix:/run/bg-admin.sock): "
-            ),
-            str(error),
-        )
-
-    def test_badAdminPorts(self) -> None:
-        """
-        Out-of-range ports, an empty value and a UNIX socket without a path
-        are refused, naming C{--admin}.
-        """
-        for value, message in [
-            (
-                "tcp:70000:interface=127.0.0.1",
-                "--admin: 'tcp:70000:interface=127.0.0.1': 70000 is not a TCP "
-                "port number (0-65535)",
-            ),
-            ("0", "--admin: '0' is not a TCP port number (1-65535)"),
-            ("", "--admin: empty; give a port number or endpoint string"),
-            ("unix:", "--admin: 'unix:' has no socket path (e.g. unix:/run/bg.sock)"),
-        ]:
-            self.assertRefused(["--admin", value], message)
-
-    def test_proxiedPort(self) -> None:
-        """
-        The admin API never shares the proxied port (or socket).
-        """
-        self.assertRefused(
-            ["--port", "4000", "--admin", "tcp:4000:interface=127.0.0.1"],
-            "--admin: 'tcp:4000:interface=127.0.0.1' is the proxied port "
-            "(--port 4000); the admin API needs its own",
-        )
-        self.assertRefused(
-            ["--port", "unix:/run/bg.sock", "--admin", "unix:/run/bg.sock"],
-            "--admin: 'unix:/run/bg.sock' is the proxied port "
-            "(--port unix:/run/bg.sock); the admin API needs its own",
-        )
-
-    def test_bothOnAnyPort(self) -> None:
-        """
-        Port 0 (any free port) for both is not the same port.
-        """
-        options = parse(
-            "--port",
-            "tcp:0:interface=127.0.0.1",
-            "--admin",
-            "tcp:0:interface=127.0.0.1",
-        )
-        self.assertEqual(options["adminEndpoint"], "tcp:0:interface=127.0.0.1")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE) as s:
+            s.sendall(b"NOT HTTP\r\n\r\n")
+            return s.recv(12).startswith(b"HTTP/1.1 ")
+    except OSError:
+        return False
 
 
 class MakeServiceTests(SynchronousTestCase):
@@ -1040,7 +120,7 @@ class MakeServiceTests(SynchronousTestCase):
         @return: The service and its reactor.
         """
         memory = MemoryReactorClock()
-        service = makeService(parse(*args), memory)
+        service = makeService(parse(*args), cast(ServiceReactor, memory))
         assert isinstance(service, ProxyService)
         return service, memory
 
@@ -1182,11 +262,10 @@ class MakeServiceTests(SynchronousTestCase):
         away since the options were checked), L{makeService} raises a
         L{StartupError} naming the option and the file.
         """
-        options = parse()
         path = os.path.join(os.path.abspath(self.mktemp()), "access.log")
-        options["access-log"] = path
+        config = evolve(parse().config, accessLog=path)
         error = self.assertRaises(
-            StartupError, makeService, options, MemoryReactorClock()
+            StartupError, makeService, config, MemoryReactorClock()
         )
         self.assertEqual(
             error.code,
@@ -1230,7 +309,7 @@ class AdminServiceTests(SynchronousTestCase):
         Build the service for C{args} on a memory reactor.
         """
         memory = MemoryReactorClock()
-        service = makeService(parse(*args), memory)
+        service = makeService(parse(*args), cast(ServiceReactor, memory))
         assert isinstance(service, ProxyService)
         return service, memory
 
@@ -1324,11 +403,7 @@ class ListenTests(TestCase):
         naming the option, its value and the socket error, and listens on
         nothing.
         """
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            value = f"tcp:{port}:interface=127.0.0.1"
+        with takenPort() as (port, value):
             service = makeService(parse("--port", value, "--access-log", "none"))
             error = self.assertRaises(StartupError, service.privilegedStartService)
         self.assertEqual(
@@ -1355,6 +430,94 @@ class ListenTests(TestCase):
         self.assertFalse(accepts(port))
 
 
+@implementer(IStreamServerEndpoint)
+class SlowEndpoint:
+    """
+    An endpoint that listens when told to: L{listen} answers a L{Deferred}
+    fired later by the test.
+
+    @ivar listening: The L{Deferred}s L{listen} answered, in order.
+    """
+
+    def __init__(self) -> None:
+        self.listening: list[Deferred[IListeningPort]] = []
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        """
+        @return: A L{Deferred} the test fires.
+        """
+        d: Deferred[IListeningPort] = Deferred()
+        self.listening.append(d)
+        return d
+
+
+class ListenerTests(SynchronousTestCase):
+    """
+    L{Listener}: listening through the endpoint's public C{listen}, with
+    the port published as C{port} and by L{Listener.whenListening}.
+    """
+
+    def test_synchronous(self) -> None:
+        """
+        An endpoint that listens at once (TCP) gives the port as soon as
+        the service starts; stopping closes it.
+        """
+        memory = MemoryReactorClock()
+        listener = Listener(
+            TCP4ServerEndpoint(memory, 0), ServerFactory(), "tcp:0", "admin"
+        )
+        waiting = listener.whenListening()
+        self.assertNoResult(waiting)
+        listener.privilegedStartService()
+        listener.startService()
+        port = self.successResultOf(waiting)
+        self.assertIs(listener.port, port)
+        self.assertIs(self.successResultOf(listener.whenListening()), port)
+        self.assertEqual(len(memory.tcpServers), 1)
+        self.successResultOf(listener.stopService())
+        self.assertIsNone(listener.port)
+
+    def test_later(self) -> None:
+        """
+        An endpoint that listens later gives the port when it does.
+        """
+        endpoint = SlowEndpoint()
+        listener = Listener(endpoint, ServerFactory(), "slow:1")
+        listener.startService()
+        waiting = listener.whenListening()
+        self.assertNoResult(waiting)
+        port = MemoryReactorClock().listenTCP(0, ServerFactory())
+        endpoint.listening[0].callback(port)
+        self.assertIs(self.successResultOf(waiting), port)
+        self.assertIs(listener.port, port)
+
+    def test_failsLater(self) -> None:
+        """
+        An endpoint that fails to listen later fails those waiting for the
+        port.
+        """
+        endpoint = SlowEndpoint()
+        listener = Listener(endpoint, ServerFactory(), "slow:1")
+        listener.startService()
+        waiting = listener.whenListening()
+        endpoint.listening[0].errback(CannotListenError("", 1, OSError("no")))
+        self.failureResultOf(waiting, CannotListenError)
+        self.assertIsNone(listener.port)
+
+    def test_stoppedBeforeListening(self) -> None:
+        """
+        Stopped before its endpoint listens, the listener cancels the
+        listening.
+        """
+        endpoint = SlowEndpoint()
+        listener = Listener(endpoint, ServerFactory(), "slow:1")
+        listener.startService()
+        waiting = listener.whenListening()
+        self.successResultOf(listener.stopService())
+        self.assertTrue(endpoint.listening[0].called)
+        self.failureResultOf(waiting, CancelledError)
+
+
 class AdminListenTests(TestCase):
     """
     The admin listener with the real reactor.
@@ -1367,11 +530,7 @@ class AdminListenTests(TestCase):
         bound is closed again.
         """
         proxyPort = freePort()
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            value = f"tcp:{port}:interface=127.0.0.1"
+        with takenPort() as (port, value):
             service = makeService(
                 parse(
                     "--port",
@@ -1389,10 +548,7 @@ class AdminListenTests(TestCase):
             f"[Errno {errno.EADDRINUSE}] {os.strerror(errno.EADDRINUSE)}",
         )
         # The proxy's port closes on the next turns of the reactor.
-        for _ in range(100):
-            if not accepts(proxyPort):
-                break
-            await deferLater(globalReactor(), 0.01, lambda: None)
+        await waitFor(lambda: not accepts(proxyPort), "the proxy's port closed")
         self.assertFalse(accepts(proxyPort))
         self.assertFalse(accepts(port))
 
@@ -1514,20 +670,19 @@ class ProcessTestMixin(TestCase):
         self.addCleanup(kill)
         return child
 
-    async def ended(self, child: Child, timeout: float = 30.0) -> Failure:
+    async def ended(self, child: Child) -> Failure:
         """
-        Wait for C{child} to end, failing the test if it takes too long.
+        Wait for C{child} to end, failing the test if it takes longer than
+        L{PATIENCE}.
 
         @param child: A spawned child.
-        @param timeout: Seconds to wait.
         @return: Why it ended.
         """
-        delay = 0.0
-        while child.reason is None:
-            if delay >= timeout:
-                self.fail(f"still running after {timeout}s:\n{child.text()}")
-            await deferLater(globalReactor(), 0.05, lambda: None)
-            delay += 0.05
+        try:
+            await waitFor(lambda: child.reason is not None, "the process ending")
+        except AssertionError as e:
+            self.fail(f"{e}:\n{child.text()}")
+        assert child.reason is not None
         return child.reason
 
     async def runToEnd(self, args: list[str]) -> tuple[int | None, str]:
@@ -1556,11 +711,7 @@ class TwistdTests(ProcessTestMixin):
         line naming the option and the error (no traceback), and leaves
         nothing listening.
         """
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            value = f"tcp:{port}:interface=127.0.0.1"
+        with takenPort() as (port, value):
             code, output = await self.runToEnd(
                 [*twistd(), "-n", "--pidfile=", "bluegreen", "--port", value, *REQUIRED]
             )
@@ -1578,10 +729,7 @@ class TwistdTests(ProcessTestMixin):
         If C{--port} is in use, twistd still removes its pidfile.
         """
         pidfile = os.path.abspath(self.mktemp())
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
+        with takenPort() as (port, _):
             code, output = await self.runToEnd(
                 [
                     *twistd(),
@@ -1617,11 +765,7 @@ class TwistdTests(ProcessTestMixin):
                 pass
 
         self.addCleanup(killDaemon)
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            value = f"tcp:{port}:interface=127.0.0.1"
+        with takenPort() as (_port, value):
             code, output = await self.runToEnd(
                 [
                     *twistd(),
@@ -1640,13 +784,14 @@ class TwistdTests(ProcessTestMixin):
                 f"bluegreen: cannot listen on --port {value}: "
                 f"[Errno {errno.EADDRINUSE}] Address already in use\n"
             )
-            log = ""
-            for _ in range(200):
+
+            def logged() -> bool:
                 with open(logfile) as f:
-                    log = f.read()
-                if line in log and not os.path.exists(pidfile):
-                    break
-                await deferLater(globalReactor(), 0.05, lambda: None)
+                    return line in f.read() and not os.path.exists(pidfile)
+
+            await waitFor(logged, "the daemon's log line and its pidfile gone")
+        with open(logfile) as f:
+            log = f.read()
         self.assertIn(line, log)
         self.assertNotIn("Traceback", log)
         self.assertFalse(os.path.exists(pidfile))
@@ -1661,10 +806,32 @@ class TwistdTests(ProcessTestMixin):
         self.assertEqual(code, 1, output)
         self.assertIn(
             ": --green is required: the URL of the GREEN environment, "
-            "e.g. --green http://127.0.0.1:5002\n",
+            "e.g. --green http://127.0.0.1:5002; see --help\n",
             output,
         )
         self.assertNotIn("Traceback", output)
+
+    async def test_wrongOptionOneLine(self) -> None:
+        """
+        A wrong option (a bad value, or an option that does not exist) makes
+        twistd exit with status 1 after one line on standard error naming
+        the option and pointing to C{--help}; nothing on standard output
+        (twistd alone would print its whole usage there first).
+        """
+        for args, line in (
+            (["--fall", "x"], "bluegreen: --fall: 'x' is not a whole number >= 1"),
+            (["--nope"], "bluegreen: option --nope not recognized"),
+        ):
+            command = [*twistd(), "-n", "--pidfile=", "bluegreen", *REQUIRED, *args]
+            d: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
+                command[0], command[1:], env=childEnvironment()
+            )
+            out, err, code = await d
+            self.assertEqual(
+                (out.decode(), err.decode(), code),
+                ("", f"{line}; see --help\n", 1),
+                f"twistd bluegreen {' '.join(args)}",
+            )
 
     async def test_badPort(self) -> None:
         """
@@ -1703,14 +870,15 @@ class TwistdTests(ProcessTestMixin):
                 *REQUIRED,
             ]
         )
-        waited = 0.0
-        while not accepts(port):
+
+        def listening() -> bool:
             if child.reason is not None:
                 self.fail(f"twistd ended before listening:\n{child.text()}")
-            if waited > 30:
-                self.fail(f"twistd not listening after 30s:\n{child.text()}")
-            await deferLater(globalReactor(), 0.05, lambda: None)
-            waited += 0.05
+            # An answer means the reactor runs, so its SIGTERM handler is in
+            # place (a port merely accepting is listened on before that).
+            return answers(port)
+
+        await waitFor(listening, f"twistd listening on {port}:\n{child.text()}")
         cast(Any, child.transport).signalProcess("TERM")
         reason = await self.ended(child)
         output = child.text()
@@ -1760,7 +928,7 @@ class AdminTwistdTests(ProcessTestMixin):
         self.assertIn(
             "--admin: 'tcp:0' listens on all interfaces, so other machines could "
             "switch traffic: give --admin-token-file FILE, or listen on loopback "
-            "only (e.g. --admin tcp:3091:interface=127.0.0.1)\n",
+            "only (e.g. --admin tcp:3091:interface=127.0.0.1); see --help\n",
             output,
         )
         self.assertNotIn("Traceback", output)
@@ -1772,11 +940,7 @@ class AdminTwistdTests(ProcessTestMixin):
         naming C{--admin}, and leaves the proxy port closed.
         """
         proxyPort = freePort()
-        with socket.socket() as taken:
-            taken.bind(("127.0.0.1", 0))
-            taken.listen()
-            port = taken.getsockname()[1]
-            value = f"tcp:{port}:interface=127.0.0.1"
+        with takenPort() as (_port, value):
             code, output = await self.runToEnd(
                 [
                     *twistd(),
@@ -1835,238 +999,3 @@ class PluginImportTests(ProcessTestMixin):
         )
         code, output = await self.runToEnd([sys.executable, "-c", program])
         self.assertEqual((code, output), (0, "False\n"))
-
-
-class HealthEndpointTests(SynchronousTestCase):
-    """
-    The health checks connect like the proxy does.
-    """
-
-    def test_direct(self) -> None:
-        """
-        An IP address is connected to directly (a L{HostnameEndpoint} would
-        report a refused connection only after its 0.3 s attempt delay,
-        slowing every check of a dead environment), https is wrapped in TLS,
-        and the check timeout is the connect timeout.
-        """
-        from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-        from twisted.web.client import URI
-
-        from bluegreen.service.tap import _DirectEndpoints
-
-        endpoints = _DirectEndpoints(MemoryReactorClock(), 2.0, None)
-        v4 = endpoints.endpointForURI(URI.fromBytes(b"http://127.0.0.1:5002/"))
-        self.assertIsInstance(v4, TCP4ClientEndpoint)
-        self.assertEqual(v4._timeout, 2.0)  # type: ignore[attr-defined]
-        v6 = endpoints.endpointForURI(URI.fromBytes(b"http://[::1]:5002/health"))
-        self.assertIsInstance(v6, TCP6ClientEndpoint)
-        tls = endpoints.endpointForURI(URI.fromBytes(b"https://localhost:8443/"))
-        self.assertEqual(type(tls).__name__, "_WrapperEndpoint")
-
-
-class ManholeOptionTests(SynchronousTestCase):
-    """
-    The C{--manhole*} options: both manholes are off by default, the telnet
-    one needs a password file and loopback (or a UNIX socket), the SSH one
-    needs keys or passwords.
-    """
-
-    def setUp(self) -> None:
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        self.passwd = os.path.join(directory, "passwd")
-        with open(self.passwd, "w") as f:
-            f.write("alice:s3cret\n")
-        os.chmod(self.passwd, 0o600)
-        self.keys = os.path.join(directory, "keys")
-        with open(self.keys, "w") as f:
-            f.write(
-                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDZcpNlqVMf0VzLRhWgi6bmq"
-                "WcIHsUlCRaGUvyFQYnd2 alice@laptop\n"
-            )
-        self.hostKey = os.path.join(directory, "host_key")
-
-    def assertRefused(self, args: list[str], message: str) -> None:
-        """
-        Assert that the required options plus C{args} fail with exactly
-        C{message}.
-        """
-        error = self.assertRaises(
-            usage.UsageError, Options().parseOptions, [*REQUIRED, *args]
-        )
-        self.assertEqual(str(error), message)
-
-    def test_off(self) -> None:
-        """
-        Without C{--manhole} or C{--manhole-ssh} there is no manhole, and
-        the other manhole options are not looked at.
-        """
-        self.assertIsNone(parse()["manholeSettings"])
-        self.assertIsNone(parse("--manhole-passwd", "/nonexistent")["manholeSettings"])
-
-    def test_telnet(self) -> None:
-        """
-        The telnet manhole may listen on loopback (IPv4, IPv6, C{localhost})
-        or a UNIX socket; C{--manhole-keys} is not used by it.
-        """
-        for value in [
-            "tcp:6023:interface=127.0.0.1",
-            r"tcp6:6023:interface=\:\:1",
-            "tcp:6023:interface=localhost",
-            "unix:/run/bluegreen/manhole.sock:mode=600",
-        ]:
-            settings = parse(
-                "--manhole",
-                value,
-                "--manhole-passwd",
-                self.passwd,
-                "--manhole-keys",
-                self.keys,
-            )["manholeSettings"]
-            self.assertEqual(
-                (settings.telnet, settings.ssh, settings.passwd, settings.keys),
-                (value, None, self.passwd, None),
-            )
-
-    def test_telnetNeedsPasswd(self) -> None:
-        """
-        The telnet manhole needs a password file.
-        """
-        self.assertRefused(
-            ["--manhole", "tcp:6023:interface=127.0.0.1"],
-            "--manhole: the telnet manhole needs --manhole-passwd FILE "
-            "(user:password lines)",
-        )
-        self.assertRefused(
-            ["--manhole", "tcp:6023:interface=127.0.0.1", "--manhole-keys", self.keys],
-            "--manhole: the telnet manhole needs --manhole-passwd FILE "
-            "(user:password lines); --manhole-keys is for --manhole-ssh",
-        )
-
-    def test_telnetExposed(self) -> None:
-        """
-        A telnet manhole that other machines could reach is refused, naming
-        where it would listen.
-        """
-        for value, where in [
-            ("6023", "all interfaces"),
-            ("tcp:6023", "all interfaces"),
-            ("tcp:6023:interface=0.0.0.0", "all interfaces"),
-            ("tcp6:6023", "all interfaces"),
-            ("tcp:6023:interface=10.0.0.5", "interface 10.0.0.5"),
-        ]:
-            self.assertRefused(
-                ["--manhole", value, "--manhole-passwd", self.passwd],
-                f"--manhole: {value!r} listens on {where}; the telnet manhole "
-                "sends passwords and Python code unencrypted, so it may listen "
-                "only on loopback or a UNIX socket (e.g. --manhole "
-                "tcp:6023:interface=127.0.0.1 or --manhole "
-                "unix:/run/bluegreen/manhole.sock:mode=600); use --manhole-ssh "
-                "to reach it from other machines",
-            )
-
-    def test_badEndpoint(self) -> None:
-        """
-        A manhole endpoint that is not one is refused.
-        """
-        self.assertRefused(
-            ["--manhole", "bogus:1", "--manhole-passwd", self.passwd],
-            "--manhole: 'bogus:1' is not a valid endpoint (e.g. "
-            "tcp:6023:interface=127.0.0.1, unix:/run/bluegreen/manhole.sock): "
-            "Unknown endpoint type: 'bogus'",
-        )
-        self.assertRefused(
-            ["--manhole-ssh", "tcp:70000", "--manhole-passwd", self.passwd],
-            "--manhole-ssh: 'tcp:70000': 70000 is not a TCP port number (0-65535)",
-        )
-
-    def test_passwdUnusable(self) -> None:
-        """
-        A password file that is missing, open to other users or malformed is
-        refused.
-        """
-        missing = self.passwd + ".missing"
-        self.assertRefused(
-            ["--manhole", "tcp:6023:interface=127.0.0.1", "--manhole-passwd", missing],
-            f"--manhole-passwd: cannot read {missing!r}: No such file or directory",
-        )
-        os.chmod(self.passwd, 0o644)
-        self.assertRefused(
-            ["--manhole-ssh", "tcp:6022", "--manhole-passwd", self.passwd],
-            f"--manhole-passwd: {self.passwd!r} has mode 0644, so other users "
-            "could read or change the manhole passwords: chmod 600 it",
-        )
-        os.chmod(self.passwd, 0o600)
-        with open(self.passwd, "w") as f:
-            f.write("alice\n")
-        self.assertRefused(
-            ["--manhole-ssh", "tcp:6022", "--manhole-passwd", self.passwd],
-            f"--manhole-passwd: {self.passwd!r} line 1: expected user:password",
-        )
-
-    def test_ssh(self) -> None:
-        """
-        The SSH manhole may listen on every interface, with keys, passwords
-        or both; its host key defaults to the user's state directory.
-        """
-        from bluegreen.manhole.service import defaultHostKeyPath
-
-        for logins in [
-            ["--manhole-keys", self.keys],
-            ["--manhole-passwd", self.passwd],
-            ["--manhole-keys", self.keys, "--manhole-passwd", self.passwd],
-        ]:
-            settings = parse("--manhole-ssh", "6022", *logins)["manholeSettings"]
-            self.assertEqual(
-                (settings.telnet, settings.ssh, settings.hostKey),
-                (None, "tcp:6022", defaultHostKeyPath()),
-            )
-        settings = parse(
-            "--manhole-ssh",
-            "tcp:6022",
-            "--manhole-keys",
-            self.keys,
-            "--manhole-host-key",
-            self.hostKey,
-        )["manholeSettings"]
-        self.assertEqual((settings.keys, settings.hostKey), (self.keys, self.hostKey))
-        # Parsing the options creates no key.
-        self.assertFalse(os.path.exists(self.hostKey))
-
-    def test_sshNeedsLogins(self) -> None:
-        """
-        The SSH manhole needs keys or passwords.
-        """
-        self.assertRefused(
-            ["--manhole-ssh", "tcp:6022:interface=127.0.0.1"],
-            "--manhole-ssh: the SSH manhole needs --manhole-keys FILE "
-            "(authorized_keys) or --manhole-passwd FILE (user:password lines)",
-        )
-
-    def test_keysUnusable(self) -> None:
-        """
-        An authorized keys file that holds no key is refused.
-        """
-        with open(self.keys, "w") as f:
-            f.write("# nobody yet\n")
-        self.assertRefused(
-            ["--manhole-ssh", "tcp:6022", "--manhole-keys", self.keys],
-            f"--manhole-keys: {self.keys!r} has no public key",
-        )
-
-    def test_hostKeyDirectory(self) -> None:
-        """
-        A host key path that is a directory is refused.
-        """
-        directory = os.path.dirname(self.hostKey)
-        self.assertRefused(
-            [
-                "--manhole-ssh",
-                "tcp:6022",
-                "--manhole-keys",
-                self.keys,
-                "--manhole-host-key",
-                directory,
-            ],
-            f"--manhole-host-key: {directory!r} is a directory; give the key's file",
-        )

@@ -31,19 +31,11 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 
-from bluegreen.demo._run import POLL
-from tests._util import freePort
+from tests._util import PATIENCE, freePort
 
 from .test_demo import STARTUP, _alive, _listening, spawnDemo
 
 reactor: Any = _reactor
-
-#: The failover bound of the demo's settings: health interval (2 s) x fall
-#: (1) + health timeout (2 s) + 1 s.
-FAILOVER_BOUND = 5.0
-
-#: Slack for the test's own polling of the admin API.
-POLL_SLACK = 0.5
 
 #: Concurrent clients of the background stream.
 CLIENTS = 5
@@ -80,13 +72,13 @@ async def _sleep(seconds: float) -> None:
 
 
 async def _until(
-    what: str, predicate: Callable[[], Awaitable[bool]], timeout: float
+    what: str, predicate: Callable[[], Awaitable[bool]], timeout: float = PATIENCE
 ) -> float:
     """
     Poll C{predicate} (every 0.1 s) until it is true.
 
     @return: When it was (C{time.monotonic}).
-    @raise AssertionError: After C{timeout} seconds.
+    @raise AssertionError: After C{timeout} seconds (default L{PATIENCE}).
     """
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -96,11 +88,30 @@ async def _until(
     return time.monotonic()
 
 
+def printedSteps(text: str) -> dict[int, list[str]]:
+    """
+    The commands of each step that C{bluegreen demo} printed.
+
+    @param text: The demo's standard output.
+    @return: The command lines (indented 7 spaces, under C{"N. ..."}) by
+        step number.
+    """
+    steps: dict[int, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        head = line.strip().split(".", 1)[0]
+        if line.startswith("  ") and line[2:3].isdigit() and head.isdigit():
+            current = steps.setdefault(int(head), [])
+        elif current is not None and line.startswith(" " * 7):
+            current.append(line.strip())
+    return steps
+
+
 def _rows(db: Path, query: str) -> set[tuple[Any, ...]]:
     """
     @return: The rows of C{query} on the database C{db}, read-only.
     """
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=PATIENCE)
     try:
         return set(connection.execute(query).fetchall())
     finally:
@@ -119,7 +130,8 @@ class WorkshopTests(TestCase):
     The workshop, from C{bluegreen demo} to Ctrl-C.
     """
 
-    timeout = 120
+    #: The whole workshop: a dozen waits of at most PATIENCE each.
+    timeout = 12 * PATIENCE
 
     def setUp(self) -> None:
         for tool in ("redis-server", "git", "sqlite3", "rsync"):
@@ -164,7 +176,7 @@ class WorkshopTests(TestCase):
         @return: The status and body of C{GET url} (C{0, b""} on error).
         """
         try:
-            response = await self.client.get(url, timeout=5)
+            response = await self.client.get(url, timeout=PATIENCE)
             return response.code, await response.content()
         except Exception:
             return 0, b""
@@ -186,17 +198,20 @@ class WorkshopTests(TestCase):
         status = await self.status()
         return None if status is None else str(status["live"])
 
-    async def command(self, *argv: str, cwd: Path | None = None) -> str:
+    async def command(
+        self, *argv: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> str:
         """
         Run a command without blocking the reactor.
 
+        @param env: Its environment (default: the test's).
         @return: Its standard output.
         @raise AssertionError: If it fails.
         """
         out, err, code = await getProcessOutputAndValue(
             argv[0],
             argv[1:],
-            env=dict(os.environ),
+            env=dict(os.environ) if env is None else env,
             path=str(cwd) if cwd is not None else None,
         )
         if code != 0:
@@ -205,6 +220,25 @@ class WorkshopTests(TestCase):
                 f"{out.decode(errors='replace')}{err.decode(errors='replace')}"
             )
         return out.decode()
+
+    async def shell(self, *lines: str) -> str:
+        """
+        Run command lines as printed, one after the other, in a new shell:
+        C{sh} with a fresh environment whose C{PATH} holds only the system's
+        directories (not this virtualenv's).
+
+        @return: The standard output.
+        @raise AssertionError: If one fails.
+        """
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ["HOME"]}
+        return await self.command("/bin/sh", "-ec", "\n".join(lines), env=env)
+
+    def steps(self) -> dict[int, list[str]]:
+        """
+        @return: The commands of the steps the demo printed (see
+            L{printedSteps}).
+        """
+        return printedSteps(self.output.read_text())
 
     async def git(self, *args: str) -> str:
         """
@@ -224,7 +258,7 @@ class WorkshopTests(TestCase):
 
     def db(self, colour: str) -> Path:
         """
-        @return: The environment's database (see L{bluegreen.demo._run}).
+        @return: The environment's database (see L{bluegreen.demo.workshop}).
         """
         return self.root / colour / "meow.db"
 
@@ -235,7 +269,7 @@ class WorkshopTests(TestCase):
         response = await self.client.post(
             f"{self.base}/fact/{factId}/vote",
             json={"score": score},
-            timeout=10,
+            timeout=PATIENCE,
         )
         body = await response.content()
         self.assertEqual(response.code, 201, body)
@@ -251,7 +285,7 @@ class WorkshopTests(TestCase):
             files={
                 "image": ("cat.png", "image/png", FileBodyProducer(io.BytesIO(IMAGE)))
             },
-            timeout=10,
+            timeout=PATIENCE,
         )
         body = await response.content()
         self.assertEqual(response.code, 201, body)
@@ -275,7 +309,9 @@ class WorkshopTests(TestCase):
         while self.streaming:
             started = time.monotonic()
             try:
-                response = await self.streamClient.get(f"{self.base}/", timeout=10)
+                response = await self.streamClient.get(
+                    f"{self.base}/", timeout=PATIENCE
+                )
                 await response.content()
             except Exception as e:
                 self.samples.append(
@@ -283,6 +319,7 @@ class WorkshopTests(TestCase):
                 )
             else:
                 self.samples.append(Sample(started, time.monotonic(), response.code))
+            # Paces the client (about 50 requests a second each).
             await _sleep(0.02)
 
     def startStream(self) -> Deferred[Any]:
@@ -303,7 +340,8 @@ class WorkshopTests(TestCase):
         """
         Start the demo and wait until GREEN answers C{/} through the proxy.
         """
-        log = (self.root.parent / f"{self.root.name}.out").open("ab")
+        self.output = self.root.parent / f"{self.root.name}.out"
+        log = self.output.open("ab")
         self.addCleanup(log.close)
         self.process = spawnDemo(self.root, self.port, self.admin, log)
 
@@ -326,6 +364,12 @@ class WorkshopTests(TestCase):
         # proxy's retry on the standby) has nowhere to go.
         await _until("GREEN and BLUE up", bothUp, STARTUP)
 
+        async def printed() -> bool:
+            return len(self.steps()) == 4
+
+        # The demo prints its steps once both are up.
+        await _until("the steps printed", printed)
+
     def pids(self) -> dict[str, int]:
         """
         @return: The children's process ids recorded in C{DIR/run}.
@@ -346,7 +390,7 @@ class WorkshopTests(TestCase):
         async def recorded() -> bool:
             return len(self.pids()) == 4
 
-        await _until("the pid files", recorded, 10)
+        await _until("the pid files", recorded)
         pids = self.pids()
         ports = json.loads((self.root / "ports.json").read_text())
         process.send_signal(signal.SIGTERM)
@@ -354,7 +398,7 @@ class WorkshopTests(TestCase):
         async def exited() -> bool:
             return process.poll() is not None
 
-        await _until("the demo to exit", exited, 30)
+        await _until("the demo to exit", exited)
         self.assertEqual(process.returncode, 0)
         for name, pid in pids.items():
             self.assertFalse(_alive(pid), f"{name} (pid {pid}) still runs")
@@ -409,71 +453,58 @@ class WorkshopTests(TestCase):
             self.assertEqual([row[1] for row in cats], [IMAGE])
             timings["writes on GREEN"] = time.monotonic() - t0
 
-            # 2. The bad commit: failover to BLUE, with GREEN's writes.
-            clone = self.root / "meow"
-            [source] = [
-                path
-                for path in (clone / "meow").rglob("*.py")
-                if "STATUS = 200" in path.read_text()
-            ]
-            source.write_text(
-                source.read_text().replace("STATUS = 200", "STATUS = 500")
-            )
-            await self.git("commit", "-qam", "bad commit")
+            # 2. The bad commit, made with the printed commands in a new
+            # shell: failover to BLUE, with GREEN's writes.  (How fast the
+            # failover is, bench/failover.py measures; here it must happen.)
+            steps = self.steps()
+            *badCommit, status = steps[2]
+            self.assertEqual(len(badCommit), 4, steps[2])
             pushed = time.monotonic()
-            await self.git("push", "-q", "green", "HEAD:master")
+            await self.shell(*badCommit)
             deployed = time.monotonic()
 
             async def onBlue() -> bool:
                 return await self.live() == "blue"
 
-            switched = await _until("traffic on BLUE", onBlue, 30)
+            switched = await _until("traffic on BLUE", onBlue)
             timings["push -> live blue"] = switched - pushed
-            # The hook asks for the restart; the demo sees it within POLL,
-            # and from then on GREEN is down (restarting, then 500).
-            self.assertLessEqual(
-                switched - deployed,
-                POLL + FAILOVER_BOUND + POLL_SLACK,
-                "the failover took longer than its bound after the push",
-            )
+            timings["deployed -> live blue"] = switched - deployed
             first500 = min(
                 (s.started for s in self.samples if s.status == 500), default=None
             )
             if first500 is not None:
                 timings["first 500 -> live blue"] = switched - first500
-                self.assertLessEqual(
-                    switched - first500,
-                    FAILOVER_BOUND + POLL_SLACK,
-                    "the failover took longer than its bound",
-                )
             self.assertIn(b'id="environment">blue<', await self.page())
+            self.assertIn("live: BLUE", await self.shell(status))
 
             async def migrated() -> bool:
                 blue = self.db("blue")
                 return votes <= _rows(blue, VOTES) and cats <= _rows(blue, CATS)
 
-            await _until("GREEN's writes on BLUE", migrated, 10)
+            await _until("GREEN's writes on BLUE", migrated)
             timings["writes on BLUE"] = time.monotonic() - t0
 
-            # 3. The RECENT flag, through the console script.
-            await self.bluegreen("flag", "set", "RECENT", "on", "--env", "blue")
+            # 3. The RECENT flag, through the console script as printed.
+            [flagOn] = steps[3]
+            await self.shell(flagOn)
 
             async def recentShown() -> bool:
                 return b"Recent uploads" in await self.page()
 
-            await _until("the recent uploads shown", recentShown, 10)
+            await _until("the recent uploads shown", recentShown)
             self.assertIn(f'data-cat="{catId}"'.encode(), await self.page())
             await self.bluegreen("flag", "set", "RECENT", "off", "--env", "blue")
 
             async def recentHidden() -> bool:
                 return b"Recent uploads" not in await self.page()
 
-            await _until("the recent uploads hidden", recentHidden, 10)
+            await _until("the recent uploads hidden", recentHidden)
             timings["flag on/off"] = time.monotonic() - t0
 
-            # 4. Revert, GREEN healthy again; a vote on BLUE; switch back.
-            await self.git("revert", "--no-edit", "HEAD")
-            await self.git("push", "-q", "green", "HEAD:master")
+            # 4. Revert, GREEN healthy again; a vote on BLUE; switch back,
+            # with the printed commands.
+            cd, revert, switch = steps[4]
+            await self.shell(cd, revert)
 
             async def greenUp() -> bool:
                 status = await self.status()
@@ -482,24 +513,34 @@ class WorkshopTests(TestCase):
                     and status["environments"]["green"]["health"]["state"] == "up"
                 )
 
-            await _until("GREEN healthy again", greenUp, 30)
+            await _until("GREEN healthy again", greenUp)
             self.assertEqual(await self.live(), "blue")
             beforeBlue = _rows(self.db("blue"), VOTES)
             await self.vote(3, 4)
             blueVotes = _rows(self.db("blue"), VOTES) - beforeBlue
             self.assertEqual({(f, s) for _, f, s, _ in blueVotes}, {(3, 4)})
-            await self.bluegreen("switch", "green")
+            said = await self.shell(switch)
+            self.assertRegex(
+                said,
+                r"^synced blue -> green first: \d+ rows? copied( \(.*\))?, "
+                r"0 conflicts\nswitched to GREEN \(was blue\): ",
+            )
             self.assertEqual(await self.live(), "green")
             self.assertIn(b'id="environment">green<', await self.page())
 
             async def back() -> bool:
                 return blueVotes <= _rows(self.db("green"), VOTES)
 
-            await _until("BLUE's vote on GREEN", back, 10)
+            await _until("BLUE's vote on GREEN", back)
             timings["back on GREEN"] = time.monotonic() - t0
 
-            # 5. The stream: let it see GREEN again, then judge it.
-            await _sleep(1)
+            # 5. The stream: once it has seen GREEN again, judge it.
+            again = time.monotonic()
+
+            async def seenGreen() -> bool:
+                return any(s.started > again and s.status == 200 for s in self.samples)
+
+            await _until("the stream served after the switch back", seenGreen)
             self.streaming = False
             await stream
             stopped = True

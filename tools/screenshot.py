@@ -29,11 +29,10 @@ sys.path.insert(0, ROOT)
 from twisted.internet.defer import Deferred, ensureDeferred  # noqa: E402
 from twisted.internet.task import deferLater, react  # noqa: E402
 
+from tests._chromium import CHROMIUM, launch  # noqa: E402
 from tests.test_dashboard_browser import (  # noqa: E402
-    CHROMIUM,
     App,
     closeStreams,
-    launch,
     startBluegreen,
 )
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_dashboard -*-
+# -*- test-case-name: tests.test_dashboard,tests.test_dashboard_sync -*-
 """
 The dashboard on the admin port: C{GET /}, and the live status it reads,
 C{GET /api/events}.
@@ -33,7 +33,7 @@ import hashlib
 import importlib.resources
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -43,6 +43,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
+
+from bluegreen.admin.jsonapi import errorAnswer, refuseUnlessGet
 
 #: The page, in this package.
 PAGE = "dashboard.html"
@@ -62,6 +64,9 @@ MAX_STREAMS = 32
 
 #: Milliseconds a browser waits before reconnecting a dropped stream.
 RETRY_MILLISECONDS = 1000
+
+#: Where the page is, as a path in the source tree.
+_PACKAGE_PATH = __package__.replace(".", "/")
 
 _log = Logger(namespace="bluegreen.admin")
 
@@ -117,44 +122,6 @@ def loadPage() -> tuple[bytes, str]:
     return page, contentSecurityPolicy(page)
 
 
-def _answerJSON(
-    request: Request, code: int, message: str, headers: Mapping[str, str] = {}
-) -> bytes:
-    """
-    Set up a JSON error answer, as the rest of the admin API gives.
-
-    @return: The body, for C{render} to return.
-    """
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Cache-Control", b"no-store")
-    request.setHeader(b"X-Content-Type-Options", b"nosniff")
-    for name, value in headers.items():
-        request.setHeader(name.encode("ascii"), value.encode("latin-1"))
-    return (json.dumps({"error": message}, indent=2) + "\n").encode("utf-8")
-
-
-def _refuse(request: Request) -> bytes | None:
-    """
-    Refuse what a C{GET}-only leaf resource cannot answer: a longer path
-    (404) or another method than C{GET} and C{HEAD} (405).
-
-    @return: The error body, or L{None} if the request is fine.
-    """
-    path = request.path.decode("latin-1")
-    if request.postpath:
-        return _answerJSON(request, 404, f"not found: {path}")
-    if request.method not in (b"GET", b"HEAD"):
-        method = request.method.decode("latin-1")
-        return _answerJSON(
-            request,
-            405,
-            f"method {method} not allowed on {path}",
-            {"Allow": "GET, HEAD"},
-        )
-    return None
-
-
 class DashboardPage(Resource):
     """
     C{GET /}: the dashboard page.
@@ -166,17 +133,17 @@ class DashboardPage(Resource):
         """
         Answer with the page and its security headers.
         """
-        refused = _refuse(request)
+        refused = refuseUnlessGet(request)
         if refused is not None:
             return refused
         try:
             page, policy = loadPage()
         except OSError as e:
             _log.error("the dashboard page cannot be read: {error}", error=str(e))
-            return _answerJSON(
+            return errorAnswer(
                 request,
                 500,
-                f"the dashboard page ({__package__}/{PAGE}) is missing from "
+                f"the dashboard page ({_PACKAGE_PATH}/{PAGE}) is missing from "
                 "this installation",
             )
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
@@ -309,6 +276,13 @@ class StatusEvents(Resource):
         self._loop: LoopingCall | None = None
         self._failing = False
 
+    @property
+    def sampling(self) -> bool:
+        """
+        Whether the sampling loop runs (it does while a stream is open).
+        """
+        return self._loop is not None
+
     def _snapshot(self) -> tuple[str, bytes]:
         """
         @return: The status without C{now} (to compare) and the whole
@@ -326,18 +300,18 @@ class StatusEvents(Resource):
         """
         Start a stream (or answer C{HEAD} with its headers).
         """
-        refused = _refuse(request)
+        refused = refuseUnlessGet(request)
         if refused is not None:
             return refused
         if request.method == b"GET" and len(self.streams) >= MAX_STREAMS:
-            return _answerJSON(
+            return errorAnswer(
                 request, 503, f"too many event streams open (at most {MAX_STREAMS})"
             )
         try:
             key, data = self._snapshot()
         except Exception:
             _log.failure("admin API: the status for an event stream failed")
-            return _answerJSON(request, 500, "internal error (see the log)")
+            return errorAnswer(request, 500, "internal error (see the log)")
         request.setHeader(b"Content-Type", b"text/event-stream")
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"X-Content-Type-Options", b"nosniff")

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics -*-
+# -*- test-case-name: tests.test_metrics,tests.test_metrics_integration -*-
 """
 Prometheus metrics, served as C{GET /metrics} on the admin port.
 
@@ -25,7 +25,7 @@ in one process.  The metrics (all prefixed C{bluegreen_}):
     sent to clients (error pages included).
   - C{bluegreen_upstream_errors_total{environment, kind}}: failures to get
     a response from an environment, including those retried on the standby;
-    C{kind} is one of L{bluegreen.proxy.resource.FAILURE_KINDS}.  A stale pooled
+    C{kind} is one of L{bluegreen.proxy.failures.FAILURE_KINDS}.  A stale pooled
     connection resent on a new one is a retry, not an error.
   - C{bluegreen_retries_total{from, to, kind}}: requests sent again:
     C{stale_connection} (a reused connection the server had closed; C{from}
@@ -63,7 +63,6 @@ so that C{rate()} and C{increase()} see the first event.
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -82,11 +81,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from bluegreen import __version__
-from bluegreen.proxy.resource import FAILURE_KINDS
+from bluegreen.admin.jsonapi import refuseUnlessGet
+from bluegreen.proxy.failures import FAILURE_KINDS
 
 if TYPE_CHECKING:
     from bluegreen.controller import Controller, Switch
-    from bluegreen.flags.store import FlagChange, FlagService
+    from bluegreen.flags.model import FlagChange
+    from bluegreen.flags.service import FlagService
     from bluegreen.health import CheckResult, HealthMonitor
 
 #: The exposition format served: the Prometheus text format 0.0.4, which
@@ -323,7 +324,7 @@ class Metrics:
         Count a failure to get a response from an environment.
 
         @param environment: The environment.
-        @param kind: One of L{bluegreen.proxy.resource.FAILURE_KINDS}.
+        @param kind: One of L{bluegreen.proxy.failures.FAILURE_KINDS}.
         """
         key = (environment, kind)
         self._errors[key] = self._errors.get(key, 0) + 1
@@ -532,7 +533,7 @@ class FlagMetrics:
         """
         The metric families with their current samples.
         """
-        from bluegreen.flags.store import isOn
+        from bluegreen.flags.model import isOn
 
         on, changes, up, stale = _flagFamilies()
         environments = self.flags.table()["environments"]
@@ -605,31 +606,12 @@ class MetricsResource(Resource):
         """
         Answer with the metrics (or 405, or 404 below C{/metrics}).
         """
-        if request.postpath:
-            path = request.path.decode("latin-1")
-            return _error(request, 404, f"not found: {path} (try GET /metrics)")
-        if request.method not in (b"GET", b"HEAD"):
-            method = request.method.decode("latin-1")
-            request.setHeader(b"Allow", b"GET, HEAD")
-            return _error(request, 405, f"method {method} not allowed on /metrics")
+        refused = refuseUnlessGet(request, " (try GET /metrics)")
+        if refused is not None:
+            return refused
         data = self.metrics.expose()
         request.setHeader(b"Content-Type", CONTENT_TYPE)
         request.setHeader(b"Cache-Control", b"no-store")
         request.setHeader(b"Content-Length", b"%d" % len(data))
         # twisted.web drops the body of a HEAD itself.
         return data
-
-
-def _error(request: Request, code: int, message: str) -> bytes:
-    """
-    Set up a JSON error answer, as the rest of the admin API gives.
-
-    @return: The body.
-    """
-    data = (json.dumps({"error": message}, indent=2) + "\n").encode("utf-8")
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Cache-Control", b"no-store")
-    request.setHeader(b"X-Content-Type-Options", b"nosniff")
-    request.setHeader(b"Content-Length", b"%d" % len(data))
-    return data

@@ -13,7 +13,6 @@ import getopt
 import json
 import os
 import sys
-import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -24,6 +23,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import ConnectError, ConnectionRefusedError
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, IReactorUNIX
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -33,7 +33,12 @@ from zope.interface import implementer
 
 from bluegreen import __version__
 from bluegreen.admin.token import BadToken, readToken
-from bluegreen.health import describeCheckFailure
+from bluegreen.checkfailure import describeCheckFailure
+
+# Shared with the admin site and the manhole; imported from here by the
+# commands.
+from bluegreen.timetext import ago as ago
+from bluegreen.timetext import localTime as localTime
 
 #: Where the admin API is unless told otherwise.
 DEFAULT_ADMIN = "http://127.0.0.1:3091"
@@ -48,8 +53,17 @@ RED = "1;31"
 
 
 SYNOPSIS = (
-    "bluegreen [--admin URL] [--token-file FILE] [--json] status|switch|check|flag"
+    "bluegreen [--admin URL] [--token-file FILE] [--json] "
+    "status|switch|check|flag|sync|demo"
 )
+
+
+class ClientReactor(IReactorTCP, IReactorUNIX, IReactorTime):
+    """
+    The reactor interfaces a command uses: TCP or UNIX connections to the
+    admin API, and time for the timeouts.  Only for the type checker; the
+    global reactor provides all.
+    """
 
 
 class CommonOptions(usage.Options):
@@ -239,7 +253,7 @@ class _UNIXEndpointFactory:
     Connects every request to one UNIX socket.
     """
 
-    def __init__(self, reactor: Any, path: str) -> None:
+    def __init__(self, reactor: IReactorUNIX, path: str) -> None:
         """
         @param reactor: Makes the connections.
         @param path: The socket.
@@ -273,7 +287,7 @@ def describeFailure(reason: Failure, timeout: float) -> str:
 
 
 async def call(
-    reactor: Any,
+    reactor: ClientReactor,
     settings: Settings,
     method: str,
     path: str,
@@ -372,24 +386,3 @@ def useColour(stream: TextIO, environ: Mapping[str, str]) -> bool:
     except (AttributeError, ValueError):
         tty = False
     return tty and not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
-
-
-def ago(seconds: float) -> str:
-    """
-    @return: E.g. C{"5 s ago"}, C{"3 min ago"}.
-    """
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 36 * 3600:
-        return f"{seconds / 3600:.0f} h ago"
-    return f"{seconds / 86400:.0f} days ago"
-
-
-def localTime(when: float) -> str:
-    """
-    @return: C{when} (POSIX seconds) in local time.
-    """
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))

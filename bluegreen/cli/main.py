@@ -17,7 +17,7 @@ The C{bluegreen} console command: talks to a running service's admin API.
                                      sync through the running service
     bluegreen demo [--dir DIR] [--port 3090]
                                      run the workshop on this machine
-                                     (see L{bluegreen.demo._run})
+                                     (see L{bluegreen.demo.workshop})
 
 Common options (before or after the command): C{--admin URL} (default
 C{$BLUEGREEN_ADMIN}, else C{http://127.0.0.1:3091}; C{unix:/path} for a
@@ -35,7 +35,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.python import usage
@@ -44,6 +44,7 @@ from bluegreen.cli.common import (
     COLOUR_CODES,
     RED,
     SYNOPSIS,
+    ClientReactor,
     CommandOptions,
     CommonOptions,
     Failed,
@@ -130,14 +131,24 @@ class Options(CommonOptions):
     """
 
     synopsis = SYNOPSIS
-    subCommands = [
-        ["status", None, StatusOptions, "Show what is live and the health."],
-        ["switch", None, SwitchOptions, "Make green or blue live."],
-        ["check", None, CheckOptions, "Run the health checks now."],
-        ["flag", None, lambda: _flagOptions(), "See and change the feature flags."],
-        ["sync", None, lambda: _syncOptions(), "Sync one database from another."],
-        ["demo", None, lambda: _demoOptions(), "Run the workshop on this machine."],
+    longdesc = (
+        "See and switch a running bluegreen service through its admin API, "
+        "sync databases, or run the workshop on this machine.  "
+        "'bluegreen COMMAND --help' says more about each command.  Exit "
+        "status: 0 done, 1 refused or failed, 2 usage error."
+    )
+    subCommands: list[tuple[str, None, Callable[[], usage.Options], str]] = [
+        ("status", None, StatusOptions, "Show what is live and the health."),
+        ("switch", None, SwitchOptions, "Make green or blue live."),
+        ("check", None, CheckOptions, "Run the health checks now."),
+        ("flag", None, lambda: _flagOptions(), "See and change the feature flags."),
+        ("sync", None, lambda: _syncOptions(), "Sync one database from another."),
+        ("demo", None, lambda: _demoOptions(), "Run the workshop on this machine."),
     ]
+
+
+#: The commands, in the order of the usage.
+COMMANDS = tuple(name for name, *_ in Options.subCommands)
 
 
 def _flagOptions() -> usage.Options:
@@ -153,7 +164,7 @@ def _demoOptions() -> usage.Options:
     """
     @return: The options of C{bluegreen demo} (imported only when used).
     """
-    from bluegreen.demo._run import DemoOptions
+    from bluegreen.demo.workshop import DemoOptions
 
     return DemoOptions()
 
@@ -317,9 +328,42 @@ def formatSwitch(answer: Mapping[str, Any], colour: bool = False) -> str:
     switched: Mapping[str, Any] = answer.get("switched", {})
     to = str(switched.get("to", "?"))
     name = paint(to.upper(), COLOUR_CODES.get(to, ""), colour)
+    synced = _switchSyncLine(answer.get("sync"), str(switched.get("from")), to)
     return (
-        f"switched to {name} (was {switched.get('from')}): {switched.get('reason')}\n"
+        synced
+        + f"switched to {name} (was {switched.get('from')}): {switched.get('reason')}\n"
     )
+
+
+def _switchSyncLine(sync: Any, source: str, to: str) -> str:
+    """
+    Say what the sync before a switch copied.
+
+    @param sync: The sync report of the switch's answer (C{"sync"}), if any.
+    @param source: The environment that was live (the sync's source).
+    @param to: The environment switched to (the sync's target).
+    @return: E.g. C{"synced blue -> green first: 3 rows copied (cats 2,
+        votes 1), 0 conflicts\n"}, or C{""} without a sync.
+    """
+    if not isinstance(sync, Mapping):
+        return ""
+    copied = {str(k): v for k, v in dict(sync.get("copied") or {}).items()}
+    rows = sync.get("rows_copied", sum(copied.values()))
+    line = f"synced {source} -> {to} first: {rows} row{_s(rows)} copied"
+    if copied:
+        line += " (" + ", ".join(f"{t} {n}" for t, n in sorted(copied.items())) + ")"
+    conflicts = len(sync.get("conflicts") or ())
+    line += f", {conflicts} conflict{_s(conflicts)}"
+    if sync.get("error"):
+        line += f"; FAILED: {sync['error']}"
+    return line + "\n"
+
+
+def _s(count: object) -> str:
+    """
+    @return: C{"s"} unless C{count} is 1.
+    """
+    return "" if count == 1 else "s"
 
 
 def formatCheck(status: Mapping[str, Any], colour: bool = False) -> str:
@@ -339,7 +383,7 @@ def formatCheck(status: Mapping[str, Any], colour: bool = False) -> str:
 
 
 async def run(
-    reactor: Any,
+    reactor: ClientReactor,
     command: str,
     to: str | None,
     force: bool,
@@ -380,18 +424,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options.parseOptions(sys.argv[1:] if argv is None else argv)
         if options.subCommand is None:
-            print(str(options), end="")
-            return 0
+            # A command is needed: say which there are.
+            print(str(options), end="", file=sys.stderr)
+            return 2
         settings = settingsFrom(options, os.environ)
     except usage.UsageError as e:
+        message = str(e)
+        if message.startswith("option "):
+            # An option that does not exist or lacks its value: the line
+            # says which, and --help says what there is.
+            print(f"bluegreen: {message}; see --help", file=sys.stderr)
+            return 2
         sub = getattr(options, "subOptions", None)
         leaf = getattr(sub, "subOptions", None) or sub
         synopsis = (leaf or options).synopsis
-        message = str(e)
         if message.startswith("Unknown command: "):
             message = (
-                f"unknown command {message.split(': ', 1)[1]!r}; "
-                "expected status, switch, check or flag"
+                f"unknown command {message.split(': ', 1)[1]!r}; expected "
+                f"{', '.join(COMMANDS[:-1])} or {COMMANDS[-1]}"
             )
         print(f"bluegreen: {message}", file=sys.stderr)
         print(f"usage: {synopsis}", file=sys.stderr)
@@ -407,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return runSync(sub, settings)
     if command == "demo":
-        from bluegreen.demo._run import runDemo
+        from bluegreen.demo.workshop import runDemo
 
         return runDemo(sub)
     to = sub.get("to")
@@ -426,7 +476,7 @@ def _react(
     """
     from twisted.internet.task import react
 
-    async def go(reactor: Any) -> None:
+    async def go(reactor: ClientReactor) -> None:
         try:
             text = await run(reactor, command, to, force, settings, colour)
         except Failed as e:

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_flags_api -*-
 """
-The feature flag endpoints of the admin API (see L{bluegreen.flags.store}).
+The feature flag endpoints of the admin API (see L{bluegreen.flags}).
 
 ::
 
@@ -14,7 +14,8 @@ The feature flag endpoints of the admin API (see L{bluegreen.flags.store}).
                                        C{?env=blue} (default: every
                                        environment), C{&limit=50} (1-1000)
     GET    /api/flags/{name}           one flag in each environment with a
-                                       Redis (C{?env=blue}: in that one)
+                                       Redis (C{?env=blue}: in that one),
+                                       read from Redis: any string key
     PUT    /api/flags/{name}           C{{"env": "blue", "value": "ON"}}: set
                                        it; optional C{"normalise": true}
                                        (C{on}/C{off}/C{true}/C{1}... become
@@ -26,7 +27,7 @@ The feature flag endpoints of the admin API (see L{bluegreen.flags.store}).
 C{PUT} and C{DELETE} change one environment each (C{"green"} or
 C{"blue"}, never both at once: C{bluegreen flag set --env all} makes one
 call per environment).  The value is stored exactly as given (a string of
-at most L{bluegreen.flags.store.MAX_VALUE} bytes) unless C{"normalise"} asks for
+at most L{bluegreen.flags.model.MAX_VALUE} bytes) unless C{"normalise"} asks for
 C{ON}/C{OFF}.  Each change is recorded with who made it: C{admin API from
 <client>}, followed by the body's C{who} in parentheses if there is one.
 A flag named C{history} can be changed with C{PUT}/C{DELETE} like any
@@ -42,41 +43,36 @@ URL)"}: the service runs without flags there, which is not an error, but
 a change there cannot be made); 503 when the environment's Redis cannot be
 reached (C{"cannot reach Redis for blue at redis://...: connection
 refused"}); reads never fail for that: they answer from the cache and say
-it is stale.
+it is stale.  C{GET /api/flags} never waits on Redis; C{GET
+/api/flags/{name}} asks Redis (at most C{--redis-timeout} seconds each) so
+that it also shows keys bluegreen never wrote (C{redis-cli SET FOO 007}).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from twisted.logger import Logger
+from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import Request
 
-from bluegreen.admin.api import (
-    AdminError,
-    AdminResource,
-    Call,
-    JSONObject,
-    _Endpoint,
-    _NotFound,
-    checkFields,
-)
-from bluegreen.flags.store import (
+from bluegreen.admin.api import AdminResource
+from bluegreen.admin.jsonapi import AdminError, Call, JSONObject, checkFields
+from bluegreen.admin.routes import Endpoint, NotFound
+from bluegreen.flags.model import (
     HISTORY_LIMIT,
     FlagChange,
     FlagError,
     NoRedis,
     RedisUnavailable,
-    noRedisEntry,
     normalise,
     validateName,
     validateValue,
 )
-
-if TYPE_CHECKING:
-    from bluegreen.flags.store import FlagService
+from bluegreen.flags.service import FlagService, noRedisEntry
 
 #: The most changes C{GET /api/flags/history} returns.
 MAX_LIMIT = HISTORY_LIMIT
@@ -131,22 +127,22 @@ class FlagsResource(Resource):
         super().__init__()
         self.admin = admin
         self.flags = flags
-        self._table = _Endpoint(admin, {b"GET": self.table})
-        self._history = _Endpoint(admin, {b"GET": self.history})
+        self._table = Endpoint(admin, {b"GET": self.table})
+        self._history = Endpoint(admin, {b"GET": self.history})
 
-    def getChild(self, path: bytes, request: Any) -> Resource:
+    def getChild(self, path: bytes, request: IRequest) -> Resource:
         """
         C{/api/flags/history} or C{/api/flags/{name}}.
         """
         if not path:
-            return _NotFound()
+            return NotFound()
         if path == b"history" and request.method in (b"GET", b"HEAD"):
             return self._history
         try:
             name = path.decode("utf-8")
         except UnicodeDecodeError:
             name = path.decode("latin-1")
-        return _Endpoint(
+        return Endpoint(
             self.admin,
             {
                 b"GET": functools.partial(self.get, name),
@@ -155,11 +151,13 @@ class FlagsResource(Resource):
             },
         )
 
-    def render(self, request: Any) -> int:
+    def render(self, request: IRequest) -> int:
         """
         C{/api/flags} itself: the table.
         """
-        result: int = self._table.render(request)
+        # Resources are handed twisted.web.server.Request objects; the
+        # endpoint reads their body and channel, which IRequest does not name.
+        result: int = self._table.render(cast(Request, request))
         return result
 
     # Checking requests
@@ -259,10 +257,12 @@ class FlagsResource(Resource):
             return _emptyTable(self.admin.controller.environments)
         return dict(self.flags.table())
 
-    def get(self, name: str, call: Call) -> JSONObject:
+    async def get(self, name: str, call: Call) -> JSONObject:
         """
         C{GET /api/flags/{name}}: the flag in each environment that has
-        Redis, or in C{?env=}, from the cache.
+        Redis, or in C{?env=}, read from Redis (any string key, also one
+        bluegreen never wrote); from the cache, marked stale, where Redis
+        cannot be reached.
 
         @return: C{{"flag": name, "environments": {env: {"value", "on",
             "stale"}}}}; C{value} is L{None} for a flag that is not set.
@@ -279,7 +279,7 @@ class FlagsResource(Resource):
         environments: JSONObject = {}
         for env in wanted:
             try:
-                view = self._service(env).view(env, name)
+                view = await self._service(env).read(env, name)
             except NoRedis as e:
                 if "env" in query:
                     raise AdminError(409, str(e)) from None

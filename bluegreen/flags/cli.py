@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_flags_cli -*-
 """
 C{bluegreen flag ...}: see and change the feature flags of each
-environment (see L{bluegreen.flags.store})::
+environment (see L{bluegreen.flags})::
 
     bluegreen flag set NAME on|off --env green|blue|all
     bluegreen flag set NAME --raw VALUE --env green|blue|all
@@ -24,7 +24,8 @@ environment unless told.  Changes are recorded as made by C{CLI user
 <$USER>} (through the admin API: C{admin API from <address> (CLI user
 <$USER>)}).
 
-Through the admin API, reads answer from the service's cache: when an
+Through the admin API, C{list} answers from the service's cache and C{get}
+reads the key from Redis (any key, also one bluegreen never wrote); when an
 environment's Redis cannot be reached they show the last known values,
 marked stale, and do not fail.  Writes fail (exit status 1) with the reason,
 e.g. C{cannot reach Redis for blue at redis://127.0.0.1:6380/0: connection
@@ -34,49 +35,45 @@ refused}.
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import sys
-import time
 import traceback
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TextIO
 from urllib.parse import quote, urlencode
 
 from twisted.python import usage
 
 from bluegreen.cli.common import (
-    COLOUR_CODES,
-    RED,
+    ClientReactor,
     CommandOptions,
     CommonOptions,
     Failed,
     Settings,
     Unreachable,
-    ago,
     call,
-    localTime,
-    paint,
     useColour,
 )
 from bluegreen.environment import COLOURS
-from bluegreen.flags.store import (
+from bluegreen.flags.format import (
+    ALL,
+    dump,
+    formatChange,
+    formatGet,
+    formatHistory,
+    formatList,
+    withValues,
+)
+from bluegreen.flags.model import (
     FlagError,
-    RedisTarget,
     normalise,
-    readPasswordFile,
     validateName,
     validateValue,
 )
+from bluegreen.flags.target import RedisTarget, readPasswordFile
 
 #: The changes C{flag history} shows unless told otherwise.
 DEFAULT_LIMIT = 50
-
-#: The most characters of a value shown in C{flag list}'s table.
-SHOWN_VALUE = 40
-
-#: Every environment, as C{--env} says it.
-ALL = "all"
 
 
 def whoAmI(environ: Mapping[str, str]) -> str:
@@ -368,261 +365,12 @@ class FlagOptions(CommonOptions):
         raise usage.UsageError("flag: which command? set, get, list, unset or history")
 
 
-# Output
-
-
-def showValue(value: str | None, limit: int | None = None) -> str:
-    """
-    @param value: A flag's value, or L{None} if it is not set.
-    @param limit: Shorten longer values to this many characters.
-    @return: The value for a person: C{-} if not set, as it is if it is
-        plain, else quoted (empty, spaces, control characters...).
-    """
-    if value is None:
-        return "-"
-    plain = (
-        value != "-"
-        and value != ""
-        and value[0] not in "\"'"
-        and all(c.isprintable() and not c.isspace() for c in value)
-    )
-    text = value if plain else json.dumps(value, ensure_ascii=False)
-    if limit is not None and len(text) > limit:
-        text = text[: limit - 1] + "\u2026"
-    return text
-
-
-def _env(name: str, colour: bool, width: int = 0) -> str:
-    """
-    @return: An environment's name, padded to C{width}, in its colour.
-    """
-    return paint(f"{name:<{width}}", COLOUR_CODES.get(name, ""), colour)
-
-
-def _wanted(table: Mapping[str, Any], env: str) -> list[str]:
-    """
-    @return: The environments C{env} (C{all} or a name) stands for, in the
-        table's order.
-    @raise Failed: For an environment the service does not have.
-    """
-    environments: Mapping[str, Any] = table.get("environments", {})
-    if env == ALL:
-        return list(environments)
-    if env not in environments:
-        raise Failed(f"the service has no environment {env!r}")
-    return [env]
-
-
-def _noRedis(name: str) -> str:
-    return f"{name} has no Redis (start bluegreen with --{name}-redis URL)"
-
-
-def _notes(
-    table: Mapping[str, Any], names: Sequence[str], now: float, colour: bool
-) -> list[str]:
-    """
-    @return: A line for each environment of C{names} without Redis or with
-        stale values.
-    """
-    lines = []
-    environments: Mapping[str, Any] = table.get("environments", {})
-    for name in names:
-        info = environments[name]
-        if info.get("redis") is None:
-            lines.append(
-                f"{_env(name, colour)}: no Redis (start bluegreen with "
-                f"--{name}-redis URL)"
-            )
-        elif info.get("stale"):
-            why = info.get("error") or "its Redis cannot be reached"
-            updated = info.get("updated")
-            when = (
-                f"last read {localTime(updated)} ({ago(now - updated)})"
-                if isinstance(updated, (int, float))
-                else "never read"
-            )
-            lines.append(
-                f"{_env(name, colour)}: {paint('STALE', RED, colour)}: {why}; "
-                f"values as {when}"
-            )
-    return lines
-
-
-def formatList(
-    table: Mapping[str, Any], env: str, colour: bool = False, now: float | None = None
-) -> str:
-    """
-    The flags as a table, one row per flag (every flag known: set in an
-    environment, or configured, or ever set through bluegreen), one column
-    per environment that has Redis; stale columns are marked with C{*}, and
-    explained below with the environments that have no Redis.
-
-    @param table: The flag table (C{GET /api/flags}).
-    @param env: C{all} or one environment.
-    @param colour: Use ANSI colours.
-    @param now: The time (for "N s ago").
-    @return: The text, ending in a newline.
-    @raise Failed: If C{env} (not C{all}) has no Redis.
-    """
-    now = time.time() if now is None else now
-    names = _wanted(table, env)
-    environments: Mapping[str, Any] = table.get("environments", {})
-    if env != ALL and environments[env].get("redis") is None:
-        raise Failed(_noRedis(env))
-    columns = [name for name in names if environments[name].get("redis") is not None]
-    flags = sorted(
-        {flag for name in columns for flag in environments[name].get("flags", {})}
-        | set(table.get("names", []))
-    )
-    lines: list[str] = []
-    if not columns:
-        lines.append(
-            "no environment has a Redis (start bluegreen with --green-redis URL "
-            "and/or --blue-redis URL)"
-        )
-        return "\n".join(lines) + "\n"
-    if not flags:
-        lines.append("no flags set in " + " or ".join(columns))
-    else:
-        headers = [
-            name.upper() + ("*" if environments[name].get("stale") else "")
-            for name in columns
-        ]
-        cells = [
-            [
-                showValue(environments[name].get("flags", {}).get(flag), SHOWN_VALUE)
-                for name in columns
-            ]
-            for flag in flags
-        ]
-        first = max(len("FLAG"), *(len(flag) for flag in flags))
-        widths = [
-            max(len(header), *(len(row[i]) for row in cells))
-            for i, header in enumerate(headers)
-        ]
-        head = f"{'FLAG':<{first}}"
-        for name, header, width in zip(columns, headers, widths, strict=True):
-            head += "  " + paint(
-                f"{header:<{width}}", COLOUR_CODES.get(name, ""), colour
-            )
-        lines.append(head.rstrip())
-        for flag, row in zip(flags, cells, strict=True):
-            line = f"{flag:<{first}}"
-            for cell, width in zip(row, widths, strict=True):
-                line += f"  {cell:<{width}}"
-            lines.append(line.rstrip())
-        if any(environments[name].get("stale") for name in columns):
-            lines.append("* stale: the last known values (see below)")
-    notes = _notes(table, names, now, colour)
-    if notes:
-        lines += ["", *notes]
-    return "\n".join(lines) + "\n"
-
-
-def formatGet(
-    table: Mapping[str, Any],
-    flag: str,
-    env: str,
-    colour: bool = False,
-    now: float | None = None,
-) -> str:
-    """
-    One flag in each environment: C{RECENT in blue: ON (on)}.
-
-    @param table: The flag table (C{GET /api/flags}).
-    @param flag: The flag's name.
-    @param env: C{all} or one environment.
-    @param colour: Use ANSI colours.
-    @param now: The time (for "N s ago").
-    @return: The text, ending in a newline.
-    @raise Failed: If C{env} (not C{all}) has no Redis.
-    """
-    now = time.time() if now is None else now
-    names = _wanted(table, env)
-    environments: Mapping[str, Any] = table.get("environments", {})
-    if env != ALL and environments[env].get("redis") is None:
-        raise Failed(_noRedis(env))
-    lines = []
-    for name in names:
-        info = environments[name]
-        if info.get("redis") is None:
-            continue
-        value = info.get("flags", {}).get(flag)
-        state = "on" if value == "ON" else "off"
-        text = "not set" if value is None else showValue(value)
-        line = f"{flag} in {_env(name, colour)}: {text} ({state})"
-        if info.get("stale"):
-            line += " " + paint("[stale]", RED, colour)
-        lines.append(line)
-    if not lines:
-        lines.append(
-            "no environment has a Redis (start bluegreen with --green-redis URL "
-            "and/or --blue-redis URL)"
-        )
-    notes = _notes(table, names, now, colour)
-    if notes:
-        lines += ["", *notes]
-    return "\n".join(lines) + "\n"
-
-
-def formatChange(change: Mapping[str, Any], colour: bool = False) -> str:
-    """
-    Say what a change did: C{RECENT = ON in blue (was OFF)}, C{RECENT
-    removed from green (was ON)}.
-
-    @param change: A change as JSON (L{bluegreen.flags.store.FlagChange.asJSON}).
-    @param colour: Use ANSI colours.
-    @return: One line, ending in a newline.
-    """
-    flag = change.get("flag")
-    env = _env(str(change.get("env")), colour)
-    old, new = change.get("old"), change.get("new")
-    was = "was not set" if old is None else f"was {showValue(old)}"
-    if old == new:
-        was = "unchanged" if new is not None else "was not set"
-    if new is None:
-        if old is None:
-            return f"{flag} was not set in {env}\n"
-        return f"{flag} removed from {env} ({was})\n"
-    return f"{flag} = {showValue(new)} in {env} ({was})\n"
-
-
-def formatHistory(changes: Sequence[Mapping[str, Any]], colour: bool = False) -> str:
-    """
-    The changes, one a line, as given (newest first): when, environment,
-    flag, old and new value, who.
-
-    @param changes: Changes as JSON.
-    @param colour: Use ANSI colours.
-    @return: The text, ending in a newline.
-    """
-    if not changes:
-        return "no flag changes recorded\n"
-    envWidth = max(len(str(c.get("env"))) for c in changes)
-    flagWidth = max(len(str(c.get("flag"))) for c in changes)
-    moves = [f"{showValue(c.get('old'))} -> {showValue(c.get('new'))}" for c in changes]
-    moveWidth = max(len(move) for move in moves)
-    lines = []
-    for change, move in zip(changes, moves, strict=True):
-        when = change.get("when")
-        stamp = localTime(when) if isinstance(when, (int, float)) else "?"
-        lines.append(
-            f"{stamp}  {_env(str(change.get('env')), colour, envWidth)}  "
-            f"{change.get('flag')!s:<{flagWidth}}  {move:<{moveWidth}}  "
-            f"{change.get('who')}"
-        )
-    return "\n".join(lines) + "\n"
-
-
-# Running
-
-
-def _dump(answer: Any) -> str:
-    return json.dumps(answer, indent=2, ensure_ascii=False) + "\n"
-
-
 async def _api(
-    reactor: Any, settings: Settings, method: str, path: str, body: Any = None
+    reactor: ClientReactor,
+    settings: Settings,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """
     Call the admin API; if it cannot be reached, say how to do without it.
@@ -637,13 +385,13 @@ async def _api(
 
 
 async def throughAdmin(
-    reactor: Any,
+    reactor: ClientReactor,
     command: str,
     sub: Mapping[str, Any],
     settings: Settings,
     colour: bool,
     environ: Mapping[str, str],
-    err: Any,
+    err: TextIO,
 ) -> tuple[str, bool]:
     """
     Run a C{flag} command through the admin API.
@@ -701,8 +449,8 @@ async def throughAdmin(
             answers.append(answer)
         if settings.json:
             if env != ALL:
-                return _dump(answers[0]), ok
-            return _dump(
+                return dump(answers[0]), ok
+            return dump(
                 {
                     "changes": [a["change"] for a in answers],
                     "flags": answers[-1]["flags"] if answers else None,
@@ -717,23 +465,25 @@ async def throughAdmin(
             reactor, settings, "GET", f"/api/flags/history?{urlencode(query)}"
         )
         if settings.json:
-            return _dump(answer), True
+            return dump(answer), True
         return formatHistory(answer.get("history", []), colour), True
     table = await _api(reactor, settings, "GET", "/api/flags")
     if command == "get":
-        text = formatGet(table, sub["name"], env, colour)
+        # Checks the environment first (the same messages as for list).
+        formatGet(table, sub["name"], env, colour)
+        path = "/api/flags/" + quote(sub["name"], safe="")
+        if env != ALL:
+            path += "?" + urlencode({"env": env})
+        answer = await _api(reactor, settings, "GET", path)
         if settings.json:
-            path = "/api/flags/" + quote(sub["name"], safe="")
-            if env != ALL:
-                path += "?" + urlencode({"env": env})
-            return _dump(await _api(reactor, settings, "GET", path)), True
-        return text, True
+            return dump(answer), True
+        return formatGet(withValues(table, answer), sub["name"], env, colour), True
     text = formatList(table, env, colour)
-    return (_dump(table) if settings.json else text), True
+    return (dump(table) if settings.json else text), True
 
 
 async def direct(
-    reactor: Any,
+    reactor: ClientReactor,
     command: str,
     sub: Mapping[str, Any],
     settings: Settings,
@@ -748,7 +498,8 @@ async def direct(
     @raise Failed: If it failed (e.g. C{cannot reach Redis for blue at
         ...: connection refused}).
     """
-    from bluegreen.flags.store import FlagStore, RedisUnavailable
+    from bluegreen.flags.model import RedisUnavailable
+    from bluegreen.flags.store import FlagStore
 
     env: str = sub["env"]
     target: RedisTarget = sub["target"]
@@ -802,7 +553,7 @@ async def direct(
         raise Failed(str(e)) from None
     finally:
         await store.stop()
-    return _dump(answer) if settings.json else text
+    return dump(answer) if settings.json else text
 
 
 def runFlag(options: usage.Options, settings: Settings) -> int:
@@ -819,7 +570,7 @@ def runFlag(options: usage.Options, settings: Settings) -> int:
     sub: usage.Options = options.subOptions
     colour = not settings.json and useColour(sys.stdout, os.environ)
 
-    async def go(reactor: Any) -> None:
+    async def go(reactor: ClientReactor) -> None:
         ok = True
         try:
             if sub["redis"] is not None:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_integration -*-
+# -*- test-case-name: tests.test_proxy_forwarding -*-
 """
 One line per proxied request, through L{twisted.logger}.
 
@@ -15,6 +15,7 @@ from typing import IO, Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger
+from twisted.web.http import Request
 from zope.interface import implementer
 
 #: How often a file access log is flushed, in seconds.
@@ -91,7 +92,12 @@ class AccessLog:
             self._flusher.start(FLUSH_INTERVAL, now=False)
 
     def record(
-        self, request: Any, environment: str, status: int, size: int, duration: float
+        self,
+        request: Request,
+        environment: str,
+        status: int,
+        size: int,
+        duration: float,
     ) -> None:
         """
         Log one request.

@@ -6,10 +6,10 @@ A bounded pool of persistent HTTP/1.1 connections to one environment.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Protocol, cast
 
 from attrs import define, field
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import (
@@ -18,13 +18,51 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import (
+    IConnector,
+    IDelayedCall,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import ClientFactory, Factory
 from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.python.failure import Failure
 
 from bluegreen.environment import Environment
 from bluegreen.proxy.upstream import UpstreamConnection
+
+
+class ConnectingReactor(Protocol):
+    """
+    The parts of a reactor that connecting to an environment uses: TCP
+    (L{twisted.internet.interfaces.IReactorTCP}) and timers
+    (L{twisted.internet.interfaces.IReactorTime}: connect timeouts, idle
+    expiry).  The global reactor and
+    L{twisted.internet.testing.MemoryReactorClock} provide both.
+    """
+
+    def connectTCP(
+        self,
+        host: str,
+        port: int,
+        factory: ClientFactory,
+        timeout: float = 30,
+        bindAddress: tuple[str, int] | None = None,
+    ) -> IConnector:
+        """
+        See L{twisted.internet.interfaces.IReactorTCP.connectTCP}.
+        """
+
+    def callLater(
+        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
+    ) -> IDelayedCall:
+        """
+        See L{twisted.internet.interfaces.IReactorTime.callLater}.
+        """
+
+    def seconds(self) -> float:
+        """
+        See L{twisted.internet.interfaces.IReactorTime.seconds}.
+        """
 
 
 class PoolClosed(Exception):
@@ -33,12 +71,12 @@ class PoolClosed(Exception):
     """
 
 
-def loadTrustRoot(path: str) -> IOpenSSLTrustRoot:
+def loadTrustRoot(path: str) -> Certificate:
     """
     Read a PEM CA certificate to trust for C{https://} environments.
 
     @param path: A PEM file holding one CA certificate.
-    @return: A trust root for L{optionsForClientTLS}.
+    @return: The CA certificate, a trust root for L{optionsForClientTLS}.
     @raise ValueError: If the file cannot be read or holds no certificate.
     """
     try:
@@ -47,16 +85,16 @@ def loadTrustRoot(path: str) -> IOpenSSLTrustRoot:
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e.strerror}") from None
     try:
-        return IOpenSSLTrustRoot(Certificate.loadPEM(data))
+        return Certificate.loadPEM(data)
     except Exception:
         raise ValueError(f"{path} does not hold a PEM certificate") from None
 
 
 def endpointFor(
-    reactor: Any,
+    reactor: ConnectingReactor,
     environment: Environment,
     connectTimeout: float,
-    trustRoot: IOpenSSLTrustRoot | None = None,
+    trustRoot: Certificate | None = None,
 ) -> IStreamClientEndpoint:
     """
     Build the client endpoint that reaches an environment.
@@ -97,9 +135,16 @@ class _ConnectionFactory(Factory):
     noisy = False
 
     def __init__(self, pool: UpstreamPool) -> None:
+        """
+        @param pool: The pool the connections belong to.
+        """
         self.pool = pool
 
     def buildProtocol(self, addr: object) -> UpstreamConnection:
+        """
+        @param addr: The environment's address.
+        @return: A connection owned by the pool.
+        """
         return UpstreamConnection(self.pool)
 
 
@@ -121,10 +166,10 @@ class UpstreamPool:
     @ivar idleTimeout: Seconds an unused connection is kept open.
     """
 
-    reactor: Any
+    reactor: ConnectingReactor
     environment: Environment
     connectTimeout: float = 5.0
-    trustRoot: IOpenSSLTrustRoot | None = None
+    trustRoot: Certificate | None = None
     maxConnections: int = 100
     idleTimeout: float = 4.0
     endpoint: IStreamClientEndpoint | None = None
@@ -134,11 +179,11 @@ class UpstreamPool:
     _connecting: int = field(default=0, init=False)
     _closing: bool = field(default=False, init=False)
     _whenClosed: list[Deferred[None]] = field(factory=list, init=False)
-    _factory: _ConnectionFactory = field(init=False)
+    _connectionFactory: _ConnectionFactory = field(init=False)
     _sweeper: IDelayedCall | None = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._factory = _ConnectionFactory(self)
+        self._connectionFactory = _ConnectionFactory(self)
         if self.endpoint is None:
             self.endpoint = endpointFor(
                 self.reactor, self.environment, self.connectTimeout, self.trustRoot
@@ -157,6 +202,13 @@ class UpstreamPool:
         Open connections waiting to be reused.
         """
         return len(self._idle)
+
+    @property
+    def waiting(self) -> int:
+        """
+        Requests waiting for a connection (every one is busy).
+        """
+        return sum(1 for waiter in self._waiters if not waiter.called)
 
     def idleConnection(self) -> UpstreamConnection | None:
         """
@@ -201,7 +253,10 @@ class UpstreamPool:
     def _connect(self) -> Deferred[UpstreamConnection]:
         self._connecting += 1
         assert self.endpoint is not None
-        d = cast("Deferred[UpstreamConnection]", self.endpoint.connect(self._factory))
+        d = cast(
+            "Deferred[UpstreamConnection]",
+            self.endpoint.connect(self._connectionFactory),
+        )
 
         def connected(conn: UpstreamConnection) -> UpstreamConnection:
             self._connecting -= 1
@@ -333,6 +388,7 @@ class UpstreamPool:
 
 
 __all__ = [
+    "ConnectingReactor",
     "PoolClosed",
     "UpstreamPool",
     "endpointFor",

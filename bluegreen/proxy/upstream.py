@@ -15,15 +15,11 @@ sink applies backpressure by pausing this connection's transport.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.interfaces import IPushProducer, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-
-if TYPE_CHECKING:
-    from bluegreen.proxy.pool import UpstreamPool
 
 #: The longest response head (status line and headers) accepted.
 MAX_HEAD = 64 * 1024
@@ -78,6 +74,35 @@ class ResponseSink(TypingProtocol):
         """
 
 
+class ConnectionOwner(TypingProtocol):
+    """
+    What a connection returns itself to (the pool that lent it): the pool
+    knows connections only through this, so neither module imports the other
+    both ways.
+    """
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """
+        Take back a connection whose exchange is complete and reusable.
+
+        @param conn: The connection.
+        """
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        """
+        Close a connection that cannot be reused.
+
+        @param conn: The connection.
+        """
+
+    def connectionClosed(self, conn: UpstreamConnection) -> None:
+        """
+        Forget a connection that has closed.
+
+        @param conn: The connection.
+        """
+
+
 class UpstreamConnection(Protocol):
     """
     One persistent HTTP/1.1 connection to an environment.
@@ -95,7 +120,7 @@ class UpstreamConnection(Protocol):
 
     transport: ITransport
 
-    def __init__(self, pool: UpstreamPool) -> None:
+    def __init__(self, pool: ConnectionOwner) -> None:
         """
         @param pool: The pool that owns this connection.
         """

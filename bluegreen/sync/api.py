@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bluegreen.admin.api import AdminError, AdminResource, Call, JSONObject, checkFields
-from bluegreen.admin.api import _Endpoint as Endpoint
+from bluegreen.admin.api import AdminResource
+from bluegreen.admin.jsonapi import AdminError, Call, JSONObject, checkFields
+from bluegreen.admin.routes import Endpoint
 from bluegreen.sync.service import SyncBusy, SyncService, SyncUnavailable
 
 #: The longest C{who}.

@@ -29,13 +29,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTCP
 from twisted.python import usage
 
-from bluegreen.cli.common import CommandOptions, Settings
+from bluegreen.cli.common import ClientReactor, CommandOptions, Settings
 from bluegreen.environment import COLOURS
 from bluegreen.sync.locations import parseLocation, sshArguments
-from bluegreen.sync.process import ProcessReactor
 from bluegreen.sync.report import Conflict, SyncReport
 
 
@@ -152,7 +150,12 @@ def runSync(options: usage.Options, settings: Settings) -> int:
     @param settings: The common settings (for C{--json}).
     @return: The exit code.
     """
-    from bluegreen.sync.process import MissingTool, ProcessRunner, Tools
+    from bluegreen.sync.process import (
+        MissingTool,
+        ProcessReactor,
+        ProcessRunner,
+        Tools,
+    )
     from bluegreen.sync.syncer import Syncer
 
     asJSON = bool(options["json"]) or settings.json
@@ -266,7 +269,7 @@ def _throughAdmin(
         body["dry_run"] = True
     outcome: dict[str, int] = {}
 
-    async def go(reactor: IReactorTCP) -> None:
+    async def go(reactor: ClientReactor) -> None:
         try:
             answer = await call(reactor, settings, "POST", "/api/sync", body)
         except Failed as e:

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_meow -*-
 """
 meow: the sample application of the blue-green workshop, in the spirit of
 meow.io: cat facts to vote on and cat pictures to upload, a feature flag

@@ -13,7 +13,6 @@ C{SIGINT}.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -23,7 +22,7 @@ from twisted.web.server import Site
 
 from .app import Root
 from .db import Database
-from .flag import FlagReader, RedisURL
+from .flag import FlagReactor, FlagReader, RedisURL
 
 _log = Logger()
 
@@ -57,7 +56,7 @@ class Options(usage.Options):
             raise usage.UsageError("--redis-timeout must be positive")
 
 
-async def run(reactor: Any, options: Options) -> None:
+async def run(reactor: FlagReactor, options: Options) -> None:
     """
     Open the database, listen, and serve until the reactor stops.
 
@@ -81,7 +80,7 @@ async def run(reactor: Any, options: Options) -> None:
     await Deferred()
 
 
-def main(reactor: Any, *argv: str) -> Deferred[None]:
+def main(reactor: FlagReactor, *argv: str) -> Deferred[None]:
     """
     The entry point for L{twisted.internet.task.react}.
 

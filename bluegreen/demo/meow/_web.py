@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Coroutine
 from typing import Any
+from weakref import WeakSet
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -16,6 +17,10 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 _log = Logger()
+
+#: Requests whose client left before the answer was ready (an answer written
+#: to them would fail: twisted.web refuses to finish them).
+_gone: WeakSet[Request] = WeakSet()
 
 
 def finish(request: Request, code: int, body: bytes, contentType: bytes) -> None:
@@ -27,7 +32,7 @@ def finish(request: Request, code: int, body: bytes, contentType: bytes) -> None
     @param body: The body.
     @param contentType: Its media type.
     """
-    if request.finished or request._disconnected:
+    if request.finished or request in _gone:
         return
     request.setResponseCode(code)
     request.setHeader(b"content-type", contentType)
@@ -76,5 +81,6 @@ def render(request: Request, work: Coroutine[Any, Any, None]) -> int:
         )
         sendError(request, 500, "internal error")
 
+    request.notifyFinish().addErrback(lambda _: _gone.add(request))
     Deferred.fromCoroutine(work).addErrback(failed)
     return NOT_DONE_YET

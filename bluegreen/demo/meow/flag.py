@@ -24,7 +24,12 @@ from twisted.internet.endpoints import (
     HostnameEndpoint,
     UNIXClientEndpoint,
 )
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IReactorTCP,
+    IReactorTime,
+    IReactorUNIX,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,6 +43,13 @@ ON = b"ON"
 class RedisError(Exception):
     """
     Redis answered with an error reply.
+    """
+
+
+class FlagReactor(IReactorTCP, IReactorUNIX, IReactorTime):
+    """
+    The reactor interfaces reading a flag uses: a TCP or UNIX connection to
+    Redis, and time for the timeout.  Only for the type checker.
     """
 
 
@@ -83,7 +95,7 @@ class RedisURL:
             return cls(None, 0, parts.path, int(db), password)
         raise ValueError(f"not a redis:// or unix:// URL: {url!r}")
 
-    def endpoint(self, reactor: Any, timeout: float) -> IStreamClientEndpoint:
+    def endpoint(self, reactor: FlagReactor, timeout: float) -> IStreamClientEndpoint:
         """
         @param reactor: Makes the connection.
         @param timeout: The connection timeout.
@@ -201,7 +213,9 @@ class FlagReader:
     @ivar timeout: Seconds a read may take in all.
     """
 
-    def __init__(self, reactor: Any, url: RedisURL, timeout: float = 0.5) -> None:
+    def __init__(
+        self, reactor: FlagReactor, url: RedisURL, timeout: float = 0.5
+    ) -> None:
         """
         @param reactor: Makes connections and times out.
         @param url: Where Redis is.

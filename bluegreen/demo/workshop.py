@@ -34,16 +34,22 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
+from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python import usage
 from twisted.runner.procmon import ProcessMonitor
+from twisted.web.client import Agent, HTTPConnectionPool
 
 from bluegreen.cli.common import CommandOptions
+
+if TYPE_CHECKING:
+    from bluegreen.service.tap import ProxyService, ServiceReactor
 
 #: The environments, in order.
 COLOURS = ("green", "blue")
@@ -59,6 +65,10 @@ POLL = 0.5
 
 #: Seconds between health checks (faster than the service's default).
 HEALTH_INTERVAL = "2"
+
+#: Seconds bluegreen waits for both apps to answer before it starts
+#: checking them (and would report an outage).
+APPS_WAIT = 30.0
 
 INSTALL_REDIS = (
     "bluegreen demo needs redis-server, which is not on PATH.  Install it, "
@@ -284,11 +294,22 @@ class DemoService(MultiService):
     The children (under a L{ProcessMonitor}) and the bluegreen service;
     stopping it waits until every child has exited.
 
+    The bluegreen service listens at once, but starts (its health checks
+    first of all) only once both apps answer: checked while the apps are
+    still starting, both would be found down, and the demo's log would
+    begin with an outage that never was.
+
     @ivar monitor: Runs the children.
     @ivar root: C{DIR}.
+    @ivar proxy: The bluegreen service, or L{None} before L{build} sets it.
+    @ivar apps: The apps' URLs, which must answer before C{proxy} starts.
     """
 
-    def __init__(self, reactor: Any, root: Path, monitor: ProcessMonitor) -> None:
+    proxy: ProxyService | None = None
+
+    def __init__(
+        self, reactor: ServiceReactor, root: Path, monitor: ProcessMonitor
+    ) -> None:
         """
         @param reactor: Runs everything.
         @param root: C{DIR}.
@@ -298,16 +319,72 @@ class DemoService(MultiService):
         self.reactor = reactor
         self.root = root
         self.monitor = monitor
+        self.apps: list[str] = []
         self._pids: dict[str, int] = {}
         self._poll = LoopingCall(self._tick)
         self._poll.clock = reactor
+        self._http = HTTPClient(
+            Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+        )
+        self._waitingForApps: Deferred[None] | None = None
 
     def startService(self) -> None:
         """
-        Start the children, then poll for deploys.
+        Start the children and listen on the proxy's ports (a port in use
+        stops the demo at once); start the bluegreen service once both apps
+        answer; poll for deploys.
+
+        @raise bluegreen.service.tap.StartupError: If a port cannot be
+            listened on.
         """
         super().startService()
+        if self.proxy is not None:
+            self.proxy.privilegedStartService()
+            self._waitingForApps = Deferred.fromCoroutine(self._startProxy(self.proxy))
         self._poll.start(POLL, now=False)
+
+    async def _startProxy(self, proxy: ProxyService) -> None:
+        """
+        Wait until every app answers HTTP (any status, so a deployed bad
+        commit counts), then start C{proxy}; after L{APPS_WAIT} seconds
+        start it anyway, so an app that never comes up is failed over from
+        as usual.
+        """
+        deadline = self.reactor.seconds() + APPS_WAIT
+        waiting = list(self.apps)
+        while waiting and self.reactor.seconds() < deadline:
+            waiting = [url for url in waiting if not await self._answers(url)]
+            if waiting:
+                pause: Deferred[None] = Deferred()
+                self.reactor.callLater(POLL / 5, pause.callback, None)
+                await pause
+        if waiting:
+            _log.warn(
+                "{apps} not answering after {seconds} s: starting bluegreen anyway",
+                apps=" and ".join(waiting),
+                seconds=APPS_WAIT,
+            )
+        else:
+            _log.info("both apps answer: starting bluegreen")
+        proxy.startService()
+
+    async def _answers(self, url: str) -> bool:
+        """
+        @return: Whether C{url} answers HTTP at all.
+        """
+
+        async def fetch() -> None:
+            response = await self._http.get(url)
+            await response.content()
+
+        # Timed on our reactor (treq's own timeout uses the global one).
+        answer = Deferred.fromCoroutine(fetch())
+        answer.addTimeout(POLL * 4, self.reactor)
+        try:
+            await answer
+        except Exception:
+            return False
+        return True
 
     def _tick(self) -> None:
         """
@@ -355,6 +432,14 @@ class DemoService(MultiService):
         """
         if self._poll.running:
             self._poll.stop()
+        if self._waitingForApps is not None:
+            self._waitingForApps.cancel()
+        proxy = self.proxy
+        if proxy is not None and proxy.running:
+            await proxy.stopService()
+        elif proxy is not None:
+            for listener in proxy.listeners():
+                await listener.stopService()
         await super().stopService()
         while self.monitor.protocols:
             wait: Deferred[None] = Deferred()
@@ -370,7 +455,7 @@ class DemoService(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
 
-def build(reactor: Any, root: Path, ports: dict[str, int]) -> DemoService:
+def build(reactor: ServiceReactor, root: Path, ports: dict[str, int]) -> DemoService:
     """
     Build the demo's services (not started).
 
@@ -380,7 +465,7 @@ def build(reactor: Any, root: Path, ports: dict[str, int]) -> DemoService:
     @return: The service.
     @raise DemoError: If bluegreen's options are refused.
     """
-    from bluegreen.service.tap import Options, StartupError, makeService
+    from bluegreen.service.tap import Options, ProxyService, StartupError, makeService
 
     redisServer = shutil.which("redis-server")
     if redisServer is None:
@@ -466,47 +551,83 @@ def build(reactor: Any, root: Path, ports: dict[str, int]) -> DemoService:
                 str(root / "access.log"),
             ]
         )
-        makeService(options, reactor).setServiceParent(service)
+        proxy = makeService(options, reactor)
     except (usage.UsageError, StartupError) as e:
         raise DemoError(f"bluegreen: {e}") from None
+    assert isinstance(proxy, ProxyService)
+    service.proxy = proxy
+    service.apps = [f"http://127.0.0.1:{ports[f'{c}-app']}/" for c in COLOURS]
     return service
+
+
+def consoleScript() -> str:
+    """
+    The C{bluegreen} command as a new shell can run it: the absolute path of
+    the console script installed next to this Python (a new shell's C{PATH}
+    need not hold the virtualenv's C{bin}), else this Python running the
+    command's module.
+
+    @return: A shell word (or two), quoted.
+    """
+    script = Path(sys.executable).parent / "bluegreen"
+    if script.is_file() and os.access(script, os.X_OK):
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m bluegreen.cli.main"
 
 
 def nextSteps(root: Path, ports: dict[str, int]) -> str:
     """
-    @return: The URLs and the workshop's next steps.
+    The URLs and the workshop's steps (README's "The workshop, step by
+    step"), each command runnable as printed in a new shell.
+
+    @param root: C{DIR}.
+    @param ports: From L{choosePorts}.
+    @return: The text.
     """
     admin = f"http://127.0.0.1:{ports['admin']}"
     env = "" if ports["admin"] == 3091 else f"BLUEGREEN_ADMIN={admin} "
+    bluegreen = env + consoleScript()
     clone = shlex.quote(str(root / "meow"))
+    proxy = f"http://127.0.0.1:{ports['proxy']}"
     return f"""\
 bluegreen demo is running (Ctrl-C stops everything).
 
-  the app, through bluegreen:  http://127.0.0.1:{ports["proxy"]}/
+  the app, through bluegreen:  {proxy}/
   the dashboard and admin API: {admin}/
   GREEN directly:              http://127.0.0.1:{ports["green-app"]}/
   BLUE directly:               http://127.0.0.1:{ports["blue-app"]}/
   logs:                        {root / "demo.log"}
 
-Next steps of the workshop (in another terminal):
+The workshop, step by step (in another terminal):
 
-  1. Break GREEN with a bad commit:
+  1. GREEN is live.
+       curl {proxy}/
+     shows the meow app with a green badge; the dashboard is at {admin}/.
+     Vote and upload cats on the page: they go to GREEN's database.
+  2. A bad commit.
        cd {clone}
-       edit {APP_PACKAGE}/index.py: STATUS = 200 -> STATUS = 500
+       perl -pi -e 's/STATUS = 200/STATUS = 500/' {APP_PACKAGE}/index.py
        git commit -am "bad commit"
        git push green master
-     Within seconds bluegreen fails over: / is served by BLUE.
-       {env}bluegreen status
-  2. Turn the recent uploads on in BLUE:
-       {env}bluegreen flag set RECENT on --env blue
-  3. Fix GREEN and switch back:
+     GREEN answers 500; within a health interval ({HEALTH_INTERVAL} s here)
+     bluegreen fails over and the page shows the blue badge.  This says why:
+       {bluegreen} status
+     The votes and uploads made on GREEN are copied to BLUE's database
+     right after the switch.
+  3. A feature flag.
+       {bluegreen} flag set RECENT on --env blue
+     The page now shows the recent uploads; off hides them again.
+  4. Fix and switch back.
+       cd {clone}
        git revert --no-edit HEAD && git push green master
-       {env}bluegreen switch green
+     Once GREEN is up again (see status), this first brings GREEN's
+     database up to date from BLUE, then moves the traffic back:
+       {bluegreen} switch green
 """
 
 
 def whenBothUp(
-    service: DemoService, reactor: Any, limit: float = 30.0
+    service: DemoService, reactor: IReactorTime, limit: float = 30.0
 ) -> Deferred[None]:
     """
     Wait until the health checks have found GREEN and BLUE both up (at most
@@ -516,14 +637,11 @@ def whenBothUp(
 
     @return: Fires when both are up, or after C{limit} seconds.
     """
-    from bluegreen.service.tap import ProxyService
-
-    proxies = [child for child in service if isinstance(child, ProxyService)]
     done: Deferred[None] = Deferred()
     deadline = reactor.seconds() + limit
 
     def check() -> None:
-        health = proxies[0].health if proxies else None
+        health = service.proxy.health if service.proxy is not None else None
         if (
             health is None
             or all(health.isUp(name) for name in ("green", "blue"))
@@ -546,7 +664,7 @@ def runDemo(options: DemoOptions) -> int:
     """
     from twisted.internet import reactor as _reactor
 
-    reactor: Any = _reactor
+    reactor = cast("ServiceReactor", _reactor)
     root = Path(options["dir"]).absolute()
     adminPort = options["admin-port"]
     try:

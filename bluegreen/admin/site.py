@@ -1,0 +1,166 @@
+# -*- test-case-name: tests.test_admin_site -*-
+"""
+The admin API's site: its requests (bodies of at most L{MAX_BODY} bytes,
+refused with 413 as soon as they are known to be larger) and idle
+connections closed after L{IDLE_TIMEOUT} seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from io import BytesIO
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web import http
+from twisted.web.server import Request, Site
+
+from bluegreen.admin.api import AdminResource
+from bluegreen.admin.jsonapi import clientOf
+from bluegreen.controller import Controller
+from bluegreen.health import HealthMonitor
+
+#: The largest request body accepted (a larger one gets 413).
+MAX_BODY = 64 * 1024
+
+#: Seconds an idle admin connection is kept open.
+IDLE_TIMEOUT = 60
+
+#: Seconds a refused upload may go on before its connection is cut.
+LINGER = 2
+
+_log = Logger(namespace="bluegreen.admin")
+
+
+class AdminRequest(Request):
+    """
+    A request of the admin API: its body is at most L{MAX_BODY} bytes.
+
+    A larger one is refused with C{413} as soon as that is known (from
+    C{Content-Length}, or as a chunked body grows), and the connection
+    closed: what the client still sends is dropped unread, for at most
+    L{LINGER} seconds.
+    """
+
+    _tooLarge = False
+    _received = 0
+
+    def gotLength(self, length: int | None) -> None:
+        """
+        The headers are in: refuse a body declared too large at once.
+
+        @param length: The declared length, or L{None} if chunked.
+        """
+        # Never a temporary file: the body is small or refused.
+        self.content = BytesIO()
+        if length is not None and length > MAX_BODY:
+            self._refuseTooLarge()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """
+        Keep a chunk of body, unless it takes the body over the limit.
+
+        @param data: The chunk.
+        """
+        if self._tooLarge:
+            return
+        self._received += len(data)
+        if self._received > MAX_BODY:
+            self._refuseTooLarge()
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> None:
+        """
+        Handle the request, unless it was refused already.
+        """
+        if not self._tooLarge:
+            super().process()
+
+    def _refuseTooLarge(self) -> None:
+        """
+        Answer 413 straight onto the connection and close it.
+        """
+        self._tooLarge = True
+        # No "100 Continue" after a final answer.
+        self.requestHeaders.removeHeader(b"Expect")
+        # Its methods are swapped below (public ones: the channel's
+        # dataReceived, timeoutConnection, forceAbortClient), which mypy
+        # rightly refuses on a typed object.
+        channel: Any = self.channel
+        client = clientOf(self)
+        _log.info(
+            "admin API from {client}: request body over {limit} bytes refused",
+            client=client,
+            limit=MAX_BODY,
+            event="admin-error",
+        )
+        body = (
+            json.dumps({"error": f"request body larger than {MAX_BODY} bytes"}) + "\n"
+        ).encode("utf-8")
+        channel.transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n"
+            b"Connection: close\r\n\r\n" + body
+        )
+        # A lingering close: closing at once with the rest of the body
+        # unread would make the kernel reset the connection, and the client
+        # might lose the answer.  So stop sending, drop whatever still comes,
+        # and cut the connection if the client has not closed it within
+        # LINGER seconds.
+        channel.dataReceived = lambda data: None
+        channel.timeoutConnection = channel.forceAbortClient
+        channel.setTimeout(LINGER)
+        transport = channel.transport
+        getattr(transport, "loseWriteConnection", transport.loseConnection)()
+
+
+class AdminSite(Site):
+    """
+    The admin API's site: L{AdminRequest}s, idle connections closed after
+    L{IDLE_TIMEOUT} seconds, no access log of twisted.web's own (the API
+    logs what it does).
+    """
+
+    requestFactory = AdminRequest
+    noisy = False
+
+    def __init__(self, resource: AdminResource, **kwargs: Any) -> None:
+        """
+        @param resource: The API.
+        @param kwargs: For L{Site}.
+        """
+        super().__init__(resource, **kwargs)
+        self.admin = resource
+
+    def log(self, request: http.Request) -> None:
+        """
+        Do nothing: the admin API logs its actions itself.
+
+        @param request: The request done.
+        """
+
+
+def adminSite(
+    controller: Controller,
+    health: HealthMonitor | None,
+    reactor: IReactorTime,
+    token: bytes | None = None,
+) -> AdminSite:
+    """
+    Make the admin API's site.
+
+    @param controller: The switch.
+    @param health: The health monitor, if any.
+    @param reactor: Runs the site's connections and tells the time.
+    @param token: The bearer token mutating calls need, or L{None}.
+    @return: The site, to listen on C{--admin}.
+    """
+    site = AdminSite(
+        AdminResource(controller, health, reactor, token),
+        timeout=IDLE_TIMEOUT,
+        reactor=reactor,
+    )
+    return site

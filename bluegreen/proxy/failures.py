@@ -1,0 +1,107 @@
+# -*- test-case-name: tests.test_metrics,tests.test_proxy_errors -*-
+"""
+The ways an upstream exchange fails, in the proxy's words: the status and
+short reason a client is sent, and the kind the metrics count.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TimeoutError,
+)
+from twisted.python.failure import Failure
+
+from bluegreen.proxy.pool import PoolClosed
+from bluegreen.proxy.upstream import BadResponse
+from bluegreen.tls import describeTLSError, isTLSError
+
+#: The kinds of upstream failure, as the metrics name them:
+#:   - C{refused}: the connection was refused;
+#:   - C{timeout_connect}: no connection within C{--connect-timeout};
+#:   - C{timeout_response}: no response head within C{--response-timeout};
+#:   - C{dns}: the host name could not be resolved;
+#:   - C{unreachable}: any other failure to connect (no route to host...);
+#:   - C{tls}: the TLS handshake or the certificate check failed;
+#:   - C{closed}: the upstream closed the connection (before or during the
+#:     response);
+#:   - C{reset}: the connection was reset or otherwise lost;
+#:   - C{invalid_response}: the response was not valid HTTP/1.1;
+#:   - C{shutdown}: bluegreen is shutting down (the pool is closed);
+#:   - C{other}: anything else.
+#: L{classifyFailure} says which (but for C{timeout_response}).
+FAILURE_KINDS = (
+    "refused",
+    "timeout_connect",
+    "timeout_response",
+    "dns",
+    "unreachable",
+    "tls",
+    "closed",
+    "reset",
+    "invalid_response",
+    "shutdown",
+    "other",
+)
+
+
+def classifyFailure(
+    reason: Failure, connectTimeout: float | None = None
+) -> tuple[int, str, str]:
+    """
+    Turn an upstream failure into a status, a short reason and a kind.
+
+    @param reason: Why the upstream exchange failed.
+    @param connectTimeout: The connect timeout, for the message.
+    @return: C{(502, 503 or 504, reason, kind)}; the kind is one of
+        L{FAILURE_KINDS} (but never C{timeout_response}, which is no
+        failure of the connection: see L{bluegreen.proxy.exchange.Exchange}).
+    """
+    error = reason.value
+    if isinstance(error, TimeoutError):
+        after = f" within {connectTimeout:g} s" if connectTimeout else ""
+        return (
+            504,
+            f"did not accept a connection{after} (connect timeout)",
+            "timeout_connect",
+        )
+    if isinstance(error, ConnectionRefusedError):
+        return 502, "refused the connection", "refused"
+    if isinstance(error, DNSLookupError):
+        return 502, f"host name could not be resolved ({error})", "dns"
+    if isinstance(error, BadResponse):
+        return 502, f"sent an invalid response: {error}", "invalid_response"
+    if isinstance(error, PoolClosed):
+        return (
+            503,
+            "is not accepting requests (bluegreen is shutting down)",
+            "shutdown",
+        )
+    if isinstance(error, ConnectionDone):
+        return 502, "closed the connection before responding", "closed"
+    if isinstance(error, ConnectionLost):
+        return 502, "closed the connection before responding", "reset"
+    if isinstance(error, ConnectError):
+        text = str(error.osError or error) if hasattr(error, "osError") else str(error)
+        return 502, f"could not be reached ({text.strip()})", "unreachable"
+    if isTLSError(error):
+        return 502, f"TLS handshake failed ({describeTLSError(error)})", "tls"
+    return 502, f"failed ({type(error).__name__}: {error})", "other"
+
+
+def describeFailure(
+    reason: Failure, connectTimeout: float | None = None
+) -> tuple[int, str]:
+    """
+    Turn an upstream failure into a status and a short reason.
+
+    @param reason: Why the upstream exchange failed.
+    @param connectTimeout: The connect timeout, for the message.
+    @return: C{(502, 503 or 504, reason)}: see L{classifyFailure}.
+    """
+    status, text, _ = classifyFailure(reason, connectTimeout)
+    return status, text

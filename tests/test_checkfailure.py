@@ -1,0 +1,177 @@
+# -*- test-case-name: tests.test_checkfailure -*-
+"""
+Tests for L{bluegreen.checkfailure}: a failed health check in a few words.
+"""
+
+from __future__ import annotations
+
+from OpenSSL import SSL
+from service_identity import VerificationError
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError
+from twisted.internet.error import (
+    ConnectError,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TimeoutError,
+)
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
+
+from bluegreen.checkfailure import MAX_BODY, BodyTooLarge, describeCheckFailure
+
+
+class DescribeCheckFailureTests(SynchronousTestCase):
+    """
+    L{describeCheckFailure} says why a check failed, in a few words.
+    """
+
+    def describe(self, error: BaseException, timeout: float = 2.0) -> str:
+        """
+        Describe C{error} as the failure of a check with C{timeout}.
+        """
+        return describeCheckFailure(Failure(error), timeout)
+
+    def test_timeout(self) -> None:
+        """
+        The check's own timeout (L{defer.TimeoutError}, from C{addTimeout})
+        gives the timeout in seconds.
+        """
+        self.assertEqual(self.describe(defer.TimeoutError()), "timeout after 2 s")
+        self.assertEqual(
+            self.describe(defer.TimeoutError(), 0.5), "timeout after 0.5 s"
+        )
+
+    def test_cancelled(self) -> None:
+        """
+        A bare L{CancelledError} is a timeout too.
+        """
+        self.assertEqual(self.describe(CancelledError()), "timeout after 2 s")
+
+    def test_neverReceivedCancelled(self) -> None:
+        """
+        A request cancelled after it was sent fails with
+        L{ResponseNeverReceived} around L{CancelledError}: a timeout.
+        """
+        error = ResponseNeverReceived([Failure(CancelledError())])
+        self.assertEqual(self.describe(error, 3), "timeout after 3 s")
+
+    def test_neverReceivedClosed(self) -> None:
+        """
+        A connection closed cleanly before any response byte.
+        """
+        error = ResponseNeverReceived([Failure(ConnectionDone())])
+        self.assertEqual(self.describe(error), "connection closed before a response")
+
+    def test_neverReceivedLost(self) -> None:
+        """
+        A connection reset before any response byte.
+        """
+        error = ResponseNeverReceived([Failure(ConnectionLost())])
+        self.assertEqual(self.describe(error), "connection reset before a response")
+
+    def test_responseFailedClosed(self) -> None:
+        """
+        A connection closed cleanly in the middle of a response.
+        """
+        error = ResponseFailed([Failure(ConnectionDone())])
+        self.assertEqual(self.describe(error), "connection closed during the response")
+
+    def test_responseFailedLost(self) -> None:
+        """
+        A connection reset in the middle of a response.
+        """
+        error = ResponseFailed([Failure(ConnectionLost())])
+        self.assertEqual(self.describe(error), "connection reset during the response")
+
+    def test_tlsHandshake(self) -> None:
+        """
+        An OpenSSL error inside L{ResponseNeverReceived} (an untrusted
+        certificate) is a TLS error, with OpenSSL's reasons and not its
+        tuples.
+        """
+        error = ResponseNeverReceived(
+            [Failure(SSL.Error([("SSL routines", "", "certificate verify failed")]))]
+        )
+        self.assertEqual(self.describe(error), "TLS error: certificate verify failed")
+
+    def test_tlsSeveralReasons(self) -> None:
+        """
+        Several OpenSSL reasons are all given.
+        """
+        error = SSL.Error(
+            [
+                ("SSL routines", "", "sslv3 alert handshake failure"),
+                ("SSL routines", "", "no shared cipher"),
+            ]
+        )
+        self.assertEqual(
+            self.describe(error),
+            "TLS error: sslv3 alert handshake failure; no shared cipher",
+        )
+
+    def test_tlsOther(self) -> None:
+        """
+        An OpenSSL error without a reason list is given as it is.
+        """
+        self.assertEqual(
+            self.describe(SSL.Error("unexpected EOF")), "TLS error: unexpected EOF"
+        )
+
+    def test_tlsHostMismatch(self) -> None:
+        """
+        A certificate for another host (service_identity's
+        L{VerificationError}, as the connection is aborted with it) is a TLS
+        error.
+        """
+        error = ResponseNeverReceived([Failure(VerificationError(errors=[]))])
+        self.assertTrue(self.describe(error).startswith("TLS error: "))
+
+    def test_refused(self) -> None:
+        """
+        A refused connection.
+        """
+        self.assertEqual(self.describe(ConnectionRefusedError()), "connection refused")
+
+    def test_connectTimeout(self) -> None:
+        """
+        The agent's connect timeout (L{twisted.internet.error.TimeoutError})
+        has its own duration, not the check's: none is given.
+        """
+        self.assertEqual(self.describe(TimeoutError()), "connect timeout")
+
+    def test_dns(self) -> None:
+        """
+        A host name that does not resolve.
+        """
+        self.assertEqual(
+            self.describe(DNSLookupError("no.such.host")),
+            "host name could not be resolved",
+        )
+
+    def test_otherConnectError(self) -> None:
+        """
+        Other connection failures say what they are.
+        """
+        self.assertEqual(
+            self.describe(ConnectError(string="No route to host")),
+            "cannot connect (An error occurred while connecting: No route to host.)",
+        )
+
+    def test_bodyTooLarge(self) -> None:
+        """
+        A body over L{MAX_BODY}.
+        """
+        self.assertEqual(
+            self.describe(BodyTooLarge()), f"body larger than {MAX_BODY} bytes"
+        )
+        self.assertEqual(MAX_BODY, 65536)
+
+    def test_unexpected(self) -> None:
+        """
+        Anything else is given by class name and message.
+        """
+        self.assertEqual(self.describe(RuntimeError("boom")), "RuntimeError: boom")

@@ -1,0 +1,671 @@
+# -*- test-case-name: tests.test_failover_chain -*-
+"""
+Deterministic tests of the failover chain, on a L{Clock}: a real
+L{HealthMonitor} wired to the controller as C{makeService} does, checking
+twisted.web resources through L{treq.testing.StubTreq}; and the proxy's
+passive detection and retry on the standby, its requests sent to a real
+L{ProxySite} over a L{StringTransport}, its pools connecting in memory
+(L{twisted.test.iosim}) to twisted.web backends, or failing to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+from zope.interface import implementer
+
+from bluegreen.controller import Controller, Switch, SwitchRefused
+from bluegreen.health import HealthMonitor, HealthSettings
+from bluegreen.proxy.pool import UpstreamPool
+from bluegreen.proxy.resource import ProxyResource, ProxySite
+from tests._failover import (
+    BLUE,
+    BOTH,
+    GREEN,
+    LogMixin,
+)
+
+
+class Backend(Resource):
+    """
+    An environment's application, answering every request with C{code}.
+
+    @ivar name: Put in each response body.
+    @ivar code: The status to answer with.
+    @ivar requests: C{(method, path, body)} of each request.
+    @ivar times: The clock's time at each request.
+    """
+
+    isLeaf = True
+
+    def __init__(self, name: str, clock: Clock) -> None:
+        super().__init__()
+        self.name = name
+        self.clock = clock
+        self.code = 200
+        self.requests: list[tuple[bytes, bytes, bytes]] = []
+        self.times: list[float] = []
+
+    def render(self, request: Request) -> bytes:
+        """
+        Answer C{"<name> <method> <body>"}, with C{code}.
+        """
+        body = request.content.read() if request.content is not None else b""
+        method = request.method
+        self.requests.append((method, request.uri, body))
+        self.times.append(self.clock.seconds())
+        request.setResponseCode(self.code)
+        return b"%s %s %s" % (self.name.encode(), method, body)
+
+
+class Router(Resource):
+    """
+    Hands each request to the backend of the environment it was sent to (all
+    of StubTreq's requests reach this one resource).
+    """
+
+    isLeaf = True
+
+    def __init__(self, backends: dict[int, Backend]) -> None:
+        super().__init__()
+        self.backends = backends
+
+    def render(self, request: Request) -> bytes:
+        """
+        Dispatch on the port the request was made to.
+        """
+        return self.backends[request.getHost().port].render(request)
+
+
+class ChainMixin(LogMixin):
+    """
+    A real L{HealthMonitor} checking both environments through StubTreq and
+    driving a L{Controller}, wired as C{makeService} wires them.
+    """
+
+    def setUp(self) -> None:
+        """
+        Make a clock at 0 and a backend per environment, both answering 200.
+        """
+        super().setUp()
+        self.clock = MemoryReactorClock()
+        self.green = Backend("green", self.clock)
+        self.blue = Backend("blue", self.clock)
+        self.stub = StubTreq(Router({GREEN.port: self.green, BLUE.port: self.blue}))
+
+    def start(
+        self, fall: int = 1, rise: int = 2, **settings: Any
+    ) -> tuple[HealthMonitor, Controller]:
+        """
+        Start a monitor checking every 5 s (every 1 s while an environment
+        changes state) and a controller with green preferred.
+
+        @param fall: Failures that mark an environment down.
+        @param rise: Successes that mark it up.
+        @param settings: Controller settings.
+        @return: The monitor and the controller, stopped at cleanup.
+        """
+        health = HealthSettings(interval=5.0, fastInterval=1.0, fall=fall, rise=rise)
+        monitor = HealthMonitor(dict(BOTH), health, self.clock, self.stub)
+        controller = Controller.create(
+            BOTH,
+            "green",
+            self.clock,
+            isUp=lambda name: monitor.health[name].up,
+            outageInterval=health.interval,
+            **settings,
+        )
+        monitor.subscribe(controller.healthChanged)
+        self.addCleanup(self.stop, monitor, controller)
+        monitor.startService()
+        return monitor, controller
+
+    def stop(self, monitor: HealthMonitor, controller: Controller) -> None:
+        """
+        Stop both, as the service does.
+        """
+        controller.stop()
+        if monitor.running:
+            self.successResultOf(monitor.stopService())
+        self.stub.flush()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def advanceTo(self, when: float) -> None:
+        """
+        Advance the clock to C{when}, at most a second at a time.
+        """
+        while self.clock.seconds() < when:
+            self.clock.advance(min(1.0, when - self.clock.seconds()))
+
+
+class ChainTests(ChainMixin):
+    """
+    Health checks through the monitor's thresholds and intervals switch the
+    controller.
+    """
+
+    def test_start(self) -> None:
+        """
+        The first checks decide at once; with both up nothing switches.
+        """
+        monitor, controller = self.start()
+        self.assertEqual(
+            {name: state.up for name, state in monitor.health.items()},
+            {"green": True, "blue": True},
+        )
+        self.assertEqual((controller.active, controller.history), ("green", []))
+
+    def test_fallOne(self) -> None:
+        """
+        With C{fall=1}, one failed check of the live environment fails over.
+        """
+        _monitor, controller = self.start(fall=1)
+        self.green.code = 500
+        self.clock.advance(4.9)
+        self.assertEqual(controller.active, "green")
+        self.clock.advance(0.1)
+        self.assertEqual(controller.active, "blue")
+        self.assertEqual(
+            controller.history,
+            [
+                Switch(
+                    5.0,
+                    "green",
+                    "blue",
+                    "failover: green down: status 500 (expected 200)",
+                )
+            ],
+        )
+        self.assertEqual(self.green.times, [0.0, 5.0])
+
+    def test_fallThree(self) -> None:
+        """
+        With C{fall=3}, the live environment fails over after three failed
+        checks in a row, the second and third at the fast interval.
+        """
+        monitor, controller = self.start(fall=3)
+        self.green.code = 500
+        self.advanceTo(6)
+        self.assertEqual(controller.active, "green")
+        self.assertEqual(monitor.health["green"].failures, 2)
+        self.clock.advance(1)
+        self.assertEqual(controller.active, "blue")
+        self.assertEqual(self.green.times, [0.0, 5.0, 6.0, 7.0])
+        self.assertEqual(controller.history[0].when, 7.0)
+
+    def test_fallThreeRecovered(self) -> None:
+        """
+        Failures short of C{fall}, followed by a success, switch nothing.
+        """
+        _monitor, controller = self.start(fall=3)
+        self.green.code = 500
+        self.advanceTo(6)
+        self.green.code = 200
+        self.advanceTo(60)
+        self.assertEqual((controller.active, controller.history), ("green", []))
+
+    def test_riseTwoManual(self) -> None:
+        """
+        After a failover the old environment is up again only after C{rise}
+        good checks, the second at the fast interval; with manual failback
+        it then waits as the standby until an operator switches.
+        """
+        monitor, controller = self.start(fall=1, rise=2)
+        self.green.code = 500
+        self.advanceTo(5)
+        self.green.code = 200
+        self.advanceTo(10)
+        self.assertFalse(monitor.health["green"].up)
+        self.assertRaises(SwitchRefused, controller.switch, "green")
+        self.advanceTo(11)
+        self.assertTrue(monitor.health["green"].up)
+        self.assertEqual(self.green.times, [0.0, 5.0, 10.0, 11.0])
+        self.advanceTo(120)
+        self.assertEqual((controller.active, len(controller.history)), ("blue", 1))
+        controller.switch("green")
+        self.assertEqual(controller.active, "green")
+
+    def test_autoFailback(self) -> None:
+        """
+        With automatic failback, traffic returns once the preferred
+        environment has risen and stayed up for the delay.
+        """
+        _monitor, controller = self.start(
+            fall=1, rise=2, failback="auto", failbackDelay=30.0
+        )
+        self.green.code = 500
+        self.advanceTo(5)
+        self.green.code = 200
+        self.advanceTo(11)
+        self.assertEqual(controller.mode, "failback-pending")
+        self.advanceTo(40.5)
+        self.assertEqual(controller.active, "blue")
+        self.advanceTo(41)
+        self.assertEqual(controller.active, "green")
+        self.assertEqual(
+            controller.history[-1],
+            Switch(41.0, "blue", "green", "failback: green up for 30 s"),
+        )
+
+    def test_autoFailbackFlapping(self) -> None:
+        """
+        A preferred environment that fails a check during the delay does not
+        get the traffic back.
+        """
+        _monitor, controller = self.start(
+            fall=1, rise=2, failback="auto", failbackDelay=30.0
+        )
+        self.green.code = 500
+        self.advanceTo(5)
+        self.green.code = 200
+        self.advanceTo(11)
+        self.assertEqual(controller.mode, "failback-pending")
+        self.green.code = 500
+        self.advanceTo(16)
+        self.assertEqual(controller.mode, "serving")
+        self.green.code = 200
+        self.advanceTo(45)
+        self.assertEqual(controller.active, "blue")
+        self.assertEqual(controller.mode, "failback-pending")
+
+    def test_bothDown(self) -> None:
+        """
+        Both down: the live environment stays, an error is logged every
+        interval, and the first to recover gets the traffic.
+        """
+        _monitor, controller = self.start(fall=1, rise=2)
+        self.blue.code = 500
+        self.advanceTo(5)
+        self.green.code = 500
+        self.advanceTo(10)
+        self.assertEqual((controller.active, controller.mode), ("green", "outage"))
+        self.assertEqual(len(self.logged(LogLevel.error)), 1)
+        self.advanceTo(20)
+        self.assertEqual(len(self.logged(LogLevel.error)), 3)
+        self.blue.code = 200
+        self.advanceTo(25)
+        self.assertEqual(controller.mode, "outage")
+        self.advanceTo(26)
+        self.assertEqual((controller.active, controller.mode), ("blue", "serving"))
+        self.assertEqual(
+            controller.history,
+            [
+                Switch(
+                    26.0,
+                    "green",
+                    "blue",
+                    "failover: blue recovered while green is down",
+                )
+            ],
+        )
+        errors = self.logged(LogLevel.error)
+        self.assertEqual(len(errors), 4)
+        self.assertIn("green: status 500 (expected 200)", errors[0])
+        self.advanceTo(60)
+        self.assertEqual(len(self.logged(LogLevel.error)), 4)
+
+    def test_passive(self) -> None:
+        """
+        A failure seen on proxied traffic counts at once: with C{fall=1} it
+        fails over without waiting for the next check.
+        """
+        monitor, controller = self.start(fall=1)
+        self.clock.advance(1)
+        monitor.reportPassive("green", "proxied request: refused the connection")
+        self.assertEqual(
+            controller.history,
+            [
+                Switch(
+                    1.0,
+                    "green",
+                    "blue",
+                    "failover: green down: proxied request: refused the connection",
+                )
+            ],
+        )
+
+    def test_passiveFastCheck(self) -> None:
+        """
+        A passive failure also checks the environment at once, so with
+        C{fall=2} a failing application fails over immediately.
+        """
+        monitor, controller = self.start(fall=2)
+        self.green.code = 500
+        self.clock.advance(1)
+        monitor.reportPassive("green", "proxied request: connection reset")
+        self.assertEqual(self.green.times, [0.0, 1.0])
+        self.assertEqual(controller.active, "blue")
+        self.assertEqual(controller.history[0].when, 1.0)
+
+
+class ResetOnRequest(Protocol):
+    """
+    A server that closes the connection as soon as a request arrives,
+    before any response byte.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Hang up.
+        """
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+
+@implementer(IStreamClientEndpoint)
+class MemoryEndpoint:
+    """
+    Connects the proxy's pool to a backend in memory, or fails to connect.
+
+    @ivar mode: C{"serve"} (answer with the backend), C{"refuse"} (the
+        connect fails) or C{"reset"} (accept, then hang up on the request).
+    @ivar attempts: How many connects were tried.
+    @ivar pumps: The in-memory connections made.
+    """
+
+    def __init__(self, backend: Backend, clock: Clock) -> None:
+        self.site = Site(backend, reactor=clock)
+        self.mode = "serve"
+        self.attempts = 0
+        self.pumps: list[iosim.IOPump] = []
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        """
+        Connect a protocol from C{factory}, as the mode says.
+        """
+        self.attempts += 1
+        if self.mode == "refuse":
+            return fail(ConnectionRefusedError("Connection refused"))
+        address = IPv4Address("TCP", "127.0.0.1", 5000)
+        server: IProtocol | None = (
+            self.site.buildProtocol(address) if self.mode == "serve" else None
+        )
+        if server is None:
+            server = ResetOnRequest()
+        client = factory.buildProtocol(address)
+        assert client is not None
+        pump = iosim.connect(
+            server,
+            iosim.makeFakeServer(server),
+            client,
+            iosim.makeFakeClient(client),
+            greet=False,
+        )
+        self.pumps.append(pump)
+        return succeed(client)
+
+
+class ProxyTests(ChainMixin):
+    """
+    The proxy reports environments it cannot reach to the monitor, and
+    retries a request on the standby when nothing of it can have been
+    processed.
+    """
+
+    def setUp(self) -> None:
+        """
+        Make an in-memory endpoint per environment for the proxy's pools.
+        """
+        super().setUp()
+        self.endpoints = {
+            "green": MemoryEndpoint(self.green, self.clock),
+            "blue": MemoryEndpoint(self.blue, self.clock),
+        }
+
+    def proxy(
+        self, retry: bool = True, fall: int = 1, responseTimeout: float = 60.0
+    ) -> tuple[HealthMonitor, Controller]:
+        """
+        Start the monitor and controller, and a proxy in front of them.
+        """
+        monitor, controller = self.start(fall=fall)
+        pools = {
+            name: UpstreamPool(self.clock, BOTH[name], endpoint=endpoint)
+            for name, endpoint in self.endpoints.items()
+        }
+        self.resource = ProxyResource(
+            controller,
+            pools,
+            self.clock,
+            responseTimeout=responseTimeout,
+            health=monitor,
+            retry=retry,
+        )
+        self.site = ProxySite(self.resource, self.clock)
+        self.addCleanup(self.closePools, list(pools.values()))
+        return monitor, controller
+
+    def closePools(self, pools: list[UpstreamPool]) -> None:
+        """
+        Close the proxy's pools, delivering the closes in memory.
+        """
+        closed = [pool.close(0) for pool in pools]
+        self.clock.advance(0)
+        self.flush()
+        for d in closed:
+            self.successResultOf(d)
+
+    def request(self, raw: bytes, *more: tuple[float, bytes]) -> bytes:
+        """
+        Send a raw request to the proxy and run everything to completion.
+
+        @param raw: The request, or its beginning.
+        @param more: C{(seconds, data)}: advance the clock, then send more.
+        @return: What the proxy answered.
+        """
+        channel = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40000))
+        assert channel is not None
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 40000))
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        channel.dataReceived(raw)
+        self.clock.advance(0)
+        self.flush()
+        for seconds, data in more:
+            self.clock.advance(seconds)
+            self.flush()
+            channel.dataReceived(data)
+            self.clock.advance(0)
+            self.flush()
+        return transport.value()
+
+    def flush(self) -> None:
+        """
+        Move bytes over every in-memory connection until nothing moves.
+        """
+        moved = True
+        while moved:
+            moved = False
+            for endpoint in self.endpoints.values():
+                for pump in list(endpoint.pumps):
+                    moved = pump.pump() or moved
+
+    def passive(self, monitor: HealthMonitor, name: str) -> list[str]:
+        """
+        @return: The passive failures recorded for C{name}.
+        """
+        return [r.reason for r in monitor.health[name].history if r.passive]
+
+    def assertAnswered(self, response: bytes, status: bytes, body: bytes) -> None:
+        """
+        Assert the status line and the end of the body of C{response}.
+        """
+        self.assertTrue(
+            response.startswith(b"HTTP/1.1 " + status + b" "), response[:200]
+        )
+        self.assertTrue(response.endswith(body), response)
+
+    def test_served(self) -> None:
+        """
+        With the live environment reachable, it answers and nothing is
+        reported.
+        """
+        monitor, _controller = self.proxy()
+        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertAnswered(response, b"200", b"green GET ")
+        self.assertEqual(self.passive(monitor, "green"), [])
+
+    def test_responseTimeoutStartsAfterUpload(self) -> None:
+        """
+        An upload that takes longer than the response timeout (a byte every
+        0.1 s for 1 s, against 0.5 s) is not cut off: the timeout counts
+        from the end of the request.
+        """
+        self.proxy(responseTimeout=0.5)
+        response = self.request(
+            b"PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
+            *[(0.1, b"z")] * 10,
+        )
+        self.assertAnswered(response, b"200", b"green PUT zzzzzzzzzz")
+        proxied = [r for r in self.green.requests if r[1] != b"/"]
+        self.assertEqual(proxied, [(b"PUT", b"/slow", b"z" * 10)])
+
+    def test_app500NotPassive(self) -> None:
+        """
+        A 500 from the application is passed on, and neither counts as a
+        failed check nor is retried.
+        """
+        monitor, controller = self.proxy()
+        self.green.code = 500
+        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertAnswered(response, b"500", b"green GET ")
+        self.assertEqual(self.passive(monitor, "green"), [])
+        self.assertEqual(self.blue.requests, [(b"GET", b"/", b"")])
+        self.assertEqual(controller.active, "green")
+
+    def test_refusedGETRetried(self) -> None:
+        """
+        A GET that cannot connect to the live environment is answered by the
+        standby; the live environment is reported at once (with C{fall=1},
+        failing over).
+        """
+        monitor, controller = self.proxy()
+        self.endpoints["green"].mode = "refuse"
+        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertAnswered(response, b"200", b"blue GET ")
+        self.assertEqual(
+            self.passive(monitor, "green"), ["proxied request: refused the connection"]
+        )
+        self.assertEqual(controller.active, "blue")
+        self.assertEqual(
+            controller.history[0].reason,
+            "failover: green down: proxied request: refused the connection",
+        )
+
+    def test_refusedPOSTRetried(self) -> None:
+        """
+        A request whose connect failed was never sent, so it is retried on
+        the standby whatever its method, body included.
+        """
+        monitor, controller = self.proxy(fall=3)
+        self.endpoints["green"].mode = "refuse"
+        response = self.request(
+            b"POST /p HTTP/1.1\r\nHost: example\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        self.assertAnswered(response, b"200", b"blue POST hello")
+        self.assertEqual(self.blue.requests[-1], (b"POST", b"/p", b"hello"))
+        self.assertEqual(len(self.passive(monitor, "green")), 1)
+        self.assertEqual(controller.active, "green")
+
+    def test_resetGETRetried(self) -> None:
+        """
+        A GET on a connection closed before any response byte is retried on
+        the standby, and reported.
+        """
+        monitor, _controller = self.proxy(fall=3)
+        self.endpoints["green"].mode = "reset"
+        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertAnswered(response, b"200", b"blue GET ")
+        self.assertEqual(
+            self.passive(monitor, "green"),
+            ["proxied request: closed the connection before responding"],
+        )
+
+    def test_resetPOSTNotRetried(self) -> None:
+        """
+        A POST that was sent before the connection closed may have been acted
+        on: it is not retried (but is reported).
+        """
+        monitor, _controller = self.proxy(fall=3)
+        self.endpoints["green"].mode = "reset"
+        response = self.request(
+            b"POST /p HTTP/1.1\r\nHost: example\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        self.assertAnswered(
+            response,
+            b"502",
+            b"bluegreen: green (http://127.0.0.1:5002) closed the connection "
+            b"before responding\n",
+        )
+        self.assertEqual(self.endpoints["blue"].attempts, 0)
+        self.assertEqual(len(self.passive(monitor, "green")), 1)
+
+    def test_retryNone(self) -> None:
+        """
+        With C{--retry none}, a failed connect is answered with 502, and
+        still reported.
+        """
+        monitor, _controller = self.proxy(retry=False, fall=3)
+        self.endpoints["green"].mode = "refuse"
+        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertAnswered(
+            response,
+            b"502",
+            b"bluegreen: green (http://127.0.0.1:5002) refused the connection\n",
+        )
+        self.assertEqual(self.endpoints["blue"].attempts, 0)
+        self.assertEqual(len(self.passive(monitor, "green")), 1)
+
+    def test_standbyDownNotRetried(self) -> None:
+        """
+        A standby that is down is not tried: the client gets the 502.
+        """
+        self.blue.code = 500
+        monitor, _controller = self.proxy(fall=3)
+        self.assertFalse(monitor.health["blue"].up)
+        self.endpoints["green"].mode = "refuse"
+        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertAnswered(
+            response,
+            b"502",
+            b"bluegreen: green (http://127.0.0.1:5002) refused the connection\n",
+        )
+        self.assertEqual(self.endpoints["blue"].attempts, 0)
+
+    def test_retriedOnce(self) -> None:
+        """
+        When the standby cannot be reached either, the client gets its 502:
+        a request is retried once, and both failures are reported.
+        """
+        monitor, _controller = self.proxy(fall=3)
+        self.endpoints["green"].mode = "refuse"
+        self.endpoints["blue"].mode = "refuse"
+        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertAnswered(
+            response,
+            b"502",
+            b"bluegreen: blue (http://127.0.0.1:5001) refused the connection\n",
+        )
+        self.assertEqual(
+            (self.endpoints["green"].attempts, self.endpoints["blue"].attempts),
+            (1, 1),
+        )
+        self.assertEqual(len(self.passive(monitor, "green")), 1)
+        self.assertEqual(len(self.passive(monitor, "blue")), 1)
