@@ -13,7 +13,7 @@ import getopt
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -32,8 +32,9 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from bluegreen import __version__
-from bluegreen.admin.token import BadToken, readToken
+from bluegreen.admin.token import readToken
 from bluegreen.checkfailure import describeCheckFailure
+from bluegreen.optionfile import readOptionFile
 
 # Shared with the admin site and the manhole; imported from here by the
 # commands.
@@ -131,6 +132,20 @@ class CommandOptions(CommonOptions):
             ordered += [option, value] if self._takesValue(option) else [option]
         super().parseOptions([*ordered, "--", *rest])
 
+    def refuseArguments(
+        self, command: str, args: Sequence[str], expected: int = 0
+    ) -> None:
+        """
+        Refuse any argument past the first C{expected} (for C{parseArgs}).
+
+        @param command: The command, for the message (e.g. C{"flag set"}).
+        @param args: The arguments given.
+        @param expected: How many it takes at the most.
+        @raise usage.UsageError: If there are more, naming the first extra.
+        """
+        if len(args) > expected:
+            raise usage.UsageError(f"{command}: unexpected argument {args[expected]!r}")
+
     def _takesValue(self, option: str) -> bool:
         """
         @return: Whether C{option} (C{--name} or C{-n}) takes a value.
@@ -208,12 +223,7 @@ def settingsFrom(options: usage.Options, environ: Mapping[str, str]) -> Settings
     tokenFile, tokenName = pick("token-file"), "--token-file"
     if tokenFile is None and environ.get("BLUEGREEN_TOKEN_FILE"):
         tokenFile, tokenName = environ["BLUEGREEN_TOKEN_FILE"], "BLUEGREEN_TOKEN_FILE"
-    token = None
-    if tokenFile is not None:
-        try:
-            token = readToken(tokenFile)
-        except BadToken as e:
-            raise usage.UsageError(f"{tokenName}: {e}") from None
+    token = readOptionFile(tokenName, tokenFile, readToken)
     timeoutText = pick("timeout")
     timeout = DEFAULT_TIMEOUT
     if timeoutText is not None:

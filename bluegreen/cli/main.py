@@ -77,8 +77,7 @@ class StatusOptions(CommandOptions):
         """
         @raise usage.UsageError: If there are any arguments.
         """
-        if args:
-            raise usage.UsageError(f"status: unexpected argument {args[0]!r}")
+        self.refuseArguments("status", args)
 
 
 class CheckOptions(StatusOptions):
@@ -93,8 +92,7 @@ class CheckOptions(StatusOptions):
         """
         @raise usage.UsageError: If there are any arguments.
         """
-        if args:
-            raise usage.UsageError(f"check: unexpected argument {args[0]!r}")
+        self.refuseArguments("check", args)
 
 
 class SwitchOptions(CommandOptions):
@@ -116,8 +114,7 @@ class SwitchOptions(CommandOptions):
         """
         if not args:
             raise usage.UsageError("switch: which environment? green or blue")
-        if len(args) > 1:
-            raise usage.UsageError(f"switch: unexpected argument {args[1]!r}")
+        self.refuseArguments("switch", args, 1)
         if args[0] not in COLOURS:
             raise usage.UsageError(
                 f"switch: unknown environment {args[0]!r}; expected green or blue"

@@ -130,8 +130,7 @@ class DemoOptions(CommandOptions):
         """
         @raise usage.UsageError: If there are any arguments.
         """
-        if args:
-            raise usage.UsageError(f"demo: unexpected argument {args[0]!r}")
+        self.refuseArguments("demo", args)
 
     def postOptions(self) -> None:
         """

@@ -71,6 +71,7 @@ from bluegreen.flags.model import (
     validateValue,
 )
 from bluegreen.flags.target import RedisTarget, readPasswordFile
+from bluegreen.optionfile import readOptionFile
 
 #: The changes C{flag history} shows unless told otherwise.
 DEFAULT_LIMIT = 50
@@ -131,8 +132,7 @@ class _FlagCommand(CommandOptions):
             raise usage.UsageError(
                 f"flag {command}: which flag? e.g. flag {command} RECENT"
             )
-        if len(args) > 1:
-            raise usage.UsageError(f"flag {command}: unexpected argument {args[1]!r}")
+        self.refuseArguments(f"flag {command}", args, 1)
         self["name"] = self._flagName(args[0])
 
     def postOptions(self) -> None:
@@ -148,12 +148,9 @@ class _FlagCommand(CommandOptions):
                 f"--env: unknown environment {env!r}; expected green, blue or all"
             )
         if self["redis"] is not None:
-            password = None
-            if self["redis-password-file"] is not None:
-                try:
-                    password = readPasswordFile(self["redis-password-file"])
-                except ValueError as e:
-                    raise usage.UsageError(f"--redis-password-file: {e}") from None
+            password = readOptionFile(
+                "--redis-password-file", self["redis-password-file"], readPasswordFile
+            )
             try:
                 self["target"] = RedisTarget.parse(self["redis"], password)
             except ValueError as e:
@@ -212,8 +209,7 @@ class FlagSetOptions(_FlagCommand):
         """
         if not args:
             raise usage.UsageError("flag set: which flag? e.g. flag set RECENT on")
-        if len(args) > 2:
-            raise usage.UsageError(f"flag set: unexpected argument {args[2]!r}")
+        self.refuseArguments("flag set", args, 2)
         self["name"] = self._flagName(args[0])
         raw = self["raw"]
         if len(args) == 2 and raw is not None:
@@ -279,8 +275,7 @@ class FlagListOptions(_FlagCommand):
         """
         @raise usage.UsageError: If there are any arguments.
         """
-        if args:
-            raise usage.UsageError(f"flag list: unexpected argument {args[0]!r}")
+        self.refuseArguments("flag list", args)
 
 
 class FlagHistoryOptions(_FlagCommand):
@@ -301,8 +296,7 @@ class FlagHistoryOptions(_FlagCommand):
         """
         @raise usage.UsageError: If there are any arguments.
         """
-        if args:
-            raise usage.UsageError(f"flag history: unexpected argument {args[0]!r}")
+        self.refuseArguments("flag history", args)
 
     def postOptions(self) -> None:
         """
