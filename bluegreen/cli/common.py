@@ -114,7 +114,11 @@ class CommandOptions(CommonOptions):
     """
     A command's options, which may also follow its arguments
     (C{bluegreen switch blue --force}).
+
+    @cvar command: The command's words, for messages (e.g. C{"flag list"}).
     """
+
+    command = ""
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -131,6 +135,14 @@ class CommandOptions(CommonOptions):
         for option, value in opts:
             ordered += [option, value] if self._takesValue(option) else [option]
         super().parseOptions([*ordered, "--", *rest])
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        Take no arguments (a command that takes some says which).
+
+        @raise usage.UsageError: If there are any.
+        """
+        self.refuseArguments(self.command, args)
 
     def refuseArguments(
         self, command: str, args: Sequence[str], expected: int = 0

@@ -67,17 +67,12 @@ class StatusOptions(CommandOptions):
     C{bluegreen status}.
     """
 
+    command = "status"
     synopsis = "bluegreen status [--json]"
     longdesc = (
         "Show which environment is live and why, the health of each, and the "
         "last switches."
     )
-
-    def parseArgs(self, *args: str) -> None:
-        """
-        @raise usage.UsageError: If there are any arguments.
-        """
-        self.refuseArguments("status", args)
 
 
 class CheckOptions(StatusOptions):
@@ -85,14 +80,9 @@ class CheckOptions(StatusOptions):
     C{bluegreen check}.
     """
 
+    command = "check"
     synopsis = "bluegreen check [--json]"
     longdesc = "Run the health checks now and show the result."
-
-    def parseArgs(self, *args: str) -> None:
-        """
-        @raise usage.UsageError: If there are any arguments.
-        """
-        self.refuseArguments("check", args)
 
 
 class SwitchOptions(CommandOptions):

@@ -268,14 +268,9 @@ class FlagListOptions(_FlagCommand):
     C{bluegreen flag list [--env ENV]}.
     """
 
+    command = "flag list"
     synopsis = "bluegreen flag list [--env green|blue|all] [--redis URL] [--json]"
     longdesc = "Show every flag in each environment (or in --env), as a table."
-
-    def parseArgs(self, *args: str) -> None:
-        """
-        @raise usage.UsageError: If there are any arguments.
-        """
-        self.refuseArguments("flag list", args)
 
 
 class FlagHistoryOptions(_FlagCommand):
@@ -283,6 +278,7 @@ class FlagHistoryOptions(_FlagCommand):
     C{bluegreen flag history [--env ENV] [--limit N]}.
     """
 
+    command = "flag history"
     synopsis = (
         "bluegreen flag history [--env green|blue|all] [--limit N] "
         "[--redis URL] [--json]"
@@ -291,12 +287,6 @@ class FlagHistoryOptions(_FlagCommand):
     optParameters = [
         ["limit", "n", str(DEFAULT_LIMIT), "Show at most this many changes."]
     ]
-
-    def parseArgs(self, *args: str) -> None:
-        """
-        @raise usage.UsageError: If there are any arguments.
-        """
-        self.refuseArguments("flag history", args)
 
     def postOptions(self) -> None:
         """
