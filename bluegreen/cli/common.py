@@ -13,7 +13,8 @@ import getopt
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -389,6 +390,41 @@ async def call(
             raise Failed(error)
         raise Failed(f"{error} (HTTP {code})")
     return answer
+
+
+def runOnReactor(work: Callable[[ClientReactor], Awaitable[tuple[str, bool]]]) -> int:
+    """
+    Run a command's work on the global reactor and print the outcome: what
+    it returns on stdout, why it failed on stderr.
+
+    @param work: Does the command with the reactor it is given: returns the
+        text to print and whether everything succeeded, or raises L{Failed}
+        saying why not.
+    @return: The exit code: 0 done, 1 refused or failed.
+    """
+    from twisted.internet.task import react
+
+    async def go(reactor: ClientReactor) -> None:
+        try:
+            text, ok = await work(reactor)
+        except Failed as e:
+            print(f"bluegreen: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except Exception:
+            traceback.print_exc()
+            print("bluegreen: unexpected error (see above)", file=sys.stderr)
+            raise SystemExit(1) from None
+        sys.stdout.write(text)
+        if not ok:
+            raise SystemExit(1)
+
+    try:
+        react(go)
+    except SystemExit as e:
+        if isinstance(e.code, int):
+            return e.code
+        return 1
+    return 0  # pragma: no cover (react always exits)
 
 
 def paint(text: str, code: str, colour: bool) -> str:

@@ -34,7 +34,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,12 +46,12 @@ from bluegreen.cli.common import (
     ClientReactor,
     CommandOptions,
     CommonOptions,
-    Failed,
     Settings,
     ago,
     call,
     localTime,
     paint,
+    runOnReactor,
     settingsFrom,
     useColour,
 )
@@ -461,27 +460,11 @@ def _react(
 
     @return: The exit code.
     """
-    from twisted.internet.task import react
 
-    async def go(reactor: ClientReactor) -> None:
-        try:
-            text = await run(reactor, command, to, force, settings, colour)
-        except Failed as e:
-            print(f"bluegreen: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
-        except Exception:
-            traceback.print_exc()
-            print("bluegreen: unexpected error (see above)", file=sys.stderr)
-            raise SystemExit(1) from None
-        sys.stdout.write(text)
+    async def work(reactor: ClientReactor) -> tuple[str, bool]:
+        return await run(reactor, command, to, force, settings, colour), True
 
-    try:
-        react(go)
-    except SystemExit as e:
-        if isinstance(e.code, int):
-            return e.code
-        return 1
-    return 0  # pragma: no cover (react always exits)
+    return runOnReactor(work)
 
 
 if __name__ == "__main__":  # pragma: no cover

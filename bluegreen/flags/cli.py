@@ -37,7 +37,6 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-import traceback
 from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode
@@ -52,6 +51,7 @@ from bluegreen.cli.common import (
     Settings,
     Unreachable,
     call,
+    runOnReactor,
     useColour,
 )
 from bluegreen.environment import COLOURS
@@ -548,36 +548,16 @@ def runFlag(options: usage.Options, settings: Settings) -> int:
     @param settings: Where the admin API is.
     @return: The exit code: 0 done, 1 failed.
     """
-    from twisted.internet.task import react
-
     command = str(options.subCommand)
     sub: usage.Options = options.subOptions
     colour = not settings.json and useColour(sys.stdout, os.environ)
 
-    async def go(reactor: ClientReactor) -> None:
-        ok = True
-        try:
-            if sub["redis"] is not None:
-                text = await direct(reactor, command, sub, settings, colour, os.environ)
-            else:
-                text, ok = await throughAdmin(
-                    reactor, command, sub, settings, colour, os.environ, sys.stderr
-                )
-        except Failed as e:
-            print(f"bluegreen: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
-        except Exception:
-            traceback.print_exc()
-            print("bluegreen: unexpected error (see above)", file=sys.stderr)
-            raise SystemExit(1) from None
-        sys.stdout.write(text)
-        if not ok:
-            raise SystemExit(1)
+    async def work(reactor: ClientReactor) -> tuple[str, bool]:
+        if sub["redis"] is not None:
+            text = await direct(reactor, command, sub, settings, colour, os.environ)
+            return text, True
+        return await throughAdmin(
+            reactor, command, sub, settings, colour, os.environ, sys.stderr
+        )
 
-    try:
-        react(go)
-    except SystemExit as e:
-        if isinstance(e.code, int):
-            return e.code
-        return 1
-    return 0  # pragma: no cover (react always exits)
+    return runOnReactor(work)
