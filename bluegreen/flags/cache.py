@@ -20,6 +20,7 @@ from bluegreen.flags.model import (
     FlagChange,
     FlagView,
     isOn,
+    tellObservers,
 )
 
 
@@ -160,10 +161,4 @@ class FlagCache:
         """
         Tell every observer of C{change}.
         """
-        for observer in list(self._observers):
-            try:
-                observer(change)
-            except Exception:
-                self._log.failure(
-                    "flag observer {observer!r} failed", observer=observer
-                )
+        tellObservers(self._observers, change, self._log)

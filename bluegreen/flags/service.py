@@ -28,6 +28,7 @@ from bluegreen.flags.model import (
     NoRedis,
     RedisUnavailable,
     isOn,
+    tellObservers,
     validateName,
     validateValue,
 )
@@ -132,13 +133,7 @@ class FlagService(MultiService):
         """
         Pass a store's change on to every observer.
         """
-        for observer in list(self._observers):
-            try:
-                observer(change)
-            except Exception:
-                self._log.failure(
-                    "flag observer {observer!r} failed", observer=observer
-                )
+        tellObservers(self._observers, change, self._log)
 
     @property
     def names(self) -> list[str]:
