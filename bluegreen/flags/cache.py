@@ -20,8 +20,8 @@ from bluegreen.flags.model import (
     FlagChange,
     FlagView,
     isOn,
-    tellObservers,
 )
+from bluegreen.observers import tellObservers
 
 
 class FlagCache:
@@ -161,4 +161,5 @@ class FlagCache:
         """
         Tell every observer of C{change}.
         """
-        tellObservers(self._observers, change, self._log)
+        # A copy: an observer may unsubscribe while being told.
+        tellObservers(list(self._observers), self._log, "flag", change)

@@ -27,11 +27,10 @@ What is kept in Redis
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from attrs import frozen
-from twisted.logger import Logger
 
 #: A valid flag name: letters, digits, C{_ - . :}; 1 to 128 characters.
 NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -212,21 +211,3 @@ class FlagView:
 
 #: Called with every change a store or service sees.
 ChangeObserver = Callable[[FlagChange], None]
-
-
-def tellObservers(
-    observers: Iterable[ChangeObserver], change: FlagChange, log: Logger
-) -> None:
-    """
-    Tell every observer of C{change}; one that fails is logged, and the
-    others are told all the same.
-
-    @param observers: The observers (copied first: one may unsubscribe).
-    @param change: The change.
-    @param log: Where a failing observer is logged.
-    """
-    for observer in list(observers):
-        try:
-            observer(change)
-        except Exception:
-            log.failure("flag observer {observer!r} failed", observer=observer)

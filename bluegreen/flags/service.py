@@ -28,12 +28,12 @@ from bluegreen.flags.model import (
     NoRedis,
     RedisUnavailable,
     isOn,
-    tellObservers,
     validateName,
     validateValue,
 )
 from bluegreen.flags.store import FlagStore
 from bluegreen.flags.target import RedisTarget, TrustRoot
+from bluegreen.observers import tellObservers
 
 
 def noRedisEntry() -> dict[str, Any]:
@@ -133,7 +133,8 @@ class FlagService(MultiService):
         """
         Pass a store's change on to every observer.
         """
-        tellObservers(self._observers, change, self._log)
+        # A copy: an observer may unsubscribe while being told.
+        tellObservers(list(self._observers), self._log, "flag", change)
 
     @property
     def names(self) -> list[str]:
