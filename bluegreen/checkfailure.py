@@ -35,6 +35,18 @@ class BodyTooLarge(Exception):
     """
 
 
+#: Twisted's connection errors by kind, the first that matches winning (the
+#: timeout and refused are kinds of ConnectError).
+_CONNECTION_FAILURES: tuple[tuple[str, type[Exception]], ...] = (
+    ("timeout_connect", TimeoutError),
+    ("refused", ConnectionRefusedError),
+    ("dns", DNSLookupError),
+    ("closed", ConnectionDone),
+    ("reset", ConnectionLost),
+    ("unreachable", ConnectError),
+)
+
+
 def connectionFailureKind(error: object) -> str | None:
     """
     Say which way a connection to a server failed, as the metrics name it
@@ -46,21 +58,10 @@ def connectionFailureKind(error: object) -> str | None:
         C{"unreachable"} (any other failure to connect) or C{"tls"}; or
         L{None} for anything else.
     """
-    if isinstance(error, TimeoutError):
-        return "timeout_connect"
-    if isinstance(error, ConnectionRefusedError):
-        return "refused"
-    if isinstance(error, DNSLookupError):
-        return "dns"
-    if isinstance(error, ConnectionDone):
-        return "closed"
-    if isinstance(error, ConnectionLost):
-        return "reset"
-    if isinstance(error, ConnectError):
-        return "unreachable"
-    if isTLSError(error):
-        return "tls"
-    return None
+    for kind, errors in _CONNECTION_FAILURES:
+        if isinstance(error, errors):
+            return kind
+    return "tls" if isTLSError(error) else None
 
 
 def describeCheckFailure(reason: Failure, timeout: float) -> str:
