@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 
+from _serve import serve
 from twisted.internet.protocol import Factory, Protocol
 
 BODY = b"hello world\n"
@@ -164,19 +165,8 @@ def main(argv: list[str]) -> None:
 
     @param argv: C{[PORT]}.
     """
-    from twisted.internet import reactor
-
     (port,) = argv
-    # Twisted annotates listenTCP's factory as ServerFactory[_ProtoWithFactory],
-    # which no other Factory matches (Factory is invariant in its protocol
-    # type), although any IProtocolFactory works.
-    reactor.listenTCP(
-        int(port),
-        Factory.forProtocol(FastHTTP),  # type: ignore[arg-type]
-        backlog=1024,
-        interface="127.0.0.1",
-    )
-    reactor.run()
+    serve(port, Factory.forProtocol(FastHTTP))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,6 @@ import platform
 import random
 import re
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -60,9 +59,18 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 
-from run import cpuModel, nproc, rstTable, textTable, twistdPath
+from run import (
+    cpuModel,
+    exitOnSignals,
+    nproc,
+    progress,
+    rstTable,
+    runScript,
+    stopProcess,
+    textTable,
+    twistdPath,
+)
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -229,13 +237,7 @@ class Child:
         SIGTERM it, then SIGKILL it if it lingers.
         """
         process = self.process
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stopProcess(process)
         self._reader.join(STOP_TIMEOUT)
         if process.stdout is not None:
             process.stdout.close()
@@ -777,20 +779,6 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def progress(message: str) -> None:
-    """
-    Tell the user what is going on (on standard error).
-    """
-    print(message, file=sys.stderr, flush=True)
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    """
-    Turn SIGTERM and SIGHUP into L{SystemExit}, so the children get stopped.
-    """
-    raise SystemExit(128 + signum)
-
-
 def runFacts() -> dict[str, object]:
     """
     @return: The machine and command line, for the report.
@@ -849,8 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     @return: The exit status.
     """
     args = parseArgs(argv)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _terminate)
+    exitOnSignals()
     facts = runFacts()
     rng = random.Random(args.seed)
     names = [p for p in PROFILES if args.only is None or p in args.only]
@@ -864,8 +851,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        progress("interrupted; every child was stopped")
-        sys.exit(130)
+    runScript(main, "child")

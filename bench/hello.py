@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 
+from _serve import serve
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -43,19 +44,8 @@ def main(argv: list[str]) -> None:
 
     @param argv: C{[PORT]}.
     """
-    from twisted.internet import reactor
-
     (port,) = argv
-    # Twisted annotates listenTCP's factory as ServerFactory[_ProtoWithFactory],
-    # which Site (a ServerFactory[HTTPChannel]) does not match: Factory is
-    # invariant in its protocol type.
-    reactor.listenTCP(
-        int(port),
-        Site(Hello()),  # type: ignore[arg-type]
-        backlog=1024,
-        interface="127.0.0.1",
-    )
-    reactor.run()
+    serve(port, Site(Hello()))
 
 
 if __name__ == "__main__":

@@ -47,11 +47,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any, NoReturn
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -342,21 +342,30 @@ def waitReady(child: Child, port: int, timeout: float = START_TIMEOUT) -> None:
         time.sleep(0.1)
 
 
+def stopProcess(process: subprocess.Popen[Any]) -> None:
+    """
+    Stop a child process: SIGTERM, then SIGKILL if it lingers past
+    L{STOP_TIMEOUT}.
+
+    @param process: the child (maybe already gone).
+    """
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def stopChild(child: Child) -> None:
     """
     Stop a server: SIGTERM, then SIGKILL if it lingers.
 
     @param child: the server.
     """
-    process = child.process
     try:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stopProcess(child.process)
     finally:
         child.log.close()
 
@@ -1010,6 +1019,30 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def exitOnSignals() -> None:
+    """
+    Make SIGTERM and SIGHUP raise L{SystemExit}, so that the C{finally}
+    clauses stop the children.
+    """
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
+
+
+def runScript(main: Callable[[], int], children: str) -> NoReturn:
+    """
+    Run a benchmark's C{main} as the script, exiting with its status (130
+    on Ctrl-C, once its children are stopped).
+
+    @param main: the benchmark.
+    @param children: what it starts, for the message (e.g. C{"child"}).
+    """
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        progress(f"interrupted; every {children} was stopped")
+        sys.exit(130)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Run the benchmark and print the report.
@@ -1023,8 +1056,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         wrk = shutil.which(wrk) or wrk
     names = [t for t in TARGETS if args.only is None or t in args.only]
     facts = runFacts(args, wrk)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _terminate)
+    exitOnSignals()
 
     children: list[Child] = []
     results: list[TargetResult] = []
@@ -1072,8 +1104,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        progress("interrupted; every server was stopped")
-        sys.exit(130)
+    runScript(main, "server")

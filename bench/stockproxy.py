@@ -15,6 +15,8 @@ from __future__ import annotations
 import sys
 import warnings
 
+from _serve import serve
+
 
 def main(argv: list[str]) -> None:
     """
@@ -27,22 +29,11 @@ def main(argv: list[str]) -> None:
     # their warnings are noise here.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-    from twisted.internet import reactor
     from twisted.web.proxy import ReverseProxyResource
     from twisted.web.server import Site
 
     port, backendPort = argv
-    root = ReverseProxyResource("127.0.0.1", int(backendPort), b"")
-    # Twisted annotates listenTCP's factory as ServerFactory[_ProtoWithFactory],
-    # which Site (a ServerFactory[HTTPChannel]) does not match: Factory is
-    # invariant in its protocol type.
-    reactor.listenTCP(
-        int(port),
-        Site(root),  # type: ignore[arg-type]
-        backlog=1024,
-        interface="127.0.0.1",
-    )
-    reactor.run()
+    serve(port, Site(ReverseProxyResource("127.0.0.1", int(backendPort), b"")))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-# -*- test-case-name: tests.test_checkfailure,tests.test_cli -*-
+# -*- test-case-name: tests.test_checkfailure,tests.test_cli,tests.test_proxy_errors -*-
 """
 Describing a failed health check in a few words.
 
 The health monitor says why a check failed with these words, and so does
 C{bluegreen check} in the client: this module is light (no monitor, no
-controller, no proxy) so the client can import it.
+controller, no proxy) so the client can import it.  The proxy sorts its
+upstream failures with the same L{connectionFailureKind}, in its own words.
 """
 
 from __future__ import annotations
@@ -32,6 +33,35 @@ class BodyTooLarge(Exception):
     """
     A health response body larger than L{MAX_BODY}.
     """
+
+
+#: Twisted's connection errors by kind, the first that matches winning (the
+#: timeout and refused are kinds of ConnectError).
+_CONNECTION_FAILURES: tuple[tuple[str, type[Exception]], ...] = (
+    ("timeout_connect", TimeoutError),
+    ("refused", ConnectionRefusedError),
+    ("dns", DNSLookupError),
+    ("closed", ConnectionDone),
+    ("reset", ConnectionLost),
+    ("unreachable", ConnectError),
+)
+
+
+def connectionFailureKind(error: object) -> str | None:
+    """
+    Say which way a connection to a server failed, as the metrics name it
+    (L{bluegreen.proxy.failures.FAILURE_KINDS}).
+
+    @param error: Why a connection, or an exchange on it, failed.
+    @return: C{"timeout_connect"} (Twisted's connect timeout), C{"refused"},
+        C{"dns"}, C{"closed"} (closed cleanly), C{"reset"} (otherwise lost),
+        C{"unreachable"} (any other failure to connect) or C{"tls"}; or
+        L{None} for anything else.
+    """
+    for kind, errors in _CONNECTION_FAILURES:
+        if isinstance(error, errors):
+            return kind
+    return "tls" if isTLSError(error) else None
 
 
 def describeCheckFailure(reason: Failure, timeout: float) -> str:
@@ -62,15 +92,17 @@ def describeCheckFailure(reason: Failure, timeout: float) -> str:
         if any(isinstance(e, ConnectionDone) for e in inner):
             return f"connection closed {where}"
         return f"connection reset {where}"
-    if isinstance(error, ConnectionRefusedError):
+    kind = connectionFailureKind(error)
+    if kind == "refused":
         return "connection refused"
-    if isinstance(error, TimeoutError):
+    if kind == "timeout_connect":
         # The agent's connect timeout, not the check's: no number to give.
         return "connect timeout"
-    if isinstance(error, DNSLookupError):
+    if kind == "dns":
         return "host name could not be resolved"
-    if isinstance(error, (ConnectError, ConnectionLost)):
+    if kind in ("unreachable", "reset"):
         return f"cannot connect ({error})"
-    if isTLSError(error):
+    if kind == "tls":
         return describeTLSError(error)
+    # Also a connection closed cleanly ("closed"): said as it is.
     return f"{type(error).__name__}: {error}"

@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 
 from bluegreen import statefile
 from bluegreen.environment import COLOURS, Environment
+from bluegreen.observers import tellObservers
 
 
 class UnknownEnvironment(ValueError):
@@ -523,13 +524,7 @@ class Controller:
                     path=self.stateFile,
                     error=str(e),
                 )
-        for observer in self.onSwitch:
-            try:
-                observer(record, kind)
-            except Exception:
-                self._log.failure(
-                    "switch observer {observer!r} failed", observer=observer
-                )
+        tellObservers(self.onSwitch, self._log, "switch", record, kind)
 
     def _logOutage(self) -> None:
         details = "; ".join(

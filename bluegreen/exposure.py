@@ -98,12 +98,12 @@ class _Recorder:
         interface: str = "",
     ) -> None:
         """
-        Note C{port} and C{interface}.
+        Note C{port} and C{interface}, as L{listenTCP} does (TLS listens on a
+        TCP port all the same).
 
         @raise _Recorded: Always.
         """
-        self.listening = Listening(port=port, interface=interface)
-        raise _Recorded()
+        self.listenTCP(port, factory, backlog, interface)
 
     def listenUNIX(
         self,

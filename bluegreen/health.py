@@ -33,6 +33,7 @@ from twisted.web.iweb import IResponse
 
 from bluegreen.checkfailure import MAX_BODY, BodyTooLarge, describeCheckFailure
 from bluegreen.environment import Environment
+from bluegreen.observers import tellObservers
 
 #: Checks remembered per environment (the dashboard's strip).
 HISTORY = 50
@@ -447,13 +448,7 @@ class HealthMonitor(Service):
         else:
             state.failures += 1
             state.successes = 0
-        for checkObserver in self._checkObservers:
-            try:
-                checkObserver(name, result)
-            except Exception:
-                self._log.failure(
-                    "check observer {observer!r} failed", observer=checkObserver
-                )
+        tellObservers(self._checkObservers, self._log, "check", name, result)
         settings = self.settings
         changed: bool | None = None
         if state.up is None:

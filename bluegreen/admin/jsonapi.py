@@ -11,7 +11,8 @@ the same things with the same words.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from attrs import frozen
@@ -44,6 +45,26 @@ class AdminError(Exception):
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+
+
+@contextmanager
+def errorsAnswered(statuses: Mapping[type[Exception], int]) -> Iterator[None]:
+    """
+    Answer the errors of a block with an HTTP status each: an exception of a
+    type in C{statuses} becomes an L{AdminError} with that status and its
+    message; any other goes on as it is.
+
+    @param statuses: The status of each exception type, the first that
+        matches winning (so a subclass goes before its base).
+    @raise AdminError: For an exception of a type in C{statuses}.
+    """
+    try:
+        yield
+    except Exception as e:
+        for kind, code in statuses.items():
+            if isinstance(e, kind):
+                raise AdminError(code, str(e)) from None
+        raise
 
 
 @frozen

@@ -299,14 +299,8 @@ class Metrics:
         self, environment: str, method: bytes, status: int, size: int, seconds: float
     ) -> None:
         """
-        Count a proxied request that ended.
-
-        @param environment: The environment that served it.
-        @param method: Its method.
-        @param status: The status sent, or C{0} if the client left before
-            any response was sent.
-        @param size: Response body bytes sent.
-        @param seconds: Its duration.
+        Count a proxied request that ended: the proxy's side of it, with its
+        parameters, is L{bluegreen.proxy.interfaces.ProxyMetrics.request}.
         """
         traffic = self._traffic.get(environment)
         if traffic is None:

@@ -194,22 +194,22 @@ def _logRefusal(error: AdminError, client: str, method: bytes, path: str) -> Non
     Log a refused call: a warning for a missing or wrong token, a note for
     other errors; a refused switch (409) is logged by the switch itself.
     """
+    fields = {
+        "client": client,
+        "method": method.decode("latin-1"),
+        "path": path,
+        "error": error.message,
+    }
     if error.code in (401, 403):
         _log.warn(
             "admin API from {client}: {method} {path} refused: {error}",
-            client=client,
-            method=method.decode("latin-1"),
-            path=path,
-            error=error.message,
             event="admin-unauthorized",
+            **fields,
         )
     elif error.code != 409:
         _log.info(
             "admin API from {client}: {method} {path}: {code} {error}",
-            client=client,
-            method=method.decode("latin-1"),
-            path=path,
             code=error.code,
-            error=error.message,
             event="admin-error",
+            **fields,
         )

@@ -13,7 +13,8 @@ import getopt
 import json
 import os
 import sys
-from collections.abc import Mapping
+import traceback
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -32,8 +33,9 @@ from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from bluegreen import __version__
-from bluegreen.admin.token import BadToken, readToken
+from bluegreen.admin.token import readToken
 from bluegreen.checkfailure import describeCheckFailure
+from bluegreen.optionfile import readOptionFile
 
 # Shared with the admin site and the manhole; imported from here by the
 # commands.
@@ -113,7 +115,11 @@ class CommandOptions(CommonOptions):
     """
     A command's options, which may also follow its arguments
     (C{bluegreen switch blue --force}).
+
+    @cvar command: The command's words, for messages (e.g. C{"flag list"}).
     """
+
+    command = ""
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -130,6 +136,28 @@ class CommandOptions(CommonOptions):
         for option, value in opts:
             ordered += [option, value] if self._takesValue(option) else [option]
         super().parseOptions([*ordered, "--", *rest])
+
+    def parseArgs(self, *args: str) -> None:
+        """
+        Take no arguments (a command that takes some says which).
+
+        @raise usage.UsageError: If there are any.
+        """
+        self.refuseArguments(self.command, args)
+
+    def refuseArguments(
+        self, command: str, args: Sequence[str], expected: int = 0
+    ) -> None:
+        """
+        Refuse any argument past the first C{expected} (for C{parseArgs}).
+
+        @param command: The command, for the message (e.g. C{"flag set"}).
+        @param args: The arguments given.
+        @param expected: How many it takes at the most.
+        @raise usage.UsageError: If there are more, naming the first extra.
+        """
+        if len(args) > expected:
+            raise usage.UsageError(f"{command}: unexpected argument {args[expected]!r}")
 
     def _takesValue(self, option: str) -> bool:
         """
@@ -208,12 +236,7 @@ def settingsFrom(options: usage.Options, environ: Mapping[str, str]) -> Settings
     tokenFile, tokenName = pick("token-file"), "--token-file"
     if tokenFile is None and environ.get("BLUEGREEN_TOKEN_FILE"):
         tokenFile, tokenName = environ["BLUEGREEN_TOKEN_FILE"], "BLUEGREEN_TOKEN_FILE"
-    token = None
-    if tokenFile is not None:
-        try:
-            token = readToken(tokenFile)
-        except BadToken as e:
-            raise usage.UsageError(f"{tokenName}: {e}") from None
+    token = readOptionFile(tokenName, tokenFile, readToken)
     timeoutText = pick("timeout")
     timeout = DEFAULT_TIMEOUT
     if timeoutText is not None:
@@ -367,6 +390,41 @@ async def call(
             raise Failed(error)
         raise Failed(f"{error} (HTTP {code})")
     return answer
+
+
+def runOnReactor(work: Callable[[ClientReactor], Awaitable[tuple[str, bool]]]) -> int:
+    """
+    Run a command's work on the global reactor and print the outcome: what
+    it returns on stdout, why it failed on stderr.
+
+    @param work: Does the command with the reactor it is given: returns the
+        text to print and whether everything succeeded, or raises L{Failed}
+        saying why not.
+    @return: The exit code: 0 done, 1 refused or failed.
+    """
+    from twisted.internet.task import react
+
+    async def go(reactor: ClientReactor) -> None:
+        try:
+            text, ok = await work(reactor)
+        except Failed as e:
+            print(f"bluegreen: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except Exception:
+            traceback.print_exc()
+            print("bluegreen: unexpected error (see above)", file=sys.stderr)
+            raise SystemExit(1) from None
+        sys.stdout.write(text)
+        if not ok:
+            raise SystemExit(1)
+
+    try:
+        react(go)
+    except SystemExit as e:
+        if isinstance(e.code, int):
+            return e.code
+        return 1
+    return 0  # pragma: no cover (react always exits)
 
 
 def paint(text: str, code: str, colour: bool) -> str:

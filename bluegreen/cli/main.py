@@ -34,7 +34,6 @@ import json
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,12 +46,12 @@ from bluegreen.cli.common import (
     ClientReactor,
     CommandOptions,
     CommonOptions,
-    Failed,
     Settings,
     ago,
     call,
     localTime,
     paint,
+    runOnReactor,
     settingsFrom,
     useColour,
 )
@@ -67,18 +66,12 @@ class StatusOptions(CommandOptions):
     C{bluegreen status}.
     """
 
+    command = "status"
     synopsis = "bluegreen status [--json]"
     longdesc = (
         "Show which environment is live and why, the health of each, and the "
         "last switches."
     )
-
-    def parseArgs(self, *args: str) -> None:
-        """
-        @raise usage.UsageError: If there are any arguments.
-        """
-        if args:
-            raise usage.UsageError(f"status: unexpected argument {args[0]!r}")
 
 
 class CheckOptions(StatusOptions):
@@ -86,15 +79,9 @@ class CheckOptions(StatusOptions):
     C{bluegreen check}.
     """
 
+    command = "check"
     synopsis = "bluegreen check [--json]"
     longdesc = "Run the health checks now and show the result."
-
-    def parseArgs(self, *args: str) -> None:
-        """
-        @raise usage.UsageError: If there are any arguments.
-        """
-        if args:
-            raise usage.UsageError(f"check: unexpected argument {args[0]!r}")
 
 
 class SwitchOptions(CommandOptions):
@@ -116,8 +103,7 @@ class SwitchOptions(CommandOptions):
         """
         if not args:
             raise usage.UsageError("switch: which environment? green or blue")
-        if len(args) > 1:
-            raise usage.UsageError(f"switch: unexpected argument {args[1]!r}")
+        self.refuseArguments("switch", args, 1)
         if args[0] not in COLOURS:
             raise usage.UsageError(
                 f"switch: unknown environment {args[0]!r}; expected green or blue"
@@ -474,27 +460,11 @@ def _react(
 
     @return: The exit code.
     """
-    from twisted.internet.task import react
 
-    async def go(reactor: ClientReactor) -> None:
-        try:
-            text = await run(reactor, command, to, force, settings, colour)
-        except Failed as e:
-            print(f"bluegreen: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
-        except Exception:
-            traceback.print_exc()
-            print("bluegreen: unexpected error (see above)", file=sys.stderr)
-            raise SystemExit(1) from None
-        sys.stdout.write(text)
+    async def work(reactor: ClientReactor) -> tuple[str, bool]:
+        return await run(reactor, command, to, force, settings, colour), True
 
-    try:
-        react(go)
-    except SystemExit as e:
-        if isinstance(e.code, int):
-            return e.code
-        return 1
-    return 0  # pragma: no cover (react always exits)
+    return runOnReactor(work)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -109,6 +109,7 @@ class DemoOptions(CommandOptions):
     C{bluegreen demo [--dir DIR] [--port 3090] [--admin-port 3091]}.
     """
 
+    command = "demo"
     synopsis = "bluegreen demo [--dir DIR] [--port 3090] [--admin-port 3091]"
     longdesc = (
         "Run the workshop on this machine: GREEN and BLUE (git-push deploys, "
@@ -125,13 +126,6 @@ class DemoOptions(CommandOptions):
             "The admin API's port (default 3091, else a free one).",
         ],
     ]
-
-    def parseArgs(self, *args: str) -> None:
-        """
-        @raise usage.UsageError: If there are any arguments.
-        """
-        if args:
-            raise usage.UsageError(f"demo: unexpected argument {args[0]!r}")
 
     def postOptions(self) -> None:
         """

@@ -60,7 +60,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from bluegreen.admin.api import AdminResource
-from bluegreen.admin.jsonapi import AdminError, Call, JSONObject, checkFields
+from bluegreen.admin.jsonapi import (
+    AdminError,
+    Call,
+    JSONObject,
+    checkFields,
+    errorsAnswered,
+)
 from bluegreen.admin.routes import Endpoint, NotFound
 from bluegreen.flags.model import (
     HISTORY_LIMIT,
@@ -343,19 +349,13 @@ class FlagsResource(Resource):
 
         @raise AdminError: 400, 409 or 503 with the reason.
         """
-        try:
+        with errorsAnswered({NoRedis: 409, FlagError: 400, RedisUnavailable: 503}):
             service = self._service(env)
             change: FlagChange
             if value is None:
                 change = await service.unset(env, name, who)
             else:
                 change = await service.set(env, name, value, who)
-        except NoRedis as e:
-            raise AdminError(409, str(e)) from None
-        except FlagError as e:
-            raise AdminError(400, str(e)) from None
-        except RedisUnavailable as e:
-            raise AdminError(503, str(e)) from None
         _log.info(
             "admin API from {client}: flag {flag} in {env}: {old} -> {new}",
             client=call.client,
@@ -388,12 +388,8 @@ class FlagsResource(Resource):
             if env is not None:
                 raise AdminError(409, str(NoRedis(env)))
             return {"history": []}
-        try:
+        with errorsAnswered({NoRedis: 409, RedisUnavailable: 503}):
             changes = await self.flags.history(env, int(text))
-        except NoRedis as e:
-            raise AdminError(409, str(e)) from None
-        except RedisUnavailable as e:
-            raise AdminError(503, str(e)) from None
         return {"history": [change.asJSON() for change in changes]}
 
 

@@ -21,6 +21,7 @@ from bluegreen.flags.model import (
     FlagView,
     isOn,
 )
+from bluegreen.observers import tellObservers
 
 
 class FlagCache:
@@ -160,10 +161,5 @@ class FlagCache:
         """
         Tell every observer of C{change}.
         """
-        for observer in list(self._observers):
-            try:
-                observer(change)
-            except Exception:
-                self._log.failure(
-                    "flag observer {observer!r} failed", observer=observer
-                )
+        # A copy: an observer may unsubscribe while being told.
+        tellObservers(list(self._observers), self._log, "flag", change)

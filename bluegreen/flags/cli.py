@@ -37,7 +37,6 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-import traceback
 from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode
@@ -52,6 +51,7 @@ from bluegreen.cli.common import (
     Settings,
     Unreachable,
     call,
+    runOnReactor,
     useColour,
 )
 from bluegreen.environment import COLOURS
@@ -71,6 +71,7 @@ from bluegreen.flags.model import (
     validateValue,
 )
 from bluegreen.flags.target import RedisTarget, readPasswordFile
+from bluegreen.optionfile import readOptionFile
 
 #: The changes C{flag history} shows unless told otherwise.
 DEFAULT_LIMIT = 50
@@ -131,8 +132,7 @@ class _FlagCommand(CommandOptions):
             raise usage.UsageError(
                 f"flag {command}: which flag? e.g. flag {command} RECENT"
             )
-        if len(args) > 1:
-            raise usage.UsageError(f"flag {command}: unexpected argument {args[1]!r}")
+        self.refuseArguments(f"flag {command}", args, 1)
         self["name"] = self._flagName(args[0])
 
     def postOptions(self) -> None:
@@ -148,12 +148,9 @@ class _FlagCommand(CommandOptions):
                 f"--env: unknown environment {env!r}; expected green, blue or all"
             )
         if self["redis"] is not None:
-            password = None
-            if self["redis-password-file"] is not None:
-                try:
-                    password = readPasswordFile(self["redis-password-file"])
-                except ValueError as e:
-                    raise usage.UsageError(f"--redis-password-file: {e}") from None
+            password = readOptionFile(
+                "--redis-password-file", self["redis-password-file"], readPasswordFile
+            )
             try:
                 self["target"] = RedisTarget.parse(self["redis"], password)
             except ValueError as e:
@@ -212,8 +209,7 @@ class FlagSetOptions(_FlagCommand):
         """
         if not args:
             raise usage.UsageError("flag set: which flag? e.g. flag set RECENT on")
-        if len(args) > 2:
-            raise usage.UsageError(f"flag set: unexpected argument {args[2]!r}")
+        self.refuseArguments("flag set", args, 2)
         self["name"] = self._flagName(args[0])
         raw = self["raw"]
         if len(args) == 2 and raw is not None:
@@ -272,15 +268,9 @@ class FlagListOptions(_FlagCommand):
     C{bluegreen flag list [--env ENV]}.
     """
 
+    command = "flag list"
     synopsis = "bluegreen flag list [--env green|blue|all] [--redis URL] [--json]"
     longdesc = "Show every flag in each environment (or in --env), as a table."
-
-    def parseArgs(self, *args: str) -> None:
-        """
-        @raise usage.UsageError: If there are any arguments.
-        """
-        if args:
-            raise usage.UsageError(f"flag list: unexpected argument {args[0]!r}")
 
 
 class FlagHistoryOptions(_FlagCommand):
@@ -288,6 +278,7 @@ class FlagHistoryOptions(_FlagCommand):
     C{bluegreen flag history [--env ENV] [--limit N]}.
     """
 
+    command = "flag history"
     synopsis = (
         "bluegreen flag history [--env green|blue|all] [--limit N] "
         "[--redis URL] [--json]"
@@ -296,13 +287,6 @@ class FlagHistoryOptions(_FlagCommand):
     optParameters = [
         ["limit", "n", str(DEFAULT_LIMIT), "Show at most this many changes."]
     ]
-
-    def parseArgs(self, *args: str) -> None:
-        """
-        @raise usage.UsageError: If there are any arguments.
-        """
-        if args:
-            raise usage.UsageError(f"flag history: unexpected argument {args[0]!r}")
 
     def postOptions(self) -> None:
         """
@@ -564,36 +548,16 @@ def runFlag(options: usage.Options, settings: Settings) -> int:
     @param settings: Where the admin API is.
     @return: The exit code: 0 done, 1 failed.
     """
-    from twisted.internet.task import react
-
     command = str(options.subCommand)
     sub: usage.Options = options.subOptions
     colour = not settings.json and useColour(sys.stdout, os.environ)
 
-    async def go(reactor: ClientReactor) -> None:
-        ok = True
-        try:
-            if sub["redis"] is not None:
-                text = await direct(reactor, command, sub, settings, colour, os.environ)
-            else:
-                text, ok = await throughAdmin(
-                    reactor, command, sub, settings, colour, os.environ, sys.stderr
-                )
-        except Failed as e:
-            print(f"bluegreen: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
-        except Exception:
-            traceback.print_exc()
-            print("bluegreen: unexpected error (see above)", file=sys.stderr)
-            raise SystemExit(1) from None
-        sys.stdout.write(text)
-        if not ok:
-            raise SystemExit(1)
+    async def work(reactor: ClientReactor) -> tuple[str, bool]:
+        if sub["redis"] is not None:
+            text = await direct(reactor, command, sub, settings, colour, os.environ)
+            return text, True
+        return await throughAdmin(
+            reactor, command, sub, settings, colour, os.environ, sys.stderr
+        )
 
-    try:
-        react(go)
-    except SystemExit as e:
-        if isinstance(e.code, int):
-            return e.code
-        return 1
-    return 0  # pragma: no cover (react always exits)
+    return runOnReactor(work)

@@ -73,6 +73,43 @@ def _noRedis(name: str) -> str:
     return f"{name} has no Redis (start bluegreen with --{name}-redis URL)"
 
 
+#: What C{list} and C{get} say when no environment has a Redis.
+_NO_REDIS_ANYWHERE = (
+    "no environment has a Redis (start bluegreen with --green-redis URL "
+    "and/or --blue-redis URL)"
+)
+
+
+def _shown(table: Mapping[str, Any], env: str) -> tuple[list[str], Mapping[str, Any]]:
+    """
+    @return: The environments C{env} stands for (see L{_wanted}), and the
+        table's entry of every environment.
+    @raise Failed: If C{env} is unknown or (not C{all}) has no Redis.
+    """
+    names = _wanted(table, env)
+    environments: Mapping[str, Any] = table.get("environments", {})
+    if env != ALL and environments[env].get("redis") is None:
+        raise Failed(_noRedis(env))
+    return names, environments
+
+
+def _withNotes(
+    lines: list[str],
+    table: Mapping[str, Any],
+    names: Sequence[str],
+    now: float | None,
+    colour: bool,
+) -> str:
+    """
+    @return: C{lines}, then the L{_notes} on C{names} after a blank line,
+        as text ending in a newline.
+    """
+    notes = _notes(table, names, time.time() if now is None else now, colour)
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines) + "\n"
+
+
 def _notes(
     table: Mapping[str, Any], names: Sequence[str], now: float, colour: bool
 ) -> list[str]:
@@ -120,11 +157,7 @@ def formatList(
     @return: The text, ending in a newline.
     @raise Failed: If C{env} (not C{all}) has no Redis.
     """
-    now = time.time() if now is None else now
-    names = _wanted(table, env)
-    environments: Mapping[str, Any] = table.get("environments", {})
-    if env != ALL and environments[env].get("redis") is None:
-        raise Failed(_noRedis(env))
+    names, environments = _shown(table, env)
     columns = [name for name in names if environments[name].get("redis") is not None]
     flags = sorted(
         {flag for name in columns for flag in environments[name].get("flags", {})}
@@ -132,11 +165,7 @@ def formatList(
     )
     lines: list[str] = []
     if not columns:
-        lines.append(
-            "no environment has a Redis (start bluegreen with --green-redis URL "
-            "and/or --blue-redis URL)"
-        )
-        return "\n".join(lines) + "\n"
+        return _NO_REDIS_ANYWHERE + "\n"
     if not flags:
         lines.append("no flags set in " + " or ".join(columns))
     else:
@@ -169,10 +198,7 @@ def formatList(
             lines.append(line.rstrip())
         if any(environments[name].get("stale") for name in columns):
             lines.append("* stale: the last known values (see below)")
-    notes = _notes(table, names, now, colour)
-    if notes:
-        lines += ["", *notes]
-    return "\n".join(lines) + "\n"
+    return _withNotes(lines, table, names, now, colour)
 
 
 def formatGet(
@@ -193,11 +219,7 @@ def formatGet(
     @return: The text, ending in a newline.
     @raise Failed: If C{env} (not C{all}) has no Redis.
     """
-    now = time.time() if now is None else now
-    names = _wanted(table, env)
-    environments: Mapping[str, Any] = table.get("environments", {})
-    if env != ALL and environments[env].get("redis") is None:
-        raise Failed(_noRedis(env))
+    names, environments = _shown(table, env)
     lines = []
     for name in names:
         info = environments[name]
@@ -211,14 +233,8 @@ def formatGet(
             line += " " + paint("[stale]", RED, colour)
         lines.append(line)
     if not lines:
-        lines.append(
-            "no environment has a Redis (start bluegreen with --green-redis URL "
-            "and/or --blue-redis URL)"
-        )
-    notes = _notes(table, names, now, colour)
-    if notes:
-        lines += ["", *notes]
-    return "\n".join(lines) + "\n"
+        lines.append(_NO_REDIS_ANYWHERE)
+    return _withNotes(lines, table, names, now, colour)
 
 
 def formatChange(change: Mapping[str, Any], colour: bool = False) -> str:

@@ -33,6 +33,7 @@ from bluegreen.flags.model import (
 )
 from bluegreen.flags.store import FlagStore
 from bluegreen.flags.target import RedisTarget, TrustRoot
+from bluegreen.observers import tellObservers
 
 
 def noRedisEntry() -> dict[str, Any]:
@@ -132,13 +133,8 @@ class FlagService(MultiService):
         """
         Pass a store's change on to every observer.
         """
-        for observer in list(self._observers):
-            try:
-                observer(change)
-            except Exception:
-                self._log.failure(
-                    "flag observer {observer!r} failed", observer=observer
-                )
+        # A copy: an observer may unsubscribe while being told.
+        tellObservers(list(self._observers), self._log, "flag", change)
 
     @property
     def names(self) -> list[str]:

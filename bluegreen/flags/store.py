@@ -656,6 +656,17 @@ class FlagStore(Service):
         """
         return RedisUnavailable(self.describeUnavailable(error.reason))
 
+    def _refused(self, what: str, error: RedisReplyError) -> RedisUnavailable:
+        """
+        @param what: What Redis would not do, e.g. C{"to read RECENT"}.
+        @param error: Its error reply.
+        @return: The L{RedisUnavailable} for a command Redis answered with an
+            error.
+        """
+        return RedisUnavailable(
+            f"Redis for {self.env} at {self.target.describe()} refused {what}: {error}"
+        )
+
     # Operations
 
     async def get(self, name: str) -> str | None:
@@ -678,10 +689,7 @@ class FlagStore(Service):
         except LinkDown as e:
             raise self._unavailable(e) from None
         except RedisReplyError as e:
-            raise RedisUnavailable(
-                f"Redis for {self.env} at {self.target.describe()} refused to "
-                f"read {name}: {e}"
-            ) from None
+            raise self._refused(f"to read {name}", e) from None
         if self.cache.knows(name):
             self._found({name: value}, mark)
         return value
@@ -754,10 +762,7 @@ class FlagStore(Service):
                 raise FlagError(
                     f"{name} in Redis for {self.env} is not a string key; not changed"
                 ) from None
-            raise RedisUnavailable(
-                f"Redis for {self.env} at {self.target.describe()} refused the "
-                f"change: {e}"
-            ) from None
+            raise self._refused("the change", e) from None
         change = FlagChange(when, self.env, name, old, value, who)
         self._apply(change, changeId)
         return change
@@ -778,10 +783,7 @@ class FlagStore(Service):
         except LinkDown as e:
             raise self._unavailable(e) from None
         except RedisReplyError as e:
-            raise RedisUnavailable(
-                f"Redis for {self.env} at {self.target.describe()} refused to "
-                f"read the history: {e}"
-            ) from None
+            raise self._refused("to read the history", e) from None
         changes = []
         for text in entries:
             try:

@@ -22,6 +22,8 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Callable
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import (
@@ -47,6 +49,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 _log = Logger(namespace="bluegreen.manhole")
+
+T = TypeVar("T")
 
 #: The largest password or authorized keys file read.
 MAX_FILE = 1 << 20
@@ -177,6 +181,23 @@ def checkPassword(given: bytes, stored: bytes) -> bool:
     return hmac.compare_digest(given, stored)
 
 
+def _readForLogin(read: Callable[[str], T], path: str, who: str) -> T | None:
+    """
+    Read a checker's file afresh for a login (so edits apply at once).
+
+    @param read: L{readPasswords} or L{readAuthorizedKeys}.
+    @param path: The file.
+    @param who: The user logging in, for the log.
+    @return: What C{read} returned, or L{None} (logged) if the file cannot
+        be used: the login is then refused.
+    """
+    try:
+        return read(path)
+    except ManholeError as e:
+        _log.error("manhole: login as {user} refused: {error}", user=who, error=str(e))
+        return None
+
+
 @implementer(ICredentialsChecker)
 class PasswordFileChecker:
     """
@@ -210,12 +231,8 @@ class PasswordFileChecker:
         """
         username: bytes = credentials.username
         who = displayName(username)
-        try:
-            users = readPasswords(self.path)
-        except ManholeError as e:
-            _log.error(
-                "manhole: login as {user} refused: {error}", user=who, error=str(e)
-            )
+        users = _readForLogin(readPasswords, self.path, who)
+        if users is None:
             return fail(UnauthorizedLogin("cannot read the password file"))
         stored = users.get(username)
         if stored is None:
@@ -320,12 +337,8 @@ class AuthorizedKeysChecker:
         """
         username: bytes = credentials.username
         who = displayName(username)
-        try:
-            authorized = readAuthorizedKeys(self.path)
-        except ManholeError as e:
-            _log.error(
-                "manhole: login as {user} refused: {error}", user=who, error=str(e)
-            )
+        authorized = _readForLogin(readAuthorizedKeys, self.path, who)
+        if authorized is None:
             return fail(UnauthorizedLogin("cannot read the authorized keys"))
         checker = SSHPublicKeyChecker(
             InMemorySSHKeyDB({username: [key for key, _ in authorized]})

@@ -294,13 +294,8 @@ class Manhole(Service):
 
     def add(self, name: str, value: object, description: str) -> None:
         """
-        Put C{value} in every new session's namespace as C{name}, listed by
-        C{help()} with C{description}.
-
-        @param name: A Python identifier.
-        @param value: The object.
-        @param description: A few words for C{help()}.
-        @raise ValueError: If C{name} is not a Python identifier.
+        Put C{value} in every new session's namespace as C{name} (see
+        L{Namespace.add}, which checks the name).
         """
         self.namespace.add(name, value, description)
 

@@ -6,19 +6,12 @@ short reason a client is sent, and the kind the metrics count.
 
 from __future__ import annotations
 
-from twisted.internet.error import (
-    ConnectError,
-    ConnectionDone,
-    ConnectionLost,
-    ConnectionRefusedError,
-    DNSLookupError,
-    TimeoutError,
-)
 from twisted.python.failure import Failure
 
+from bluegreen.checkfailure import connectionFailureKind
 from bluegreen.proxy.pool import PoolClosed
 from bluegreen.proxy.upstream import BadResponse
-from bluegreen.tls import describeTLSError, isTLSError
+from bluegreen.tls import describeTLSError
 
 #: The kinds of upstream failure, as the metrics name them:
 #:   - C{refused}: the connection was refused;
@@ -62,17 +55,6 @@ def classifyFailure(
         failure of the connection: see L{bluegreen.proxy.exchange.Exchange}).
     """
     error = reason.value
-    if isinstance(error, TimeoutError):
-        after = f" within {connectTimeout:g} s" if connectTimeout else ""
-        return (
-            504,
-            f"did not accept a connection{after} (connect timeout)",
-            "timeout_connect",
-        )
-    if isinstance(error, ConnectionRefusedError):
-        return 502, "refused the connection", "refused"
-    if isinstance(error, DNSLookupError):
-        return 502, f"host name could not be resolved ({error})", "dns"
     if isinstance(error, BadResponse):
         return 502, f"sent an invalid response: {error}", "invalid_response"
     if isinstance(error, PoolClosed):
@@ -81,15 +63,21 @@ def classifyFailure(
             "is not accepting requests (bluegreen is shutting down)",
             "shutdown",
         )
-    if isinstance(error, ConnectionDone):
-        return 502, "closed the connection before responding", "closed"
-    if isinstance(error, ConnectionLost):
-        return 502, "closed the connection before responding", "reset"
-    if isinstance(error, ConnectError):
-        text = str(error.osError or error) if hasattr(error, "osError") else str(error)
-        return 502, f"could not be reached ({text.strip()})", "unreachable"
-    if isTLSError(error):
-        return 502, f"TLS handshake failed ({describeTLSError(error)})", "tls"
+    kind = connectionFailureKind(error)
+    if kind == "timeout_connect":
+        after = f" within {connectTimeout:g} s" if connectTimeout else ""
+        return 504, f"did not accept a connection{after} (connect timeout)", kind
+    if kind == "refused":
+        return 502, "refused the connection", kind
+    if kind == "dns":
+        return 502, f"host name could not be resolved ({error})", kind
+    if kind in ("closed", "reset"):
+        return 502, "closed the connection before responding", kind
+    if kind == "unreachable":
+        text = str(getattr(error, "osError", None) or error)
+        return 502, f"could not be reached ({text.strip()})", kind
+    if kind == "tls":
+        return 502, f"TLS handshake failed ({describeTLSError(error)})", kind
     return 502, f"failed ({type(error).__name__}: {error})", "other"
 
 

@@ -15,7 +15,7 @@ import os
 from twisted.python import usage
 
 from bluegreen import __version__
-from bluegreen.admin.token import BadToken, readToken
+from bluegreen.admin.token import readToken
 from bluegreen.environment import COLOURS, BadURL, Environment
 from bluegreen.exposure import exposedInterface, listeningOn
 from bluegreen.flags.model import DEFAULT_NAMES, FlagError, validateName
@@ -23,6 +23,7 @@ from bluegreen.flags.target import RedisTarget, readPasswordFile
 from bluegreen.health import HealthSettings, StatusSet
 from bluegreen.manhole.service import SSH_EXAMPLES, TELNET_EXAMPLES
 from bluegreen.manhole.service import checkOptions as checkManholeOptions
+from bluegreen.optionfile import readOptionFile
 from bluegreen.proxy.pool import loadTrustRoot
 from bluegreen.service.config import Config
 from bluegreen.sync.locations import parseLocation, sshArguments
@@ -437,12 +438,9 @@ class Options(usage.Options):
             the proxied port, or an admin API that other machines could reach
             without a token.
         """
-        token = None
-        if self["admin-token-file"] is not None:
-            try:
-                token = readToken(self["admin-token-file"])
-            except BadToken as e:
-                raise usage.UsageError(f"--admin-token-file: {e}") from None
+        token = readOptionFile(
+            "--admin-token-file", self["admin-token-file"], readToken
+        )
         value = self["admin"]
         if value.strip().lower() == "none":
             return None, token
@@ -475,12 +473,9 @@ class Options(usage.Options):
         @return: Each environment's Redis, or L{None} without one.
         @raise usage.UsageError: For a bad URL or password file.
         """
-        password = None
-        if self["redis-password-file"] is not None:
-            try:
-                password = readPasswordFile(self["redis-password-file"])
-            except ValueError as e:
-                raise usage.UsageError(f"--redis-password-file: {e}") from None
+        password = readOptionFile(
+            "--redis-password-file", self["redis-password-file"], readPasswordFile
+        )
         targets: dict[str, RedisTarget | None] = {}
         for colour in COLOURS:
             url = self[f"{colour}-redis"]

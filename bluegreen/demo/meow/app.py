@@ -18,6 +18,7 @@ The sample app's resources:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -148,26 +149,36 @@ class Upload(Resource):
         return render(request, self._store(request, image, kind))
 
 
-class Cats(Resource):
+class Numbered(Resource):
     """
-    C{GET /cat/{id}}.
+    C{/cat/} and C{/fact/}: one child per id (C{/cat/{id}}, C{/fact/{id}}).
+
+    @ivar db: The database.
+    @ivar noun: What is numbered (C{"cat"}), for the 404's message.
+    @ivar child: Makes the resource of one id.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, noun: str, child: Callable[[Database, int], Resource]
+    ) -> None:
         """
-        @param db: Where images are.
+        @param db: The database, for the children.
+        @param noun: What is numbered.
+        @param child: Makes the resource of one id, given C{db} and the id.
         """
         super().__init__()
         self.db = db
+        self.noun = noun
+        self.child = child
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         """
-        One image.
+        The resource of one id, or a 404 if C{path} is not one.
         """
-        catId = _parseId(path)
-        if catId is None:
-            return NotFound("no such cat")
-        return CatImage(self.db, catId)
+        number = _parseId(path)
+        if number is None:
+            return NotFound(f"no such {self.noun}")
+        return self.child(self.db, number)
 
 
 class CatImage(Resource):
@@ -202,28 +213,6 @@ class CatImage(Resource):
         Answer with the image.
         """
         return render(request, self._send(request))
-
-
-class Facts(Resource):
-    """
-    C{/fact/}.
-    """
-
-    def __init__(self, db: Database) -> None:
-        """
-        @param db: Where facts are.
-        """
-        super().__init__()
-        self.db = db
-
-    def getChild(self, path: bytes, request: Request) -> Resource:
-        """
-        One fact.
-        """
-        factId = _parseId(path)
-        if factId is None:
-            return NotFound("no such fact")
-        return FactResource(self.db, factId)
 
 
 class FactResource(Resource):
@@ -362,8 +351,8 @@ class Root(Resource):
         super().__init__()
         self.putChild(b"", Index(name, db, flags))
         self.putChild(b"upload", Upload(db))
-        self.putChild(b"cat", Cats(db))
-        self.putChild(b"fact", Facts(db))
+        self.putChild(b"cat", Numbered(db, "cat", CatImage))
+        self.putChild(b"fact", Numbered(db, "fact", FactResource))
         self.putChild(b"health", Health(name, db))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
