@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from attrs import define, field
@@ -157,6 +158,48 @@ def listeningPort(service: ProxyService, option: str) -> IListeningPort:
     return listener.port
 
 
+#: Where the in-process test services listen: a free port of 127.0.0.1.
+LOOPBACK = "tcp:0:interface=127.0.0.1"
+
+
+def serviceArguments(green: str, blue: str, *extra: str) -> list[str]:
+    """
+    The command line of a test service: the proxy and its admin API on free
+    ports of 127.0.0.1 in front of C{green} and C{blue}, no access log.
+
+    @param extra: More options.
+    """
+    return [
+        "--port",
+        LOOPBACK,
+        "--admin",
+        LOOPBACK,
+        "--green",
+        green,
+        "--blue",
+        blue,
+        "--access-log",
+        "none",
+        *extra,
+    ]
+
+
+def runService(
+    addCleanup: Callable[..., object], arguments: Sequence[str]
+) -> ProxyService:
+    """
+    Build the service from C{arguments} (as L{makeService} does for twistd)
+    and start it, stopped at cleanup.
+    """
+    options = Options()
+    options.parseOptions(list(arguments))
+    service = makeService(options)
+    assert isinstance(service, ProxyService)
+    service.startService()
+    addCleanup(service.stopService)
+    return service
+
+
 async def startService(
     testCase: TestCase,
     *extra: str,
@@ -183,35 +226,22 @@ async def startService(
         if up:
             backend.start()
         testCase.addCleanup(backend.stop)
-    args = [
-        "--port",
-        "tcp:0:interface=127.0.0.1",
-        "--admin",
-        "tcp:0:interface=127.0.0.1",
-        "--green",
+    args = serviceArguments(
         backends[0].url,
-        "--blue",
         backends[1].url,
-        "--access-log",
-        "none",
         "--health-interval",
         "300",
         "--fast-interval",
         "300",
         "--rise",
         "1",
-    ]
+    )
     if token is not None:
         path = os.path.abspath(testCase.mktemp())
         with open(path, "w") as f:
             f.write(token + "\n")
         args += ["--admin-token-file", path]
-    options = Options()
-    options.parseOptions([*args, *extra])
-    service = makeService(options)
-    assert isinstance(service, ProxyService)
-    service.startService()
-    testCase.addCleanup(service.stopService)
+    service = runService(testCase.addCleanup, [*args, *extra])
     # A UNIX socket has no port number.
     adminPort = getattr(listeningPort(service, "admin").getHost(), "port", 0)
     running = Running(service, adminPort, *backends)

@@ -50,6 +50,28 @@ def twistdPath() -> str:
     return str(Path(sys.executable).parent / "twistd")
 
 
+def twistdArguments(green: str, blue: str, *extra: str) -> list[str]:
+    """
+    The arguments (after L{twistdPath}) of C{twistd -n bluegreen} in the
+    foreground, without a pid file, on a free port of 127.0.0.1 in front of
+    C{green} and C{blue}.
+
+    @param extra: More options.
+    """
+    return [
+        "-n",
+        "--pidfile=",
+        "bluegreen",
+        "--port",
+        "tcp:0:interface=127.0.0.1",
+        "--green",
+        green,
+        "--blue",
+        blue,
+        *extra,
+    ]
+
+
 class ChildProcess(ProcessProtocol):
     """
     A child process whose output lines are kept (with their arrival time)

@@ -30,9 +30,9 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from bluegreen.service.tap import Options, ProxyService, makeService
+from bluegreen.service.tap import ProxyService
 
-from ._admin import listeningPort
+from ._admin import listeningPort, runService, serviceArguments
 from ._chromium import CHROMIUM, WIDTH, AddCleanup, Page, launch, reactor
 from ._redis import startRedis
 from ._util import waitFor
@@ -106,19 +106,11 @@ def startBluegreen(
     @return: The service and the dashboard's URL.
     """
     greenURL, blueURL = serve(addCleanup, green), serve(addCleanup, blue)
-    options = Options()
-    options.parseOptions(
-        [
-            "--port",
-            "tcp:0:interface=127.0.0.1",
-            "--admin",
-            "tcp:0:interface=127.0.0.1",
-            "--green",
+    service = runService(
+        addCleanup,
+        serviceArguments(
             greenURL,
-            "--blue",
             blueURL,
-            "--access-log",
-            "none",
             "--health-interval",
             str(INTERVAL),
             "--fast-interval",
@@ -126,12 +118,8 @@ def startBluegreen(
             "--health-timeout",
             str(TIMEOUT),
             *extra,
-        ]
+        ),
     )
-    service = makeService(options, reactor)
-    assert isinstance(service, ProxyService)
-    service.startService()
-    addCleanup(service.stopService)
     address = cast(IPv4Address, listeningPort(service, "admin").getHost())
     return service, f"http://127.0.0.1:{address.port}/"
 

@@ -13,6 +13,8 @@ connection pool, or L{tests._backends.RawClient} when exact bytes matter.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent
@@ -33,7 +35,7 @@ from tests._bodies import PatternSource
 from tests._certificates import makeCertificates
 from tests._messages import names
 from tests._proxytest import IntegrationTestCase
-from tests._rawclient import connectRaw, fetch
+from tests._rawclient import RawResponse, connectRaw, fetch
 from tests._util import PATIENCE
 from tests._waiting import withTimeout
 
@@ -51,6 +53,17 @@ class ForwardingTests(IntegrationTestCase):
         self.blue, blueURL = startBackend(self, "blue", echo("blue"))
         self.greenPort = int(greenURL.rsplit(":", 1)[1])
         self.proxy = startProxy(self, greenURL, blueURL, *extra)
+
+    async def getRoot(
+        self, headers: Sequence[tuple[bytes, bytes]], **kwargs: Any
+    ) -> tuple[RawResponse, ReceivedRequest]:
+        """
+        Start the proxy, C{GET /} through it with C{headers}, and return the
+        response with the request the green backend received.
+        """
+        await self.setUpProxy()
+        response = await fetch(self, self.proxy.port, b"GET", b"/", headers, **kwargs)
+        return response, self.green.requests[0]
 
     async def test_methods(self) -> None:
         """
@@ -112,21 +125,15 @@ class ForwardingTests(IntegrationTestCase):
         """
         Repeated request headers all arrive, in the order sent.
         """
-        await self.setUpProxy()
-        await fetch(
-            self,
-            self.proxy.port,
-            b"GET",
-            b"/",
+        _response, request = await self.getRoot(
             [
                 (b"Cookie", b"a=1"),
                 (b"X-Multi", b"one"),
                 (b"Cookie", b"b=2"),
                 (b"X-Multi", b"two"),
                 (b"X-Multi", b"three, four"),
-            ],
+            ]
         )
-        request = self.green.requests[0]
         self.assertEqual(request.values(b"cookie"), [b"a=1", b"b=2"])
         self.assertEqual(request.values(b"x-multi"), [b"one", b"two", b"three, four"])
 
@@ -136,12 +143,7 @@ class ForwardingTests(IntegrationTestCase):
         (C{Keep-Alive}, C{TE}, C{Trailer}, C{Upgrade}, C{Proxy-*}) are not
         forwarded; end-to-end headers are.
         """
-        await self.setUpProxy()
-        response = await fetch(
-            self,
-            self.proxy.port,
-            b"GET",
-            b"/",
+        response, request = await self.getRoot(
             [
                 (b"Connection", b"keep-alive, X-Secret"),
                 (b"Connection", b"X-Other-Secret"),
@@ -156,10 +158,9 @@ class ForwardingTests(IntegrationTestCase):
                 (b"Proxy-Connection", b"keep-alive"),
                 (b"X-Kept", b"yes"),
                 (b"Authorization", b"Bearer t"),
-            ],
+            ]
         )
         self.assertEqual(response.code, 200)
-        request = self.green.requests[0]
         sent = set(names(request.headers))
         for hop in [
             b"connection",
@@ -184,12 +185,7 @@ class ForwardingTests(IntegrationTestCase):
         client's C{Host} (client-sent values of those two are replaced); the
         C{Host} header is kept by default.
         """
-        await self.setUpProxy()
-        await fetch(
-            self,
-            self.proxy.port,
-            b"GET",
-            b"/",
+        _response, request = await self.getRoot(
             [
                 (b"X-Forwarded-For", b"203.0.113.9"),
                 (b"X-Forwarded-For", b"198.51.100.7, 10.0.0.1"),
@@ -198,7 +194,6 @@ class ForwardingTests(IntegrationTestCase):
             ],
             host=b"app.example:8080",
         )
-        request = self.green.requests[0]
         self.assertEqual(
             request.values(b"x-forwarded-for"),
             [b"203.0.113.9, 198.51.100.7, 10.0.0.1, 127.0.0.1"],
@@ -212,9 +207,7 @@ class ForwardingTests(IntegrationTestCase):
         Without an incoming C{X-Forwarded-For}, the header is the client's
         address alone.
         """
-        await self.setUpProxy()
-        await fetch(self, self.proxy.port, b"GET", b"/")
-        request = self.green.requests[0]
+        _response, request = await self.getRoot([])
         self.assertEqual(request.values(b"x-forwarded-for"), [b"127.0.0.1"])
         self.assertEqual(request.values(b"host"), [b"proxy.test"])
 
