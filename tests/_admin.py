@@ -37,8 +37,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from bluegreen.admin import api as admin
-from bluegreen.service.tap import Options, ProxyService, makeService
-from tests._util import PATIENCE, freePort, waitFor
+from bluegreen.service.tap import ProxyService
+from tests._backends import buildService
+from tests._util import LOOPBACK, PATIENCE, freePort, proxyArguments, waitFor
 
 
 class _Reactor(IReactorTCP, IReactorTime, IReactorUNIX):
@@ -158,10 +159,6 @@ def listeningPort(service: ProxyService, option: str) -> IListeningPort:
     return listener.port
 
 
-#: Where the in-process test services listen: a free port of 127.0.0.1.
-LOOPBACK = "tcp:0:interface=127.0.0.1"
-
-
 def serviceArguments(green: str, blue: str, *extra: str) -> list[str]:
     """
     The command line of a test service: the proxy and its admin API on free
@@ -169,32 +166,18 @@ def serviceArguments(green: str, blue: str, *extra: str) -> list[str]:
 
     @param extra: More options.
     """
-    return [
-        "--port",
-        LOOPBACK,
-        "--admin",
-        LOOPBACK,
-        "--green",
-        green,
-        "--blue",
-        blue,
-        "--access-log",
-        "none",
-        *extra,
-    ]
+    return proxyArguments(
+        green, blue, "--admin", LOOPBACK, "--access-log", "none", *extra
+    )
 
 
 def runService(
     addCleanup: Callable[..., object], arguments: Sequence[str]
 ) -> ProxyService:
     """
-    Build the service from C{arguments} (as L{makeService} does for twistd)
-    and start it, stopped at cleanup.
+    Build the service from C{arguments} and start it, stopped at cleanup.
     """
-    options = Options()
-    options.parseOptions(list(arguments))
-    service = makeService(options)
-    assert isinstance(service, ProxyService)
+    service = buildService(arguments)
     service.startService()
     addCleanup(service.stopService)
     return service

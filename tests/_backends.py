@@ -60,6 +60,7 @@ from tests._messages import (
 from tests._rawclient import IncompleteResponseError as IncompleteResponseError
 from tests._rawclient import connectRaw as connectRaw
 from tests._rawclient import fetch as fetch
+from tests._util import proxyArguments
 from tests._waiting import reactor as reactor
 from tests._waiting import sleep as sleep
 from tests._waiting import withTimeout as withTimeout
@@ -691,6 +692,18 @@ class ProxyUnderTest:
         return self.service.stopService()
 
 
+def buildService(arguments: Sequence[str]) -> ProxyService:
+    """
+    Build the service from the command-line C{arguments}, as twistd's
+    C{bluegreen} plugin does (on the global reactor), without starting it.
+    """
+    options = Options()
+    options.parseOptions(list(arguments))
+    service = makeService(options, reactor)
+    assert isinstance(service, ProxyService)
+    return service
+
+
 def startProxy(
     testCase: TestCase, green: str, blue: str, *extra: str, health: bool = False
 ) -> ProxyUnderTest:
@@ -710,14 +723,9 @@ def startProxy(
         C{--access-log none --retry none --admin none}).
     @param health: Keep the health monitor running.
     """
-    options = Options()
-    options.parseOptions(
-        [
-            "--port",
-            "tcp:0:interface=127.0.0.1",
-            "--green",
+    service = buildService(
+        proxyArguments(
             green,
-            "--blue",
             blue,
             "--access-log",
             "none",
@@ -726,10 +734,8 @@ def startProxy(
             "--admin",
             "none",
             *extra,
-        ]
+        )
     )
-    service = makeService(options, reactor)
-    assert isinstance(service, ProxyService)
     if not health:
         service.health.disownServiceParent()
     service.startService()

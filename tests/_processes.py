@@ -19,7 +19,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests._util import PATIENCE
+from tests._util import PATIENCE, proxyArguments
 from tests._waiting import reactor
 
 #: The checkout (children run in it, with it first on C{PYTHONPATH}).
@@ -58,18 +58,7 @@ def twistdArguments(green: str, blue: str, *extra: str) -> list[str]:
 
     @param extra: More options.
     """
-    return [
-        "-n",
-        "--pidfile=",
-        "bluegreen",
-        "--port",
-        "tcp:0:interface=127.0.0.1",
-        "--green",
-        green,
-        "--blue",
-        blue,
-        *extra,
-    ]
+    return ["-n", "--pidfile=", "bluegreen", *proxyArguments(green, blue, *extra)]
 
 
 class ChildProcess(ProcessProtocol):
