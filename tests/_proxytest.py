@@ -7,6 +7,14 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
+from tests._backends import (
+    BackendFactory,
+    Handler,
+    ProxyUnderTest,
+    echo,
+    startBackend,
+    startProxy,
+)
 from tests._logs import failOnLoggedErrors
 from tests._rawclient import RawResponse
 from tests._util import PATIENCE
@@ -32,6 +40,26 @@ class IntegrationTestCase(TestCase):
         Start capturing the log.
         """
         self.logs = failOnLoggedErrors(self)
+
+    def startProxyFor(
+        self,
+        handler: Handler,
+        *extra: str,
+        onHead: Handler | None = None,
+        health: bool = False,
+    ) -> tuple[BackendFactory, ProxyUnderTest]:
+        """
+        Start a GREEN backend answering with C{handler}, a BLUE echo backend,
+        and the proxy in front of them (see L{startProxy}).
+
+        @param extra: More options for the proxy.
+        @param onHead: See L{BackendFactory.onHead}.
+        @param health: Keep the proxy's health monitor running.
+        @return: The GREEN backend and the proxy.
+        """
+        green, greenURL = startBackend(self, "green", handler, onHead)
+        _blue, blueURL = startBackend(self, "blue", echo("blue"))
+        return green, startProxy(self, greenURL, blueURL, *extra, health=health)
 
     def assertPlainError(self, response: RawResponse, status: int, *words: str) -> None:
         """

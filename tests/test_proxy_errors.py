@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 
 from tests._backends import (
     BackendFactory,
+    ProxyUnderTest,
     closeAfterFirst,
     closedPortURL,
     closeWithoutResponse,
@@ -57,6 +58,23 @@ class ErrorTests(IntegrationTestCase):
             self.assertFalse(partial.complete)
             self.assertTrue(sent.startswith(partial.content), partial.content)
 
+    async def assertAborted(self, proxy: ProxyUnderTest, sent: bytes) -> float:
+        """
+        Assert that a C{GET /} through C{proxy} on a new connection ends with
+        that connection closed without a complete response (see
+        L{assertIncomplete}).
+
+        @return: How long, in seconds, the request took to fail.
+        """
+        client = await connectRaw(self, proxy.port)
+        started = time.monotonic()
+        with self.assertRaises(IncompleteResponseError) as caught:
+            await withTimeout(client.request(b"GET", b"/"), "abort")
+        elapsed = time.monotonic() - started
+        self.assertIncomplete(caught.exception, sent)
+        self.assertTrue(client.closed)
+        return elapsed
+
     async def test_refused(self) -> None:
         """
         A backend port nobody listens on: 502 naming the environment and
@@ -71,9 +89,7 @@ class ErrorTests(IntegrationTestCase):
         """
         A backend that accepts the request then closes: 502.
         """
-        _green, greenURL = startBackend(self, "green", closeWithoutResponse)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(closeWithoutResponse)
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertPlainError(response, 502, "closed the connection")
         self.assertEqual(proxy.pools["green"].busy, 0)
@@ -82,9 +98,7 @@ class ErrorTests(IntegrationTestCase):
         """
         A backend that resets the connection (RST) instead of answering: 502.
         """
-        _green, greenURL = startBackend(self, "green", resetWithoutResponse)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(resetWithoutResponse)
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertPlainError(response, 502)
         self.assertEqual(proxy.pools["green"].busy, 0)
@@ -94,11 +108,7 @@ class ErrorTests(IntegrationTestCase):
         A backend that answers with something that is not HTTP: 502 saying
         the response was invalid.
         """
-        green, greenURL = startBackend(
-            self, "green", rawThen(b"NOT HTTP\r\n\r\n", "keep")
-        )
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(rawThen(b"NOT HTTP\r\n\r\n", "keep"))
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertPlainError(response, 502, "invalid response")
         await withTimeout(green.when(lambda: green.open == 0), "dropped")
@@ -108,9 +118,7 @@ class ErrorTests(IntegrationTestCase):
         A backend that never answers: 504 after C{--response-timeout},
         mentioning the response timeout; the upstream connection is dropped.
         """
-        green, greenURL = startBackend(self, "green", silent)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--response-timeout", "0.5")
+        green, proxy = self.startProxyFor(silent, "--response-timeout", "0.5")
         started = time.monotonic()
         response = await fetch(self, proxy.port, b"GET", b"/")
         elapsed = time.monotonic() - started
@@ -162,14 +170,8 @@ class ErrorTests(IntegrationTestCase):
         aborted mid-body.
         """
         truncated = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789"
-        _green, greenURL = startBackend(self, "green", rawThen(truncated, "close"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
-        client = await connectRaw(self, proxy.port)
-        with self.assertRaises(IncompleteResponseError) as caught:
-            await withTimeout(client.request(b"GET", b"/"), "abort")
-        self.assertIncomplete(caught.exception, b"0123456789")
-        self.assertTrue(client.closed)
+        _green, proxy = self.startProxyFor(rawThen(truncated, "close"))
+        await self.assertAborted(proxy, b"0123456789")
 
     async def test_stalledBodyAbortsClient(self) -> None:
         """
@@ -179,16 +181,11 @@ class ErrorTests(IntegrationTestCase):
         dropped, instead of both being held forever.
         """
         stalled = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789"
-        green, greenURL = startBackend(self, "green", rawThen(stalled, "keep"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--response-timeout", "0.5")
-        client = await connectRaw(self, proxy.port)
-        started = time.monotonic()
-        with self.assertRaises(IncompleteResponseError) as caught:
-            await withTimeout(client.request(b"GET", b"/"), "abort")
-        self.assertGreater(time.monotonic() - started, 0.45)
-        self.assertIncomplete(caught.exception, b"0123456789")
-        self.assertTrue(client.closed)
+        green, proxy = self.startProxyFor(
+            rawThen(stalled, "keep"), "--response-timeout", "0.5"
+        )
+        elapsed = await self.assertAborted(proxy, b"0123456789")
+        self.assertGreater(elapsed, 0.45)
         await withTimeout(green.when(lambda: green.open == 0), "dropped")
         self.assertEqual(proxy.pools["green"].busy, 0)
 
@@ -200,14 +197,8 @@ class ErrorTests(IntegrationTestCase):
         truncated = (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
         )
-        _green, greenURL = startBackend(self, "green", rawThen(truncated, "close"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
-        client = await connectRaw(self, proxy.port)
-        with self.assertRaises(IncompleteResponseError) as caught:
-            await withTimeout(client.request(b"GET", b"/"), "abort")
-        self.assertIncomplete(caught.exception, b"hello")
-        self.assertTrue(client.closed)
+        _green, proxy = self.startProxyFor(rawThen(truncated, "close"))
+        await self.assertAborted(proxy, b"hello")
 
     async def test_staleKeepAliveConnectionRetried(self) -> None:
         """
@@ -215,9 +206,7 @@ class ErrorTests(IntegrationTestCase):
         arrives on it: an idempotent request is resent on a new connection
         and succeeds; a POST is not resent and gets a 502.
         """
-        green, greenURL = startBackend(self, "green", closeAfterFirst(echo("green")))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(closeAfterFirst(echo("green")))
         client = await connectRaw(self, proxy.port)
         first = await client.request(b"GET", b"/1")
         self.assertEqual(first.code, 200)
@@ -341,9 +330,9 @@ class QueueingTests(IntegrationTestCase):
         the busy request completes and a third request is served on the
         same upstream connection.
         """
-        green, greenURL = startBackend(self, "green", delayed(0.4, echo("green")))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--max-connections", "1")
+        green, proxy = self.startProxyFor(
+            delayed(0.4, echo("green")), "--max-connections", "1"
+        )
         first = await connectRaw(self, proxy.port)
         firstResponse = first.request(b"GET", b"/first")
         await withTimeout(green.when(lambda: bool(green.requests)), "first")
@@ -436,9 +425,7 @@ class QueueingTests(IntegrationTestCase):
         already open client connection gets a 503 saying bluegreen is
         shutting down.
         """
-        green, greenURL = startBackend(self, "green", delayed(0.5, echo("green")))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(delayed(0.5, echo("green")))
         other = await connectRaw(self, proxy.port)
         client = await connectRaw(self, proxy.port)
         pending = client.request(b"GET", b"/draining")

@@ -259,9 +259,7 @@ class ForwardingTests(IntegrationTestCase):
             b"X-Kept: yes\r\n"
             b"Content-Length: 2\r\n\r\nok"
         )
-        _green, greenURL = startBackend(self, "green", rawThen(head, "keep"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(rawThen(head, "keep"))
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertEqual(
             (response.code, response.phrase), (299, b"Quite Custom Phrase")
@@ -295,9 +293,7 @@ class ForwardingTests(IntegrationTestCase):
             code = int(request.target.strip(b"/"))
             conn.respond(code, b"Backend Says No", body=b"backend body %d" % code)
 
-        _green, greenURL = startBackend(self, "green", fail)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(fail)
         client = await connectRaw(self, proxy.port)
         for code in [400, 404, 500, 502, 503, 504]:
             response = await client.request(b"GET", b"/%d" % (code,))
@@ -339,9 +335,7 @@ class ForwardingTests(IntegrationTestCase):
             conn.finish()
 
         handler = route({b"/204": noContent, b"/304": notModified}, echo("green"))
-        green, greenURL = startBackend(self, "green", handler)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(handler)
         client = await connectRaw(self, proxy.port)
         empty = await client.request(b"DELETE", b"/204")
         self.assertEqual((empty.code, empty.body.length), (204, 0))
@@ -410,9 +404,7 @@ class AccessLogTests(IntegrationTestCase):
         """
         With C{--access-log none} no access event is logged anywhere.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--access-log", "none")
+        green, proxy = self.startProxyFor(echo("green"), "--access-log", "none")
         self.assertIsNone(proxy.resource.accessLog)
         for _ in range(3):
             await fetch(self, proxy.port, b"GET", b"/")
@@ -424,9 +416,7 @@ class AccessLogTests(IntegrationTestCase):
         With C{--access-log -} each request is one event in the service log
         (namespace C{bluegreen.access}).
         """
-        _green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--access-log", "-")
+        _green, proxy = self.startProxyFor(echo("green"), "--access-log", "-")
         await fetch(self, proxy.port, b"GET", b"/x")
         await fetch(self, proxy.port, b"PUT", b"/y", body=b"z")
         events = self.logs.namespace("bluegreen.access")
@@ -527,9 +517,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         A client that sends C{Expect: 100-continue} gets C{100 Continue},
         then sends its body, which reaches the backend.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         client = await connectRaw(self, proxy.port)
         body = b"x" * 5000
         continued: Deferred[None] = Deferred()
@@ -564,9 +552,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
                 )
                 conn.transport.loseConnection()  # type: ignore[union-attr]
 
-        _green, greenURL = startBackend(self, "green", echo("green"), onHead=refuse)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(echo("green"), onHead=refuse)
         client = await connectRaw(self, proxy.port)
         pending = client.expect()
         client.sendRaw(
@@ -585,9 +571,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         Three requests written at once on one connection are answered in
         order.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         client = await connectRaw(self, proxy.port)
         pending = [client.expect() for _ in range(3)]
         client.sendRaw(
@@ -608,9 +592,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         C{Connection: close} from the client closes the client connection
         after the response, but not the pooled upstream connection.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         client = await connectRaw(self, proxy.port)
         response = await client.request(b"GET", b"/bye", [(b"Connection", b"close")])
         self.assertEqual(response.code, 200)
@@ -629,9 +611,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
             conn.respond(headers=[(b"Connection", b"close")], body=b"bye")
             conn.transport.loseConnection()  # type: ignore[union-attr]
 
-        green, greenURL = startBackend(self, "green", closing)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(closing)
         client = await connectRaw(self, proxy.port)
         for _ in range(3):
             response = await client.request(b"GET", b"/")
@@ -647,11 +627,9 @@ class ProtocolEdgeTests(IntegrationTestCase):
         reaches the client complete.
         """
         body = b"old-style body " * 1000
-        green, greenURL = startBackend(
-            self, "green", rawThen(b"HTTP/1.0 200 OK\r\nX-Old: 1\r\n\r\n" + body)
+        green, proxy = self.startProxyFor(
+            rawThen(b"HTTP/1.0 200 OK\r\nX-Old: 1\r\n\r\n" + body)
         )
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
         client = await connectRaw(self, proxy.port)
         response = await client.request(b"GET", b"/old")
         self.assertEqual(response.code, 200)
@@ -667,9 +645,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         closes is resent, with its whole body, on a new connection; a C{PUT}
         body too large to have been kept is not resent (502).
         """
-        green, greenURL = startBackend(self, "green", closeAfterFirst(echo("green")))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(closeAfterFirst(echo("green")))
         client = await connectRaw(self, proxy.port)
         await client.request(b"GET", b"/warm")
         small = PatternSource(10_000)
@@ -705,9 +681,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         Header values with non-ASCII bytes, tabs and odd case in names pass
         through unchanged (names keep the client's spelling).
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         await fetch(
             self,
             proxy.port,
@@ -725,9 +699,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         chunked, or repeated lengths) are refused with 400 and never reach
         the backend, so the proxy cannot be used to smuggle requests.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         for framing in [
             b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
             b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
