@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
 
 from tests._backends import (
     BackendFactory,
@@ -38,6 +39,25 @@ from tests._proxytest import IntegrationTestCase
 from tests._rawclient import IncompleteResponseError, connectRaw, fetch
 from tests._util import PATIENCE, waitFor
 from tests._waiting import withTimeout
+
+
+def fullBacklogPort(testCase: TestCase) -> int:
+    """
+    Listen on a free port of 127.0.0.1 with a backlog of one, filled by a
+    connection nobody accepts, until the test ends.
+
+    @return: The port, where a new connection may never complete.
+    """
+    listener = socket.socket()
+    testCase.addCleanup(listener.close)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port: int = listener.getsockname()[1]
+    filler = socket.socket()
+    testCase.addCleanup(filler.close)
+    filler.settimeout(2)
+    filler.connect(("127.0.0.1", port))
+    return port
 
 
 class ErrorTests(IntegrationTestCase):
@@ -133,15 +153,7 @@ class ErrorTests(IntegrationTestCase):
         A backend whose accept queue is full never completes the TCP
         handshake: 504 after C{--connect-timeout} naming the connect timeout.
         """
-        listener = socket.socket()
-        self.addCleanup(listener.close)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        filler = socket.socket()
-        self.addCleanup(filler.close)
-        filler.settimeout(2)
-        filler.connect(("127.0.0.1", port))
+        port = fullBacklogPort(self)
         probe = socket.socket()
         self.addCleanup(probe.close)
         probe.settimeout(0.3)
@@ -397,15 +409,7 @@ class QueueingTests(IntegrationTestCase):
         backend (which never accepts) cancels the connection attempt: the
         pool counts nothing busy afterwards.
         """
-        listener = socket.socket()
-        self.addCleanup(listener.close)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        filler = socket.socket()
-        self.addCleanup(filler.close)
-        filler.settimeout(2)
-        filler.connect(("127.0.0.1", port))
+        port = fullBacklogPort(self)
         _blue, blueURL = startBackend(self, "blue", echo("blue"))
         proxy = startProxy(
             self, f"http://127.0.0.1:{port}", blueURL, "--connect-timeout", "5"

@@ -22,6 +22,7 @@ from twisted.logger import formatEvent
 from tests._backends import (
     BackendConnection,
     BackendFactory,
+    ProxyUnderTest,
     ReceivedRequest,
     closeAfterFirst,
     echo,
@@ -443,28 +444,28 @@ class TLSUpstreamTests(IntegrationTestCase):
             {"good": ["localhost", "127.0.0.1"], "wrong": ["wrong.example"]},
         )
 
-    def startTLSBackend(self, certificate: str) -> tuple[BackendFactory, int]:
+    def startTLSProxy(
+        self, certificate: str, *extra: str
+    ) -> tuple[BackendFactory, ProxyUnderTest]:
         """
-        Run an echo backend over TLS with the named certificate.
+        Run GREEN as an echo backend over TLS with the named certificate, an
+        echo BLUE, and the proxy in front of them.
+
+        @param extra: More options for the proxy.
+        @return: The GREEN backend and the proxy.
         """
-        factory = BackendFactory("green", echo("green"))
-        port = listenTLS(self, factory, self.certs.serverOptions(certificate))
-        return factory, port
+        green = BackendFactory("green", echo("green"))
+        port = listenTLS(self, green, self.certs.serverOptions(certificate))
+        _blue, blueURL = startBackend(self, "blue", echo("blue"))
+        proxy = startProxy(self, f"https://localhost:{port}", blueURL, *extra)
+        return green, proxy
 
     async def test_trustedUpstream(self) -> None:
         """
         With C{--upstream-ca} the TLS backend is verified and used; the
         connection is reused.
         """
-        green, port = self.startTLSBackend("good")
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(
-            self,
-            f"https://localhost:{port}",
-            blueURL,
-            "--upstream-ca",
-            self.certs.caPath,
-        )
+        green, proxy = self.startTLSProxy("good", "--upstream-ca", self.certs.caPath)
         client = await connectRaw(self, proxy.port)
         for _ in range(2):
             response = await client.request(b"GET", b"/secure")
@@ -479,9 +480,7 @@ class TLSUpstreamTests(IntegrationTestCase):
         Without C{--upstream-ca} the test CA is not trusted: 502 with a TLS
         error message.
         """
-        green, port = self.startTLSBackend("good")
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, f"https://localhost:{port}", blueURL)
+        green, proxy = self.startTLSProxy("good")
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertPlainError(response, 502, "TLS")
         self.assertIn("certificate verify failed", response.text)
@@ -492,15 +491,7 @@ class TLSUpstreamTests(IntegrationTestCase):
         A certificate from the trusted CA but for another host name: 502 with
         a TLS error message.
         """
-        green, port = self.startTLSBackend("wrong")
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(
-            self,
-            f"https://localhost:{port}",
-            blueURL,
-            "--upstream-ca",
-            self.certs.caPath,
-        )
+        green, proxy = self.startTLSProxy("wrong", "--upstream-ca", self.certs.caPath)
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertPlainError(response, 502, "TLS")
         self.assertIn("localhost", response.text)
