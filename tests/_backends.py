@@ -603,13 +603,13 @@ def portNumber(port: IListeningPort) -> int:
     return address.port
 
 
-def listen(testCase: TestCase, factory: Factory) -> int:
+def stopAtCleanup(testCase: TestCase, port: IListeningPort, factory: Factory) -> int:
     """
-    Listen on 127.0.0.1 on a free port until the test ends.
+    Stop listening on C{port} when the test ends, and then stop C{factory}
+    if it is a test backend (closing its connections).
 
     @return: The port number.
     """
-    port: IListeningPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
 
     async def stop() -> None:
         stopped = port.stopListening()
@@ -620,6 +620,16 @@ def listen(testCase: TestCase, factory: Factory) -> int:
 
     testCase.addCleanup(lambda: Deferred.fromCoroutine(stop()))
     return portNumber(port)
+
+
+def listen(testCase: TestCase, factory: Factory) -> int:
+    """
+    Listen on 127.0.0.1 on a free port until the test ends.
+
+    @return: The port number.
+    """
+    port: IListeningPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    return stopAtCleanup(testCase, port, factory)
 
 
 def startBackend(
@@ -757,13 +767,4 @@ def listenTLS(testCase: TestCase, factory: Factory, options: Any) -> int:
     @return: The port number.
     """
     port: IListeningPort = reactor.listenSSL(0, factory, options, interface="127.0.0.1")
-
-    async def stop() -> None:
-        stopped = port.stopListening()
-        if stopped is not None:
-            await stopped
-        if isinstance(factory, BackendFactory):
-            await factory.stop()
-
-    testCase.addCleanup(lambda: Deferred.fromCoroutine(stop()))
-    return portNumber(port)
+    return stopAtCleanup(testCase, port, factory)

@@ -242,10 +242,12 @@ class ChainTests(ChainMixin):
         controller.switch("green")
         self.assertEqual(controller.active, "green")
 
-    def test_autoFailback(self) -> None:
+    def failbackPending(self) -> Controller:
         """
-        With automatic failback, traffic returns once the preferred
-        environment has risen and stayed up for the delay.
+        Start with automatic failback after 30 s; GREEN fails at 5 s (BLUE
+        takes over) and has risen again by 11 s.
+
+        @return: The controller, failback pending.
         """
         _monitor, controller = self.start(
             fall=1, rise=2, failback="auto", failbackDelay=30.0
@@ -255,6 +257,14 @@ class ChainTests(ChainMixin):
         self.green.code = 200
         self.advanceTo(11)
         self.assertEqual(controller.mode, "failback-pending")
+        return controller
+
+    def test_autoFailback(self) -> None:
+        """
+        With automatic failback, traffic returns once the preferred
+        environment has risen and stayed up for the delay.
+        """
+        controller = self.failbackPending()
         self.advanceTo(40.5)
         self.assertEqual(controller.active, "blue")
         self.advanceTo(41)
@@ -269,14 +279,7 @@ class ChainTests(ChainMixin):
         A preferred environment that fails a check during the delay does not
         get the traffic back.
         """
-        _monitor, controller = self.start(
-            fall=1, rise=2, failback="auto", failbackDelay=30.0
-        )
-        self.green.code = 500
-        self.advanceTo(5)
-        self.green.code = 200
-        self.advanceTo(11)
-        self.assertEqual(controller.mode, "failback-pending")
+        controller = self.failbackPending()
         self.green.code = 500
         self.advanceTo(16)
         self.assertEqual(controller.mode, "serving")
