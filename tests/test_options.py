@@ -564,7 +564,23 @@ class OptionTests(SynchronousTestCase):
         )
 
 
-class AdminOptionTests(SynchronousTestCase):
+class RefusalTestCase(SynchronousTestCase):
+    """
+    The tests of options that the required options plus some are refused.
+    """
+
+    def assertRefused(self, args: list[str], message: str) -> None:
+        """
+        Assert that the required options plus C{args} fail with exactly
+        C{message}.
+        """
+        error = self.assertRaises(
+            usage.UsageError, Options().parseOptions, [*REQUIRED, *args]
+        )
+        self.assertEqual(str(error), message)
+
+
+class AdminOptionTests(RefusalTestCase):
     """
     C{--admin} and C{--admin-token-file}: where the admin API listens, and
     the token its changes need.
@@ -579,16 +595,6 @@ class AdminOptionTests(SynchronousTestCase):
         with open(path, "wb") as f:
             f.write(content)
         return path
-
-    def assertRefused(self, args: list[str], message: str) -> None:
-        """
-        Assert that the required options plus C{args} fail with exactly
-        C{message}.
-        """
-        error = self.assertRaises(
-            usage.UsageError, Options().parseOptions, [*REQUIRED, *args]
-        )
-        self.assertEqual(str(error), message)
 
     def test_default(self) -> None:
         """
@@ -800,7 +806,7 @@ class AdminOptionTests(SynchronousTestCase):
         self.assertEqual(options.config.adminEndpoint, "tcp:0:interface=127.0.0.1")
 
 
-class ManholeOptionTests(SynchronousTestCase):
+class ManholeOptionTests(RefusalTestCase):
     """
     The C{--manhole*} options: both manholes are off by default, the telnet
     one needs a password file and loopback (or a UNIX socket), the SSH one
@@ -821,16 +827,6 @@ class ManholeOptionTests(SynchronousTestCase):
                 "WcIHsUlCRaGUvyFQYnd2 alice@laptop\n"
             )
         self.hostKey = os.path.join(directory, "host_key")
-
-    def assertRefused(self, args: list[str], message: str) -> None:
-        """
-        Assert that the required options plus C{args} fail with exactly
-        C{message}.
-        """
-        error = self.assertRaises(
-            usage.UsageError, Options().parseOptions, [*REQUIRED, *args]
-        )
-        self.assertEqual(str(error), message)
 
     def test_off(self) -> None:
         """

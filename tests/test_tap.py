@@ -685,6 +685,21 @@ class ProcessTestMixin(TestCase):
         assert child.reason is not None
         return child.reason
 
+    def assertCannotListen(
+        self, code: int | None, output: str, option: str, value: str
+    ) -> None:
+        """
+        Assert that twistd exited with status 1 after printing one line
+        saying C{option value} is in use, and no traceback.
+        """
+        self.assertEqual(code, 1, output)
+        self.assertIn(
+            f"bluegreen: cannot listen on {option} {value}: "
+            f"[Errno {errno.EADDRINUSE}] Address already in use\n",
+            output,
+        )
+        self.assertNotIn("Traceback", output)
+
     async def runToEnd(self, args: list[str]) -> tuple[int | None, str]:
         """
         Run a process to its end.
@@ -715,13 +730,7 @@ class TwistdTests(ProcessTestMixin):
             code, output = await self.runToEnd(
                 [*twistd(), "-n", "--pidfile=", "bluegreen", "--port", value, *REQUIRED]
             )
-        self.assertEqual(code, 1, output)
-        self.assertIn(
-            f"bluegreen: cannot listen on --port {value}: "
-            f"[Errno {errno.EADDRINUSE}] Address already in use\n",
-            output,
-        )
-        self.assertNotIn("Traceback", output)
+        self.assertCannotListen(code, output, "--port", value)
         self.assertFalse(accepts(port))
 
     async def test_portInUsePidfile(self) -> None:
@@ -954,13 +963,7 @@ class AdminTwistdTests(ProcessTestMixin):
                     value,
                 ]
             )
-        self.assertEqual(code, 1, output)
-        self.assertIn(
-            f"bluegreen: cannot listen on --admin {value}: "
-            f"[Errno {errno.EADDRINUSE}] Address already in use\n",
-            output,
-        )
-        self.assertNotIn("Traceback", output)
+        self.assertCannotListen(code, output, "--admin", value)
         self.assertFalse(accepts(proxyPort))
 
 
