@@ -33,7 +33,7 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 
 from tests._util import PATIENCE, freePort
 
-from .test_demo import STARTUP, _alive, _listening, spawnDemo
+from .test_demo import STARTUP, assertNothingLeft, childPids, spawnDemo
 
 reactor: Any = _reactor
 
@@ -374,10 +374,7 @@ class WorkshopTests(TestCase):
         """
         @return: The children's process ids recorded in C{DIR/run}.
         """
-        return {
-            path.stem: int(path.read_text())
-            for path in (self.root / "run").glob("*-*.pid")
-        }
+        return childPids(self.root)
 
     async def stop(self) -> None:
         """
@@ -400,11 +397,7 @@ class WorkshopTests(TestCase):
 
         await _until("the demo to exit", exited)
         self.assertEqual(process.returncode, 0)
-        for name, pid in pids.items():
-            self.assertFalse(_alive(pid), f"{name} (pid {pid}) still runs")
-        for name, port in ports.items():
-            self.assertFalse(_listening(port), f"{name}'s port {port} is open")
-        self.assertEqual(self.pids(), {})
+        assertNothingLeft(self, self.root, pids, ports)
 
     def describe(
         self, samples: list[Sample], t0: float, events: dict[str, float]
