@@ -760,6 +760,27 @@ def startProxy(
     return proxy[0]
 
 
+def startProxyFor(
+    testCase: TestCase,
+    handler: Handler,
+    *extra: str,
+    onHead: Handler | None = None,
+    health: bool = False,
+) -> tuple[BackendFactory, ProxyUnderTest]:
+    """
+    Start a GREEN backend answering with C{handler}, a BLUE echo backend,
+    and the proxy in front of them (see L{startProxy}).
+
+    @param extra: More options for the proxy.
+    @param onHead: See L{BackendFactory.onHead}.
+    @param health: Keep the proxy's health monitor running.
+    @return: The GREEN backend and the proxy.
+    """
+    green, greenURL = startBackend(testCase, "green", handler, onHead)
+    _blue, blueURL = startBackend(testCase, "blue", echo("blue"))
+    return green, startProxy(testCase, greenURL, blueURL, *extra, health=health)
+
+
 def listenTLS(testCase: TestCase, factory: Factory, options: Any) -> int:
     """
     Listen with TLS on 127.0.0.1 on a free port until the test ends.

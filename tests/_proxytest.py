@@ -11,9 +11,7 @@ from tests._backends import (
     BackendFactory,
     Handler,
     ProxyUnderTest,
-    echo,
-    startBackend,
-    startProxy,
+    startProxyFor,
 )
 from tests._logs import failOnLoggedErrors
 from tests._rawclient import RawResponse
@@ -49,17 +47,9 @@ class IntegrationTestCase(TestCase):
         health: bool = False,
     ) -> tuple[BackendFactory, ProxyUnderTest]:
         """
-        Start a GREEN backend answering with C{handler}, a BLUE echo backend,
-        and the proxy in front of them (see L{startProxy}).
-
-        @param extra: More options for the proxy.
-        @param onHead: See L{BackendFactory.onHead}.
-        @param health: Keep the proxy's health monitor running.
-        @return: The GREEN backend and the proxy.
+        See L{tests._backends.startProxyFor}.
         """
-        green, greenURL = startBackend(self, "green", handler, onHead)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        return green, startProxy(self, greenURL, blueURL, *extra, health=health)
+        return startProxyFor(self, handler, *extra, onHead=onHead, health=health)
 
     def assertPlainError(self, response: RawResponse, status: int, *words: str) -> None:
         """
