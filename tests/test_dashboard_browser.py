@@ -36,6 +36,7 @@ from ._admin import listeningPort, runService, serviceArguments
 from ._chromium import CHROMIUM, WIDTH, AddCleanup, Page, launch, reactor
 from ._redis import startRedis
 from ._util import waitFor
+from .test_dashboard_sync import lastSync
 
 #: Health settings of the service under test.
 INTERVAL, FAST_INTERVAL, TIMEOUT = 0.3, 0.2, 0.5
@@ -360,16 +361,7 @@ class DashboardBrowserTests(TestCase):
             "databases": {"green": "/srv/g.db", "blue": "/srv/b.db"},
             "running": [],
             "last": {
-                "green->blue": {
-                    "when": when,
-                    "strategy": "migrate",
-                    "rows_copied": 12,
-                    "conflicts": 0,
-                    "seconds": 0.812,
-                    "complete": True,
-                    "error": None,
-                    "who": "admin API from 127.0.0.1",
-                }
+                "green->blue": lastSync(when=when),
             },
             "mirror": None,
         }

@@ -75,6 +75,17 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+def requireDemoTools() -> None:
+    """
+    Skip the test unless the tools the demo runs are installed.
+
+    @raise SkipTest: One is not.
+    """
+    for tool in ("redis-server", "git", "sqlite3", "rsync"):
+        if shutil.which(tool) is None:
+            raise SkipTest(f"{tool} is not installed")
+
+
 def childPids(root: Path) -> dict[str, int]:
     """
     @return: The demo's children's process ids recorded in C{root/run}.
@@ -225,9 +236,7 @@ class DemoTests(TestCase):
     """
 
     def setUp(self) -> None:
-        for tool in ("redis-server", "git", "sqlite3", "rsync"):
-            if shutil.which(tool) is None:
-                raise SkipTest(f"{tool} is not installed")
+        requireDemoTools()
         self.root = Path(self.mktemp()).absolute()
         self.port = freePort()
         self.admin = freePort()

@@ -28,12 +28,18 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 
 from tests._util import PATIENCE, freePort
 
-from .test_demo import STARTUP, assertNothingLeft, childPids, spawnDemo
+from .test_demo import (
+    STARTUP,
+    assertNothingLeft,
+    childPids,
+    requireDemoTools,
+    spawnDemo,
+)
 
 reactor: Any = _reactor
 
@@ -134,9 +140,7 @@ class WorkshopTests(TestCase):
     timeout = 12 * PATIENCE
 
     def setUp(self) -> None:
-        for tool in ("redis-server", "git", "sqlite3", "rsync"):
-            if shutil.which(tool) is None:
-                raise SkipTest(f"{tool} is not installed")
+        requireDemoTools()
         self.root = Path(self.mktemp()).absolute()
         self.port = freePort()
         self.admin = freePort()
