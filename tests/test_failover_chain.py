@@ -515,6 +515,18 @@ class ProxyTests(ChainMixin):
         )
         self.assertTrue(response.endswith(body), response)
 
+    def assertRefusedBy(self, reported: str, *refusing: str) -> None:
+        """
+        Make the C{refusing} environments refuse connections; a request then
+        gets the 502 saying C{reported} refused the connection.
+        """
+        urls = {"green": "http://127.0.0.1:5002", "blue": "http://127.0.0.1:5001"}
+        for name in refusing:
+            self.endpoints[name].mode = "refuse"
+        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
+        expected = f"bluegreen: {reported} ({urls[reported]}) refused the connection\n"
+        self.assertAnswered(response, b"502", expected.encode())
+
     def test_served(self) -> None:
         """
         With the live environment reachable, it answers and nothing is
@@ -626,13 +638,7 @@ class ProxyTests(ChainMixin):
         still reported.
         """
         monitor, _controller = self.proxy(retry=False, fall=3)
-        self.endpoints["green"].mode = "refuse"
-        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
-        self.assertAnswered(
-            response,
-            b"502",
-            b"bluegreen: green (http://127.0.0.1:5002) refused the connection\n",
-        )
+        self.assertRefusedBy("green", "green")
         self.assertEqual(self.endpoints["blue"].attempts, 0)
         self.assertEqual(len(self.passive(monitor, "green")), 1)
 
@@ -643,13 +649,7 @@ class ProxyTests(ChainMixin):
         self.blue.code = 500
         monitor, _controller = self.proxy(fall=3)
         self.assertFalse(monitor.health["blue"].up)
-        self.endpoints["green"].mode = "refuse"
-        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
-        self.assertAnswered(
-            response,
-            b"502",
-            b"bluegreen: green (http://127.0.0.1:5002) refused the connection\n",
-        )
+        self.assertRefusedBy("green", "green")
         self.assertEqual(self.endpoints["blue"].attempts, 0)
 
     def test_retriedOnce(self) -> None:
@@ -658,14 +658,7 @@ class ProxyTests(ChainMixin):
         a request is retried once, and both failures are reported.
         """
         monitor, _controller = self.proxy(fall=3)
-        self.endpoints["green"].mode = "refuse"
-        self.endpoints["blue"].mode = "refuse"
-        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
-        self.assertAnswered(
-            response,
-            b"502",
-            b"bluegreen: blue (http://127.0.0.1:5001) refused the connection\n",
-        )
+        self.assertRefusedBy("blue", "green", "blue")
         self.assertEqual(
             (self.endpoints["green"].attempts, self.endpoints["blue"].attempts),
             (1, 1),
