@@ -78,6 +78,21 @@ def accepts(port: int) -> bool:
     return True
 
 
+async def assertListensWhileRunning(
+    testCase: SynchronousTestCase, service: IService, port: int
+) -> None:
+    """
+    Start C{service}: it must accept connections on C{port}; stop it: it
+    must no longer.
+    """
+    service.startService()
+    try:
+        testCase.assertTrue(accepts(port))
+    finally:
+        await service.stopService()
+    testCase.assertFalse(accepts(port))
+
+
 @contextmanager
 def takenPort() -> Iterator[tuple[int, str]]:
     """
@@ -422,12 +437,7 @@ class ListenTests(TestCase):
         service = makeService(
             parse("--port", f"tcp:{port}:interface=127.0.0.1", "--access-log", "none")
         )
-        service.startService()
-        try:
-            self.assertTrue(accepts(port))
-        finally:
-            await service.stopService()
-        self.assertFalse(accepts(port))
+        await assertListensWhileRunning(self, service, port)
 
 
 @implementer(IStreamServerEndpoint)
@@ -568,12 +578,7 @@ class AdminListenTests(TestCase):
                 "none",
             )
         )
-        service.startService()
-        try:
-            self.assertTrue(accepts(port))
-        finally:
-            await service.stopService()
-        self.assertFalse(accepts(port))
+        await assertListensWhileRunning(self, service, port)
 
 
 def twistd() -> list[str]:
