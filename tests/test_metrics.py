@@ -260,24 +260,16 @@ class MetricsTests(SynchronousTestCase):
         duration = "bluegreen_request_duration_seconds"
         self.assertEqual(result(duration + "_count", green), 4)
         self.assertAlmostEqual(result(duration + "_sum", green), 1.5232)
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "green", "le": "0.0005"}), 1
-        )
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "green", "le": "0.005"}), 2
-        )
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "green", "le": "0.025"}), 3
-        )
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "green", "le": "60.0"}), 4
-        )
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "blue", "le": "60.0"}), 0
-        )
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "blue", "le": "+Inf"}), 1
-        )
+        for environment, le, count in [
+            ("green", "0.0005", 1),
+            ("green", "0.005", 2),
+            ("green", "0.025", 3),
+            ("green", "60.0", 4),
+            ("blue", "60.0", 0),
+            ("blue", "+Inf", 1),
+        ]:
+            bucket = {"environment": environment, "le": le}
+            self.assertEqual(result(duration + "_bucket", bucket), count, bucket)
 
     def test_methods(self) -> None:
         """
