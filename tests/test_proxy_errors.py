@@ -78,6 +78,18 @@ class ErrorTests(IntegrationTestCase):
             self.assertFalse(partial.complete)
             self.assertTrue(sent.startswith(partial.content), partial.content)
 
+    async def assertTimedOut(self, proxy: ProxyUnderTest, timeout: str) -> None:
+        """
+        Assert that a C{GET /} through C{proxy} gets the 504 naming
+        C{timeout}, after the tests' 0.5 s timeout (and within L{PATIENCE}).
+        """
+        started = time.monotonic()
+        response = await fetch(self, proxy.port, b"GET", b"/")
+        elapsed = time.monotonic() - started
+        self.assertPlainError(response, 504, timeout)
+        self.assertGreater(elapsed, 0.45)
+        self.assertLess(elapsed, PATIENCE)
+
     async def assertAborted(self, proxy: ProxyUnderTest, sent: bytes) -> float:
         """
         Assert that a C{GET /} through C{proxy} on a new connection ends with
@@ -139,12 +151,7 @@ class ErrorTests(IntegrationTestCase):
         mentioning the response timeout; the upstream connection is dropped.
         """
         green, proxy = self.startProxyFor(silent, "--response-timeout", "0.5")
-        started = time.monotonic()
-        response = await fetch(self, proxy.port, b"GET", b"/")
-        elapsed = time.monotonic() - started
-        self.assertPlainError(response, 504, "response timeout")
-        self.assertGreater(elapsed, 0.45)
-        self.assertLess(elapsed, PATIENCE)
+        await self.assertTimedOut(proxy, "response timeout")
         await withTimeout(green.when(lambda: green.open == 0), "dropped")
         self.assertEqual(proxy.pools["green"].busy, 0)
 
@@ -167,12 +174,7 @@ class ErrorTests(IntegrationTestCase):
         proxy = startProxy(
             self, f"http://127.0.0.1:{port}", blueURL, "--connect-timeout", "0.5"
         )
-        started = time.monotonic()
-        response = await fetch(self, proxy.port, b"GET", b"/")
-        elapsed = time.monotonic() - started
-        self.assertPlainError(response, 504, "connect timeout")
-        self.assertGreater(elapsed, 0.45)
-        self.assertLess(elapsed, PATIENCE)
+        await self.assertTimedOut(proxy, "connect timeout")
         self.assertEqual(proxy.pools["green"].busy, 0)
 
     async def test_truncatedBodyAbortsClient(self) -> None:
