@@ -37,6 +37,22 @@ def proxyArguments(green: str, blue: str, *extra: str) -> list[str]:
     return ["--port", LOOPBACK, "--green", green, "--blue", blue, *extra]
 
 
+def healthArguments(interval: float, fastInterval: float, timeout: float) -> list[str]:
+    """
+    The options of a test proxy's health checks: every C{interval} seconds
+    (C{fastInterval} while an environment changes state), each given
+    C{timeout} seconds.
+    """
+    return [
+        "--health-interval",
+        str(interval),
+        "--fast-interval",
+        str(fastInterval),
+        "--health-timeout",
+        str(timeout),
+    ]
+
+
 def _patience(environ: dict[str, str] | os._Environ[str]) -> float:
     """
     Read C{BLUEGREEN_TEST_PATIENCE} (seconds).

@@ -35,7 +35,7 @@ from bluegreen.service.tap import ProxyService
 from ._admin import listeningPort, runService, serviceArguments
 from ._chromium import CHROMIUM, WIDTH, AddCleanup, Page, launch, reactor
 from ._redis import startRedis
-from ._util import waitFor
+from ._util import healthArguments, waitFor
 from .test_dashboard_sync import lastSync
 
 #: Health settings of the service under test.
@@ -112,12 +112,7 @@ def startBluegreen(
         serviceArguments(
             greenURL,
             blueURL,
-            "--health-interval",
-            str(INTERVAL),
-            "--fast-interval",
-            str(FAST_INTERVAL),
-            "--health-timeout",
-            str(TIMEOUT),
+            *healthArguments(INTERVAL, FAST_INTERVAL, TIMEOUT),
             *extra,
         ),
     )
