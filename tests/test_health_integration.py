@@ -12,7 +12,6 @@ reactor is left clean.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import socket
 import struct
@@ -21,9 +20,7 @@ from typing import Any
 
 from attrs import evolve
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from treq.client import HTTPClient
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, succeed
@@ -41,6 +38,7 @@ from zope.interface import implementer
 from bluegreen.checkfailure import MAX_BODY
 from bluegreen.environment import Environment
 from bluegreen.health import HealthMonitor, HealthSettings
+from tests._certificates import keyPEM, selfSigned
 from tests._util import PATIENCE, waitFor
 
 #: The reactor the tests run on (trial's real one).
@@ -68,29 +66,10 @@ def makeCertificate(
     @return: The certificate with its key (for the server) and alone (for a
         client that chooses to trust it).
     """
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bluegreen test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    key, certificate = selfSigned("bluegreen test", names)
     certificatePEM = certificate.public_bytes(serialization.Encoding.PEM)
-    keyPEM = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     return (
-        PrivateCertificate.loadPEM(certificatePEM + keyPEM),
+        PrivateCertificate.loadPEM(certificatePEM + keyPEM(key)),
         Certificate.loadPEM(certificatePEM),
     )
 

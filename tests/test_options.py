@@ -6,16 +6,12 @@ checked, and turned into a L{bluegreen.service.config.Config}.
 
 from __future__ import annotations
 
-import datetime
 import io
 import os
 from collections.abc import Callable
 from contextlib import redirect_stdout
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,6 +21,7 @@ from bluegreen.environment import Environment
 from bluegreen.service.tap import (
     Options,
 )
+from tests._certificates import selfSigned
 
 GREEN_URL = "http://127.0.0.1:5002"
 BLUE_URL = "http://127.0.0.1:5001"
@@ -59,20 +56,7 @@ def makeCertificate(commonName: str) -> bytes:
     @param commonName: The certificate's subject CN.
     @return: The certificate, PEM-encoded.
     """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
+    _key, certificate = selfSigned(commonName)
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
