@@ -107,6 +107,23 @@ class StatusCommandTests(TestCase):
     C{bluegreen status}.
     """
 
+    def assertCannotReach(self, result: tuple[str, str, int], url: str) -> None:
+        """
+        Assert that the command printed nothing, said on stderr in one line
+        that nothing listens at C{url}, and exited with status 1.
+
+        @param result: The command's output, errors and status.
+        """
+        self.assertEqual(
+            result,
+            (
+                "",
+                f"bluegreen: cannot reach bluegreen admin at {url}: "
+                "connection refused\n",
+                1,
+            ),
+        )
+
     async def test_human(self) -> None:
         """
         It says which environment is live and why, each one's health and
@@ -201,31 +218,15 @@ class StatusCommandTests(TestCase):
         exits with status 1, without a traceback.
         """
         url = f"http://127.0.0.1:{freePort()}"
-        out, err, code = await bluegreen("--admin", url, "status")
-        self.assertEqual(
-            (out, err, code),
-            (
-                "",
-                f"bluegreen: cannot reach bluegreen admin at {url}: "
-                "connection refused\n",
-                1,
-            ),
-        )
+        self.assertCannotReach(await bluegreen("--admin", url, "status"), url)
 
     async def test_notRunningFromEnvironment(self) -> None:
         """
         The same with the URL from C{BLUEGREEN_ADMIN}.
         """
         url = f"http://127.0.0.1:{freePort()}"
-        out, err, code = await bluegreen("status", env={"BLUEGREEN_ADMIN": url})
-        self.assertEqual(
-            (out, err, code),
-            (
-                "",
-                f"bluegreen: cannot reach bluegreen admin at {url}: "
-                "connection refused\n",
-                1,
-            ),
+        self.assertCannotReach(
+            await bluegreen("status", env={"BLUEGREEN_ADMIN": url}), url
         )
 
     async def test_notBluegreen(self) -> None:
