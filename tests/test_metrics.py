@@ -42,16 +42,12 @@ from bluegreen.admin.metrics import (
     statusClass,
 )
 from bluegreen.controller import Controller, Switch
-from bluegreen.environment import Environment
 from bluegreen.health import CheckResult, HealthMonitor, HealthSettings
 from bluegreen.proxy.failures import FAILURE_KINDS, classifyFailure, describeFailure
 from bluegreen.proxy.pool import PoolClosed
 from bluegreen.proxy.upstream import BadResponse
+from tests._failover import BLUE, BOTH, GREEN
 from tests._metrics import Scrape, labels, retryLabels, scrape
-
-GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
-BLUE = Environment.fromURL("blue", "http://127.0.0.1:5001")
-BOTH = {"green": GREEN, "blue": BLUE}
 
 
 def makeController(clock: Clock | None = None, **settings: Any) -> Controller:
