@@ -1,6 +1,11 @@
 # -*- test-case-name: tests.test_proxy_integration -*-
 """
 The base of the proxy's integration tests.
+
+Each test runs real backends (L{tests._backends.BackendFactory}) and the real
+proxy (built from L{bluegreen.service.tap} options) on 127.0.0.1 with free
+ports, and talks to the proxy with a real client: treq over a persistent
+connection pool, or L{tests._rawclient.RawClient} when exact bytes matter.
 """
 
 from __future__ import annotations

@@ -4,10 +4,7 @@
 Integration tests of the proxy's failures over real sockets: upstream
 errors, clients that leave, and requests waiting for a connection.
 
-Each test runs real backends (L{tests._backends.BackendFactory}) and the real
-proxy (built from L{bluegreen.service.tap} options) on 127.0.0.1 with free
-ports, and talks to the proxy with a real client: treq over a persistent
-connection pool, or L{tests._backends.RawClient} when exact bytes matter.
+How these tests run is said in L{tests._proxytest}.
 """
 
 from __future__ import annotations
@@ -373,18 +370,10 @@ class QueueingTests(IntegrationTestCase):
         """
         # /second needs far longer than the timeout, whenever it gets the
         # connection; /first (and /third) far less.
-        green, greenURL = startBackend(
-            self,
-            "green",
+        green, proxy = self.startProxyFor(
             route(
                 {b"/second": delayed(3.0, echo("green"))}, delayed(0.2, echo("green"))
             ),
-        )
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(
-            self,
-            greenURL,
-            blueURL,
             "--max-connections",
             "1",
             "--response-timeout",

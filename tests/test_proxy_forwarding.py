@@ -4,10 +4,7 @@
 Integration tests of what the proxy forwards over real sockets: headers,
 the access log, TLS upstreams and HTTP's edge cases.
 
-Each test runs real backends (L{tests._backends.BackendFactory}) and the real
-proxy (built from L{bluegreen.service.tap} options) on 127.0.0.1 with free
-ports, and talks to the proxy with a real client: treq over a persistent
-connection pool, or L{tests._backends.RawClient} when exact bytes matter.
+How these tests run is said in L{tests._proxytest}.
 """
 
 from __future__ import annotations

@@ -4,10 +4,7 @@
 Integration tests of the proxy over real sockets: switching, persistent
 connections, streaming and flow control.
 
-Each test runs real backends (L{tests._backends.BackendFactory}) and the real
-proxy (built from L{bluegreen.service.tap} options) on 127.0.0.1 with free
-ports, and talks to the proxy with a real client: treq over a persistent
-connection pool, or L{tests._backends.RawClient} when exact bytes matter.
+How these tests run is said in L{tests._proxytest}.
 """
 
 from __future__ import annotations
@@ -592,12 +589,8 @@ class FlowControlReuseTests(IntegrationTestCase):
             else:
                 echo("green")(request, conn)
 
-        _green, greenURL = startBackend(self, "green", handler)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(
-            self,
-            greenURL,
-            blueURL,
+        _green, proxy = self.startProxyFor(
+            handler,
             "--response-timeout",
             "1",
             "--max-connections",
