@@ -375,17 +375,24 @@ class HealthIntegrationTests(TestCase):
             await recorder.event(1), ("green", False, "connection refused")
         )
 
+    async def assertTimesOut(self, url: str) -> None:
+        """
+        Assert that the check of C{url} with the short timeout fails for
+        that timeout, and that the monitor closes its connection.
+        """
+        _, recorder = self.start(url, SHORT)
+        self.assertEqual(
+            await recorder.event(1), ("green", False, "timeout after 0.5 s")
+        )
+        await self.tracking.whenIdle()
+
     async def test_noAnswer(self) -> None:
         """
         A backend that accepts and never answers times out, and the
         connection is closed by the monitor.
         """
         url = self.listenProtocol(Silent)
-        _, recorder = self.start(url, SHORT)
-        self.assertEqual(
-            await recorder.event(1), ("green", False, "timeout after 0.5 s")
-        )
-        await self.tracking.whenIdle()
+        await self.assertTimesOut(url)
 
     async def test_stalledBody(self) -> None:
         """
@@ -396,11 +403,7 @@ class HealthIntegrationTests(TestCase):
         health = Health(200, b"x" * 1000)
         health.stall = True
         url = self.listenSite(health)
-        _, recorder = self.start(url, SHORT)
-        self.assertEqual(
-            await recorder.event(1), ("green", False, "timeout after 0.5 s")
-        )
-        await self.tracking.whenIdle()
+        await self.assertTimesOut(url)
 
     async def test_closedAtOnce(self) -> None:
         """
