@@ -348,8 +348,7 @@ class HealthIntegrationTests(TestCase):
         A backend answering 200 is up.
         """
         url = self.listenSite(Health())
-        monitor, recorder = self.start(url)
-        self.assertEqual(await recorder.event(1), ("green", True, "status 200"))
+        monitor = await self.assertFirstCheck(True, "status 200", url)
         self.assertTrue(monitor.isUp("green"))
 
     async def test_serverError(self) -> None:
@@ -357,10 +356,7 @@ class HealthIntegrationTests(TestCase):
         A backend answering 500 is down, for its status.
         """
         url = self.listenSite(Health(500, b"broken"))
-        monitor, recorder = self.start(url)
-        self.assertEqual(
-            await recorder.event(1), ("green", False, "status 500 (expected 200)")
-        )
+        monitor = await self.assertFirstCheck(False, "status 500 (expected 200)", url)
         self.assertFalse(monitor.isUp("green"))
 
     async def test_refused(self) -> None:
@@ -370,20 +366,34 @@ class HealthIntegrationTests(TestCase):
         probe = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
         number = probe.getHost().port
         await probe.stopListening()
-        _, recorder = self.start(f"http://127.0.0.1:{number}")
-        self.assertEqual(
-            await recorder.event(1), ("green", False, "connection refused")
+        await self.assertFirstCheck(
+            False, "connection refused", f"http://127.0.0.1:{number}"
         )
+
+    async def assertFirstCheck(
+        self,
+        up: bool,
+        reason: str,
+        url: str,
+        settings: HealthSettings = FAST,
+        policy: IPolicyForHTTPS | None = None,
+    ) -> HealthMonitor:
+        """
+        Start a monitor of C{url} (see L{start}) and assert that its first
+        check of GREEN finds it C{up} or not, for C{reason}.
+
+        @return: The monitor.
+        """
+        monitor, recorder = self.start(url, settings, policy)
+        self.assertEqual(await recorder.event(1), ("green", up, reason))
+        return monitor
 
     async def assertTimesOut(self, url: str) -> None:
         """
         Assert that the check of C{url} with the short timeout fails for
         that timeout, and that the monitor closes its connection.
         """
-        _, recorder = self.start(url, SHORT)
-        self.assertEqual(
-            await recorder.event(1), ("green", False, "timeout after 0.5 s")
-        )
+        await self.assertFirstCheck(False, "timeout after 0.5 s", url, SHORT)
         await self.tracking.whenIdle()
 
     async def test_noAnswer(self) -> None:
@@ -429,11 +439,7 @@ class HealthIntegrationTests(TestCase):
         closed before a response".
         """
         url = self.listenProtocol(CloseAfterRequest)
-        _, recorder = self.start(url)
-        self.assertEqual(
-            await recorder.event(1),
-            ("green", False, "connection closed before a response"),
-        )
+        await self.assertFirstCheck(False, "connection closed before a response", url)
 
     async def test_resetAfterRequest(self) -> None:
         """
@@ -441,21 +447,14 @@ class HealthIntegrationTests(TestCase):
         "connection reset before a response".
         """
         url = self.listenProtocol(ResetAfterRequest)
-        _, recorder = self.start(url)
-        self.assertEqual(
-            await recorder.event(1),
-            ("green", False, "connection reset before a response"),
-        )
+        await self.assertFirstCheck(False, "connection reset before a response", url)
 
     async def test_bodyTooLarge(self) -> None:
         """
         A body over L{MAX_BODY} fails the check, even with status 200.
         """
         url = self.listenSite(Health(200, b"x" * (4 * MAX_BODY)))
-        _, recorder = self.start(url)
-        self.assertEqual(
-            await recorder.event(1), ("green", False, "body larger than 65536 bytes")
-        )
+        await self.assertFirstCheck(False, "body larger than 65536 bytes", url)
         await self.tracking.whenIdle()
 
     async def test_tlsUntrusted(self) -> None:
@@ -478,8 +477,7 @@ class HealthIntegrationTests(TestCase):
         """
         server, trusted = makeCertificate([LOOPBACK])
         url = self.listenSite(Health(), server)
-        _, recorder = self.start(url, policy=TrustOnly(trusted))
-        self.assertEqual(await recorder.event(1), ("green", True, "status 200"))
+        await self.assertFirstCheck(True, "status 200", url, policy=TrustOnly(trusted))
 
     async def test_tlsWrongHost(self) -> None:
         """
