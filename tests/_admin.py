@@ -232,6 +232,28 @@ async def startService(
     return running
 
 
+async def assertBrokenStatus(testCase: TestCase, path: str) -> Running:
+    """
+    Start a service with a status section that raises; assert that C{GET
+    path} is answered with a JSON 500 that gives nothing away, and that the
+    error was logged (once).
+
+    @return: The service.
+    """
+    running = await startService(testCase)
+
+    def broken() -> None:
+        raise RuntimeError("secret detail")
+
+    running.admin.addStatus("broken", broken)
+    answer = await call(running.base + path)
+    testCase.assertEqual(
+        (answer.code, answer.error), (500, "internal error (see the log)")
+    )
+    testCase.assertEqual(len(testCase.flushLoggedErrors(RuntimeError)), 1)
+    return running
+
+
 async def settled(running: Running) -> None:
     """
     Wait until the health monitor has decided on every environment.

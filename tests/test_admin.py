@@ -16,6 +16,7 @@ from bluegreen import __version__
 from tests._admin import (
     Answer,
     Running,
+    assertBrokenStatus,
     call,
     captureEvents,
     messages,
@@ -165,17 +166,7 @@ class StatusTests(TestCase):
         An unexpected exception is logged and answered with 500 and a JSON
         error that gives nothing away.
         """
-        running = await startService(self)
-
-        def broken() -> None:
-            raise RuntimeError("secret detail")
-
-        running.admin.addStatus("broken", broken)
-        answer = await call(running.base + "/api/status")
-        self.assertEqual(
-            (answer.code, answer.error), (500, "internal error (see the log)")
-        )
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        await assertBrokenStatus(self, "/api/status")
 
 
 class SwitchTests(TestCase):

@@ -41,7 +41,14 @@ from bluegreen.admin.dashboard import (
 from bluegreen.health import HISTORY, CheckResult
 from tests._util import waitFor
 
-from ._admin import Running, call, captureEvents, globalReactor, startService
+from ._admin import (
+    Running,
+    assertBrokenStatus,
+    call,
+    captureEvents,
+    globalReactor,
+    startService,
+)
 
 
 def packagedPage() -> bytes:
@@ -503,17 +510,7 @@ class EventsTests(TestCase):
         If the status cannot be made, the stream is not started: JSON 500,
         logged.
         """
-        running = await startService(self)
-
-        def broken() -> None:
-            raise RuntimeError("secret detail")
-
-        running.admin.addStatus("broken", broken)
-        answer = await call(running.base + "/api/events")
-        self.assertEqual(
-            (answer.code, answer.error), (500, "internal error (see the log)")
-        )
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        running = await assertBrokenStatus(self, "/api/events")
         self.assertEqual(running.admin.events.streams, [])
 
 
