@@ -254,6 +254,17 @@ async def assertBrokenStatus(testCase: TestCase, path: str) -> Running:
     return running
 
 
+async def assertHeadOnly(testCase: TestCase, path: str, contentType: bytes) -> None:
+    """
+    Assert that C{HEAD path} on a new service's admin API answers 200 with
+    the C{contentType} a C{GET} has, and no body.
+    """
+    running = await startService(testCase)
+    answer = await call(running.base + path, "HEAD")
+    testCase.assertEqual((answer.code, answer.data), (200, b""))
+    testCase.assertEqual(answer.headers.getRawHeaders(b"content-type"), [contentType])
+
+
 async def settled(running: Running) -> None:
     """
     Wait until the health monitor has decided on every environment.

@@ -17,6 +17,7 @@ from tests._admin import (
     Answer,
     Running,
     assertBrokenStatus,
+    assertHeadOnly,
     call,
     captureEvents,
     messages,
@@ -136,12 +137,7 @@ class StatusTests(TestCase):
         """
         C{HEAD /api/status} answers like C{GET}, without the body.
         """
-        running = await startService(self)
-        answer = await call(running.base + "/api/status", "HEAD")
-        self.assertEqual((answer.code, answer.data), (200, b""))
-        self.assertEqual(
-            answer.headers.getRawHeaders(b"content-type"), [b"application/json"]
-        )
+        await assertHeadOnly(self, "/api/status", b"application/json")
 
     async def test_statusProviders(self) -> None:
         """

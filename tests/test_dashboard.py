@@ -44,6 +44,7 @@ from tests._util import waitFor
 from ._admin import (
     Running,
     assertBrokenStatus,
+    assertHeadOnly,
     call,
     captureEvents,
     globalReactor,
@@ -98,12 +99,7 @@ class PageTests(TestCase):
         """
         C{HEAD /} answers with the headers alone.
         """
-        running = await startService(self)
-        answer = await call(running.base + "/", "HEAD")
-        self.assertEqual((answer.code, answer.data), (200, b""))
-        self.assertEqual(
-            answer.headers.getRawHeaders(b"content-type"), [b"text/html; charset=utf-8"]
-        )
+        await assertHeadOnly(self, "/", b"text/html; charset=utf-8")
 
     async def test_noToken(self) -> None:
         """
