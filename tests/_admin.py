@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from attrs import define, field
@@ -36,8 +37,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from bluegreen.admin import api as admin
-from bluegreen.service.tap import Options, ProxyService, makeService
-from tests._util import PATIENCE, freePort, waitFor
+from bluegreen.service.tap import ProxyService
+from tests._backends import buildService
+from tests._util import LOOPBACK, PATIENCE, freePort, proxyArguments, waitFor
 
 
 class _Reactor(IReactorTCP, IReactorTime, IReactorUNIX):
@@ -157,6 +159,30 @@ def listeningPort(service: ProxyService, option: str) -> IListeningPort:
     return listener.port
 
 
+def serviceArguments(green: str, blue: str, *extra: str) -> list[str]:
+    """
+    The command line of a test service: the proxy and its admin API on free
+    ports of 127.0.0.1 in front of C{green} and C{blue}, no access log.
+
+    @param extra: More options.
+    """
+    return proxyArguments(
+        green, blue, "--admin", LOOPBACK, "--access-log", "none", *extra
+    )
+
+
+def runService(
+    addCleanup: Callable[..., object], arguments: Sequence[str]
+) -> ProxyService:
+    """
+    Build the service from C{arguments} and start it, stopped at cleanup.
+    """
+    service = buildService(arguments)
+    service.startService()
+    addCleanup(service.stopService)
+    return service
+
+
 async def startService(
     testCase: TestCase,
     *extra: str,
@@ -183,40 +209,60 @@ async def startService(
         if up:
             backend.start()
         testCase.addCleanup(backend.stop)
-    args = [
-        "--port",
-        "tcp:0:interface=127.0.0.1",
-        "--admin",
-        "tcp:0:interface=127.0.0.1",
-        "--green",
+    args = serviceArguments(
         backends[0].url,
-        "--blue",
         backends[1].url,
-        "--access-log",
-        "none",
         "--health-interval",
         "300",
         "--fast-interval",
         "300",
         "--rise",
         "1",
-    ]
+    )
     if token is not None:
         path = os.path.abspath(testCase.mktemp())
         with open(path, "w") as f:
             f.write(token + "\n")
         args += ["--admin-token-file", path]
-    options = Options()
-    options.parseOptions([*args, *extra])
-    service = makeService(options)
-    assert isinstance(service, ProxyService)
-    service.startService()
-    testCase.addCleanup(service.stopService)
+    service = runService(testCase.addCleanup, [*args, *extra])
     # A UNIX socket has no port number.
     adminPort = getattr(listeningPort(service, "admin").getHost(), "port", 0)
     running = Running(service, adminPort, *backends)
     await settled(running)
     return running
+
+
+async def assertBrokenStatus(testCase: TestCase, path: str) -> Running:
+    """
+    Start a service with a status section that raises; assert that C{GET
+    path} is answered with a JSON 500 that gives nothing away, and that the
+    error was logged (once).
+
+    @return: The service.
+    """
+    running = await startService(testCase)
+
+    def broken() -> None:
+        raise RuntimeError("secret detail")
+
+    running.admin.addStatus("broken", broken)
+    answer = await call(running.base + path)
+    testCase.assertEqual(
+        (answer.code, answer.error), (500, "internal error (see the log)")
+    )
+    testCase.assertEqual(len(testCase.flushLoggedErrors(RuntimeError)), 1)
+    return running
+
+
+async def assertHeadOnly(testCase: TestCase, path: str, contentType: bytes) -> None:
+    """
+    Assert that C{HEAD path} on a new service's admin API answers 200 with
+    the C{contentType} a C{GET} has, and no body.
+    """
+    running = await startService(testCase)
+    answer = await call(running.base + path, "HEAD")
+    testCase.assertEqual((answer.code, answer.data), (200, b""))
+    testCase.assertEqual(answer.headers.getRawHeaders(b"content-type"), [contentType])
 
 
 async def settled(running: Running) -> None:

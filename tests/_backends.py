@@ -60,6 +60,7 @@ from tests._messages import (
 from tests._rawclient import IncompleteResponseError as IncompleteResponseError
 from tests._rawclient import connectRaw as connectRaw
 from tests._rawclient import fetch as fetch
+from tests._util import proxyArguments
 from tests._waiting import reactor as reactor
 from tests._waiting import sleep as sleep
 from tests._waiting import withTimeout as withTimeout
@@ -602,13 +603,13 @@ def portNumber(port: IListeningPort) -> int:
     return address.port
 
 
-def listen(testCase: TestCase, factory: Factory) -> int:
+def stopAtCleanup(testCase: TestCase, port: IListeningPort, factory: Factory) -> int:
     """
-    Listen on 127.0.0.1 on a free port until the test ends.
+    Stop listening on C{port} when the test ends, and then stop C{factory}
+    if it is a test backend (closing its connections).
 
     @return: The port number.
     """
-    port: IListeningPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
 
     async def stop() -> None:
         stopped = port.stopListening()
@@ -619,6 +620,16 @@ def listen(testCase: TestCase, factory: Factory) -> int:
 
     testCase.addCleanup(lambda: Deferred.fromCoroutine(stop()))
     return portNumber(port)
+
+
+def listen(testCase: TestCase, factory: Factory) -> int:
+    """
+    Listen on 127.0.0.1 on a free port until the test ends.
+
+    @return: The port number.
+    """
+    port: IListeningPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    return stopAtCleanup(testCase, port, factory)
 
 
 def startBackend(
@@ -691,6 +702,18 @@ class ProxyUnderTest:
         return self.service.stopService()
 
 
+def buildService(arguments: Sequence[str]) -> ProxyService:
+    """
+    Build the service from the command-line C{arguments}, as twistd's
+    C{bluegreen} plugin does (on the global reactor), without starting it.
+    """
+    options = Options()
+    options.parseOptions(list(arguments))
+    service = makeService(options, reactor)
+    assert isinstance(service, ProxyService)
+    return service
+
+
 def startProxy(
     testCase: TestCase, green: str, blue: str, *extra: str, health: bool = False
 ) -> ProxyUnderTest:
@@ -710,14 +733,9 @@ def startProxy(
         C{--access-log none --retry none --admin none}).
     @param health: Keep the health monitor running.
     """
-    options = Options()
-    options.parseOptions(
-        [
-            "--port",
-            "tcp:0:interface=127.0.0.1",
-            "--green",
+    service = buildService(
+        proxyArguments(
             green,
-            "--blue",
             blue,
             "--access-log",
             "none",
@@ -726,10 +744,8 @@ def startProxy(
             "--admin",
             "none",
             *extra,
-        ]
+        )
     )
-    service = makeService(options, reactor)
-    assert isinstance(service, ProxyService)
     if not health:
         service.health.disownServiceParent()
     service.startService()
@@ -744,6 +760,27 @@ def startProxy(
     return proxy[0]
 
 
+def startProxyFor(
+    testCase: TestCase,
+    handler: Handler,
+    *extra: str,
+    onHead: Handler | None = None,
+    health: bool = False,
+) -> tuple[BackendFactory, ProxyUnderTest]:
+    """
+    Start a GREEN backend answering with C{handler}, a BLUE echo backend,
+    and the proxy in front of them (see L{startProxy}).
+
+    @param extra: More options for the proxy.
+    @param onHead: See L{BackendFactory.onHead}.
+    @param health: Keep the proxy's health monitor running.
+    @return: The GREEN backend and the proxy.
+    """
+    green, greenURL = startBackend(testCase, "green", handler, onHead)
+    _blue, blueURL = startBackend(testCase, "blue", echo("blue"))
+    return green, startProxy(testCase, greenURL, blueURL, *extra, health=health)
+
+
 def listenTLS(testCase: TestCase, factory: Factory, options: Any) -> int:
     """
     Listen with TLS on 127.0.0.1 on a free port until the test ends.
@@ -751,13 +788,4 @@ def listenTLS(testCase: TestCase, factory: Factory, options: Any) -> int:
     @return: The port number.
     """
     port: IListeningPort = reactor.listenSSL(0, factory, options, interface="127.0.0.1")
-
-    async def stop() -> None:
-        stopped = port.stopListening()
-        if stopped is not None:
-            await stopped
-        if isinstance(factory, BackendFactory):
-            await factory.stop()
-
-    testCase.addCleanup(lambda: Deferred.fromCoroutine(stop()))
-    return portNumber(port)
+    return stopAtCleanup(testCase, port, factory)

@@ -10,10 +10,14 @@ import datetime
 import ipaddress
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import define
 from twisted.internet.ssl import PrivateCertificate
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 # TLS
 
@@ -39,6 +43,63 @@ class Certificates:
         return certificate.options()
 
 
+def selfSigned(
+    commonName: str,
+    names: Sequence[x509.GeneralName] = (),
+    extensions: Sequence[tuple[x509.ExtensionType, bool]] = (),
+    key: EllipticCurvePrivateKey | None = None,
+) -> tuple[EllipticCurvePrivateKey, x509.Certificate]:
+    """
+    Make a throw-away self-signed CA certificate, valid from a day ago for
+    two days.
+
+    @param commonName: Its subject's CN.
+    @param names: Its subject alternative names, if any.
+    @param extensions: More extensions, each with whether it is critical.
+    @param key: Its key (a new one if not given).
+    @return: The key and the certificate.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    if key is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    )
+    if names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(names), critical=False
+        )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return key, builder.sign(key, hashes.SHA256())
+
+
+def keyPEM(key: EllipticCurvePrivateKey) -> bytes:
+    """
+    @return: C{key}, PEM-encoded (PKCS#8, unencrypted).
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 def makeCertificates(directory: str, servers: dict[str, Sequence[str]]) -> Certificates:
     """
     Make a CA and, for each entry of C{servers}, a server certificate it
@@ -62,35 +123,26 @@ def makeCertificates(directory: str, servers: dict[str, Sequence[str]]) -> Certi
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
     caKey = ec.generate_private_key(ec.SECP256R1())
-    caName = subject("bluegreen test CA")
-    caCert = (
-        x509.CertificateBuilder()
-        .subject_name(caName)
-        .issuer_name(caName)
-        .public_key(caKey.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(notBefore)
-        .not_valid_after(notAfter)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
+    _, caCert = selfSigned(
+        "bluegreen test CA",
+        key=caKey,
+        extensions=[
+            (
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                True,
             ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(caKey.public_key()),
-            critical=False,
-        )
-        .sign(caKey, hashes.SHA256())
+            (x509.SubjectKeyIdentifier.from_public_key(caKey.public_key()), False),
+        ],
     )
     caPEM = caCert.public_bytes(serialization.Encoding.PEM)
     os.makedirs(directory, exist_ok=True)
@@ -109,7 +161,7 @@ def makeCertificates(directory: str, servers: dict[str, Sequence[str]]) -> Certi
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject(hosts[0]))
-            .issuer_name(caName)
+            .issuer_name(caCert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(notBefore)
@@ -128,11 +180,5 @@ def makeCertificates(directory: str, servers: dict[str, Sequence[str]]) -> Certi
             )
             .sign(caKey, hashes.SHA256())
         )
-        made[certName] = cert.public_bytes(serialization.Encoding.PEM) + (
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        made[certName] = cert.public_bytes(serialization.Encoding.PEM) + keyPEM(key)
     return Certificates(caPath, caPEM, made)

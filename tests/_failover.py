@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from bluegreen.controller import Controller
+from bluegreen.controller import Controller, Switch
 from bluegreen.environment import Environment
 
 GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
@@ -135,6 +135,18 @@ class ControllerMixin(LogMixin):
             (active, mode, switches),
         )
         self.assertIs(controller.live, BOTH[active])
+
+    def assertSecondFailoverFromBlue(self, when: float) -> None:
+        """
+        BLUE, live after a first switch, fails (connection refused): assert
+        that GREEN is live again, by a second switch at C{when}.
+        """
+        self.change("blue", False, "connection refused")
+        self.assertState("green", "serving", 2)
+        self.assertEqual(
+            self.controller.history[1],
+            Switch(when, "blue", "green", "failover: blue down: connection refused"),
+        )
 
     def assertNoTimers(self) -> None:
         """

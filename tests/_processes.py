@@ -19,7 +19,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests._util import PATIENCE
+from tests._util import PATIENCE, proxyArguments
 from tests._waiting import reactor
 
 #: The checkout (children run in it, with it first on C{PYTHONPATH}).
@@ -48,6 +48,17 @@ def twistdPath() -> str:
     check before relying on it).
     """
     return str(Path(sys.executable).parent / "twistd")
+
+
+def twistdArguments(green: str, blue: str, *extra: str) -> list[str]:
+    """
+    The arguments (after L{twistdPath}) of C{twistd -n bluegreen} in the
+    foreground, without a pid file, on a free port of 127.0.0.1 in front of
+    C{green} and C{blue}.
+
+    @param extra: More options.
+    """
+    return ["-n", "--pidfile=", "bluegreen", *proxyArguments(green, blue, *extra)]
 
 
 class ChildProcess(ProcessProtocol):

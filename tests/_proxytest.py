@@ -1,12 +1,23 @@
 # -*- test-case-name: tests.test_proxy_integration -*-
 """
 The base of the proxy's integration tests.
+
+Each test runs real backends (L{tests._backends.BackendFactory}) and the real
+proxy (built from L{bluegreen.service.tap} options) on 127.0.0.1 with free
+ports, and talks to the proxy with a real client: treq over a persistent
+connection pool, or L{tests._rawclient.RawClient} when exact bytes matter.
 """
 
 from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
+from tests._backends import (
+    BackendFactory,
+    Handler,
+    ProxyUnderTest,
+    startProxyFor,
+)
 from tests._logs import failOnLoggedErrors
 from tests._rawclient import RawResponse
 from tests._util import PATIENCE
@@ -32,6 +43,18 @@ class IntegrationTestCase(TestCase):
         Start capturing the log.
         """
         self.logs = failOnLoggedErrors(self)
+
+    def startProxyFor(
+        self,
+        handler: Handler,
+        *extra: str,
+        onHead: Handler | None = None,
+        health: bool = False,
+    ) -> tuple[BackendFactory, ProxyUnderTest]:
+        """
+        See L{tests._backends.startProxyFor}.
+        """
+        return startProxyFor(self, handler, *extra, onHead=onHead, health=health)
 
     def assertPlainError(self, response: RawResponse, status: int, *words: str) -> None:
         """

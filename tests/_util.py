@@ -23,6 +23,36 @@ from twisted.internet.task import deferLater
 E = TypeVar("E", bound=BaseException)
 
 
+#: Where a test proxy listens: a free port of 127.0.0.1.
+LOOPBACK = "tcp:0:interface=127.0.0.1"
+
+
+def proxyArguments(green: str, blue: str, *extra: str) -> list[str]:
+    """
+    The options of a test proxy (as twistd's C{bluegreen} plugin takes them)
+    listening on L{LOOPBACK} in front of C{green} and C{blue}.
+
+    @param extra: More options.
+    """
+    return ["--port", LOOPBACK, "--green", green, "--blue", blue, *extra]
+
+
+def healthArguments(interval: float, fastInterval: float, timeout: float) -> list[str]:
+    """
+    The options of a test proxy's health checks: every C{interval} seconds
+    (C{fastInterval} while an environment changes state), each given
+    C{timeout} seconds.
+    """
+    return [
+        "--health-interval",
+        str(interval),
+        "--fast-interval",
+        str(fastInterval),
+        "--health-timeout",
+        str(timeout),
+    ]
+
+
 def _patience(environ: dict[str, str] | os._Environ[str]) -> float:
     """
     Read C{BLUEGREEN_TEST_PATIENCE} (seconds).

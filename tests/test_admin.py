@@ -8,11 +8,16 @@ L{bluegreen.admin.jsonapi}: the admin HTTP API, served by a real service
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from twisted.trial.unittest import TestCase
 
 from bluegreen import __version__
 from tests._admin import (
+    Answer,
+    Running,
+    assertBrokenStatus,
+    assertHeadOnly,
     call,
     captureEvents,
     messages,
@@ -27,6 +32,32 @@ TRY = (
     "POST /api/check, GET /api/flags, GET|PUT|DELETE /api/flags/{name}, "
     "GET /api/flags/history, GET|POST /api/sync, GET /metrics)"
 )
+
+
+async def postSwitch(
+    running: Running,
+    payload: Any = None,
+    *,
+    body: bytes | None = None,
+    contentType: bytes | None = None,
+    authorization: list[bytes] | None = None,
+) -> Answer:
+    """
+    C{POST /api/switch} to the running service's admin API.
+
+    @param payload: A JSON body (see L{call}).
+    @param body: A raw body (see L{call}).
+    @param contentType: The C{Content-Type} of a raw body.
+    @param authorization: The C{Authorization} headers.
+    """
+    headers: dict[bytes, list[bytes]] = {}
+    if contentType is not None:
+        headers[b"content-type"] = [contentType]
+    if authorization is not None:
+        headers[b"authorization"] = authorization
+    return await call(
+        running.base + "/api/switch", "POST", body, headers, payload=payload
+    )
 
 
 class StatusTests(TestCase):
@@ -106,12 +137,7 @@ class StatusTests(TestCase):
         """
         C{HEAD /api/status} answers like C{GET}, without the body.
         """
-        running = await startService(self)
-        answer = await call(running.base + "/api/status", "HEAD")
-        self.assertEqual((answer.code, answer.data), (200, b""))
-        self.assertEqual(
-            answer.headers.getRawHeaders(b"content-type"), [b"application/json"]
-        )
+        await assertHeadOnly(self, "/api/status", b"application/json")
 
     async def test_statusProviders(self) -> None:
         """
@@ -136,17 +162,7 @@ class StatusTests(TestCase):
         An unexpected exception is logged and answered with 500 and a JSON
         error that gives nothing away.
         """
-        running = await startService(self)
-
-        def broken() -> None:
-            raise RuntimeError("secret detail")
-
-        running.admin.addStatus("broken", broken)
-        answer = await call(running.base + "/api/status")
-        self.assertEqual(
-            (answer.code, answer.error), (500, "internal error (see the log)")
-        )
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        await assertBrokenStatus(self, "/api/status")
 
 
 class SwitchTests(TestCase):
@@ -161,9 +177,7 @@ class SwitchTests(TestCase):
         """
         events = captureEvents(self)
         running = await startService(self)
-        answer = await call(
-            running.base + "/api/switch", "POST", payload={"to": "blue"}
-        )
+        answer = await postSwitch(running, {"to": "blue"})
         self.assertEqual(answer.code, 200)
         controller = running.service.controller
         self.assertEqual(controller.live.name, "blue")
@@ -186,9 +200,7 @@ class SwitchTests(TestCase):
         """
         events = captureEvents(self)
         running = await startService(self)
-        answer = await call(
-            running.base + "/api/switch", "POST", payload={"to": "green"}
-        )
+        answer = await postSwitch(running, {"to": "green"})
         self.assertEqual((answer.code, answer.error), (409, "green is already live"))
         self.assertEqual(running.service.controller.history, [])
         self.assertIn(
@@ -202,9 +214,7 @@ class SwitchTests(TestCase):
         why it is down.
         """
         running = await startService(self, blue=False)
-        answer = await call(
-            running.base + "/api/switch", "POST", payload={"to": "blue", "force": False}
-        )
+        answer = await postSwitch(running, {"to": "blue", "force": False})
         self.assertEqual(
             (answer.code, answer.error),
             (409, "blue is down (connection refused); use force to switch anyway"),
@@ -217,9 +227,7 @@ class SwitchTests(TestCase):
         made, and the history says it was forced.
         """
         running = await startService(self, blue=False)
-        answer = await call(
-            running.base + "/api/switch", "POST", payload={"to": "blue", "force": True}
-        )
+        answer = await postSwitch(running, {"to": "blue", "force": True})
         self.assertEqual(answer.code, 200)
         controller = running.service.controller
         self.assertEqual(
@@ -232,9 +240,7 @@ class SwitchTests(TestCase):
         Forcing does not make a switch to the live environment happen.
         """
         running = await startService(self)
-        answer = await call(
-            running.base + "/api/switch", "POST", payload={"to": "green", "force": True}
-        )
+        answer = await postSwitch(running, {"to": "green", "force": True})
         self.assertEqual((answer.code, answer.error), (409, "green is already live"))
 
     async def test_unknownEnvironment(self) -> None:
@@ -242,9 +248,7 @@ class SwitchTests(TestCase):
         An unknown environment is a bad request.
         """
         running = await startService(self)
-        answer = await call(
-            running.base + "/api/switch", "POST", payload={"to": "purple"}
-        )
+        answer = await postSwitch(running, {"to": "purple"})
         self.assertEqual(
             (answer.code, answer.error),
             (400, "unknown environment 'purple'; expected green or blue"),
@@ -255,11 +259,10 @@ class SwitchTests(TestCase):
         C{application/json} with parameters (a charset) is JSON too.
         """
         running = await startService(self)
-        answer = await call(
-            running.base + "/api/switch",
-            "POST",
+        answer = await postSwitch(
+            running,
             body=b'{"to": "blue"}',
-            headers={b"content-type": [b"Application/JSON; charset=utf-8"]},
+            contentType=b"Application/JSON; charset=utf-8",
         )
         self.assertEqual(answer.code, 200)
 
@@ -512,9 +515,7 @@ class AuthorizationTests(TestCase):
         """
         events = captureEvents(self)
         running = await startService(self, token="t0ken")
-        answer = await call(
-            running.base + "/api/switch", "POST", payload={"to": "blue"}
-        )
+        answer = await postSwitch(running, {"to": "blue"})
         self.assertEqual(
             (answer.code, answer.error), (401, "missing Authorization: Bearer <token>")
         )
@@ -534,11 +535,8 @@ class AuthorizationTests(TestCase):
         A wrong token gets 401.
         """
         running = await startService(self, token="t0ken")
-        answer = await call(
-            running.base + "/api/switch",
-            "POST",
-            payload={"to": "blue"},
-            headers={b"authorization": [b"Bearer t0kem"]},
+        answer = await postSwitch(
+            running, {"to": "blue"}, authorization=[b"Bearer t0kem"]
         )
         self.assertEqual((answer.code, answer.error), (401, "wrong token"))
         self.assertEqual(running.service.controller.live.name, "green")
@@ -548,11 +546,8 @@ class AuthorizationTests(TestCase):
         A prefix of the token is a wrong token.
         """
         running = await startService(self, token="t0ken")
-        answer = await call(
-            running.base + "/api/switch",
-            "POST",
-            payload={"to": "blue"},
-            headers={b"authorization": [b"Bearer t0k"]},
+        answer = await postSwitch(
+            running, {"to": "blue"}, authorization=[b"Bearer t0k"]
         )
         self.assertEqual((answer.code, answer.error), (401, "wrong token"))
 
@@ -561,11 +556,8 @@ class AuthorizationTests(TestCase):
         Only the C{Bearer} scheme counts.
         """
         running = await startService(self, token="t0ken")
-        answer = await call(
-            running.base + "/api/switch",
-            "POST",
-            payload={"to": "blue"},
-            headers={b"authorization": [b"Basic dDBrZW4="]},
+        answer = await postSwitch(
+            running, {"to": "blue"}, authorization=[b"Basic dDBrZW4="]
         )
         self.assertEqual(
             (answer.code, answer.error), (401, "missing Authorization: Bearer <token>")
@@ -576,11 +568,8 @@ class AuthorizationTests(TestCase):
         Two C{Authorization} headers are refused, even if one is right.
         """
         running = await startService(self, token="t0ken")
-        answer = await call(
-            running.base + "/api/switch",
-            "POST",
-            payload={"to": "blue"},
-            headers={b"authorization": [b"Bearer t0ken", b"Bearer x"]},
+        answer = await postSwitch(
+            running, {"to": "blue"}, authorization=[b"Bearer t0ken", b"Bearer x"]
         )
         self.assertEqual(
             (answer.code, answer.error), (401, "more than one Authorization header")
@@ -600,11 +589,8 @@ class AuthorizationTests(TestCase):
 
         self.patch(hmac, "compare_digest", compare)
         running = await startService(self, token="t0ken")
-        answer = await call(
-            running.base + "/api/switch",
-            "POST",
-            payload={"to": "blue"},
-            headers={b"authorization": [b"bearer t0ken"]},
+        answer = await postSwitch(
+            running, {"to": "blue"}, authorization=[b"bearer t0ken"]
         )
         self.assertEqual(answer.code, 200)
         self.assertEqual(running.service.controller.live.name, "blue")
@@ -629,12 +615,7 @@ class AuthorizationTests(TestCase):
         Without the token, a bad body is not even looked at: 401, not 400.
         """
         running = await startService(self, token="t0ken")
-        answer = await call(
-            running.base + "/api/switch",
-            "POST",
-            body=b"{",
-            headers={b"content-type": [b"application/json"]},
-        )
+        answer = await postSwitch(running, body=b"{", contentType=b"application/json")
         self.assertEqual(answer.code, 401)
 
 

@@ -34,8 +34,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 from tests._backends import Handler, echo, route, startBackend
 from tests._bodies import DownloadStats, PatternSource, SourceProducer, generated
 from tests._logs import failOnLoggedErrors
-from tests._processes import twistdPath
-from tests._rawclient import connectRaw
+from tests._processes import twistdArguments, twistdPath
+from tests._rawclient import RawClient, connectRaw
 from tests._util import PATIENCE
 from tests._waiting import reactor, withTimeout
 
@@ -220,21 +220,16 @@ class BigBodyTests(TestCase):
         process = ProxyProcess()
         args = [
             twistdPath(),
-            "-n",
-            "--pidfile=",
-            "bluegreen",
-            "--port",
-            "tcp:0:interface=127.0.0.1",
-            "--green",
-            greenURL,
-            "--blue",
-            blueURL,
-            "--access-log",
-            "none",
-            "--health-path",
-            HEALTH_PATH.decode(),
-            "--admin",
-            "none",
+            *twistdArguments(
+                greenURL,
+                blueURL,
+                "--access-log",
+                "none",
+                "--health-path",
+                HEALTH_PATH.decode(),
+                "--admin",
+                "none",
+            ),
         ]
         reactor.spawnProcess(
             process, args[0], args, env=dict(os.environ), path=self.makeTempDirectory()
@@ -242,6 +237,25 @@ class BigBodyTests(TestCase):
         self.addCleanup(self.stopProcess, process)
         await withTimeout(process.listening, "twistd bluegreen listening")
         return process
+
+    async def startMeasured(
+        self, greenURL: str, blueURL: str
+    ) -> tuple[RawClient, MemorySampler, int]:
+        """
+        Start the proxy process, sample its resident memory from now on, and
+        connect a raw client to it.
+
+        @return: The client, the running sampler, and the RSS before.
+        """
+        process = await self.startProxyProcess(greenURL, blueURL)
+        assert process.port is not None and process.transport is not None
+        pid = process.transport.pid
+        assert pid is not None
+        before = readRSS(pid) or 0
+        sampler = MemorySampler(pid)
+        sampler.start()
+        client = await connectRaw(self, process.port)
+        return client, sampler, before
 
     def makeTempDirectory(self) -> str:
         """
@@ -280,14 +294,7 @@ class BigBodyTests(TestCase):
             self, "green", withHealth("green", generated(BIG_BYTES, BLOCK, stats))
         )
         _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        process = await self.startProxyProcess(greenURL, blueURL)
-        assert process.port is not None and process.transport is not None
-        pid = process.transport.pid
-        assert pid is not None
-        before = readRSS(pid) or 0
-        sampler = MemorySampler(pid)
-        sampler.start()
-        client = await connectRaw(self, process.port)
+        client, sampler, before = await self.startMeasured(greenURL, blueURL)
         started = time.monotonic()
         response = await client.request(b"GET", b"/big", keep=0)
         elapsed = time.monotonic() - started
@@ -311,14 +318,7 @@ class BigBodyTests(TestCase):
         """
         _green, greenURL = startBackend(self, "green", echo("green"))
         _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        process = await self.startProxyProcess(greenURL, blueURL)
-        assert process.port is not None and process.transport is not None
-        pid = process.transport.pid
-        assert pid is not None
-        before = readRSS(pid) or 0
-        sampler = MemorySampler(pid)
-        sampler.start()
-        client = await connectRaw(self, process.port)
+        client, sampler, before = await self.startMeasured(greenURL, blueURL)
         started = time.monotonic()
         pending = client.expect()
         client.sendRaw(

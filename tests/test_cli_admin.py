@@ -57,6 +57,21 @@ async def bluegreen(
     return out.decode("utf-8"), err.decode("utf-8"), code
 
 
+def assertFailed(
+    testCase: SynchronousTestCase,
+    result: tuple[str, str, int],
+    error: str,
+    code: int = 1,
+) -> None:
+    """
+    Assert that a command printed nothing on stdout, exactly C{error} on
+    stderr, and exited with status C{code}.
+
+    @param result: What L{bluegreen} returned.
+    """
+    testCase.assertEqual(result, ("", error, code))
+
+
 class _Output(ProcessProtocol):
     """
     Collects a process's output until it ends.
@@ -106,6 +121,19 @@ class StatusCommandTests(TestCase):
     """
     C{bluegreen status}.
     """
+
+    def assertCannotReach(self, result: tuple[str, str, int], url: str) -> None:
+        """
+        Assert that the command printed nothing, said on stderr in one line
+        that nothing listens at C{url}, and exited with status 1.
+
+        @param result: The command's output, errors and status.
+        """
+        assertFailed(
+            self,
+            result,
+            f"bluegreen: cannot reach bluegreen admin at {url}: connection refused\n",
+        )
 
     async def test_human(self) -> None:
         """
@@ -201,31 +229,15 @@ class StatusCommandTests(TestCase):
         exits with status 1, without a traceback.
         """
         url = f"http://127.0.0.1:{freePort()}"
-        out, err, code = await bluegreen("--admin", url, "status")
-        self.assertEqual(
-            (out, err, code),
-            (
-                "",
-                f"bluegreen: cannot reach bluegreen admin at {url}: "
-                "connection refused\n",
-                1,
-            ),
-        )
+        self.assertCannotReach(await bluegreen("--admin", url, "status"), url)
 
     async def test_notRunningFromEnvironment(self) -> None:
         """
         The same with the URL from C{BLUEGREEN_ADMIN}.
         """
         url = f"http://127.0.0.1:{freePort()}"
-        out, err, code = await bluegreen("status", env={"BLUEGREEN_ADMIN": url})
-        self.assertEqual(
-            (out, err, code),
-            (
-                "",
-                f"bluegreen: cannot reach bluegreen admin at {url}: "
-                "connection refused\n",
-                1,
-            ),
+        self.assertCannotReach(
+            await bluegreen("status", env={"BLUEGREEN_ADMIN": url}), url
         )
 
     async def test_notBluegreen(self) -> None:
@@ -295,10 +307,10 @@ class SwitchCommandTests(TestCase):
         A refused switch exits with status 1, the reason on stderr.
         """
         running = await startService(self)
-        out, err, code = await bluegreen("--admin", running.base, "switch", "green")
-        self.assertEqual(
-            (out, err, code),
-            ("", "bluegreen: switch refused: green is already live\n", 1),
+        assertFailed(
+            self,
+            await bluegreen("--admin", running.base, "switch", "green"),
+            "bluegreen: switch refused: green is already live\n",
         )
 
     async def test_down(self) -> None:
@@ -307,15 +319,11 @@ class SwitchCommandTests(TestCase):
         with C{--force} (anywhere on the line) it is made.
         """
         running = await startService(self, blue=False)
-        out, err, code = await bluegreen("--admin", running.base, "switch", "blue")
-        self.assertEqual(
-            (out, err, code),
-            (
-                "",
-                "bluegreen: switch refused: blue is down (connection refused); "
-                "use force to switch anyway\n",
-                1,
-            ),
+        assertFailed(
+            self,
+            await bluegreen("--admin", running.base, "switch", "blue"),
+            "bluegreen: switch refused: blue is down (connection refused); "
+            "use force to switch anyway\n",
         )
         out, err, code = await bluegreen(
             "switch", "blue", "--force", "--admin", running.base
@@ -390,15 +398,11 @@ class TokenTests(TestCase):
         Without a token, a change is refused (status 1) with a hint.
         """
         running = await self.startWithToken()
-        out, err, code = await bluegreen("--admin", running.base, "switch", "blue")
-        self.assertEqual(
-            (out, err, code),
-            (
-                "",
-                "bluegreen: not authorized: missing Authorization: Bearer <token> "
-                "(give --token-file FILE or set BLUEGREEN_TOKEN_FILE)\n",
-                1,
-            ),
+        assertFailed(
+            self,
+            await bluegreen("--admin", running.base, "switch", "blue"),
+            "bluegreen: not authorized: missing Authorization: Bearer <token> "
+            "(give --token-file FILE or set BLUEGREEN_TOKEN_FILE)\n",
         )
         self.assertEqual(running.service.controller.live.name, "green")
 
@@ -525,10 +529,11 @@ class UsageTests(TestCase):
         An unknown option of a command: one line naming it and pointing to
         C{--help}.
         """
-        out, err, code = await bluegreen("status", "--force")
-        self.assertEqual(
-            (out, err, code),
-            ("", "bluegreen: option --force not recognized; see --help\n", 2),
+        assertFailed(
+            self,
+            await bluegreen("status", "--force"),
+            "bluegreen: option --force not recognized; see --help\n",
+            code=2,
         )
 
     async def test_badURL(self) -> None:

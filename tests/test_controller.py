@@ -15,11 +15,7 @@ from bluegreen.controller import (
     SwitchRefused,
     UnknownEnvironment,
 )
-from bluegreen.environment import Environment
-
-GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
-BLUE = Environment.fromURL("blue", "http://127.0.0.1:5001")
-BOTH = {"green": GREEN, "blue": BLUE}
+from tests._failover import BLUE, BOTH, GREEN
 
 
 class CreateTests(SynchronousTestCase):

@@ -41,7 +41,15 @@ from bluegreen.admin.dashboard import (
 from bluegreen.health import HISTORY, CheckResult
 from tests._util import waitFor
 
-from ._admin import Running, call, captureEvents, globalReactor, startService
+from ._admin import (
+    Running,
+    assertBrokenStatus,
+    assertHeadOnly,
+    call,
+    captureEvents,
+    globalReactor,
+    startService,
+)
 
 
 def packagedPage() -> bytes:
@@ -91,12 +99,7 @@ class PageTests(TestCase):
         """
         C{HEAD /} answers with the headers alone.
         """
-        running = await startService(self)
-        answer = await call(running.base + "/", "HEAD")
-        self.assertEqual((answer.code, answer.data), (200, b""))
-        self.assertEqual(
-            answer.headers.getRawHeaders(b"content-type"), [b"text/html; charset=utf-8"]
-        )
+        await assertHeadOnly(self, "/", b"text/html; charset=utf-8")
 
     async def test_noToken(self) -> None:
         """
@@ -503,17 +506,7 @@ class EventsTests(TestCase):
         If the status cannot be made, the stream is not started: JSON 500,
         logged.
         """
-        running = await startService(self)
-
-        def broken() -> None:
-            raise RuntimeError("secret detail")
-
-        running.admin.addStatus("broken", broken)
-        answer = await call(running.base + "/api/events")
-        self.assertEqual(
-            (answer.code, answer.error), (500, "internal error (see the log)")
-        )
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        running = await assertBrokenStatus(self, "/api/events")
         self.assertEqual(running.admin.events.streams, [])
 
 

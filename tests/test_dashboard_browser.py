@@ -30,12 +30,13 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from bluegreen.service.tap import Options, ProxyService, makeService
+from bluegreen.service.tap import ProxyService
 
-from ._admin import listeningPort
+from ._admin import listeningPort, runService, serviceArguments
 from ._chromium import CHROMIUM, WIDTH, AddCleanup, Page, launch, reactor
 from ._redis import startRedis
-from ._util import waitFor
+from ._util import healthArguments, waitFor
+from .test_dashboard_sync import lastSync
 
 #: Health settings of the service under test.
 INTERVAL, FAST_INTERVAL, TIMEOUT = 0.3, 0.2, 0.5
@@ -106,32 +107,15 @@ def startBluegreen(
     @return: The service and the dashboard's URL.
     """
     greenURL, blueURL = serve(addCleanup, green), serve(addCleanup, blue)
-    options = Options()
-    options.parseOptions(
-        [
-            "--port",
-            "tcp:0:interface=127.0.0.1",
-            "--admin",
-            "tcp:0:interface=127.0.0.1",
-            "--green",
+    service = runService(
+        addCleanup,
+        serviceArguments(
             greenURL,
-            "--blue",
             blueURL,
-            "--access-log",
-            "none",
-            "--health-interval",
-            str(INTERVAL),
-            "--fast-interval",
-            str(FAST_INTERVAL),
-            "--health-timeout",
-            str(TIMEOUT),
+            *healthArguments(INTERVAL, FAST_INTERVAL, TIMEOUT),
             *extra,
-        ]
+        ),
     )
-    service = makeService(options, reactor)
-    assert isinstance(service, ProxyService)
-    service.startService()
-    addCleanup(service.stopService)
     address = cast(IPv4Address, listeningPort(service, "admin").getHost())
     return service, f"http://127.0.0.1:{address.port}/"
 
@@ -372,16 +356,7 @@ class DashboardBrowserTests(TestCase):
             "databases": {"green": "/srv/g.db", "blue": "/srv/b.db"},
             "running": [],
             "last": {
-                "green->blue": {
-                    "when": when,
-                    "strategy": "migrate",
-                    "rows_copied": 12,
-                    "conflicts": 0,
-                    "seconds": 0.812,
-                    "complete": True,
-                    "error": None,
-                    "who": "admin API from 127.0.0.1",
-                }
+                "green->blue": lastSync(when=when),
             },
             "mirror": None,
         }

@@ -75,6 +75,41 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+def requireDemoTools() -> None:
+    """
+    Skip the test unless the tools the demo runs are installed.
+
+    @raise SkipTest: One is not.
+    """
+    for tool in ("redis-server", "git", "sqlite3", "rsync"):
+        if shutil.which(tool) is None:
+            raise SkipTest(f"{tool} is not installed")
+
+
+def childPids(root: Path) -> dict[str, int]:
+    """
+    @return: The demo's children's process ids recorded in C{root/run}.
+    """
+    return {path.stem: int(path.read_text()) for path in (root / "run").glob("*-*.pid")}
+
+
+def assertNothingLeft(
+    testCase: SynchronousTestCase,
+    root: Path,
+    pids: dict[str, int],
+    ports: dict[str, int],
+) -> None:
+    """
+    Assert that none of the demo's children (C{pids}) still runs, none of
+    its C{ports} is open, and no pid file is left in C{root/run}.
+    """
+    for name, pid in pids.items():
+        testCase.assertFalse(_alive(pid), f"{name} (pid {pid}) still runs")
+    for name, port in ports.items():
+        testCase.assertFalse(_listening(port), f"{name}'s port {port} is open")
+    testCase.assertEqual(childPids(root), {})
+
+
 def spawnDemo(
     root: Path, port: int, admin: int, log: IO[bytes]
 ) -> subprocess.Popen[bytes]:
@@ -201,9 +236,7 @@ class DemoTests(TestCase):
     """
 
     def setUp(self) -> None:
-        for tool in ("redis-server", "git", "sqlite3", "rsync"):
-            if shutil.which(tool) is None:
-                raise SkipTest(f"{tool} is not installed")
+        requireDemoTools()
         self.root = Path(self.mktemp()).absolute()
         self.port = freePort()
         self.admin = freePort()
@@ -254,10 +287,7 @@ class DemoTests(TestCase):
         """
         @return: The children's process ids recorded in C{DIR/run}.
         """
-        return {
-            path.stem: int(path.read_text())
-            for path in (self.root / "run").glob("*-*.pid")
-        }
+        return childPids(self.root)
 
     async def stop(self) -> None:
         """
@@ -269,11 +299,7 @@ class DemoTests(TestCase):
         ports = json.loads((self.root / "ports.json").read_text())
         self.process.send_signal(signal.SIGTERM)
         self.assertEqual(self.process.wait(PATIENCE), 0)
-        for name, pid in pids.items():
-            self.assertFalse(_alive(pid), f"{name} (pid {pid}) still runs")
-        for name, port in ports.items():
-            self.assertFalse(_listening(port), f"{name}'s port {port} is open")
-        self.assertEqual(self.pids(), {})
+        assertNothingLeft(self, self.root, pids, ports)
 
     def git(self, *args: str) -> str:
         """

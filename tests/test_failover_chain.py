@@ -242,10 +242,12 @@ class ChainTests(ChainMixin):
         controller.switch("green")
         self.assertEqual(controller.active, "green")
 
-    def test_autoFailback(self) -> None:
+    def failbackPending(self) -> Controller:
         """
-        With automatic failback, traffic returns once the preferred
-        environment has risen and stayed up for the delay.
+        Start with automatic failback after 30 s; GREEN fails at 5 s (BLUE
+        takes over) and has risen again by 11 s.
+
+        @return: The controller, failback pending.
         """
         _monitor, controller = self.start(
             fall=1, rise=2, failback="auto", failbackDelay=30.0
@@ -255,6 +257,14 @@ class ChainTests(ChainMixin):
         self.green.code = 200
         self.advanceTo(11)
         self.assertEqual(controller.mode, "failback-pending")
+        return controller
+
+    def test_autoFailback(self) -> None:
+        """
+        With automatic failback, traffic returns once the preferred
+        environment has risen and stayed up for the delay.
+        """
+        controller = self.failbackPending()
         self.advanceTo(40.5)
         self.assertEqual(controller.active, "blue")
         self.advanceTo(41)
@@ -269,14 +279,7 @@ class ChainTests(ChainMixin):
         A preferred environment that fails a check during the delay does not
         get the traffic back.
         """
-        _monitor, controller = self.start(
-            fall=1, rise=2, failback="auto", failbackDelay=30.0
-        )
-        self.green.code = 500
-        self.advanceTo(5)
-        self.green.code = 200
-        self.advanceTo(11)
-        self.assertEqual(controller.mode, "failback-pending")
+        controller = self.failbackPending()
         self.green.code = 500
         self.advanceTo(16)
         self.assertEqual(controller.mode, "serving")
@@ -512,6 +515,18 @@ class ProxyTests(ChainMixin):
         )
         self.assertTrue(response.endswith(body), response)
 
+    def assertRefusedBy(self, reported: str, *refusing: str) -> None:
+        """
+        Make the C{refusing} environments refuse connections; a request then
+        gets the 502 saying C{reported} refused the connection.
+        """
+        urls = {"green": "http://127.0.0.1:5002", "blue": "http://127.0.0.1:5001"}
+        for name in refusing:
+            self.endpoints[name].mode = "refuse"
+        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
+        expected = f"bluegreen: {reported} ({urls[reported]}) refused the connection\n"
+        self.assertAnswered(response, b"502", expected.encode())
+
     def test_served(self) -> None:
         """
         With the live environment reachable, it answers and nothing is
@@ -623,13 +638,7 @@ class ProxyTests(ChainMixin):
         still reported.
         """
         monitor, _controller = self.proxy(retry=False, fall=3)
-        self.endpoints["green"].mode = "refuse"
-        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
-        self.assertAnswered(
-            response,
-            b"502",
-            b"bluegreen: green (http://127.0.0.1:5002) refused the connection\n",
-        )
+        self.assertRefusedBy("green", "green")
         self.assertEqual(self.endpoints["blue"].attempts, 0)
         self.assertEqual(len(self.passive(monitor, "green")), 1)
 
@@ -640,13 +649,7 @@ class ProxyTests(ChainMixin):
         self.blue.code = 500
         monitor, _controller = self.proxy(fall=3)
         self.assertFalse(monitor.health["blue"].up)
-        self.endpoints["green"].mode = "refuse"
-        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
-        self.assertAnswered(
-            response,
-            b"502",
-            b"bluegreen: green (http://127.0.0.1:5002) refused the connection\n",
-        )
+        self.assertRefusedBy("green", "green")
         self.assertEqual(self.endpoints["blue"].attempts, 0)
 
     def test_retriedOnce(self) -> None:
@@ -655,14 +658,7 @@ class ProxyTests(ChainMixin):
         a request is retried once, and both failures are reported.
         """
         monitor, _controller = self.proxy(fall=3)
-        self.endpoints["green"].mode = "refuse"
-        self.endpoints["blue"].mode = "refuse"
-        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
-        self.assertAnswered(
-            response,
-            b"502",
-            b"bluegreen: blue (http://127.0.0.1:5001) refused the connection\n",
-        )
+        self.assertRefusedBy("blue", "green", "blue")
         self.assertEqual(
             (self.endpoints["green"].attempts, self.endpoints["blue"].attempts),
             (1, 1),

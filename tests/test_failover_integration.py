@@ -39,9 +39,9 @@ from bluegreen.health import CheckResult
 from tests._backends import ProxyUnderTest
 from tests._backends import startProxy as startBackendsProxy
 from tests._logs import captureLogs
-from tests._processes import ChildProcess, spawn, twistdPath
+from tests._processes import ChildProcess, spawn, twistdArguments, twistdPath
 from tests._rawclient import treqPool
-from tests._util import PATIENCE, waitFor
+from tests._util import PATIENCE, healthArguments, waitFor
 from tests._waiting import sleep, withTimeout
 
 #: The test app (run as a process).
@@ -64,12 +64,7 @@ DETECTION_BOUND = INTERVAL * FALL + TIMEOUT + 1.0
 EVENTUALLY = DETECTION_BOUND + PATIENCE
 
 HEALTH_OPTIONS = (
-    "--health-interval",
-    str(INTERVAL),
-    "--fast-interval",
-    str(FAST_INTERVAL),
-    "--health-timeout",
-    str(TIMEOUT),
+    *healthArguments(INTERVAL, FAST_INTERVAL, TIMEOUT),
     "--fall",
     str(FALL),
     "--response-timeout",
@@ -658,20 +653,7 @@ class StateFileTests(TestCase):
             self,
             "twistd bluegreen",
             twistdPath(),
-            [
-                "-n",
-                "--pidfile=",
-                "bluegreen",
-                "--port",
-                "tcp:0:interface=127.0.0.1",
-                "--green",
-                green.url,
-                "--blue",
-                blue.url,
-                "--state",
-                state,
-                *HEALTH_OPTIONS,
-            ],
+            twistdArguments(green.url, blue.url, "--state", state, *HEALTH_OPTIONS),
         )
         match = await process.waitForLine(r"ProxySite starting on (\d+)")
         return process, f"http://127.0.0.1:{match.group(1)}"

@@ -147,12 +147,7 @@ class ServingTests(ControllerMixin):
         self.change("green", False)
         self.change("green", True)
         self.clock.advance(60)
-        self.change("blue", False, "connection refused")
-        self.assertState("green", "serving", 2)
-        self.assertEqual(
-            self.controller.history[1],
-            Switch(1060.0, "blue", "green", "failover: blue down: connection refused"),
-        )
+        self.assertSecondFailoverFromBlue(1060.0)
 
 
 class OutageTests(ControllerMixin):
@@ -644,12 +639,7 @@ class AutoFailbackTests(ControllerMixin):
         self.failover()
         self.change("green", True)
         self.clock.advance(10)
-        self.change("blue", False, "connection refused")
-        self.assertState("green", "serving", 2)
-        self.assertEqual(
-            self.controller.history[1],
-            Switch(1010.0, "blue", "green", "failover: blue down: connection refused"),
-        )
+        self.assertSecondFailoverFromBlue(1010.0)
         self.assertNoTimers()
         self.clock.advance(60)
         self.assertState("green", "serving", 2)

@@ -56,8 +56,7 @@ from ._backends import (
     echo,
     failOnLoggedErrors,
     fetch,
-    startBackend,
-    startProxy,
+    startProxyFor,
 )
 from ._redis import RedisProcess, startRedis
 
@@ -1244,12 +1243,9 @@ class ProxyWithFlagsTests(_RedisTestCase):
         """
         self.logs = captureLogs(self)
         redis = await startRedis(self)
-        _, greenURL = startBackend(self, "green", echo("green"))
-        _, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(
+        _, proxy = startProxyFor(
             self,
-            greenURL,
-            blueURL,
+            echo("green"),
             "--green-redis",
             redis.url,
             "--stamp-flags",

@@ -21,7 +21,7 @@ from bluegreen.flags.model import MAX_VALUE
 from bluegreen.flags.target import RedisTarget
 from tests._util import PATIENCE, waitFor
 
-from ._admin import Running, call, captureEvents, globalReactor, startService
+from ._admin import Answer, Running, call, captureEvents, globalReactor, startService
 from ._redis import startRedis
 
 #: The admin token of the services that have one.
@@ -429,19 +429,18 @@ class ChangeTests(TestCase):
         A body must be JSON, said so: as for C{POST /api/switch}.
         """
         flagged = await startFlagged(self)
-        answer = await call(
-            flagged.url("RECENT"),
-            "PUT",
-            body=b'{"env": "blue", "value": "ON"}',
-            headers={b"content-type": [b"text/plain"]},
-        )
+
+        async def put(body: bytes, contentType: bytes) -> Answer:
+            return await call(
+                flagged.url("RECENT"),
+                "PUT",
+                body=body,
+                headers={b"content-type": [contentType]},
+            )
+
+        answer = await put(b'{"env": "blue", "value": "ON"}', b"text/plain")
         self.assertEqual(answer.code, 415)
-        answer = await call(
-            flagged.url("RECENT"),
-            "PUT",
-            body=b"{",
-            headers={b"content-type": [b"application/json"]},
-        )
+        answer = await put(b"{", b"application/json")
         self.assertEqual(answer.code, 400)
         self.assertTrue(answer.error.startswith("malformed JSON: "), answer.error)
 

@@ -25,7 +25,7 @@ from bluegreen.flags.target import RedisTarget
 from tests._util import freePort, waitFor
 
 from ._redis import startRedis
-from .test_cli_admin import ESC, bluegreen, onTerminal, tokenFile
+from .test_cli_admin import ESC, assertFailed, bluegreen, onTerminal, tokenFile
 from .test_flags_api import TOKEN, startFlagged, table
 
 #: Who runs the commands.
@@ -272,17 +272,12 @@ class AdminTests(TestCase):
         A change in an environment without a Redis fails, saying so.
         """
         flagged = await startFlagged(self)
-        out, err, code = await flag(flagged, "set", "RECENT", "on", "--env", "green")
-        self.assertEqual(
-            (out, err, code),
-            (
-                "",
-                "bluegreen: green has no Redis (start bluegreen with "
-                "--green-redis URL)\n",
-                1,
-            ),
+        assertFailed(
+            self,
+            await flag(flagged, "set", "RECENT", "on", "--env", "green"),
+            "bluegreen: green has no Redis (start bluegreen with --green-redis URL)\n",
         )
-        out, err, code = await flag(flagged, "list", "--env", "green")
+        _out, err, code = await flag(flagged, "list", "--env", "green")
         self.assertEqual(code, 1)
         self.assertEqual(
             err,
@@ -315,22 +310,18 @@ class AdminTests(TestCase):
         C{BLUEGREEN_TOKEN_FILE}); reads do not.
         """
         flagged = await startFlagged(self, token=TOKEN)
-        out, err, code = await flag(flagged, "set", "RECENT", "on", "--env", "blue")
-        self.assertEqual(
-            (out, err, code),
-            (
-                "",
-                "bluegreen: not authorized: missing Authorization: Bearer <token> "
-                "(give --token-file FILE or set BLUEGREEN_TOKEN_FILE)\n",
-                1,
-            ),
+        assertFailed(
+            self,
+            await flag(flagged, "set", "RECENT", "on", "--env", "blue"),
+            "bluegreen: not authorized: missing Authorization: Bearer <token> "
+            "(give --token-file FILE or set BLUEGREEN_TOKEN_FILE)\n",
         )
         path = tokenFile(self, TOKEN)
-        out, err, code = await flag(
+        _out, err, code = await flag(
             flagged, "set", "RECENT", "on", "--env", "blue", BLUEGREEN_TOKEN_FILE=path
         )
         self.assertEqual((err, code), ("", 0))
-        out, err, code = await flag(flagged, "list")
+        _out, err, code = await flag(flagged, "list")
         self.assertEqual((err, code), ("", 0))
 
     async def test_colour(self) -> None:
@@ -442,10 +433,11 @@ class UsageTests(TestCase):
         Run C{bluegreen ARGS}: it must fail with C{message} and show
         C{synopsis}.
         """
-        out, err, code = await bluegreen(*args)
-        self.assertEqual(
-            (out, err, code),
-            ("", f"bluegreen: {message}\nusage: {synopsis}\n", 2),
+        assertFailed(
+            self,
+            await bluegreen(*args),
+            f"bluegreen: {message}\nusage: {synopsis}\n",
+            code=2,
         )
 
     async def test_errors(self) -> None:

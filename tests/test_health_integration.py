@@ -12,7 +12,6 @@ reactor is left clean.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import socket
 import struct
@@ -21,9 +20,7 @@ from typing import Any
 
 from attrs import evolve
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from treq.client import HTTPClient
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, succeed
@@ -41,6 +38,7 @@ from zope.interface import implementer
 from bluegreen.checkfailure import MAX_BODY
 from bluegreen.environment import Environment
 from bluegreen.health import HealthMonitor, HealthSettings
+from tests._certificates import keyPEM, selfSigned
 from tests._util import PATIENCE, waitFor
 
 #: The reactor the tests run on (trial's real one).
@@ -68,29 +66,10 @@ def makeCertificate(
     @return: The certificate with its key (for the server) and alone (for a
         client that chooses to trust it).
     """
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bluegreen test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    key, certificate = selfSigned("bluegreen test", names)
     certificatePEM = certificate.public_bytes(serialization.Encoding.PEM)
-    keyPEM = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     return (
-        PrivateCertificate.loadPEM(certificatePEM + keyPEM),
+        PrivateCertificate.loadPEM(certificatePEM + keyPEM(key)),
         Certificate.loadPEM(certificatePEM),
     )
 
@@ -369,8 +348,7 @@ class HealthIntegrationTests(TestCase):
         A backend answering 200 is up.
         """
         url = self.listenSite(Health())
-        monitor, recorder = self.start(url)
-        self.assertEqual(await recorder.event(1), ("green", True, "status 200"))
+        monitor = await self.assertFirstCheck(True, "status 200", url)
         self.assertTrue(monitor.isUp("green"))
 
     async def test_serverError(self) -> None:
@@ -378,10 +356,7 @@ class HealthIntegrationTests(TestCase):
         A backend answering 500 is down, for its status.
         """
         url = self.listenSite(Health(500, b"broken"))
-        monitor, recorder = self.start(url)
-        self.assertEqual(
-            await recorder.event(1), ("green", False, "status 500 (expected 200)")
-        )
+        monitor = await self.assertFirstCheck(False, "status 500 (expected 200)", url)
         self.assertFalse(monitor.isUp("green"))
 
     async def test_refused(self) -> None:
@@ -391,10 +366,35 @@ class HealthIntegrationTests(TestCase):
         probe = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
         number = probe.getHost().port
         await probe.stopListening()
-        _, recorder = self.start(f"http://127.0.0.1:{number}")
-        self.assertEqual(
-            await recorder.event(1), ("green", False, "connection refused")
+        await self.assertFirstCheck(
+            False, "connection refused", f"http://127.0.0.1:{number}"
         )
+
+    async def assertFirstCheck(
+        self,
+        up: bool,
+        reason: str,
+        url: str,
+        settings: HealthSettings = FAST,
+        policy: IPolicyForHTTPS | None = None,
+    ) -> HealthMonitor:
+        """
+        Start a monitor of C{url} (see L{start}) and assert that its first
+        check of GREEN finds it C{up} or not, for C{reason}.
+
+        @return: The monitor.
+        """
+        monitor, recorder = self.start(url, settings, policy)
+        self.assertEqual(await recorder.event(1), ("green", up, reason))
+        return monitor
+
+    async def assertTimesOut(self, url: str) -> None:
+        """
+        Assert that the check of C{url} with the short timeout fails for
+        that timeout, and that the monitor closes its connection.
+        """
+        await self.assertFirstCheck(False, "timeout after 0.5 s", url, SHORT)
+        await self.tracking.whenIdle()
 
     async def test_noAnswer(self) -> None:
         """
@@ -402,11 +402,7 @@ class HealthIntegrationTests(TestCase):
         connection is closed by the monitor.
         """
         url = self.listenProtocol(Silent)
-        _, recorder = self.start(url, SHORT)
-        self.assertEqual(
-            await recorder.event(1), ("green", False, "timeout after 0.5 s")
-        )
-        await self.tracking.whenIdle()
+        await self.assertTimesOut(url)
 
     async def test_stalledBody(self) -> None:
         """
@@ -417,11 +413,7 @@ class HealthIntegrationTests(TestCase):
         health = Health(200, b"x" * 1000)
         health.stall = True
         url = self.listenSite(health)
-        _, recorder = self.start(url, SHORT)
-        self.assertEqual(
-            await recorder.event(1), ("green", False, "timeout after 0.5 s")
-        )
-        await self.tracking.whenIdle()
+        await self.assertTimesOut(url)
 
     async def test_closedAtOnce(self) -> None:
         """
@@ -447,11 +439,7 @@ class HealthIntegrationTests(TestCase):
         closed before a response".
         """
         url = self.listenProtocol(CloseAfterRequest)
-        _, recorder = self.start(url)
-        self.assertEqual(
-            await recorder.event(1),
-            ("green", False, "connection closed before a response"),
-        )
+        await self.assertFirstCheck(False, "connection closed before a response", url)
 
     async def test_resetAfterRequest(self) -> None:
         """
@@ -459,21 +447,14 @@ class HealthIntegrationTests(TestCase):
         "connection reset before a response".
         """
         url = self.listenProtocol(ResetAfterRequest)
-        _, recorder = self.start(url)
-        self.assertEqual(
-            await recorder.event(1),
-            ("green", False, "connection reset before a response"),
-        )
+        await self.assertFirstCheck(False, "connection reset before a response", url)
 
     async def test_bodyTooLarge(self) -> None:
         """
         A body over L{MAX_BODY} fails the check, even with status 200.
         """
         url = self.listenSite(Health(200, b"x" * (4 * MAX_BODY)))
-        _, recorder = self.start(url)
-        self.assertEqual(
-            await recorder.event(1), ("green", False, "body larger than 65536 bytes")
-        )
+        await self.assertFirstCheck(False, "body larger than 65536 bytes", url)
         await self.tracking.whenIdle()
 
     async def test_tlsUntrusted(self) -> None:
@@ -496,8 +477,7 @@ class HealthIntegrationTests(TestCase):
         """
         server, trusted = makeCertificate([LOOPBACK])
         url = self.listenSite(Health(), server)
-        _, recorder = self.start(url, policy=TrustOnly(trusted))
-        self.assertEqual(await recorder.event(1), ("green", True, "status 200"))
+        await self.assertFirstCheck(True, "status 200", url, policy=TrustOnly(trusted))
 
     async def test_tlsWrongHost(self) -> None:
         """

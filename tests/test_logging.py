@@ -21,17 +21,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from bluegreen.service.logs import jsonLinesObserver
 from bluegreen.service.tap import Options, ProxyService, makeService
+from tests._util import proxyArguments
 
-REQUIRED = [
-    "--green",
-    "http://127.0.0.1:5002",
-    "--blue",
-    "http://127.0.0.1:5001",
-    "--admin",
-    "none",
-    "--port",
-    "tcp:0:interface=127.0.0.1",
-]
+REQUIRED = proxyArguments(
+    "http://127.0.0.1:5002", "http://127.0.0.1:5001", "--admin", "none"
+)
 
 
 class JSONObserverTests(SynchronousTestCase):

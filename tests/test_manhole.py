@@ -121,6 +121,20 @@ class ManholeServiceTests(SynchronousTestCase):
         assert isinstance(service, ProxyService)
         return service, memory
 
+    def sshOptions(self, hostKey: str) -> list[str]:
+        """
+        The options of an SSH manhole on port 6022 of 127.0.0.1, with the
+        test's password file and C{hostKey}.
+        """
+        return [
+            "--manhole-ssh",
+            "tcp:6022:interface=127.0.0.1",
+            "--manhole-passwd",
+            self.passwd,
+            "--manhole-host-key",
+            hostKey,
+        ]
+
     def telnet(self) -> tuple[ProxyService, Manhole]:
         """
         Build the service with a telnet manhole on a UNIX socket.
@@ -171,12 +185,7 @@ class ManholeServiceTests(SynchronousTestCase):
         """
         path = os.path.join(self.directory, "keys", "host_key")
         service, _ = self.make(
-            "--manhole-ssh",
-            "tcp:6022:interface=127.0.0.1",
-            "--manhole-passwd",
-            self.passwd,
-            "--manhole-host-key",
-            path,
+            *self.sshOptions(path),
         )
         assert service.manhole is not None
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
@@ -191,12 +200,7 @@ class ManholeServiceTests(SynchronousTestCase):
         error = self.assertRaises(
             StartupError,
             self.make,
-            "--manhole-ssh",
-            "tcp:6022:interface=127.0.0.1",
-            "--manhole-passwd",
-            self.passwd,
-            "--manhole-host-key",
-            path,
+            *self.sshOptions(path),
         )
         self.assertEqual(
             error.code,

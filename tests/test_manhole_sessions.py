@@ -39,8 +39,7 @@ from tests._backends import (
     echo,
     fetch,
     reactor,
-    startBackend,
-    startProxy,
+    startProxyFor,
 )
 from tests._manhole import clientKey, hashed, shortDirectory, writeFile
 from tests._util import PATIENCE, freePort, waitFor
@@ -158,12 +157,9 @@ class TelnetSessionTests(TestCase):
             self.directory, "passwd", b"alice:" + hashed(b"s3cret") + b"\n"
         )
         self.socket = os.path.join(self.directory, "m.sock")
-        _, green = startBackend(self, "green", echo("green"))
-        _, blue = startBackend(self, "blue", echo("blue"))
-        self.proxy = startProxy(
+        _green, self.proxy = startProxyFor(
             self,
-            green,
-            blue,
+            echo("green"),
             "--manhole",
             f"unix:{self.socket}:mode=600",
             "--manhole-passwd",
@@ -386,12 +382,9 @@ class SSHSessionTests(TestCase):
         self.passwd = writeFile(self.directory, "passwd", b"bob:pw\n")
         self.hostKey = os.path.join(self.directory, "host_key")
         self.port = freePort()
-        _, green = startBackend(self, "green", echo("green"))
-        _, blue = startBackend(self, "blue", echo("blue"))
-        self.proxy = startProxy(
+        _green, self.proxy = startProxyFor(
             self,
-            green,
-            blue,
+            echo("green"),
             "--manhole-ssh",
             f"tcp:{self.port}:interface=127.0.0.1",
             "--manhole-keys",

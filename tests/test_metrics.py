@@ -42,16 +42,12 @@ from bluegreen.admin.metrics import (
     statusClass,
 )
 from bluegreen.controller import Controller, Switch
-from bluegreen.environment import Environment
 from bluegreen.health import CheckResult, HealthMonitor, HealthSettings
 from bluegreen.proxy.failures import FAILURE_KINDS, classifyFailure, describeFailure
 from bluegreen.proxy.pool import PoolClosed
 from bluegreen.proxy.upstream import BadResponse
+from tests._failover import BLUE, BOTH, GREEN
 from tests._metrics import Scrape, labels, retryLabels, scrape
-
-GREEN = Environment.fromURL("green", "http://127.0.0.1:5002")
-BLUE = Environment.fromURL("blue", "http://127.0.0.1:5001")
-BOTH = {"green": GREEN, "blue": BLUE}
 
 
 def makeController(clock: Clock | None = None, **settings: Any) -> Controller:
@@ -260,24 +256,16 @@ class MetricsTests(SynchronousTestCase):
         duration = "bluegreen_request_duration_seconds"
         self.assertEqual(result(duration + "_count", green), 4)
         self.assertAlmostEqual(result(duration + "_sum", green), 1.5232)
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "green", "le": "0.0005"}), 1
-        )
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "green", "le": "0.005"}), 2
-        )
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "green", "le": "0.025"}), 3
-        )
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "green", "le": "60.0"}), 4
-        )
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "blue", "le": "60.0"}), 0
-        )
-        self.assertEqual(
-            result(duration + "_bucket", {"environment": "blue", "le": "+Inf"}), 1
-        )
+        for environment, le, count in [
+            ("green", "0.0005", 1),
+            ("green", "0.005", 2),
+            ("green", "0.025", 3),
+            ("green", "60.0", 4),
+            ("blue", "60.0", 0),
+            ("blue", "+Inf", 1),
+        ]:
+            bucket = {"environment": environment, "le": le}
+            self.assertEqual(result(duration + "_bucket", bucket), count, bucket)
 
     def test_methods(self) -> None:
         """

@@ -11,8 +11,8 @@ from twisted.trial.unittest import TestCase
 
 from bluegreen import __version__
 from bluegreen.admin.metrics import CONTENT_TYPE
-from bluegreen.service.tap import Options, ProxyService, makeService
-from tests._admin import listeningPort
+from bluegreen.service.tap import ProxyService
+from tests._admin import listeningPort, runService, serviceArguments
 from tests._backends import (
     BackendConnection,
     IncompleteResponseError,
@@ -26,7 +26,6 @@ from tests._backends import (
     fetch,
     portNumber,
     rawThen,
-    reactor,
     resetWithoutResponse,
     route,
     silent,
@@ -71,29 +70,12 @@ class EndToEndTests(TestCase):
             self, "green", route({b"/missing": notFound}, echo("green"))
         )
         blueURL = closedPortURL()
-        options = Options()
-        options.parseOptions(
-            [
-                "--port",
-                "tcp:0:interface=127.0.0.1",
-                "--admin",
-                "tcp:0:interface=127.0.0.1",
-                "--green",
-                greenURL,
-                "--blue",
-                blueURL,
-                "--access-log",
-                "none",
-                "--health-interval",
-                "300",
-                "--fast-interval",
-                "300",
-            ]
+        service = runService(
+            self.addCleanup,
+            serviceArguments(
+                greenURL, blueURL, "--health-interval", "300", "--fast-interval", "300"
+            ),
         )
-        service = makeService(options, reactor)
-        assert isinstance(service, ProxyService)
-        service.startService()
-        self.addCleanup(service.stopService)
         port, admin = portOf(service, "port"), portOf(service, "admin")
         states = service.health.health
         await waitFor(
@@ -222,27 +204,10 @@ class EndToEndTests(TestCase):
         token = self.mktemp()
         with open(token, "w") as f:
             f.write("s3cret\n")
-        options = Options()
-        options.parseOptions(
-            [
-                "--port",
-                "tcp:0:interface=127.0.0.1",
-                "--admin",
-                "tcp:0:interface=127.0.0.1",
-                "--admin-token-file",
-                token,
-                "--green",
-                greenURL,
-                "--blue",
-                blueURL,
-                "--access-log",
-                "none",
-            ]
+        service = runService(
+            self.addCleanup,
+            serviceArguments(greenURL, blueURL, "--admin-token-file", token),
         )
-        service = makeService(options, reactor)
-        assert isinstance(service, ProxyService)
-        service.startService()
-        self.addCleanup(service.stopService)
         admin = portOf(service, "admin")
 
         get = await fetch(self, admin, b"GET", b"/metrics")

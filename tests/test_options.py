@@ -6,16 +6,12 @@ checked, and turned into a L{bluegreen.service.config.Config}.
 
 from __future__ import annotations
 
-import datetime
 import io
 import os
 from collections.abc import Callable
 from contextlib import redirect_stdout
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,6 +21,7 @@ from bluegreen.environment import Environment
 from bluegreen.service.tap import (
     Options,
 )
+from tests._certificates import selfSigned
 
 GREEN_URL = "http://127.0.0.1:5002"
 BLUE_URL = "http://127.0.0.1:5001"
@@ -59,20 +56,7 @@ def makeCertificate(commonName: str) -> bytes:
     @param commonName: The certificate's subject CN.
     @return: The certificate, PEM-encoded.
     """
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
+    _key, certificate = selfSigned(commonName)
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
@@ -564,7 +548,23 @@ class OptionTests(SynchronousTestCase):
         )
 
 
-class AdminOptionTests(SynchronousTestCase):
+class RefusalTestCase(SynchronousTestCase):
+    """
+    The tests of options that the required options plus some are refused.
+    """
+
+    def assertRefused(self, args: list[str], message: str) -> None:
+        """
+        Assert that the required options plus C{args} fail with exactly
+        C{message}.
+        """
+        error = self.assertRaises(
+            usage.UsageError, Options().parseOptions, [*REQUIRED, *args]
+        )
+        self.assertEqual(str(error), message)
+
+
+class AdminOptionTests(RefusalTestCase):
     """
     C{--admin} and C{--admin-token-file}: where the admin API listens, and
     the token its changes need.
@@ -579,16 +579,6 @@ class AdminOptionTests(SynchronousTestCase):
         with open(path, "wb") as f:
             f.write(content)
         return path
-
-    def assertRefused(self, args: list[str], message: str) -> None:
-        """
-        Assert that the required options plus C{args} fail with exactly
-        C{message}.
-        """
-        error = self.assertRaises(
-            usage.UsageError, Options().parseOptions, [*REQUIRED, *args]
-        )
-        self.assertEqual(str(error), message)
 
     def test_default(self) -> None:
         """
@@ -800,7 +790,7 @@ class AdminOptionTests(SynchronousTestCase):
         self.assertEqual(options.config.adminEndpoint, "tcp:0:interface=127.0.0.1")
 
 
-class ManholeOptionTests(SynchronousTestCase):
+class ManholeOptionTests(RefusalTestCase):
     """
     The C{--manhole*} options: both manholes are off by default, the telnet
     one needs a password file and loopback (or a UNIX socket), the SSH one
@@ -821,16 +811,6 @@ class ManholeOptionTests(SynchronousTestCase):
                 "WcIHsUlCRaGUvyFQYnd2 alice@laptop\n"
             )
         self.hostKey = os.path.join(directory, "host_key")
-
-    def assertRefused(self, args: list[str], message: str) -> None:
-        """
-        Assert that the required options plus C{args} fail with exactly
-        C{message}.
-        """
-        error = self.assertRaises(
-            usage.UsageError, Options().parseOptions, [*REQUIRED, *args]
-        )
-        self.assertEqual(str(error), message)
 
     def test_off(self) -> None:
         """

@@ -4,10 +4,7 @@
 Integration tests of the proxy's failures over real sockets: upstream
 errors, clients that leave, and requests waiting for a connection.
 
-Each test runs real backends (L{tests._backends.BackendFactory}) and the real
-proxy (built from L{bluegreen.service.tap} options) on 127.0.0.1 with free
-ports, and talks to the proxy with a real client: treq over a persistent
-connection pool, or L{tests._backends.RawClient} when exact bytes matter.
+How these tests run is said in L{tests._proxytest}.
 """
 
 from __future__ import annotations
@@ -17,9 +14,11 @@ import time
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
 
 from tests._backends import (
     BackendFactory,
+    ProxyUnderTest,
     closeAfterFirst,
     closedPortURL,
     closeWithoutResponse,
@@ -37,6 +36,25 @@ from tests._proxytest import IntegrationTestCase
 from tests._rawclient import IncompleteResponseError, connectRaw, fetch
 from tests._util import PATIENCE, waitFor
 from tests._waiting import withTimeout
+
+
+def fullBacklogPort(testCase: TestCase) -> int:
+    """
+    Listen on a free port of 127.0.0.1 with a backlog of one, filled by a
+    connection nobody accepts, until the test ends.
+
+    @return: The port, where a new connection may never complete.
+    """
+    listener = socket.socket()
+    testCase.addCleanup(listener.close)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port: int = listener.getsockname()[1]
+    filler = socket.socket()
+    testCase.addCleanup(filler.close)
+    filler.settimeout(2)
+    filler.connect(("127.0.0.1", port))
+    return port
 
 
 class ErrorTests(IntegrationTestCase):
@@ -57,6 +75,35 @@ class ErrorTests(IntegrationTestCase):
             self.assertFalse(partial.complete)
             self.assertTrue(sent.startswith(partial.content), partial.content)
 
+    async def assertTimedOut(self, proxy: ProxyUnderTest, timeout: str) -> None:
+        """
+        Assert that a C{GET /} through C{proxy} gets the 504 naming
+        C{timeout}, after the tests' 0.5 s timeout (and within L{PATIENCE}).
+        """
+        started = time.monotonic()
+        response = await fetch(self, proxy.port, b"GET", b"/")
+        elapsed = time.monotonic() - started
+        self.assertPlainError(response, 504, timeout)
+        self.assertGreater(elapsed, 0.45)
+        self.assertLess(elapsed, PATIENCE)
+
+    async def assertAborted(self, proxy: ProxyUnderTest, sent: bytes) -> float:
+        """
+        Assert that a C{GET /} through C{proxy} on a new connection ends with
+        that connection closed without a complete response (see
+        L{assertIncomplete}).
+
+        @return: How long, in seconds, the request took to fail.
+        """
+        client = await connectRaw(self, proxy.port)
+        started = time.monotonic()
+        with self.assertRaises(IncompleteResponseError) as caught:
+            await withTimeout(client.request(b"GET", b"/"), "abort")
+        elapsed = time.monotonic() - started
+        self.assertIncomplete(caught.exception, sent)
+        self.assertTrue(client.closed)
+        return elapsed
+
     async def test_refused(self) -> None:
         """
         A backend port nobody listens on: 502 naming the environment and
@@ -71,9 +118,7 @@ class ErrorTests(IntegrationTestCase):
         """
         A backend that accepts the request then closes: 502.
         """
-        _green, greenURL = startBackend(self, "green", closeWithoutResponse)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(closeWithoutResponse)
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertPlainError(response, 502, "closed the connection")
         self.assertEqual(proxy.pools["green"].busy, 0)
@@ -82,9 +127,7 @@ class ErrorTests(IntegrationTestCase):
         """
         A backend that resets the connection (RST) instead of answering: 502.
         """
-        _green, greenURL = startBackend(self, "green", resetWithoutResponse)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(resetWithoutResponse)
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertPlainError(response, 502)
         self.assertEqual(proxy.pools["green"].busy, 0)
@@ -94,11 +137,7 @@ class ErrorTests(IntegrationTestCase):
         A backend that answers with something that is not HTTP: 502 saying
         the response was invalid.
         """
-        green, greenURL = startBackend(
-            self, "green", rawThen(b"NOT HTTP\r\n\r\n", "keep")
-        )
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(rawThen(b"NOT HTTP\r\n\r\n", "keep"))
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertPlainError(response, 502, "invalid response")
         await withTimeout(green.when(lambda: green.open == 0), "dropped")
@@ -108,15 +147,8 @@ class ErrorTests(IntegrationTestCase):
         A backend that never answers: 504 after C{--response-timeout},
         mentioning the response timeout; the upstream connection is dropped.
         """
-        green, greenURL = startBackend(self, "green", silent)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--response-timeout", "0.5")
-        started = time.monotonic()
-        response = await fetch(self, proxy.port, b"GET", b"/")
-        elapsed = time.monotonic() - started
-        self.assertPlainError(response, 504, "response timeout")
-        self.assertGreater(elapsed, 0.45)
-        self.assertLess(elapsed, PATIENCE)
+        green, proxy = self.startProxyFor(silent, "--response-timeout", "0.5")
+        await self.assertTimedOut(proxy, "response timeout")
         await withTimeout(green.when(lambda: green.open == 0), "dropped")
         self.assertEqual(proxy.pools["green"].busy, 0)
 
@@ -125,15 +157,7 @@ class ErrorTests(IntegrationTestCase):
         A backend whose accept queue is full never completes the TCP
         handshake: 504 after C{--connect-timeout} naming the connect timeout.
         """
-        listener = socket.socket()
-        self.addCleanup(listener.close)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        filler = socket.socket()
-        self.addCleanup(filler.close)
-        filler.settimeout(2)
-        filler.connect(("127.0.0.1", port))
+        port = fullBacklogPort(self)
         probe = socket.socket()
         self.addCleanup(probe.close)
         probe.settimeout(0.3)
@@ -147,12 +171,7 @@ class ErrorTests(IntegrationTestCase):
         proxy = startProxy(
             self, f"http://127.0.0.1:{port}", blueURL, "--connect-timeout", "0.5"
         )
-        started = time.monotonic()
-        response = await fetch(self, proxy.port, b"GET", b"/")
-        elapsed = time.monotonic() - started
-        self.assertPlainError(response, 504, "connect timeout")
-        self.assertGreater(elapsed, 0.45)
-        self.assertLess(elapsed, PATIENCE)
+        await self.assertTimedOut(proxy, "connect timeout")
         self.assertEqual(proxy.pools["green"].busy, 0)
 
     async def test_truncatedBodyAbortsClient(self) -> None:
@@ -162,14 +181,8 @@ class ErrorTests(IntegrationTestCase):
         aborted mid-body.
         """
         truncated = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789"
-        _green, greenURL = startBackend(self, "green", rawThen(truncated, "close"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
-        client = await connectRaw(self, proxy.port)
-        with self.assertRaises(IncompleteResponseError) as caught:
-            await withTimeout(client.request(b"GET", b"/"), "abort")
-        self.assertIncomplete(caught.exception, b"0123456789")
-        self.assertTrue(client.closed)
+        _green, proxy = self.startProxyFor(rawThen(truncated, "close"))
+        await self.assertAborted(proxy, b"0123456789")
 
     async def test_stalledBodyAbortsClient(self) -> None:
         """
@@ -179,16 +192,11 @@ class ErrorTests(IntegrationTestCase):
         dropped, instead of both being held forever.
         """
         stalled = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789"
-        green, greenURL = startBackend(self, "green", rawThen(stalled, "keep"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--response-timeout", "0.5")
-        client = await connectRaw(self, proxy.port)
-        started = time.monotonic()
-        with self.assertRaises(IncompleteResponseError) as caught:
-            await withTimeout(client.request(b"GET", b"/"), "abort")
-        self.assertGreater(time.monotonic() - started, 0.45)
-        self.assertIncomplete(caught.exception, b"0123456789")
-        self.assertTrue(client.closed)
+        green, proxy = self.startProxyFor(
+            rawThen(stalled, "keep"), "--response-timeout", "0.5"
+        )
+        elapsed = await self.assertAborted(proxy, b"0123456789")
+        self.assertGreater(elapsed, 0.45)
         await withTimeout(green.when(lambda: green.open == 0), "dropped")
         self.assertEqual(proxy.pools["green"].busy, 0)
 
@@ -200,14 +208,8 @@ class ErrorTests(IntegrationTestCase):
         truncated = (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
         )
-        _green, greenURL = startBackend(self, "green", rawThen(truncated, "close"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
-        client = await connectRaw(self, proxy.port)
-        with self.assertRaises(IncompleteResponseError) as caught:
-            await withTimeout(client.request(b"GET", b"/"), "abort")
-        self.assertIncomplete(caught.exception, b"hello")
-        self.assertTrue(client.closed)
+        _green, proxy = self.startProxyFor(rawThen(truncated, "close"))
+        await self.assertAborted(proxy, b"hello")
 
     async def test_staleKeepAliveConnectionRetried(self) -> None:
         """
@@ -215,9 +217,7 @@ class ErrorTests(IntegrationTestCase):
         arrives on it: an idempotent request is resent on a new connection
         and succeeds; a POST is not resent and gets a 502.
         """
-        green, greenURL = startBackend(self, "green", closeAfterFirst(echo("green")))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(closeAfterFirst(echo("green")))
         client = await connectRaw(self, proxy.port)
         first = await client.request(b"GET", b"/1")
         self.assertEqual(first.code, 200)
@@ -341,9 +341,9 @@ class QueueingTests(IntegrationTestCase):
         the busy request completes and a third request is served on the
         same upstream connection.
         """
-        green, greenURL = startBackend(self, "green", delayed(0.4, echo("green")))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--max-connections", "1")
+        green, proxy = self.startProxyFor(
+            delayed(0.4, echo("green")), "--max-connections", "1"
+        )
         first = await connectRaw(self, proxy.port)
         firstResponse = first.request(b"GET", b"/first")
         await withTimeout(green.when(lambda: bool(green.requests)), "first")
@@ -370,18 +370,10 @@ class QueueingTests(IntegrationTestCase):
         """
         # /second needs far longer than the timeout, whenever it gets the
         # connection; /first (and /third) far less.
-        green, greenURL = startBackend(
-            self,
-            "green",
+        green, proxy = self.startProxyFor(
             route(
                 {b"/second": delayed(3.0, echo("green"))}, delayed(0.2, echo("green"))
             ),
-        )
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(
-            self,
-            greenURL,
-            blueURL,
             "--max-connections",
             "1",
             "--response-timeout",
@@ -408,15 +400,7 @@ class QueueingTests(IntegrationTestCase):
         backend (which never accepts) cancels the connection attempt: the
         pool counts nothing busy afterwards.
         """
-        listener = socket.socket()
-        self.addCleanup(listener.close)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        port = listener.getsockname()[1]
-        filler = socket.socket()
-        self.addCleanup(filler.close)
-        filler.settimeout(2)
-        filler.connect(("127.0.0.1", port))
+        port = fullBacklogPort(self)
         _blue, blueURL = startBackend(self, "blue", echo("blue"))
         proxy = startProxy(
             self, f"http://127.0.0.1:{port}", blueURL, "--connect-timeout", "5"
@@ -436,9 +420,7 @@ class QueueingTests(IntegrationTestCase):
         already open client connection gets a 503 saying bluegreen is
         shutting down.
         """
-        green, greenURL = startBackend(self, "green", delayed(0.5, echo("green")))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(delayed(0.5, echo("green")))
         other = await connectRaw(self, proxy.port)
         client = await connectRaw(self, proxy.port)
         pending = client.request(b"GET", b"/draining")

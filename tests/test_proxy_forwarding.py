@@ -4,15 +4,14 @@
 Integration tests of what the proxy forwards over real sockets: headers,
 the access log, TLS upstreams and HTTP's edge cases.
 
-Each test runs real backends (L{tests._backends.BackendFactory}) and the real
-proxy (built from L{bluegreen.service.tap} options) on 127.0.0.1 with free
-ports, and talks to the proxy with a real client: treq over a persistent
-connection pool, or L{tests._backends.RawClient} when exact bytes matter.
+How these tests run is said in L{tests._proxytest}.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent
@@ -20,6 +19,7 @@ from twisted.logger import formatEvent
 from tests._backends import (
     BackendConnection,
     BackendFactory,
+    ProxyUnderTest,
     ReceivedRequest,
     closeAfterFirst,
     echo,
@@ -33,7 +33,7 @@ from tests._bodies import PatternSource
 from tests._certificates import makeCertificates
 from tests._messages import names
 from tests._proxytest import IntegrationTestCase
-from tests._rawclient import connectRaw, fetch
+from tests._rawclient import RawResponse, connectRaw, fetch
 from tests._util import PATIENCE
 from tests._waiting import withTimeout
 
@@ -51,6 +51,17 @@ class ForwardingTests(IntegrationTestCase):
         self.blue, blueURL = startBackend(self, "blue", echo("blue"))
         self.greenPort = int(greenURL.rsplit(":", 1)[1])
         self.proxy = startProxy(self, greenURL, blueURL, *extra)
+
+    async def getRoot(
+        self, headers: Sequence[tuple[bytes, bytes]], **kwargs: Any
+    ) -> tuple[RawResponse, ReceivedRequest]:
+        """
+        Start the proxy, C{GET /} through it with C{headers}, and return the
+        response with the request the green backend received.
+        """
+        await self.setUpProxy()
+        response = await fetch(self, self.proxy.port, b"GET", b"/", headers, **kwargs)
+        return response, self.green.requests[0]
 
     async def test_methods(self) -> None:
         """
@@ -112,21 +123,15 @@ class ForwardingTests(IntegrationTestCase):
         """
         Repeated request headers all arrive, in the order sent.
         """
-        await self.setUpProxy()
-        await fetch(
-            self,
-            self.proxy.port,
-            b"GET",
-            b"/",
+        _response, request = await self.getRoot(
             [
                 (b"Cookie", b"a=1"),
                 (b"X-Multi", b"one"),
                 (b"Cookie", b"b=2"),
                 (b"X-Multi", b"two"),
                 (b"X-Multi", b"three, four"),
-            ],
+            ]
         )
-        request = self.green.requests[0]
         self.assertEqual(request.values(b"cookie"), [b"a=1", b"b=2"])
         self.assertEqual(request.values(b"x-multi"), [b"one", b"two", b"three, four"])
 
@@ -136,12 +141,7 @@ class ForwardingTests(IntegrationTestCase):
         (C{Keep-Alive}, C{TE}, C{Trailer}, C{Upgrade}, C{Proxy-*}) are not
         forwarded; end-to-end headers are.
         """
-        await self.setUpProxy()
-        response = await fetch(
-            self,
-            self.proxy.port,
-            b"GET",
-            b"/",
+        response, request = await self.getRoot(
             [
                 (b"Connection", b"keep-alive, X-Secret"),
                 (b"Connection", b"X-Other-Secret"),
@@ -156,10 +156,9 @@ class ForwardingTests(IntegrationTestCase):
                 (b"Proxy-Connection", b"keep-alive"),
                 (b"X-Kept", b"yes"),
                 (b"Authorization", b"Bearer t"),
-            ],
+            ]
         )
         self.assertEqual(response.code, 200)
-        request = self.green.requests[0]
         sent = set(names(request.headers))
         for hop in [
             b"connection",
@@ -184,12 +183,7 @@ class ForwardingTests(IntegrationTestCase):
         client's C{Host} (client-sent values of those two are replaced); the
         C{Host} header is kept by default.
         """
-        await self.setUpProxy()
-        await fetch(
-            self,
-            self.proxy.port,
-            b"GET",
-            b"/",
+        _response, request = await self.getRoot(
             [
                 (b"X-Forwarded-For", b"203.0.113.9"),
                 (b"X-Forwarded-For", b"198.51.100.7, 10.0.0.1"),
@@ -198,7 +192,6 @@ class ForwardingTests(IntegrationTestCase):
             ],
             host=b"app.example:8080",
         )
-        request = self.green.requests[0]
         self.assertEqual(
             request.values(b"x-forwarded-for"),
             [b"203.0.113.9, 198.51.100.7, 10.0.0.1, 127.0.0.1"],
@@ -212,9 +205,7 @@ class ForwardingTests(IntegrationTestCase):
         Without an incoming C{X-Forwarded-For}, the header is the client's
         address alone.
         """
-        await self.setUpProxy()
-        await fetch(self, self.proxy.port, b"GET", b"/")
-        request = self.green.requests[0]
+        _response, request = await self.getRoot([])
         self.assertEqual(request.values(b"x-forwarded-for"), [b"127.0.0.1"])
         self.assertEqual(request.values(b"host"), [b"proxy.test"])
 
@@ -266,9 +257,7 @@ class ForwardingTests(IntegrationTestCase):
             b"X-Kept: yes\r\n"
             b"Content-Length: 2\r\n\r\nok"
         )
-        _green, greenURL = startBackend(self, "green", rawThen(head, "keep"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(rawThen(head, "keep"))
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertEqual(
             (response.code, response.phrase), (299, b"Quite Custom Phrase")
@@ -302,9 +291,7 @@ class ForwardingTests(IntegrationTestCase):
             code = int(request.target.strip(b"/"))
             conn.respond(code, b"Backend Says No", body=b"backend body %d" % code)
 
-        _green, greenURL = startBackend(self, "green", fail)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(fail)
         client = await connectRaw(self, proxy.port)
         for code in [400, 404, 500, 502, 503, 504]:
             response = await client.request(b"GET", b"/%d" % (code,))
@@ -346,9 +333,7 @@ class ForwardingTests(IntegrationTestCase):
             conn.finish()
 
         handler = route({b"/204": noContent, b"/304": notModified}, echo("green"))
-        green, greenURL = startBackend(self, "green", handler)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(handler)
         client = await connectRaw(self, proxy.port)
         empty = await client.request(b"DELETE", b"/204")
         self.assertEqual((empty.code, empty.body.length), (204, 0))
@@ -417,9 +402,7 @@ class AccessLogTests(IntegrationTestCase):
         """
         With C{--access-log none} no access event is logged anywhere.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--access-log", "none")
+        green, proxy = self.startProxyFor(echo("green"), "--access-log", "none")
         self.assertIsNone(proxy.resource.accessLog)
         for _ in range(3):
             await fetch(self, proxy.port, b"GET", b"/")
@@ -431,9 +414,7 @@ class AccessLogTests(IntegrationTestCase):
         With C{--access-log -} each request is one event in the service log
         (namespace C{bluegreen.access}).
         """
-        _green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--access-log", "-")
+        _green, proxy = self.startProxyFor(echo("green"), "--access-log", "-")
         await fetch(self, proxy.port, b"GET", b"/x")
         await fetch(self, proxy.port, b"PUT", b"/y", body=b"z")
         events = self.logs.namespace("bluegreen.access")
@@ -460,28 +441,28 @@ class TLSUpstreamTests(IntegrationTestCase):
             {"good": ["localhost", "127.0.0.1"], "wrong": ["wrong.example"]},
         )
 
-    def startTLSBackend(self, certificate: str) -> tuple[BackendFactory, int]:
+    def startTLSProxy(
+        self, certificate: str, *extra: str
+    ) -> tuple[BackendFactory, ProxyUnderTest]:
         """
-        Run an echo backend over TLS with the named certificate.
+        Run GREEN as an echo backend over TLS with the named certificate, an
+        echo BLUE, and the proxy in front of them.
+
+        @param extra: More options for the proxy.
+        @return: The GREEN backend and the proxy.
         """
-        factory = BackendFactory("green", echo("green"))
-        port = listenTLS(self, factory, self.certs.serverOptions(certificate))
-        return factory, port
+        green = BackendFactory("green", echo("green"))
+        port = listenTLS(self, green, self.certs.serverOptions(certificate))
+        _blue, blueURL = startBackend(self, "blue", echo("blue"))
+        proxy = startProxy(self, f"https://localhost:{port}", blueURL, *extra)
+        return green, proxy
 
     async def test_trustedUpstream(self) -> None:
         """
         With C{--upstream-ca} the TLS backend is verified and used; the
         connection is reused.
         """
-        green, port = self.startTLSBackend("good")
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(
-            self,
-            f"https://localhost:{port}",
-            blueURL,
-            "--upstream-ca",
-            self.certs.caPath,
-        )
+        green, proxy = self.startTLSProxy("good", "--upstream-ca", self.certs.caPath)
         client = await connectRaw(self, proxy.port)
         for _ in range(2):
             response = await client.request(b"GET", b"/secure")
@@ -496,9 +477,7 @@ class TLSUpstreamTests(IntegrationTestCase):
         Without C{--upstream-ca} the test CA is not trusted: 502 with a TLS
         error message.
         """
-        green, port = self.startTLSBackend("good")
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, f"https://localhost:{port}", blueURL)
+        green, proxy = self.startTLSProxy("good")
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertPlainError(response, 502, "TLS")
         self.assertIn("certificate verify failed", response.text)
@@ -509,15 +488,7 @@ class TLSUpstreamTests(IntegrationTestCase):
         A certificate from the trusted CA but for another host name: 502 with
         a TLS error message.
         """
-        green, port = self.startTLSBackend("wrong")
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(
-            self,
-            f"https://localhost:{port}",
-            blueURL,
-            "--upstream-ca",
-            self.certs.caPath,
-        )
+        green, proxy = self.startTLSProxy("wrong", "--upstream-ca", self.certs.caPath)
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertPlainError(response, 502, "TLS")
         self.assertIn("localhost", response.text)
@@ -534,9 +505,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         A client that sends C{Expect: 100-continue} gets C{100 Continue},
         then sends its body, which reaches the backend.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         client = await connectRaw(self, proxy.port)
         body = b"x" * 5000
         continued: Deferred[None] = Deferred()
@@ -571,9 +540,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
                 )
                 conn.transport.loseConnection()  # type: ignore[union-attr]
 
-        _green, greenURL = startBackend(self, "green", echo("green"), onHead=refuse)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(echo("green"), onHead=refuse)
         client = await connectRaw(self, proxy.port)
         pending = client.expect()
         client.sendRaw(
@@ -592,9 +559,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         Three requests written at once on one connection are answered in
         order.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         client = await connectRaw(self, proxy.port)
         pending = [client.expect() for _ in range(3)]
         client.sendRaw(
@@ -615,9 +580,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         C{Connection: close} from the client closes the client connection
         after the response, but not the pooled upstream connection.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         client = await connectRaw(self, proxy.port)
         response = await client.request(b"GET", b"/bye", [(b"Connection", b"close")])
         self.assertEqual(response.code, 200)
@@ -636,9 +599,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
             conn.respond(headers=[(b"Connection", b"close")], body=b"bye")
             conn.transport.loseConnection()  # type: ignore[union-attr]
 
-        green, greenURL = startBackend(self, "green", closing)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(closing)
         client = await connectRaw(self, proxy.port)
         for _ in range(3):
             response = await client.request(b"GET", b"/")
@@ -654,11 +615,9 @@ class ProtocolEdgeTests(IntegrationTestCase):
         reaches the client complete.
         """
         body = b"old-style body " * 1000
-        green, greenURL = startBackend(
-            self, "green", rawThen(b"HTTP/1.0 200 OK\r\nX-Old: 1\r\n\r\n" + body)
+        green, proxy = self.startProxyFor(
+            rawThen(b"HTTP/1.0 200 OK\r\nX-Old: 1\r\n\r\n" + body)
         )
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
         client = await connectRaw(self, proxy.port)
         response = await client.request(b"GET", b"/old")
         self.assertEqual(response.code, 200)
@@ -674,9 +633,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         closes is resent, with its whole body, on a new connection; a C{PUT}
         body too large to have been kept is not resent (502).
         """
-        green, greenURL = startBackend(self, "green", closeAfterFirst(echo("green")))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(closeAfterFirst(echo("green")))
         client = await connectRaw(self, proxy.port)
         await client.request(b"GET", b"/warm")
         small = PatternSource(10_000)
@@ -712,9 +669,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         Header values with non-ASCII bytes, tabs and odd case in names pass
         through unchanged (names keep the client's spelling).
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         await fetch(
             self,
             proxy.port,
@@ -732,9 +687,7 @@ class ProtocolEdgeTests(IntegrationTestCase):
         chunked, or repeated lengths) are refused with 400 and never reach
         the backend, so the proxy cannot be used to smuggle requests.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         for framing in [
             b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
             b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",

@@ -4,10 +4,7 @@
 Integration tests of the proxy over real sockets: switching, persistent
 connections, streaming and flow control.
 
-Each test runs real backends (L{tests._backends.BackendFactory}) and the real
-proxy (built from L{bluegreen.service.tap} options) on 127.0.0.1 with free
-ports, and talks to the proxy with a real client: treq over a persistent
-connection pool, or L{tests._backends.RawClient} when exact bytes matter.
+How these tests run is said in L{tests._proxytest}.
 """
 
 from __future__ import annotations
@@ -216,9 +213,7 @@ class PersistentConnectionTests(IntegrationTestCase):
         Ten sequential requests on one client connection, then five more on
         five new client connections, all use a single upstream connection.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         client = await connectRaw(self, proxy.port)
         for i in range(10):
             response = await client.request(b"GET", b"/seq/%d" % (i,))
@@ -236,9 +231,9 @@ class PersistentConnectionTests(IntegrationTestCase):
         With C{--max-connections 2}, ten concurrent slow requests all succeed
         but the backend never has more than two connections open.
         """
-        green, greenURL = startBackend(self, "green", delayed(0.2, echo("green")))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--max-connections", "2")
+        green, proxy = self.startProxyFor(
+            delayed(0.2, echo("green")), "--max-connections", "2"
+        )
         pool = treqPool(self, 10)
 
         async def one(i: int) -> tuple[int, Any]:
@@ -265,9 +260,7 @@ class PersistentConnectionTests(IntegrationTestCase):
         """
         An idle upstream connection is closed after C{--idle-timeout}.
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--idle-timeout", "0.3")
+        green, proxy = self.startProxyFor(echo("green"), "--idle-timeout", "0.3")
         response = await fetch(self, proxy.port, b"GET", b"/")
         self.assertEqual(response.code, 200)
         done = time.monotonic()
@@ -306,9 +299,7 @@ class PersistentConnectionTests(IntegrationTestCase):
         A request in flight when the service stops still gets its response;
         then its upstream connection closes and C{stopService} completes.
         """
-        green, greenURL = startBackend(self, "green", delayed(0.3, echo("green")))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(delayed(0.3, echo("green")))
         client = await connectRaw(self, proxy.port)
         pending = client.request(b"GET", b"/draining")
         await withTimeout(green.when(lambda: bool(green.requests)), "request")
@@ -346,9 +337,7 @@ class StreamingTests(IntegrationTestCase):
             firstSeen.addCallback(lambda _: second())
 
         firstSeen: Deferred[None] = Deferred()
-        _green, greenURL = startBackend(self, "green", slowTwoParts)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(slowTwoParts)
         client = await connectRaw(self, proxy.port)
         seen: list[tuple[bytes, bool]] = []
 
@@ -378,9 +367,7 @@ class StreamingTests(IntegrationTestCase):
                 conn.writeBody(piece)
             conn.endResponse()
 
-        _green, greenURL = startBackend(self, "green", chunked)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(chunked)
         response = await fetch(self, proxy.port, b"GET", b"/chunked")
         self.assertEqual(response.framing, "chunked")
         self.assertEqual(response.values(b"content-length"), [])
@@ -394,9 +381,7 @@ class StreamingTests(IntegrationTestCase):
         A chunked upload of unknown length, sent in irregular pieces over
         time, reaches the backend byte for byte (chunk-framed).
         """
-        green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"))
         client = await connectRaw(self, proxy.port)
         pending = client.expect()
         client.sendRaw(
@@ -439,9 +424,7 @@ class StreamingTests(IntegrationTestCase):
         A 50 MB upload with a C{Content-Length} arrives intact.
         """
         size = 50 * 1000 * 1000
-        _green, greenURL = startBackend(self, "green", echo("green"))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(echo("green"))
         client = await connectRaw(self, proxy.port)
         pending = client.expect()
         client.sendRaw(
@@ -461,9 +444,7 @@ class StreamingTests(IntegrationTestCase):
         """
         size = 50 * 1000 * 1000
         stats = DownloadStats()
-        _green, greenURL = startBackend(self, "green", generated(size, stats=stats))
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(generated(size, stats=stats))
         response = await fetch(self, proxy.port, b"GET", b"/big", keep=0)
         self.assertEqual(response.values(b"content-length"), [b"%d" % (size,)])
         self.assertEqual(response.body.length, size)
@@ -489,9 +470,7 @@ class StreamingTests(IntegrationTestCase):
 
         stats = DownloadStats()
         handler = generated(size, 64 * 1024, stats, onWrite, sendBuffer=128 * 1024)
-        _green, greenURL = startBackend(self, "green", handler)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        _green, proxy = self.startProxyFor(handler)
         client = await connectRaw(self, proxy.port)
         client.setReceiveBuffer(128 * 1024)
         paused: Deferred[None] = Deferred()
@@ -536,9 +515,7 @@ class StreamingTests(IntegrationTestCase):
             conn.transport.pauseProducing()  # type: ignore[union-attr]
             backendPaused.callback(None)
 
-        green, greenURL = startBackend(self, "green", echo("green"), onHead=stall)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        green, proxy = self.startProxyFor(echo("green"), onHead=stall)
         client = await connectRaw(self, proxy.port)
         setBuffer(client.transport, socket.SO_SNDBUF, 128 * 1024)
         pending = client.expect()
@@ -589,9 +566,7 @@ class FlowControlReuseTests(IntegrationTestCase):
             else:
                 echo("green")(request, conn)
 
-        green, greenURL = startBackend(self, "green", exact)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL, "--response-timeout", "2")
+        green, proxy = self.startProxyFor(exact, "--response-timeout", "2")
         client = await connectRaw(self, proxy.port)
         first = await client.request(b"GET", b"/exact")
         self.assertEqual((first.code, first.body.length), (200, size))
@@ -614,12 +589,8 @@ class FlowControlReuseTests(IntegrationTestCase):
             else:
                 echo("green")(request, conn)
 
-        _green, greenURL = startBackend(self, "green", handler)
-        _blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(
-            self,
-            greenURL,
-            blueURL,
+        _green, proxy = self.startProxyFor(
+            handler,
             "--response-timeout",
             "1",
             "--max-connections",

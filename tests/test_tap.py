@@ -78,6 +78,21 @@ def accepts(port: int) -> bool:
     return True
 
 
+async def assertListensWhileRunning(
+    testCase: SynchronousTestCase, service: IService, port: int
+) -> None:
+    """
+    Start C{service}: it must accept connections on C{port}; stop it: it
+    must no longer.
+    """
+    service.startService()
+    try:
+        testCase.assertTrue(accepts(port))
+    finally:
+        await service.stopService()
+    testCase.assertFalse(accepts(port))
+
+
 @contextmanager
 def takenPort() -> Iterator[tuple[int, str]]:
     """
@@ -422,12 +437,7 @@ class ListenTests(TestCase):
         service = makeService(
             parse("--port", f"tcp:{port}:interface=127.0.0.1", "--access-log", "none")
         )
-        service.startService()
-        try:
-            self.assertTrue(accepts(port))
-        finally:
-            await service.stopService()
-        self.assertFalse(accepts(port))
+        await assertListensWhileRunning(self, service, port)
 
 
 @implementer(IStreamServerEndpoint)
@@ -568,12 +578,7 @@ class AdminListenTests(TestCase):
                 "none",
             )
         )
-        service.startService()
-        try:
-            self.assertTrue(accepts(port))
-        finally:
-            await service.stopService()
-        self.assertFalse(accepts(port))
+        await assertListensWhileRunning(self, service, port)
 
 
 def twistd() -> list[str]:
@@ -685,6 +690,21 @@ class ProcessTestMixin(TestCase):
         assert child.reason is not None
         return child.reason
 
+    def assertCannotListen(
+        self, code: int | None, output: str, option: str, value: str
+    ) -> None:
+        """
+        Assert that twistd exited with status 1 after printing one line
+        saying C{option value} is in use, and no traceback.
+        """
+        self.assertEqual(code, 1, output)
+        self.assertIn(
+            f"bluegreen: cannot listen on {option} {value}: "
+            f"[Errno {errno.EADDRINUSE}] Address already in use\n",
+            output,
+        )
+        self.assertNotIn("Traceback", output)
+
     async def runToEnd(self, args: list[str]) -> tuple[int | None, str]:
         """
         Run a process to its end.
@@ -715,13 +735,7 @@ class TwistdTests(ProcessTestMixin):
             code, output = await self.runToEnd(
                 [*twistd(), "-n", "--pidfile=", "bluegreen", "--port", value, *REQUIRED]
             )
-        self.assertEqual(code, 1, output)
-        self.assertIn(
-            f"bluegreen: cannot listen on --port {value}: "
-            f"[Errno {errno.EADDRINUSE}] Address already in use\n",
-            output,
-        )
-        self.assertNotIn("Traceback", output)
+        self.assertCannotListen(code, output, "--port", value)
         self.assertFalse(accepts(port))
 
     async def test_portInUsePidfile(self) -> None:
@@ -954,13 +968,7 @@ class AdminTwistdTests(ProcessTestMixin):
                     value,
                 ]
             )
-        self.assertEqual(code, 1, output)
-        self.assertIn(
-            f"bluegreen: cannot listen on --admin {value}: "
-            f"[Errno {errno.EADDRINUSE}] Address already in use\n",
-            output,
-        )
-        self.assertNotIn("Traceback", output)
+        self.assertCannotListen(code, output, "--admin", value)
         self.assertFalse(accepts(proxyPort))
 
 

@@ -28,12 +28,18 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 
 from tests._util import PATIENCE, freePort
 
-from .test_demo import STARTUP, _alive, _listening, spawnDemo
+from .test_demo import (
+    STARTUP,
+    assertNothingLeft,
+    childPids,
+    requireDemoTools,
+    spawnDemo,
+)
 
 reactor: Any = _reactor
 
@@ -134,9 +140,7 @@ class WorkshopTests(TestCase):
     timeout = 12 * PATIENCE
 
     def setUp(self) -> None:
-        for tool in ("redis-server", "git", "sqlite3", "rsync"):
-            if shutil.which(tool) is None:
-                raise SkipTest(f"{tool} is not installed")
+        requireDemoTools()
         self.root = Path(self.mktemp()).absolute()
         self.port = freePort()
         self.admin = freePort()
@@ -374,10 +378,7 @@ class WorkshopTests(TestCase):
         """
         @return: The children's process ids recorded in C{DIR/run}.
         """
-        return {
-            path.stem: int(path.read_text())
-            for path in (self.root / "run").glob("*-*.pid")
-        }
+        return childPids(self.root)
 
     async def stop(self) -> None:
         """
@@ -400,11 +401,7 @@ class WorkshopTests(TestCase):
 
         await _until("the demo to exit", exited)
         self.assertEqual(process.returncode, 0)
-        for name, pid in pids.items():
-            self.assertFalse(_alive(pid), f"{name} (pid {pid}) still runs")
-        for name, port in ports.items():
-            self.assertFalse(_listening(port), f"{name}'s port {port} is open")
-        self.assertEqual(self.pids(), {})
+        assertNothingLeft(self, self.root, pids, ports)
 
     def describe(
         self, samples: list[Sample], t0: float, events: dict[str, float]
