@@ -264,7 +264,7 @@ class DashboardBrowserTests(TestCase):
             ".indexOf('wrong token') >= 0",
         )
         self.assertIsNone(
-            await page.evaluate("sessionStorage.getItem('bluegreen.admin.apiToken')")
+            await page.evaluate("sessionStorage.getItem('bluegreen.adminToken')")
         )
 
         # The right token (submitted with Enter): GREEN is down, so the API
@@ -284,7 +284,7 @@ class DashboardBrowserTests(TestCase):
         )
         self.assertEqual(controller.live.name, "blue")
         self.assertEqual(
-            await page.evaluate("sessionStorage.getItem('bluegreen.admin.apiToken')"),
+            await page.evaluate("sessionStorage.getItem('bluegreen.adminToken')"),
             TOKEN,
         )
         await page.click("#dialog-cancel")
