@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_http11 -*-
+# -*- test-case-name: tests.test_upstream -*-
 """
 Tests for L{bluegreen.proxy.upstream}: the upstream HTTP/1.1 response parser and
 connection reuse rules, over in-memory transports.
