@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_http11 -*-
+# -*- test-case-name: tests.test_upstream -*-
 """
 A lean HTTP/1.1 client connection for the proxy's upstream side.
 
