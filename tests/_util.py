@@ -10,12 +10,14 @@ is fast".  Speed is measured by the benchmarks in C{bench/}, not by tests.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import socket
+import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import IO, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
@@ -82,6 +84,34 @@ RESERVED_PORTS = frozenset((6379, 3090, 3091))
 #: Ports handed out by L{freePort} in this process: never handed out twice.
 _given: set[int] = set()
 
+#: Where L{freePort} keeps its reservations: one lock file per port, locked
+#: (C{flock}) by the process the port was handed to, for as long as it runs.
+#: Trial's workers (C{--jobs}) and other test runs on the machine see each
+#: other's locks; the kernel drops them when a process ends.
+RESERVATIONS = os.path.join(tempfile.gettempdir(), "bluegreen-test-ports")
+
+#: The open lock files of this process's reservations (closing one would
+#: release its port).
+_held: list[IO[str]] = []
+
+
+def _reserve(port: int) -> bool:
+    """
+    Reserve C{port} for this process, unless another process has.
+
+    @param port: A TCP port number.
+    @return: Whether this process now holds it.
+    """
+    os.makedirs(RESERVATIONS, exist_ok=True)
+    lock = open(os.path.join(RESERVATIONS, f"{port}.lock"), "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        return False
+    _held.append(lock)
+    return True
+
 
 def _ephemeralRange() -> tuple[int, int]:
     """
@@ -98,7 +128,7 @@ def _ephemeralRange() -> tuple[int, int]:
         return 32768, 60999
 
 
-def freePort() -> int:
+def freePort(candidates: Sequence[int] | None = None) -> int:
     """
     A TCP port of 127.0.0.1 that nothing listens on now, for a server that
     must be given a number (redis-server, sshd, a twistd child).
@@ -107,13 +137,19 @@ def freePort() -> int:
     its port.  A number from a bind to port 0 would come from the ephemeral
     range, where any outgoing connection on the machine may take it before the
     server binds it; so the number is drawn from below that range, checked
-    free by binding it, and never handed out twice in one test run.
+    free by binding it, never handed out twice in one process, and reserved
+    (L{RESERVATIONS}) against every other process that uses this function,
+    such as trial's other workers.
 
+    @param candidates: The ports to choose from (default: the 12,000 below
+        the ephemeral range).
     @return: The port.
+    @raise RuntimeError: If none of the candidates is free.
     """
-    low, _ = _ephemeralRange()
-    candidates = range(max(1024, low - 12000), low)
-    for _ in range(1000):
+    if candidates is None:
+        low, _ = _ephemeralRange()
+        candidates = range(max(1024, low - 12000), low)
+    for _ in range(max(1000, 4 * len(candidates))):
         port = random.choice(candidates)
         if port in _given or port in RESERVED_PORTS:
             continue
@@ -122,9 +158,11 @@ def freePort() -> int:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        if not _reserve(port):
+            continue
         _given.add(port)
         return port
-    raise RuntimeError("no free TCP port below the ephemeral range")
+    raise RuntimeError("no free TCP port among the candidates")
 
 
 async def waitFor(

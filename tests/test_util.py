@@ -5,13 +5,17 @@ Tests for L{tests._util}, the helpers every integration test relies on.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests._util import (
+    RESERVATIONS,
     RESERVED_PORTS,
     _ephemeralRange,
+    _given,
     _patience,
     freePort,
     raisesAsync,
@@ -70,6 +74,31 @@ class FreePortTests(SynchronousTestCase):
         """
         ports = [freePort() for _ in range(200)]
         self.assertEqual(len(set(ports)), len(ports))
+
+    def test_reservedElsewhere(self) -> None:
+        """
+        A port another process has reserved is not handed out, even though
+        nothing listens on it yet: its lock file is locked.
+        """
+        port = freePort()
+        path = os.path.join(RESERVATIONS, f"{port}.lock")
+        with open(path, "a") as other:
+            self.assertRaises(
+                OSError, fcntl.flock, other, fcntl.LOCK_EX | fcntl.LOCK_NB
+            )
+        # Forget it in this process's own bookkeeping, as another worker
+        # (which holds the lock) never knew it: the lock alone must refuse.
+        _given.discard(port)
+        error = self.assertRaises(RuntimeError, freePort, [port])
+        self.assertEqual(str(error), "no free TCP port among the candidates")
+
+    def test_noneFree(self) -> None:
+        """
+        When every candidate is taken, the error says so.
+        """
+        port = freePort()
+        error = self.assertRaises(RuntimeError, freePort, [port])
+        self.assertEqual(str(error), "no free TCP port among the candidates")
 
     def test_busySkipped(self) -> None:
         """
