@@ -320,8 +320,8 @@ class SyncSectionTests(TestCase):
         """
         The page draws the section from a status (here in node, against a
         stand-in DOM: see C{tests/_fakedom.js}): the mode, a note per
-        running sync and for the mirror, a row per direction; the section
-        is not also drawn as a generic one.
+        running sync and for the mirror, a row per direction; neither it
+        nor an empty C{syncing} is also drawn as a generic section.
         """
         now = NOON + 12
         status = {
@@ -336,6 +336,8 @@ class SyncSectionTests(TestCase):
                 "green": {"url": "http://g", "live": True, "health": {}},
                 "blue": {"url": "http://b", "live": False, "health": {}},
             },
+            # No switch is waiting for a sync: nothing to say about it.
+            "syncing": None,
             "sync": syncStatus(
                 mode="mirror",
                 running=[
