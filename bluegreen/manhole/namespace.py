@@ -27,6 +27,7 @@ from twisted.web.resource import IResource
 from bluegreen import __version__
 from bluegreen.controller import Controller, Switch, SwitchRefused
 from bluegreen.health import HealthMonitor
+from bluegreen.timetext import ago
 
 _log = Logger(namespace="bluegreen.manhole")
 
@@ -95,20 +96,6 @@ class Text(str):
         @return: The text itself, so the prompt prints it unquoted.
         """
         return str(self)
-
-
-def ago(seconds: float) -> str:
-    """
-    How long ago something happened, in short.
-
-    @param seconds: How many seconds ago.
-    @return: C{"just now"}, C{"5 s ago"} or C{"3 min ago"}.
-    """
-    if seconds < 1:
-        return "just now"
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    return f"{seconds / 60:.0f} min ago"
 
 
 def describeStatus(
