@@ -356,15 +356,20 @@ class RemoteMigrateTests(RemoteTestCase):
         """
 
         async def go() -> None:
+            # Explicit times: CURRENT_TIMESTAMP would differ between the
+            # local and the remote build when a second ticks between them,
+            # and the conflicts carry the rows.
             script = (
-                "INSERT INTO facts(id, text) VALUES (3, 'green three');"
+                "INSERT INTO facts(id, text, created_at) "
+                "VALUES (3, 'green three', '2026-01-01 00:00:00');"
                 "INSERT INTO cats VALUES (5, 'garfield', NULL);"
                 "INSERT INTO votes VALUES (7, 99, 1);"
                 "ALTER TABLE wr ADD COLUMN extra;"
                 "CREATE TABLE newer(x); INSERT INTO newer VALUES (1);"
             )
             targetScript = (
-                "INSERT INTO facts(id, text) VALUES (3, 'blue three');"
+                "INSERT INTO facts(id, text, created_at) "
+                "VALUES (3, 'blue three', '2026-01-01 00:00:01');"
                 "INSERT INTO cats VALUES (6, 'garfield', NULL);"
             )
             reports: list[SyncReport] = []
