@@ -35,9 +35,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
-from bluegreen.checkfailure import MAX_BODY
 from bluegreen.environment import Environment
 from bluegreen.health import HealthMonitor, HealthSettings
+from bluegreen.healthclient import healthClient
 from tests._certificates import keyPEM, selfSigned
 from tests._util import PATIENCE, waitFor
 
@@ -54,6 +54,9 @@ FAST = HealthSettings(interval=0.2, fastInterval=0.05, timeout=PATIENCE)
 
 #: The timeout of the tests of timeouts.
 SHORT = evolve(FAST, timeout=0.5)
+
+#: A big health page's size.
+MIB = 1024 * 1024
 
 
 def makeCertificate(
@@ -449,12 +452,57 @@ class HealthIntegrationTests(TestCase):
         url = self.listenProtocol(ResetAfterRequest)
         await self.assertFirstCheck(False, "connection reset before a response", url)
 
-    async def test_bodyTooLarge(self) -> None:
+    async def test_bigBody(self) -> None:
         """
-        A body over L{MAX_BODY} fails the check, even with status 200.
+        A 1 MiB health page is healthy (issue 11: it failed with "body
+        larger than 65536 bytes"); the check's connection is closed.
         """
-        url = self.listenSite(Health(200, b"x" * (4 * MAX_BODY)))
-        await self.assertFirstCheck(False, "body larger than 65536 bytes", url)
+        url = self.listenSite(Health(200, b"x" * MIB))
+        await self.assertFirstCheck(True, "status 200", url)
+        await self.tracking.whenIdle()
+
+    async def test_bigBodyNotDrained(self) -> None:
+        """
+        Through the production client (L{healthClient}): a page announcing
+        2 MiB that sends 1 MiB and stalls is healthy at once (the check
+        does not wait for the rest: with a drained connection it would time
+        out), and the server sees the connection closed.
+        """
+        health = Health(200, b"x" * (2 * MIB))
+        health.stall = True
+        url = self.listenSite(health)
+        http, pool = healthClient(reactor, PATIENCE, None)
+        monitor = HealthMonitor(
+            {"green": Environment.fromURL("green", url)}, FAST, reactor, http, pool
+        )
+        recorder = Recorder()
+        monitor.subscribe(recorder)
+        monitor.startService()
+        self.addCleanup(self.stop, monitor)
+        self.assertEqual(await recorder.event(1), ("green", True, "status 200"))
+        await self.tracking.whenIdle()
+
+    async def test_expectBodyErrorPage(self) -> None:
+        """
+        With C{expectBody}, a 200 error page is down, for the text it lacks.
+        """
+        url = self.listenSite(Health(200, b"<h1>Something went wrong</h1>"))
+        await self.assertFirstCheck(
+            False,
+            "body lacks 'meow' in its first 65536 bytes",
+            url,
+            evolve(FAST, expectBody=b"meow"),
+        )
+
+    async def test_expectBodyRightPage(self) -> None:
+        """
+        With C{expectBody}, the right page is up, even past the window (the
+        text is at its start).
+        """
+        url = self.listenSite(Health(200, b"<title>meow.io</title>" + b"x" * MIB))
+        await self.assertFirstCheck(
+            True, "status 200", url, evolve(FAST, expectBody=b"meow")
+        )
         await self.tracking.whenIdle()
 
     async def test_tlsUntrusted(self) -> None:
