@@ -2,7 +2,8 @@
 """
 Integration tests for L{bluegreen.health}: a real L{HealthMonitor} with a
 real treq C{HTTPClient} (its own non-persistent pool) checking real
-backends on 127.0.0.1 over real sockets, plain and TLS.
+backends on 127.0.0.1 over real sockets, plain and TLS; and one
+C{twistd -n bluegreen} process checking them with C{--health-expect-body}.
 
 Timeouts and intervals are short (0.5 s, 0.2 s) so the suite stays fast.
 Every listening port, every accepted connection and every monitor (with its
@@ -39,6 +40,7 @@ from bluegreen.environment import Environment
 from bluegreen.health import HealthMonitor, HealthSettings
 from bluegreen.healthclient import healthClient
 from tests._certificates import keyPEM, selfSigned
+from tests._processes import spawn, twistdArguments, twistdPath
 from tests._util import PATIENCE, waitFor
 
 #: The reactor the tests run on (trial's real one).
@@ -504,6 +506,35 @@ class HealthIntegrationTests(TestCase):
             True, "status 200", url, evolve(FAST, expectBody=b"meow")
         )
         await self.tracking.whenIdle()
+
+    async def test_twistdExpectBody(self) -> None:
+        """
+        C{twistd -n bluegreen} with C{--health-expect-body}: GREEN serving a
+        200 error page is down for the text it lacks (the log line says
+        so); BLUE serving a 1 MiB page with the text is up.
+        """
+        greenURL = self.listenSite(Health(200, b"<h1>Cannot GET /</h1>"))
+        blueURL = self.listenSite(Health(200, b"<title>meow.io</title>" + b"x" * MIB))
+        process = spawn(
+            self,
+            "twistd bluegreen",
+            twistdPath(),
+            twistdArguments(
+                greenURL,
+                blueURL,
+                "--admin",
+                "none",
+                "--health-expect-body",
+                "meow",
+                "--health-max-body",
+                "64K",
+            ),
+        )
+        await process.waitForLine(
+            r"green is down: body lacks 'meow' in its first 65536 bytes$"
+        )
+        await process.waitForLine(r"blue is up: status 200$")
+        self.assertIsNone(process.findLine(r"Traceback"), process.tail())
 
     async def test_tlsUntrusted(self) -> None:
         """
