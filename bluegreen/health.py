@@ -50,13 +50,18 @@ class _BodyReader(Protocol):
     """
     Read the first C{limit} bytes of a health response body, then stop.
 
-    Past its window the body is not read on: the connection is closed
+    Past its window the body is not read on: the connection is dropped
     (the checks' pool is not persistent, so nothing is lost), and the check
     is decided on what was read.  A big home page is no reason to fail.
 
     Unlike C{treq.collect}, cancelling L{done} (the check timed out, or the
-    monitor stopped) closes the connection, so a backend that stalls in the
+    monitor stopped) drops the connection, so a backend that stalls in the
     middle of a body does not keep one connection per check open.
+
+    Dropping is C{stopProducing} on the body's transport: the HTTP client
+    relays it to the connection's transport, which closes a TCP connection
+    and aborts one of L{bluegreen.healthclient}'s (TLS too) without reading
+    on.
 
     @ivar limit: Bytes read at most.
     @ivar keep: Whether to keep the bytes read (only for
@@ -76,10 +81,11 @@ class _BodyReader(Protocol):
 
     def _close(self) -> None:
         """
-        Close the connection the body arrives on (if it is still known).
+        Drop the connection the body arrives on (if it is still known).
         """
         if self.transport is not None:
-            self.transport.loseConnection()
+            producer: Any = self.transport
+            producer.stopProducing()
 
     def _enough(self) -> None:
         """

@@ -470,10 +470,28 @@ class HealthIntegrationTests(TestCase):
         does not wait for the rest: with a drained connection it would time
         out), and the server sees the connection closed.
         """
+        await self.assertNotDrained(None)
+
+    async def test_bigBodyNotDrainedTLS(self) -> None:
+        """
+        The same over TLS: closing the TLS connection does not wait for the
+        rest of the body either.
+        """
+        await self.assertNotDrained(makeCertificate([LOOPBACK]))
+
+    async def assertNotDrained(
+        self, tls: tuple[PrivateCertificate, Certificate] | None
+    ) -> None:
+        """
+        Check, with L{healthClient}, a backend (TLS with C{tls}'s server
+        certificate, trusting its certificate) that announces 2 MiB, sends
+        1 MiB and stalls: the first check passes, and the server's
+        connection is closed.
+        """
         health = Health(200, b"x" * (2 * MIB))
         health.stall = True
-        url = self.listenSite(health)
-        http, pool = healthClient(reactor, PATIENCE, None)
+        url = self.listenSite(health, None if tls is None else tls[0])
+        http, pool = healthClient(reactor, PATIENCE, None if tls is None else tls[1])
         monitor = HealthMonitor(
             {"green": Environment.fromURL("green", url)}, FAST, reactor, http, pool
         )
