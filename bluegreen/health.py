@@ -5,7 +5,7 @@ Active health checks of both environments, with rise/fall thresholds.
 Each environment is checked by its own L{LoopingCall}: C{GET} of the health
 path through treq, with its own connection pool, no redirects followed.  A
 check passes when the status is expected and the body (its first
-C{maxBody} bytes: the rest is not read, the connection is closed) arrived
+C{maxBody} bytes: the rest is not read, the connection is dropped) arrived
 within the timeout, and holds C{expectBody} if one is set.  A check that
 could not run because bluegreen itself is out of descriptors or memory is
 logged and counts neither way.  C{fall} consecutive failures mark an
@@ -19,13 +19,13 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
 from attrs import define, field, frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -84,8 +84,9 @@ class _BodyReader(Protocol):
         Drop the connection the body arrives on (if it is still known).
         """
         if self.transport is not None:
-            producer: Any = self.transport
-            producer.stopProducing()
+            # IResponse.deliverBody gives the body protocol a transport that
+            # provides IPushProducer (typed as the plain ITransport here).
+            cast(IPushProducer, self.transport).stopProducing()
 
     def _enough(self) -> None:
         """
