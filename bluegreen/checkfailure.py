@@ -10,6 +10,8 @@ upstream failures with the same L{connectionFailureKind}, in its own words.
 
 from __future__ import annotations
 
+import errno
+
 from twisted.internet.defer import CancelledError
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import (
@@ -25,14 +27,51 @@ from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from bluegreen.tls import describeTLSError, isTLSError
 
-#: The largest health response body read; a larger one fails the check.
-MAX_BODY = 64 * 1024
+#: The errors that say bluegreen itself, not the server, ran out of
+#: something, with what ran out (Twisted's own list of the accept errors
+#: that are the listening process's fault, for the connecting side).
+_LOCAL_ERRORS: dict[int, str] = {
+    errno.EMFILE: "bluegreen is out of file descriptors",
+    errno.ENFILE: "the system bluegreen runs on is out of file descriptors",
+    errno.ENOMEM: "bluegreen is out of memory",
+    errno.ENOBUFS: "bluegreen is out of buffer space (memory)",
+}
 
 
-class BodyTooLarge(Exception):
+def _errnoOf(error: object) -> int | None:
     """
-    A health response body larger than L{MAX_BODY}.
+    @return: The errno an exception carries: an L{OSError}'s C{errno}, or a
+        Twisted L{ConnectError}'s C{osError} (which
+        C{twisted.internet.tcp} fills with the errno when making or
+        connecting the socket fails, as C{ConnectBindError(errno, text)} or
+        C{getConnectError((errno, text))}); else L{None}.
     """
+    if isinstance(error, ConnectError) and isinstance(error.osError, int):
+        return error.osError
+    if isinstance(error, OSError) and isinstance(error.errno, int):
+        return error.errno
+    return None
+
+
+def localResourceError(error: object) -> str | None:
+    """
+    Say whether a check failed because bluegreen's own process or host ran
+    out of descriptors or memory: that says nothing about the server.
+
+    @param error: Why a check failed (its request or its body read);
+        failures the HTTP client wraps (L{ResponseNeverReceived},
+        L{ResponseFailed}) are looked into.
+    @return: E.g. C{"bluegreen is out of file descriptors (EMFILE)"}, or
+        L{None} when the failure is not a local one.
+    """
+    errors: list[object] = [error]
+    if isinstance(error, (ResponseNeverReceived, ResponseFailed)):
+        errors.extend(reason.value for reason in error.reasons)
+    for each in errors:
+        number = _errnoOf(each)
+        if number in _LOCAL_ERRORS:
+            return f"{_LOCAL_ERRORS[number]} ({errno.errorcode[number]})"
+    return None
 
 
 #: Twisted's connection errors by kind, the first that matches winning (the
@@ -75,8 +114,6 @@ def describeCheckFailure(reason: Failure, timeout: float) -> str:
     error = reason.value
     if isinstance(error, (DeferredTimeoutError, CancelledError)):
         return f"timeout after {timeout:g} s"
-    if isinstance(error, BodyTooLarge):
-        return f"body larger than {MAX_BODY} bytes"
     if isinstance(error, (ResponseNeverReceived, ResponseFailed)):
         inner = [r.value for r in error.reasons]
         if any(isinstance(e, CancelledError) for e in inner):

@@ -1,11 +1,14 @@
-# -*- test-case-name: tests.test_health,tests.test_health_monitor -*-
+# -*- test-case-name: tests.test_health,tests.test_health_monitor,tests.test_health_body,tests.test_health_local -*-  # noqa: E501
 """
 Active health checks of both environments, with rise/fall thresholds.
 
 Each environment is checked by its own L{LoopingCall}: C{GET} of the health
 path through treq, with its own connection pool, no redirects followed.  A
-check passes when the status is expected and the whole response, body
-included, arrived within the timeout.  C{fall} consecutive failures mark an
+check passes when the status is expected and the body (its first
+C{maxBody} bytes: the rest is not read, the connection is dropped) arrived
+within the timeout, and holds C{expectBody} if one is set.  A check that
+could not run because bluegreen itself is out of descriptors or memory is
+logged and counts neither way.  C{fall} consecutive failures mark an
 environment down and C{rise} consecutive successes mark it up; while an
 environment is between the two, it is checked every C{fastInterval} seconds
 (HAProxy's C{fastinter}).  The first check after start decides at once.
@@ -16,13 +19,13 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 from typing import Protocol as TypingProtocol
 
 from attrs import define, field, frozen
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -31,7 +34,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
-from bluegreen.checkfailure import MAX_BODY, BodyTooLarge, describeCheckFailure
+from bluegreen.checkfailure import describeCheckFailure, localResourceError
 from bluegreen.environment import Environment
 from bluegreen.observers import tellObservers
 
@@ -39,59 +42,101 @@ from bluegreen.observers import tellObservers
 HISTORY = 50
 
 
+#: The default C{--health-max-body}: bytes of a health body read.
+DEFAULT_MAX_BODY = 64 * 1024
+
+
 class _BodyReader(Protocol):
     """
-    Read (and drop) a health response body of at most L{MAX_BODY} bytes.
+    Read the first C{limit} bytes of a health response body, then stop.
+
+    Past its window the body is not read on: the connection is dropped
+    (the checks' pool is not persistent, so nothing is lost), and the check
+    is decided on what was read.  A big home page is no reason to fail.
 
     Unlike C{treq.collect}, cancelling L{done} (the check timed out, or the
-    monitor stopped) closes the connection, so a backend that stalls in the
+    monitor stopped) drops the connection, so a backend that stalls in the
     middle of a body does not keep one connection per check open.
 
-    @ivar done: Fires when the whole body has arrived; fails with
-        L{BodyTooLarge} or the reason the body was cut short.
+    Dropping is C{stopProducing} on the body's transport: the HTTP client
+    relays it to the connection's transport, which closes a TCP connection
+    and aborts one of L{bluegreen.healthclient}'s (TLS too) without reading
+    on.
+
+    @ivar limit: Bytes read at most.
+    @ivar keep: Whether to keep the bytes read (only for
+        C{--health-expect-body}; otherwise they are counted and dropped).
+    @ivar size: Bytes received so far (at most C{limit} counted).
+    @ivar window: The bytes kept.
+    @ivar done: Fires with L{window} when the whole body, or C{limit} bytes
+        of it, arrived; fails with the reason the body was cut short.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int, keep: bool) -> None:
+        self.limit = limit
+        self.keep = keep
         self.size = 0
-        self.done: Deferred[None] = Deferred(lambda _: self._close())
+        self.window: list[bytes] = []
+        self.done: Deferred[bytes] = Deferred(lambda _: self._close())
 
     def _close(self) -> None:
         """
-        Close the connection the body arrives on (if it is still known).
+        Drop the connection the body arrives on (if it is still known).
         """
         if self.transport is not None:
-            self.transport.loseConnection()
+            # IResponse.deliverBody gives the body protocol a transport that
+            # provides IPushProducer (typed as the plain ITransport here).
+            cast(IPushProducer, self.transport).stopProducing()
+
+    def _enough(self) -> None:
+        """
+        The window is full: close the connection, then decide on the window.
+        """
+        self._close()
+        self.done.callback(b"".join(self.window))
+
+    def connectionMade(self) -> None:
+        """
+        With a window of 0 bytes there is nothing to wait for.
+        """
+        if self.limit == 0:
+            self._enough()
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Count the bytes; past L{MAX_BODY}, close and fail L{done}.
+        Count (and keep, if asked) the bytes up to C{limit}; once there,
+        close and fire L{done}.
         """
         if self.done.called:
             return
+        data = data[: self.limit - self.size]
         self.size += len(data)
-        if self.size > MAX_BODY:
-            self._close()
-            self.done.errback(BodyTooLarge())
+        if self.keep:
+            self.window.append(data)
+        if self.size >= self.limit:
+            self._enough()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
-        Fire L{done}: with L{None} for a complete body, else with C{reason}.
+        Fire L{done}: with the window for a complete body, else with
+        C{reason}.
         """
         if self.done.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(None)
+            self.done.callback(b"".join(self.window))
         else:
             self.done.errback(reason)
 
 
-def _readBody(response: IResponse) -> Deferred[None]:
+def _readBody(response: IResponse, limit: int, keep: bool) -> Deferred[bytes]:
     """
-    Read C{response}'s body with a L{_BodyReader}.
+    Read at most C{limit} bytes of C{response}'s body with a L{_BodyReader}.
 
+    @param keep: Whether to keep the bytes (else the result is empty).
     @return: L{_BodyReader.done}.
     """
-    reader = _BodyReader()
+    reader = _BodyReader(limit, keep)
     response.deliverBody(reader)
     return reader.done
 
@@ -157,6 +202,10 @@ class HealthSettings:
     @ivar timeout: Seconds for the whole response, body included.
     @ivar fall: Consecutive failures that mark an environment down.
     @ivar rise: Consecutive successes that mark it up.
+    @ivar maxBody: Bytes of the body read at most; the rest is not read
+        (the connection is closed) and is no reason to fail.
+    @ivar expectBody: Bytes that must appear within the first C{maxBody}
+        bytes of the body for a check to pass, or L{None}.
     """
 
     interval: float = 5.0
@@ -166,6 +215,8 @@ class HealthSettings:
     timeout: float = 2.0
     fall: int = 1
     rise: int = 2
+    maxBody: int = DEFAULT_MAX_BODY
+    expectBody: bytes | None = None
 
 
 @frozen
@@ -200,6 +251,9 @@ class EnvironmentHealth:
     @ivar failures: Consecutive failed checks.
     @ivar last: The latest check, if any.
     @ivar history: The latest L{HISTORY} checks, oldest first.
+    @ivar localError: C{True} once a check could not run for a local
+        reason (see L{localResourceError}) and until a check runs again:
+        the streak's first such failure is logged, the others are not.
     """
 
     environment: Environment
@@ -209,6 +263,7 @@ class EnvironmentHealth:
     last: CheckResult | None = None
     history: deque[CheckResult] = field(factory=lambda: deque(maxlen=HISTORY))
     passiveCounted: bool = False
+    localError: bool = False
 
     @property
     def transitional(self) -> bool:
@@ -358,10 +413,17 @@ class HealthMonitor(Service):
             self._waiting.setdefault(name, []).append(waiter)
             return waiter
         started = self.clock.seconds()
-        d: Deferred[CheckResult] = Deferred.fromCoroutine(self._probe(name, started))
+        # None: the check could not run (a local error), so no result.
+        d: Deferred[CheckResult | None] = Deferred.fromCoroutine(
+            self._probe(name, started)
+        )
         d.addTimeout(self.settings.timeout, self.clock)
 
-        def failed(reason: Failure) -> CheckResult:
+        def failed(reason: Failure) -> CheckResult | None:
+            local = localResourceError(reason.value)
+            if local is not None:
+                self._localError(name, local)
+                return None
             now = self.clock.seconds()
             return CheckResult(
                 False,
@@ -370,8 +432,12 @@ class HealthMonitor(Service):
                 now - started,
             )
 
+        def recordResult(result: CheckResult | None) -> None:
+            if result is not None:
+                self.record(name, result)
+
         d.addErrback(failed)
-        recorded = d.addCallback(lambda result: self.record(name, result))
+        recorded = d.addCallback(recordResult)
         self._inflight[name] = recorded
 
         def done(result: Failure | None) -> None:
@@ -386,7 +452,7 @@ class HealthMonitor(Service):
         recorded.addBoth(done)
         return recorded
 
-    async def _probe(self, name: str, started: float) -> CheckResult:
+    async def _probe(self, name: str, started: float) -> CheckResult | None:
         environment = self.environments[name]
         url = environment.url + self.settings.path
         response = await self.http.get(
@@ -394,14 +460,43 @@ class HealthMonitor(Service):
             allow_redirects=False,
             headers={b"User-Agent": [b"bluegreen-health"]},
         )
-        await _readBody(response)
+        settings = self.settings
+        expectBody = settings.expectBody
+        window = await _readBody(response, settings.maxBody, expectBody is not None)
         now = self.clock.seconds()
         code = response.code
-        ok = code in self.settings.expect
+        ok = code in settings.expect
         reason = f"status {code}" + (
-            "" if ok else f" (expected {self.settings.expect.text})"
+            "" if ok else f" (expected {settings.expect.text})"
         )
+        if ok and expectBody is not None and expectBody not in window:
+            # A deploy that answers its error page with 200 is caught here.
+            ok = False
+            text = expectBody.decode("utf-8")
+            reason = f"body lacks {text!r} in its first {settings.maxBody} bytes"
         return CheckResult(ok, reason, now, now - started, code)
+
+    def _localError(self, name: str, why: str) -> None:
+        """
+        A check of C{name} could not run for want of a local resource: not
+        a result, so neither thresholds nor schedule move; said once per
+        streak (a process out of descriptors would otherwise log a line per
+        check of every environment).
+
+        @param name: The environment.
+        @param why: What ran out, from L{localResourceError}.
+        """
+        state = self.health.get(name)
+        if state is None or not self.running or state.localError:
+            return
+        state.localError = True
+        self._log.error(
+            "health check of {name} could not run: {why}; not counted against {name}",
+            name=name,
+            why=why,
+            env=name,
+            localError=why,
+        )
 
     def reportPassive(self, name: str, reason: str) -> None:
         """
@@ -442,6 +537,8 @@ class HealthMonitor(Service):
         state.history.append(result)
         if not result.passive:
             state.passiveCounted = False
+            # A check ran to its end: local resources were there again.
+            state.localError = False
         if result.ok:
             state.successes += 1
             state.failures = 0

@@ -2,7 +2,8 @@
 """
 The HTTP client the health checks use: treq over its own connection pool, a
 new connection per check (a reused connection would hide connect failures),
-connecting like the proxy does and without a log line per check.
+connecting like the proxy does and without a log line per check; a check
+that has read enough drops its connection at once, TLS included.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import Certificate
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.web.client import URI, Agent, HTTPConnectionPool
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
@@ -24,11 +26,60 @@ from bluegreen.environment import Environment
 from bluegreen.proxy.pool import ConnectingReactor, endpointFor
 
 
+class DroppingConnection(ProtocolWrapper):
+    """
+    A check's connection, between the HTTP client and its transport, on
+    which C{stopProducing} aborts the connection.
+
+    The health check's body reader, past its C{--health-max-body} window,
+    stops the body's producer: the HTTP client hands it a proxy of this
+    transport, whose C{stopProducing} is relayed here.  A plain TCP
+    transport would close on C{stopProducing}; but TLS has no
+    C{stopProducing}, and its C{loseConnection} sends its close alert and
+    then reads on, body included, until the server's alert: a server
+    sending a big page would be drained, one that stalls would keep the
+    connection.  An abort drops it at once, without reading further.
+    """
+
+    def stopProducing(self) -> None:
+        """
+        Drop the connection now (C{abortConnection}, which TCP and TLS
+        transports have), reading nothing more.
+        """
+        transport = self.transport
+        assert transport is not None
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            transport.loseConnection()
+
+
+class DroppingFactory(WrappingFactory[DroppingConnection]):
+    """
+    Wraps the pool's factory for one connection in a L{DroppingConnection},
+    quietly.
+    """
+
+    protocol = DroppingConnection
+    noisy = False
+
+
+def _unwrap(connection: IProtocol) -> IProtocol:
+    """
+    @return: The pool's own protocol inside a L{DroppingConnection} (the
+        pool sends its requests on what the endpoint returns).
+    """
+    assert isinstance(connection, DroppingConnection)
+    return connection.wrappedProtocol
+
+
 @implementer(IStreamClientEndpoint)
 class QuietEndpoint:
     """
     An endpoint whose connections' factories do not log "Starting factory"
-    and "Stopping factory": one pair per check would bury the real news.
+    and "Stopping factory": one pair per check would bury the real news;
+    and whose connections are L{DroppingConnection}s.
 
     L{HTTPConnectionPool} makes a factory per connection and hands it to the
     endpoint, so the endpoint is where that factory can be quietened (its
@@ -52,7 +103,8 @@ class QuietEndpoint:
         """
         if isinstance(protocolFactory, Factory):
             protocolFactory.noisy = False
-        return self.endpoint.connect(protocolFactory)
+        connecting = self.endpoint.connect(DroppingFactory(protocolFactory))
+        return connecting.addCallback(_unwrap)
 
 
 @implementer(IAgentEndpointFactory)

@@ -5,23 +5,28 @@ Tests for L{bluegreen.checkfailure}: a failed health check in a few words.
 
 from __future__ import annotations
 
+import errno
+import os
+
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import (
+    ConnectBindError,
     ConnectError,
     ConnectionDone,
     ConnectionLost,
     ConnectionRefusedError,
     DNSLookupError,
     TimeoutError,
+    getConnectError,
 )
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
-from bluegreen.checkfailure import MAX_BODY, BodyTooLarge, describeCheckFailure
+from bluegreen.checkfailure import describeCheckFailure, localResourceError
 
 
 class DescribeCheckFailureTests(SynchronousTestCase):
@@ -161,17 +166,78 @@ class DescribeCheckFailureTests(SynchronousTestCase):
             "cannot connect (An error occurred while connecting: No route to host.)",
         )
 
-    def test_bodyTooLarge(self) -> None:
-        """
-        A body over L{MAX_BODY}.
-        """
-        self.assertEqual(
-            self.describe(BodyTooLarge()), f"body larger than {MAX_BODY} bytes"
-        )
-        self.assertEqual(MAX_BODY, 65536)
-
     def test_unexpected(self) -> None:
         """
         Anything else is given by class name and message.
         """
         self.assertEqual(self.describe(RuntimeError("boom")), "RuntimeError: boom")
+
+
+class LocalResourceErrorTests(SynchronousTestCase):
+    """
+    L{localResourceError} tells bluegreen's own shortages from the server's
+    failures.
+    """
+
+    def test_connectBindError(self) -> None:
+        """
+        C{twisted.internet.tcp} reports a socket it could not create as
+        L{ConnectBindError} with the errno in C{osError}.
+        """
+        error = ConnectBindError(errno.EMFILE, "Too many open files")
+        self.assertEqual(
+            localResourceError(error), "bluegreen is out of file descriptors (EMFILE)"
+        )
+
+    def test_connectErrors(self) -> None:
+        """
+        A connect that fails later is mapped by L{getConnectError}, with the
+        errno in C{osError} too; every local errno is recognised.
+        """
+        expected = {
+            errno.EMFILE: "bluegreen is out of file descriptors (EMFILE)",
+            errno.ENFILE: (
+                "the system bluegreen runs on is out of file descriptors (ENFILE)"
+            ),
+            errno.ENOMEM: "bluegreen is out of memory (ENOMEM)",
+            errno.ENOBUFS: "bluegreen is out of buffer space (memory) (ENOBUFS)",
+        }
+        for number, text in expected.items():
+            error = getConnectError((number, os.strerror(number)))
+            self.assertEqual(localResourceError(error), text)
+
+    def test_osError(self) -> None:
+        """
+        A bare L{OSError} (e.g. from C{socket.socket()}) counts too.
+        """
+        error = OSError(errno.ENFILE, "Too many open files in system")
+        self.assertEqual(
+            localResourceError(error),
+            "the system bluegreen runs on is out of file descriptors (ENFILE)",
+        )
+
+    def test_wrapped(self) -> None:
+        """
+        Inside the agent's L{ResponseNeverReceived} or L{ResponseFailed}.
+        """
+        inner = Failure(OSError(errno.ENOBUFS, "No buffer space available"))
+        for wrapper in (ResponseNeverReceived, ResponseFailed):
+            self.assertEqual(
+                localResourceError(wrapper([inner])),
+                "bluegreen is out of buffer space (memory) (ENOBUFS)",
+            )
+
+    def test_notLocal(self) -> None:
+        """
+        The server's failures, and errnos that are not shortages, are not.
+        """
+        for error in (
+            ConnectionRefusedError(),
+            ConnectError(string="No route to host"),
+            getConnectError((errno.EHOSTUNREACH, "No route to host")),
+            OSError(errno.ECONNRESET, "reset"),
+            ConnectionLost(),
+            ResponseNeverReceived([Failure(ConnectionLost())]),
+            RuntimeError("boom"),
+        ):
+            self.assertIsNone(localResourceError(error), error)

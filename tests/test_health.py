@@ -11,8 +11,8 @@ from twisted.internet.error import (
 )
 from twisted.trial.unittest import SynchronousTestCase
 
-from bluegreen.checkfailure import MAX_BODY
 from bluegreen.health import (
+    DEFAULT_MAX_BODY,
     CheckResult,
     EnvironmentHealth,
     HealthSettings,
@@ -324,32 +324,32 @@ class StatusTests(MonitorMixin):
 
 class BodyTests(MonitorMixin):
     """
-    The whole body is read, up to L{MAX_BODY} bytes.
+    The body is read up to L{DEFAULT_MAX_BODY} bytes (more in
+    L{tests.test_health_body}).
     """
 
     def test_largestAllowed(self) -> None:
         """
-        A body of exactly L{MAX_BODY} bytes passes.
+        A body of exactly L{DEFAULT_MAX_BODY} bytes passes.
         """
-        self.green.body = b"x" * MAX_BODY
+        self.green.body = b"x" * DEFAULT_MAX_BODY
         monitor = self.monitor()
         monitor.startService()
         self.assertEqual(self.events, [("green", True, "status 200")])
 
-    def test_tooLarge(self) -> None:
+    def test_longer(self) -> None:
         """
-        One byte more fails, whatever the status.
+        One byte more passes too (issue 11: it used to fail the check with
+        "body larger than 65536 bytes"); the rest is not read.
         """
-        self.green.body = b"x" * (MAX_BODY + 1)
+        self.green.body = b"x" * (DEFAULT_MAX_BODY + 1)
         monitor = self.monitor()
         monitor.startService()
         self.stub.flush()
-        self.assertEqual(
-            self.events, [("green", False, "body larger than 65536 bytes")]
-        )
+        self.assertEqual(self.events, [("green", True, "status 200")])
         last = monitor.health["green"].last
         assert last is not None
-        self.assertIsNone(last.status)
+        self.assertEqual(last.status, 200)
 
 
 class TimeoutTests(MonitorMixin):

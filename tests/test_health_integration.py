@@ -2,7 +2,8 @@
 """
 Integration tests for L{bluegreen.health}: a real L{HealthMonitor} with a
 real treq C{HTTPClient} (its own non-persistent pool) checking real
-backends on 127.0.0.1 over real sockets, plain and TLS.
+backends on 127.0.0.1 over real sockets, plain and TLS; and one
+C{twistd -n bluegreen} process checking them with C{--health-expect-body}.
 
 Timeouts and intervals are short (0.5 s, 0.2 s) so the suite stays fast.
 Every listening port, every accepted connection and every monitor (with its
@@ -35,10 +36,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
-from bluegreen.checkfailure import MAX_BODY
 from bluegreen.environment import Environment
 from bluegreen.health import HealthMonitor, HealthSettings
+from bluegreen.healthclient import healthClient
 from tests._certificates import keyPEM, selfSigned
+from tests._processes import spawn, twistdArguments, twistdPath
 from tests._util import PATIENCE, waitFor
 
 #: The reactor the tests run on (trial's real one).
@@ -54,6 +56,9 @@ FAST = HealthSettings(interval=0.2, fastInterval=0.05, timeout=PATIENCE)
 
 #: The timeout of the tests of timeouts.
 SHORT = evolve(FAST, timeout=0.5)
+
+#: A big health page's size.
+MIB = 1024 * 1024
 
 
 def makeCertificate(
@@ -449,13 +454,105 @@ class HealthIntegrationTests(TestCase):
         url = self.listenProtocol(ResetAfterRequest)
         await self.assertFirstCheck(False, "connection reset before a response", url)
 
-    async def test_bodyTooLarge(self) -> None:
+    async def test_bigBody(self) -> None:
         """
-        A body over L{MAX_BODY} fails the check, even with status 200.
+        A 1 MiB health page is healthy (issue 11: it failed with "body
+        larger than 65536 bytes"); the check's connection is closed.
         """
-        url = self.listenSite(Health(200, b"x" * (4 * MAX_BODY)))
-        await self.assertFirstCheck(False, "body larger than 65536 bytes", url)
+        url = self.listenSite(Health(200, b"x" * MIB))
+        await self.assertFirstCheck(True, "status 200", url)
         await self.tracking.whenIdle()
+
+    async def test_bigBodyNotDrained(self) -> None:
+        """
+        Through the production client (L{healthClient}): a page announcing
+        2 MiB that sends 1 MiB and stalls is healthy at once (the check
+        does not wait for the rest: with a drained connection it would time
+        out), and the server sees the connection closed.
+        """
+        await self.assertNotDrained(None)
+
+    async def test_bigBodyNotDrainedTLS(self) -> None:
+        """
+        The same over TLS: closing the TLS connection does not wait for the
+        rest of the body either.
+        """
+        await self.assertNotDrained(makeCertificate([LOOPBACK]))
+
+    async def assertNotDrained(
+        self, tls: tuple[PrivateCertificate, Certificate] | None
+    ) -> None:
+        """
+        Check, with L{healthClient}, a backend (TLS with C{tls}'s server
+        certificate, trusting its certificate) that announces 2 MiB, sends
+        1 MiB and stalls: the first check passes, and the server's
+        connection is closed.
+        """
+        health = Health(200, b"x" * (2 * MIB))
+        health.stall = True
+        url = self.listenSite(health, None if tls is None else tls[0])
+        http, pool = healthClient(reactor, PATIENCE, None if tls is None else tls[1])
+        monitor = HealthMonitor(
+            {"green": Environment.fromURL("green", url)}, FAST, reactor, http, pool
+        )
+        recorder = Recorder()
+        monitor.subscribe(recorder)
+        monitor.startService()
+        self.addCleanup(self.stop, monitor)
+        self.assertEqual(await recorder.event(1), ("green", True, "status 200"))
+        await self.tracking.whenIdle()
+
+    async def test_expectBodyErrorPage(self) -> None:
+        """
+        With C{expectBody}, a 200 error page is down, for the text it lacks.
+        """
+        url = self.listenSite(Health(200, b"<h1>Something went wrong</h1>"))
+        await self.assertFirstCheck(
+            False,
+            "body lacks 'meow' in its first 65536 bytes",
+            url,
+            evolve(FAST, expectBody=b"meow"),
+        )
+
+    async def test_expectBodyRightPage(self) -> None:
+        """
+        With C{expectBody}, the right page is up, even past the window (the
+        text is at its start).
+        """
+        url = self.listenSite(Health(200, b"<title>meow.io</title>" + b"x" * MIB))
+        await self.assertFirstCheck(
+            True, "status 200", url, evolve(FAST, expectBody=b"meow")
+        )
+        await self.tracking.whenIdle()
+
+    async def test_twistdExpectBody(self) -> None:
+        """
+        C{twistd -n bluegreen} with C{--health-expect-body}: GREEN serving a
+        200 error page is down for the text it lacks (the log line says
+        so); BLUE serving a 1 MiB page with the text is up.
+        """
+        greenURL = self.listenSite(Health(200, b"<h1>Cannot GET /</h1>"))
+        blueURL = self.listenSite(Health(200, b"<title>meow.io</title>" + b"x" * MIB))
+        process = spawn(
+            self,
+            "twistd bluegreen",
+            twistdPath(),
+            twistdArguments(
+                greenURL,
+                blueURL,
+                "--admin",
+                "none",
+                "--health-expect-body",
+                "meow",
+                "--health-max-body",
+                "64K",
+            ),
+        )
+        await process.waitForLine(
+            r"green is down: body lacks 'meow' in its first 65536 bytes$"
+        )
+        await process.waitForLine(r"blue is up: status 200$")
+        self.assertIsNone(process.findLine(r"Traceback"), process.tail())
 
     async def test_tlsUntrusted(self) -> None:
         """

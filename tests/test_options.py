@@ -213,6 +213,42 @@ BAD_OPTIONS: list[tuple[str, list[str], str]] = [
         bad("--upstream-host-header", "other"),
         "--upstream-host-header: 'other' must be 'client' or 'target'",
     ),
+    *(
+        (
+            "healthMaxBody" + suffix,
+            bad("--health-max-body", value),
+            f"--health-max-body: {value!r} is not a whole number of bytes >= 0 "
+            "(e.g. 65536, 64K, 1M)",
+        )
+        for suffix, value in (
+            ("Negative", "-1"),
+            ("Word", "lots"),
+            ("Fraction", "1.5K"),
+            ("Empty", ""),
+            ("SuffixOnly", "K"),
+            ("OtherSuffix", "1G"),
+            ("Spaced", "64 K"),
+            ("NotASCIIDigit", "\N{SUPERSCRIPT THREE}"),
+        )
+    ),
+    (
+        "healthExpectBodyEmpty",
+        bad("--health-expect-body", ""),
+        "--health-expect-body: the text is empty (leave the option out to "
+        "check the status only)",
+    ),
+    (
+        "healthExpectBodyOverWindow",
+        [*bad("--health-expect-body", "meow.io"), "--health-max-body", "4"],
+        "--health-expect-body: 'meow.io' is 7 bytes, more than "
+        "--health-max-body (4) lets a check read",
+    ),
+    (
+        "healthExpectBodyZeroWindow",
+        [*bad("--health-expect-body", "\N{CAT FACE}"), "--health-max-body", "0"],
+        "--health-expect-body: '\N{CAT FACE}' is 4 bytes, more than "
+        "--health-max-body (0) lets a check read",
+    ),
 ]
 
 #: Bad command lines whose message ends with Twisted's own words: (test
@@ -378,6 +414,48 @@ def _addTableTests() -> None:
 
 
 _addTableTests()
+
+
+class HealthBodyOptionTests(SynchronousTestCase):
+    """
+    C{--health-max-body} and C{--health-expect-body} become the health
+    settings' C{maxBody} and C{expectBody}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        By default the window is 64 KiB and no text is required.
+        """
+        health = parse().config.health
+        self.assertEqual((health.maxBody, health.expectBody), (65536, None))
+
+    def test_maxBody(self) -> None:
+        """
+        Bytes, or K (1024) and M (1024 * 1024) in either case; 0 is allowed
+        (the status alone decides).
+        """
+        for value, expected in (
+            ("65536", 65536),
+            ("0", 0),
+            ("64K", 65536),
+            ("64k", 65536),
+            ("1M", 1048576),
+            ("2m", 2097152),
+            (" 512 ", 512),
+        ):
+            self.assertEqual(
+                parse("--health-max-body", value).config.health.maxBody, expected
+            )
+
+    def test_expectBody(self) -> None:
+        """
+        The text is kept UTF-8 encoded; it may fill the window exactly.
+        """
+        health = parse(
+            "--health-expect-body", "\N{CAT FACE} meow", "--health-max-body", "9"
+        ).config.health
+        self.assertEqual(health.expectBody, "\N{CAT FACE} meow".encode())
+        self.assertEqual(health.maxBody, 9)
 
 
 class OptionTests(SynchronousTestCase):

@@ -108,6 +108,27 @@ def _count(name: str, value: str) -> int:
     return int(text)
 
 
+#: The multipliers of a number of bytes' suffixes.
+_BYTE_SUFFIXES = {"": 1, "k": 1024, "m": 1024 * 1024}
+
+
+def _bytes(name: str, value: str) -> int:
+    """
+    @return: C{value} as a whole number of bytes >= 0, with an optional
+        C{K} (1024) or C{M} (1024 * 1024) suffix, in either case.
+    @raise usage.UsageError: Naming C{--name}, if it is not one.
+    """
+    text = value.strip().lower()
+    suffix = text[-1:] if text[-1:] in ("k", "m") else ""
+    digits = text[: len(text) - len(suffix)]
+    if not (digits.isascii() and digits.isdigit()):
+        raise usage.UsageError(
+            f"--{name}: {value!r} is not a whole number of bytes >= 0 "
+            "(e.g. 65536, 64K, 1M)"
+        )
+    return int(digits) * _BYTE_SUFFIXES[suffix]
+
+
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     """
     @return: C{value}, one of C{choices}.
@@ -199,6 +220,19 @@ class Options(usage.Options):
             None,
             "2",
             "Seconds for a whole health response, body included.",
+        ],
+        [
+            "health-max-body",
+            None,
+            "64K",
+            "Bytes of a health response body read at most (e.g. 65536, 64K, "
+            "1M); the rest is not read and is no reason to fail.",
+        ],
+        [
+            "health-expect-body",
+            None,
+            None,
+            "Text a healthy body holds within its first --health-max-body bytes.",
         ],
         ["fall", None, "1", "Consecutive failed checks that mark an environment down."],
         ["rise", None, "2", "Consecutive passed checks that mark it up again."],
@@ -417,6 +451,8 @@ class Options(usage.Options):
             expect = StatusSet.parse(self["health-expect"])
         except ValueError as e:
             raise usage.UsageError(f"--health-expect: {e}") from None
+        maxBody = _bytes("health-max-body", self["health-max-body"])
+        expectBody = self._expectBody(maxBody)
         return HealthSettings(
             interval=interval,
             fastInterval=fast,
@@ -425,7 +461,34 @@ class Options(usage.Options):
             timeout=timeout,
             fall=_count("fall", self["fall"]),
             rise=_count("rise", self["rise"]),
+            maxBody=maxBody,
+            expectBody=expectBody,
         )
+
+    def _expectBody(self, maxBody: int) -> bytes | None:
+        """
+        Check C{--health-expect-body} against the window it is looked for in.
+
+        @param maxBody: C{--health-max-body}, checked.
+        @return: The text, UTF-8 encoded, or L{None} if not given.
+        @raise usage.UsageError: For an empty text (always found), or one
+            longer than the window (never found).
+        """
+        text: str | None = self["health-expect-body"]
+        if text is None:
+            return None
+        if not text:
+            raise usage.UsageError(
+                "--health-expect-body: the text is empty (leave the option out "
+                "to check the status only)"
+            )
+        encoded = text.encode("utf-8", "surrogateescape")
+        if len(encoded) > maxBody:
+            raise usage.UsageError(
+                f"--health-expect-body: {text!r} is {len(encoded)} bytes, more "
+                f"than --health-max-body ({maxBody}) lets a check read"
+            )
+        return encoded
 
     def _admin(self, endpoint: str) -> tuple[str | None, bytes | None]:
         """
