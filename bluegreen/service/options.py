@@ -15,7 +15,8 @@ import os
 from twisted.python import usage
 
 from bluegreen import __version__
-from bluegreen.admin.token import readToken
+from bluegreen.admin.guard import AdminNames, BadHost
+from bluegreen.admin.token import readPrivateToken
 from bluegreen.environment import COLOURS, BadURL, Environment
 from bluegreen.exposure import exposedInterface, listeningOn
 from bluegreen.flags.model import DEFAULT_NAMES, FlagError, validateName
@@ -357,6 +358,7 @@ class Options(usage.Options):
         super().__init__()
         self["sshOptions"] = []
         self["flagNames"] = []
+        self["adminHosts"] = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -392,6 +394,13 @@ class Options(usage.Options):
         or Port=2222 (passed as -o).
         """
         self["sshOptions"].append(value)
+
+    def opt_admin_host(self, name: str) -> None:
+        """
+        Another name the admin API answers to (repeatable), e.g. ops.example;
+        by default only localhost, loopback addresses and its own address.
+        """
+        self["adminHosts"].append(name)
 
     def opt_flag(self, name: str) -> None:
         """
@@ -439,7 +448,7 @@ class Options(usage.Options):
             without a token.
         """
         token = readOptionFile(
-            "--admin-token-file", self["admin-token-file"], readToken
+            "--admin-token-file", self["admin-token-file"], readPrivateToken
         )
         value = self["admin"]
         if value.strip().lower() == "none":
@@ -552,6 +561,12 @@ class Options(usage.Options):
                 environments[colour] = Environment.fromURL(colour, url)
             except BadURL as e:
                 raise usage.UsageError(f"--{colour}: {e}") from None
+        green, blue = (environments[colour] for colour in COLOURS)
+        if green.url == blue.url:
+            raise usage.UsageError(
+                f"--blue: {self['blue']!r} is the same origin as --green "
+                f"({green.url}); GREEN and BLUE must be two different apps"
+            )
         return environments
 
     def postOptions(self) -> None:
@@ -576,6 +591,13 @@ class Options(usage.Options):
             ),
         )
         environments = self._environments()
+        try:
+            adminNames = AdminNames.fromOptions(self["adminHosts"])
+        except BadHost as e:
+            raise usage.UsageError(
+                f"--admin-host: {e}; give a name or address only, without "
+                "scheme or port (e.g. --admin-host ops.example)"
+            ) from None
         if self["active"] not in COLOURS:
             raise usage.UsageError(
                 f"--active: unknown environment {self['active']!r}; "
@@ -632,6 +654,7 @@ class Options(usage.Options):
             endpoint=endpoint,
             adminEndpoint=adminEndpoint,
             adminToken=adminToken,
+            adminNames=adminNames,
             manhole=manhole,
             environments=environments,
             active=self["active"],
