@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_admin_site -*-
+# -*- test-case-name: tests.test_admin_site,tests.test_admin_guard -*-
 """
 The admin API's site: its requests (bodies of at most L{MAX_BODY} bytes,
 refused with 413 as soon as they are known to be larger; a C{Host} or

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_token -*-
+# -*- test-case-name: tests.test_token,tests.test_options_safety -*-
 """
 The admin API's bearer token file, read the same way by the service and by
 the C{bluegreen} command (which must not import the server to do it).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_options -*-
+# -*- test-case-name: tests.test_options,tests.test_options_safety -*-
 """
 The C{twistd bluegreen} command line: L{Options} checks every option and
 ends in a L{Config}, the typed settings L{bluegreen.service.tap.makeService}
