@@ -562,6 +562,10 @@ class ServiceTests(TestCase):
         ]:
             data = await rawExchange(running.adminPort, request)
             self.assertEqual(data.split(b" ", 2)[1], status, data)
+            if status == b"421":
+                self.assertTrue(
+                    data.startswith(b"HTTP/1.1 421 Misdirected Request\r\n"), data
+                )
         self.assertEqual(running.service.controller.live.name, "green")
 
     async def test_unixSocket(self) -> None:

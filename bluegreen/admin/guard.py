@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_admin_guard -*-
+# -*- test-case-name: tests.test_admin_guard,tests.test_admin_browser -*-
 """
 Which requests the admin site answers at all: the defence against DNS
 rebinding and against foreign web pages in an operator's browser.

@@ -20,7 +20,7 @@ from twisted.web.server import Request, Site
 
 from bluegreen.admin.api import AdminResource
 from bluegreen.admin.guard import AdminNames, hostRefusal, originRefusal
-from bluegreen.admin.jsonapi import AdminError, clientOf, writeJSON
+from bluegreen.admin.jsonapi import AdminError, clientOf, prepareJSON
 from bluegreen.controller import Controller
 from bluegreen.health import HealthMonitor
 
@@ -32,6 +32,9 @@ IDLE_TIMEOUT = 60
 
 #: Seconds a refused upload may go on before its connection is cut.
 LINGER = 2
+
+#: Reason phrases twisted.web does not know (RFC 9110 section 15.5.20).
+PHRASES = {421: b"Misdirected Request"}
 
 _log = Logger(namespace="bluegreen.admin")
 
@@ -99,7 +102,13 @@ class AdminRequest(Request):
         # does not declare the site its Site gave it).
         channel: Any = self.channel
         self.site = channel.site
-        writeJSON(self, refusal.code, {"error": refusal.message}, refusal.headers)
+        body = prepareJSON(
+            self, refusal.code, {"error": refusal.message}, refusal.headers
+        )
+        # twisted.web knows no phrase for 421 ("Unknown Status").
+        self.setResponseCode(refusal.code, PHRASES.get(refusal.code))
+        self.write(body)
+        self.finish()
 
     def _misdirected(self) -> AdminError | None:
         """
