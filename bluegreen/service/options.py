@@ -15,10 +15,9 @@ import os
 from twisted.python import usage
 
 from bluegreen import __version__
-from bluegreen.admin.guard import AdminNames, BadHost
 from bluegreen.admin.token import readPrivateToken
-from bluegreen.environment import COLOURS, BadURL, Environment
-from bluegreen.exposure import exposedInterface, listeningOn
+from bluegreen.environment import COLOURS, BadURL, Environment, checkDistinct
+from bluegreen.exposure import listeningOn
 from bluegreen.flags.model import DEFAULT_NAMES, FlagError, validateName
 from bluegreen.flags.target import RedisTarget, readPasswordFile
 from bluegreen.health import HealthSettings, StatusSet
@@ -26,6 +25,7 @@ from bluegreen.manhole.service import SSH_EXAMPLES, TELNET_EXAMPLES
 from bluegreen.manhole.service import checkOptions as checkManholeOptions
 from bluegreen.optionfile import readOptionFile
 from bluegreen.proxy.pool import loadTrustRoot
+from bluegreen.service.adminoptions import adminNames, checkAdminListening
 from bluegreen.service.config import Config
 from bluegreen.sync.locations import parseLocation, sshArguments
 from bluegreen.sync.service import SYNC_MODES
@@ -397,8 +397,7 @@ class Options(usage.Options):
 
     def opt_admin_host(self, name: str) -> None:
         """
-        Another name the admin API answers to (repeatable), e.g. ops.example;
-        by default only localhost, loopback addresses and its own address.
+        Another name the admin API answers to (repeatable), e.g. ops.example.
         """
         self["adminHosts"].append(name)
 
@@ -456,25 +455,7 @@ class Options(usage.Options):
         text = portToEndpoint(
             value, "admin", "tcp:3091:interface=127.0.0.1, unix:/run/bg-admin.sock"
         )
-        admin = listeningOn(text)
-        proxy = listeningOn(endpoint)
-        if admin is not None and proxy is not None:
-            # Port 0 (any free port) is never the same port twice.
-            same = bool(admin.port and admin.port == proxy.port) or bool(
-                admin.path and admin.path == proxy.path
-            )
-            if same:
-                raise usage.UsageError(
-                    f"--admin: {value!r} is the proxied port (--port "
-                    f"{self['port']}); the admin API needs its own"
-                )
-        exposed = exposedInterface(text)
-        if exposed is not None and token is None:
-            raise usage.UsageError(
-                f"--admin: {value!r} listens on {exposed}, so other machines "
-                "could switch traffic: give --admin-token-file FILE, or listen "
-                "on loopback only (e.g. --admin tcp:3091:interface=127.0.0.1)"
-            )
+        checkAdminListening(value, text, self["port"], endpoint, token)
         return text, token
 
     def _redisTargets(self) -> dict[str, RedisTarget | None]:
@@ -559,14 +540,9 @@ class Options(usage.Options):
                 )
             try:
                 environments[colour] = Environment.fromURL(colour, url)
+                checkDistinct(environments, url)
             except BadURL as e:
                 raise usage.UsageError(f"--{colour}: {e}") from None
-        green, blue = (environments[colour] for colour in COLOURS)
-        if green.url == blue.url:
-            raise usage.UsageError(
-                f"--blue: {self['blue']!r} is the same origin as --green "
-                f"({green.url}); GREEN and BLUE must be two different apps"
-            )
         return environments
 
     def postOptions(self) -> None:
@@ -591,13 +567,6 @@ class Options(usage.Options):
             ),
         )
         environments = self._environments()
-        try:
-            adminNames = AdminNames.fromOptions(self["adminHosts"])
-        except BadHost as e:
-            raise usage.UsageError(
-                f"--admin-host: {e}; give a name or address only, without "
-                "scheme or port (e.g. --admin-host ops.example)"
-            ) from None
         if self["active"] not in COLOURS:
             raise usage.UsageError(
                 f"--active: unknown environment {self['active']!r}; "
@@ -654,7 +623,7 @@ class Options(usage.Options):
             endpoint=endpoint,
             adminEndpoint=adminEndpoint,
             adminToken=adminToken,
-            adminNames=adminNames,
+            adminNames=adminNames(self["adminHosts"]),
             manhole=manhole,
             environments=environments,
             active=self["active"],
