@@ -1,10 +1,11 @@
-# -*- test-case-name: tests.test_environment -*-
+# -*- test-case-name: tests.test_environment,tests.test_options_safety -*-
 """
 The two environments bluegreen sits in front of, as immutable values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from attrs import frozen
@@ -113,3 +114,23 @@ class Environment:
             host=host,
             port=port,
         )
+
+
+def checkDistinct(environments: Mapping[str, Environment], url: str) -> None:
+    """
+    Check that the environment added last to C{environments} is not at
+    another one's origin (compared normalised: scheme, host and port), for
+    GREEN and BLUE must be two apps.
+
+    @param environments: The environments so far, in order.
+    @param url: The last one's URL as given, for the message.
+    @raise BadURL: If another has the same origin.
+    """
+    *others, last = environments.values()
+    for other in others:
+        if other.url == last.url:
+            raise BadURL(
+                f"{url!r} is the same origin as --{other.name} ({other.url}); "
+                f"{other.name.upper()} and {last.name.upper()} must be two "
+                "different apps"
+            )

@@ -223,6 +223,8 @@ async def startService(
         path = os.path.abspath(testCase.mktemp())
         with open(path, "w") as f:
             f.write(token + "\n")
+        # Only its owner may read it (--admin-token-file insists).
+        os.chmod(path, 0o600)
         args += ["--admin-token-file", path]
     service = runService(testCase.addCleanup, [*args, *extra])
     # A UNIX socket has no port number.

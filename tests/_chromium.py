@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_dashboard_browser -*-
+# -*- test-case-name: tests.test_dashboard_browser,tests.test_admin_browser -*-
 """
 A headless Chromium for the tests, driven with the Chrome DevTools Protocol
 over C{--remote-debugging-pipe} (NUL-separated JSON messages on the
@@ -330,12 +330,14 @@ class Page:
         return base64.b64decode(shot["data"])
 
 
-async def launch(addCleanup: AddCleanup) -> Page:
+async def launch(addCleanup: AddCleanup, *arguments: str) -> Page:
     """
     Start a headless Chromium with a fresh profile, closed (and the profile
     removed) at cleanup.
 
     @param addCleanup: Registers a cleanup (e.g. L{TestCase.addCleanup}).
+    @param arguments: More command-line switches (e.g.
+        C{--host-resolver-rules=...}).
     @return: Its page, with L{WATCH} installed.
     """
     assert CHROMIUM is not None, (
@@ -372,6 +374,7 @@ async def launch(addCleanup: AddCleanup) -> Page:
             f"--window-size={WIDTH},{HEIGHT}",
             f"--user-data-dir={os.path.join(profile, 'data')}",
             "--remote-debugging-pipe",
+            *arguments,
             "about:blank",
         ],
         env=environment,

@@ -164,6 +164,7 @@ class DashboardBrowserTests(TestCase):
         tokenFile = os.path.abspath(self.mktemp())
         with open(tokenFile, "w") as f:
             f.write(TOKEN + "\n")
+        os.chmod(tokenFile, 0o600)
         green = App("green")
         service, url = startBluegreen(
             self.addCleanup, green, App("blue"), "--admin-token-file", tokenFile
@@ -397,6 +398,7 @@ class DashboardBrowserTests(TestCase):
         tokenFile = os.path.abspath(self.mktemp())
         with open(tokenFile, "w") as f:
             f.write(TOKEN + "\n")
+        os.chmod(tokenFile, 0o600)
         service, url = startBluegreen(
             self.addCleanup,
             App("green"),

@@ -7,6 +7,8 @@ clients, and C{GET /metrics} over a real socket.
 
 from __future__ import annotations
 
+import os
+
 from twisted.trial.unittest import TestCase
 
 from bluegreen import __version__
@@ -35,6 +37,10 @@ from tests._backends import (
 )
 from tests._metrics import Scrape, labels, retryLabels, scrape
 from tests._util import waitFor
+
+#: The Host the admin API answers to (a loopback address; the raw client
+#: sends the proxy's test name by default).
+ADMIN_HOST = b"127.0.0.1"
 
 
 def portOf(service: ProxyService, option: str) -> int:
@@ -108,6 +114,7 @@ class EndToEndTests(TestCase):
             b"/api/switch",
             [(b"Content-Type", b"application/json")],
             b'{"to": "blue", "force": true}',
+            host=ADMIN_HOST,
         )
         self.assertEqual(switch.code, 200, switch.text)
         self.assertEqual(service.controller.live.name, "blue")
@@ -118,7 +125,7 @@ class EndToEndTests(TestCase):
         service.resource.retry = False
         await request(b"GET", b"/", 502)
 
-        response = await fetch(self, admin, b"GET", b"/metrics")
+        response = await fetch(self, admin, b"GET", b"/metrics", host=ADMIN_HOST)
         self.assertEqual(response.code, 200)
         self.assertEqual(response.values(b"content-type"), [CONTENT_TYPE])
         result = Scrape(response.text)
@@ -204,24 +211,25 @@ class EndToEndTests(TestCase):
         token = self.mktemp()
         with open(token, "w") as f:
             f.write("s3cret\n")
+        os.chmod(token, 0o600)
         service = runService(
             self.addCleanup,
             serviceArguments(greenURL, blueURL, "--admin-token-file", token),
         )
         admin = portOf(service, "admin")
 
-        get = await fetch(self, admin, b"GET", b"/metrics")
+        get = await fetch(self, admin, b"GET", b"/metrics", host=ADMIN_HOST)
         self.assertEqual(get.code, 200)
         self.assertIn(b"bluegreen_live_environment", get.content)
-        head = await fetch(self, admin, b"HEAD", b"/metrics")
+        head = await fetch(self, admin, b"HEAD", b"/metrics", host=ADMIN_HOST)
         self.assertEqual(head.code, 200)
         self.assertEqual(head.body.length, 0)
         self.assertEqual(head.values(b"content-type"), [CONTENT_TYPE])
-        post = await fetch(self, admin, b"POST", b"/metrics")
+        post = await fetch(self, admin, b"POST", b"/metrics", host=ADMIN_HOST)
         self.assertEqual(post.code, 405)
         self.assertEqual(post.values(b"allow"), [b"GET, HEAD"])
         self.assertEqual(post.json(), {"error": "method POST not allowed on /metrics"})
-        below = await fetch(self, admin, b"GET", b"/metrics/x")
+        below = await fetch(self, admin, b"GET", b"/metrics/x", host=ADMIN_HOST)
         self.assertEqual(below.code, 404)
 
 

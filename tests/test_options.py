@@ -656,6 +656,7 @@ class AdminOptionTests(RefusalTestCase):
         path = os.path.abspath(self.mktemp())
         with open(path, "wb") as f:
             f.write(content)
+        os.chmod(path, 0o600)
         return path
 
     def test_default(self) -> None:

@@ -368,6 +368,7 @@ class AdminServiceTests(SynchronousTestCase):
         path = os.path.abspath(self.mktemp())
         with open(path, "w") as f:
             f.write("tok3n\n")
+        os.chmod(path, 0o600)
         service, _ = self.make(
             "--admin", "tcp:4568:interface=127.0.0.1", "--admin-token-file", path
         )

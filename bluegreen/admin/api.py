@@ -30,7 +30,9 @@ C{{"error": "..."}} with the fitting status (400 bad request body, 401
 missing or wrong token, 404 unknown path, 405 wrong method (with C{Allow}),
 409 switch refused (or a flag change where there is no Redis), 413 body
 over 64 KiB, 415 a body that is not C{application/json}, 503 health checks
-not running or a Redis that cannot be reached).
+not running or a Redis that cannot be reached).  Before any of that, on
+every path: 421 for a C{Host} that does not name the admin API, 403 for a
+change carrying another site's C{Origin} (L{bluegreen.admin.guard}).
 
 With C{--admin-token-file}, the C{POST}, C{PUT} and C{DELETE} calls need
 C{Authorization: Bearer <token>}; the C{GET}s stay open.  A C{POST}

@@ -1,8 +1,10 @@
-# -*- test-case-name: tests.test_admin_site -*-
+# -*- test-case-name: tests.test_admin_site,tests.test_admin_guard -*-
 """
 The admin API's site: its requests (bodies of at most L{MAX_BODY} bytes,
-refused with 413 as soon as they are known to be larger) and idle
-connections closed after L{IDLE_TIMEOUT} seconds.
+refused with 413 as soon as they are known to be larger; a C{Host} or
+C{Origin} that is not this site's refused with 421 or 403, see
+L{bluegreen.admin.guard}) and idle connections closed after
+L{IDLE_TIMEOUT} seconds.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from twisted.web import http
 from twisted.web.server import Request, Site
 
 from bluegreen.admin.api import AdminResource
-from bluegreen.admin.jsonapi import clientOf
+from bluegreen.admin.guard import AdminNames, hostRefusal, originRefusal
+from bluegreen.admin.jsonapi import AdminError, clientOf, prepareJSON
 from bluegreen.controller import Controller
 from bluegreen.health import HealthMonitor
 
@@ -29,6 +32,9 @@ IDLE_TIMEOUT = 60
 
 #: Seconds a refused upload may go on before its connection is cut.
 LINGER = 2
+
+#: Reason phrases twisted.web does not know (RFC 9110 section 15.5.20).
+PHRASES = {421: b"Misdirected Request"}
 
 _log = Logger(namespace="bluegreen.admin")
 
@@ -73,10 +79,55 @@ class AdminRequest(Request):
 
     def process(self) -> None:
         """
-        Handle the request, unless it was refused already.
+        Handle the request, unless it was refused already, or does not name
+        this site (421) or comes from another site's page (403): checked
+        here, once, before any resource (the API, the dashboard, the
+        events, the metrics, the flags and sync endpoints) sees it.
         """
-        if not self._tooLarge:
+        if self._tooLarge:
+            return
+        refusal = self._misdirected()
+        if refusal is None:
             super().process()
+            return
+        _log.warn(
+            "admin API from {client}: {method} {path} refused: {error}",
+            client=clientOf(self),
+            method=self.method.decode("latin-1"),
+            path=self.path.decode("latin-1"),
+            error=refusal.message,
+            event="admin-foreign",
+        )
+        # What Request.process would have set first (a typed HTTPChannel
+        # does not declare the site its Site gave it).
+        channel: Any = self.channel
+        self.site = channel.site
+        body = prepareJSON(
+            self, refusal.code, {"error": refusal.message}, refusal.headers
+        )
+        # twisted.web knows no phrase for 421 ("Unknown Status").
+        self.setResponseCode(refusal.code, PHRASES.get(refusal.code))
+        self.write(body)
+        self.finish()
+
+    def _misdirected(self) -> AdminError | None:
+        """
+        @return: Why this request is refused (L{bluegreen.admin.guard}), or
+            L{None}.
+        """
+        channel: Any = self.channel
+        site = channel.site
+        names = site.names if isinstance(site, AdminSite) else AdminNames()
+        headers = self.requestHeaders
+        hosts = headers.getRawHeaders(b"host") or []
+        return hostRefusal(
+            names, hosts, self.uri, self.clientproto, self.getHost()
+        ) or originRefusal(
+            self.method,
+            headers.getRawHeaders(b"origin") or [],
+            hosts,
+            self.isSecure(),
+        )
 
     def _refuseTooLarge(self) -> None:
         """
@@ -122,18 +173,26 @@ class AdminSite(Site):
     The admin API's site: L{AdminRequest}s, idle connections closed after
     L{IDLE_TIMEOUT} seconds, no access log of twisted.web's own (the API
     logs what it does).
+
+    @ivar admin: The API.
+    @ivar names: The names it answers to beyond loopback and its own
+        address (C{--admin-host}).
     """
 
     requestFactory = AdminRequest
     noisy = False
 
-    def __init__(self, resource: AdminResource, **kwargs: Any) -> None:
+    def __init__(
+        self, resource: AdminResource, names: AdminNames | None = None, **kwargs: Any
+    ) -> None:
         """
         @param resource: The API.
+        @param names: The C{--admin-host} names.
         @param kwargs: For L{Site}.
         """
         super().__init__(resource, **kwargs)
         self.admin = resource
+        self.names = names or AdminNames()
 
     def log(self, request: http.Request) -> None:
         """
@@ -148,6 +207,7 @@ def adminSite(
     health: HealthMonitor | None,
     reactor: IReactorTime,
     token: bytes | None = None,
+    names: AdminNames | None = None,
 ) -> AdminSite:
     """
     Make the admin API's site.
@@ -156,10 +216,12 @@ def adminSite(
     @param health: The health monitor, if any.
     @param reactor: Runs the site's connections and tells the time.
     @param token: The bearer token mutating calls need, or L{None}.
+    @param names: The C{--admin-host} names it answers to.
     @return: The site, to listen on C{--admin}.
     """
     site = AdminSite(
         AdminResource(controller, health, reactor, token),
+        names,
         timeout=IDLE_TIMEOUT,
         reactor=reactor,
     )

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from attrs import frozen
 from twisted.internet.ssl import Certificate
 
+from bluegreen.admin.guard import AdminNames
 from bluegreen.environment import Environment
 from bluegreen.flags.target import RedisTarget
 from bluegreen.health import HealthSettings
@@ -31,6 +32,8 @@ class Config:
         C{--admin none}.
     @ivar adminToken: The token the admin API requires for changes, or
         L{None}.
+    @ivar adminNames: The names the admin API answers to beyond loopback
+        and its own address (C{--admin-host}).
     @ivar manhole: The manholes' settings, or L{None} when both are off.
     @ivar environments: GREEN and BLUE, by name.
     @ivar active: The environment live at start.
@@ -70,6 +73,7 @@ class Config:
     endpoint: str
     adminEndpoint: str | None
     adminToken: bytes | None
+    adminNames: AdminNames
     manhole: ManholeSettings | None
     environments: Mapping[str, Environment]
     active: str

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_options -*-
+# -*- test-case-name: tests.test_options,tests.test_options_safety -*-
 """
 The C{twistd bluegreen} command line: L{Options} checks every option and
 ends in a L{Config}, the typed settings L{bluegreen.service.tap.makeService}
@@ -15,9 +15,9 @@ import os
 from twisted.python import usage
 
 from bluegreen import __version__
-from bluegreen.admin.token import readToken
-from bluegreen.environment import COLOURS, BadURL, Environment
-from bluegreen.exposure import exposedInterface, listeningOn
+from bluegreen.admin.token import readPrivateToken
+from bluegreen.environment import COLOURS, BadURL, Environment, checkDistinct
+from bluegreen.exposure import listeningOn
 from bluegreen.flags.model import DEFAULT_NAMES, FlagError, validateName
 from bluegreen.flags.target import RedisTarget, readPasswordFile
 from bluegreen.health import HealthSettings, StatusSet
@@ -25,6 +25,7 @@ from bluegreen.manhole.service import SSH_EXAMPLES, TELNET_EXAMPLES
 from bluegreen.manhole.service import checkOptions as checkManholeOptions
 from bluegreen.optionfile import readOptionFile
 from bluegreen.proxy.pool import loadTrustRoot
+from bluegreen.service.adminoptions import adminNames, checkAdminListening
 from bluegreen.service.config import Config
 from bluegreen.sync.locations import parseLocation, sshArguments
 from bluegreen.sync.service import SYNC_MODES
@@ -391,6 +392,7 @@ class Options(usage.Options):
         super().__init__()
         self["sshOptions"] = []
         self["flagNames"] = []
+        self["adminHosts"] = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -426,6 +428,12 @@ class Options(usage.Options):
         or Port=2222 (passed as -o).
         """
         self["sshOptions"].append(value)
+
+    def opt_admin_host(self, name: str) -> None:
+        """
+        Another name the admin API answers to (repeatable), e.g. ops.example.
+        """
+        self["adminHosts"].append(name)
 
     def opt_flag(self, name: str) -> None:
         """
@@ -502,7 +510,7 @@ class Options(usage.Options):
             without a token.
         """
         token = readOptionFile(
-            "--admin-token-file", self["admin-token-file"], readToken
+            "--admin-token-file", self["admin-token-file"], readPrivateToken
         )
         value = self["admin"]
         if value.strip().lower() == "none":
@@ -510,25 +518,7 @@ class Options(usage.Options):
         text = portToEndpoint(
             value, "admin", "tcp:3091:interface=127.0.0.1, unix:/run/bg-admin.sock"
         )
-        admin = listeningOn(text)
-        proxy = listeningOn(endpoint)
-        if admin is not None and proxy is not None:
-            # Port 0 (any free port) is never the same port twice.
-            same = bool(admin.port and admin.port == proxy.port) or bool(
-                admin.path and admin.path == proxy.path
-            )
-            if same:
-                raise usage.UsageError(
-                    f"--admin: {value!r} is the proxied port (--port "
-                    f"{self['port']}); the admin API needs its own"
-                )
-        exposed = exposedInterface(text)
-        if exposed is not None and token is None:
-            raise usage.UsageError(
-                f"--admin: {value!r} listens on {exposed}, so other machines "
-                "could switch traffic: give --admin-token-file FILE, or listen "
-                "on loopback only (e.g. --admin tcp:3091:interface=127.0.0.1)"
-            )
+        checkAdminListening(value, text, self["port"], endpoint, token)
         return text, token
 
     def _redisTargets(self) -> dict[str, RedisTarget | None]:
@@ -613,6 +603,7 @@ class Options(usage.Options):
                 )
             try:
                 environments[colour] = Environment.fromURL(colour, url)
+                checkDistinct(environments, url)
             except BadURL as e:
                 raise usage.UsageError(f"--{colour}: {e}") from None
         return environments
@@ -695,6 +686,7 @@ class Options(usage.Options):
             endpoint=endpoint,
             adminEndpoint=adminEndpoint,
             adminToken=adminToken,
+            adminNames=adminNames(self["adminHosts"]),
             manhole=manhole,
             environments=environments,
             active=self["active"],

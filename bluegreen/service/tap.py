@@ -312,7 +312,9 @@ def makeService(
     if flags is not None:
         metrics.register(FlagMetrics(flags))
     if config.adminEndpoint is not None:
-        admin = adminSite(controller, monitor, reactor, config.adminToken)
+        admin = adminSite(
+            controller, monitor, reactor, config.adminToken, config.adminNames
+        )
         service.admin = admin.admin
         admin.admin.putChild(b"metrics", MetricsResource(metrics))
         mountFlags(admin.admin, flags)
