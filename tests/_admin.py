@@ -159,6 +159,11 @@ def listeningPort(service: ProxyService, option: str) -> IListeningPort:
     return listener.port
 
 
+#: Health settings under which the checks stay out of a test's way: one
+#: check at start, the next only after five minutes.
+QUIET_HEALTH = ("--health-interval", "300", "--fast-interval", "300", "--rise", "1")
+
+
 def serviceArguments(green: str, blue: str, *extra: str) -> list[str]:
     """
     The command line of a test service: the proxy and its admin API on free
@@ -209,16 +214,7 @@ async def startService(
         if up:
             backend.start()
         testCase.addCleanup(backend.stop)
-    args = serviceArguments(
-        backends[0].url,
-        backends[1].url,
-        "--health-interval",
-        "300",
-        "--fast-interval",
-        "300",
-        "--rise",
-        "1",
-    )
+    args = serviceArguments(backends[0].url, backends[1].url, *QUIET_HEALTH)
     if token is not None:
         path = os.path.abspath(testCase.mktemp())
         with open(path, "w") as f:

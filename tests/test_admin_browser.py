@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from ._admin import (
+    QUIET_HEALTH,
     Backend,
     captureEvents,
     listeningPort,
@@ -123,12 +124,7 @@ async def startAdmin(testCase: TestCase, adminPort: int) -> RunningService:
         serviceArguments(
             backends[0].url,
             backends[1].url,
-            "--health-interval",
-            "300",
-            "--fast-interval",
-            "300",
-            "--rise",
-            "1",
+            *QUIET_HEALTH,
             "--admin",
             f"tcp:{adminPort}:interface=127.0.0.1",
         ),
