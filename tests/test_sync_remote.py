@@ -222,11 +222,10 @@ class RemoteTestCase(TestCase):
         self.user = getpass.getuser()
         self.server = SSHServer()
 
-        async def start() -> None:
-            await self.server.start()
-            test.addCleanup(lambda: Deferred.fromCoroutine(self.server.stop()))
-
-        return Deferred.fromCoroutine(start())
+        # Registered before starting: a set-up cut short (a timeout under
+        # load) must still stop the daemon, which outlives trial otherwise.
+        test.addCleanup(lambda: Deferred.fromCoroutine(self.server.stop()))
+        return Deferred.fromCoroutine(self.server.start())
 
     def at(self, name: str) -> Location:
         """
