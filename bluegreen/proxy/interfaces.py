@@ -57,14 +57,12 @@ class PassiveHealth(Protocol):
     proxied requests cannot reach, and asked whether the standby is up.
     """
 
-    def reportPassive(self, name: str, reason: str, path: str = "") -> None:
+    def reportPassive(self, name: str, reason: str) -> None:
         """
-        A proxied request could not reach C{name}: evidence for the
-        monitor to check it, not a failed check.
+        A proxied request could not reach C{name}.
 
         @param name: The environment.
         @param reason: What the proxy saw.
-        @param path: The request's path (without its query).
         """
 
     def isUp(self, name: str) -> bool:
