@@ -326,36 +326,93 @@ class ChainTests(ChainMixin):
 
     def test_passive(self) -> None:
         """
-        A failure seen on proxied traffic counts at once: with C{fall=1} it
-        fails over without waiting for the next check.
+        A failure seen on proxied traffic is evidence, not a verdict (issue
+        11; this test asserted a switch on the report itself before): with
+        C{fall=1} and the health path answering, nothing switches; when the
+        check it starts at once fails, the controller fails over at once,
+        with that check's reason.
         """
         monitor, controller = self.start(fall=1)
+        self.clock.advance(1)
+        monitor.reportPassive("green", "proxied request: refused the connection")
+        self.assertEqual(self.green.times, [0.0, 1.0])
+        self.assertEqual(controller.history, [])
+        self.green.code = 500
         self.clock.advance(1)
         monitor.reportPassive("green", "proxied request: refused the connection")
         self.assertEqual(
             controller.history,
             [
                 Switch(
-                    1.0,
+                    2.0,
                     "green",
                     "blue",
-                    "failover: green down: proxied request: refused the connection",
+                    "failover: green down: status 500 (expected 200)",
                 )
             ],
         )
 
     def test_passiveFastCheck(self) -> None:
         """
-        A passive failure also checks the environment at once, so with
-        C{fall=2} a failing application fails over immediately.
+        A passive failure checks the environment at once and then at the
+        fast interval, so with C{fall=2} a failing application fails over
+        after two active checks a fast interval apart (before issue 11 the
+        passive failure counted as the first of the two).
         """
         monitor, controller = self.start(fall=2)
         self.green.code = 500
         self.clock.advance(1)
         monitor.reportPassive("green", "proxied request: connection reset")
         self.assertEqual(self.green.times, [0.0, 1.0])
+        self.assertEqual(controller.active, "green")
+        self.clock.advance(1)
+        self.assertEqual(self.green.times, [0.0, 1.0, 2.0])
         self.assertEqual(controller.active, "blue")
-        self.assertEqual(controller.history[0].when, 1.0)
+        self.assertEqual(controller.history[0].when, 2.0)
+
+    def test_passiveWhileHealthyNoSwitch(self) -> None:
+        """
+        Passive failures while the active checks pass never switch, however
+        many; the fast interval ends with the first check that passes.
+        """
+        monitor, controller = self.start(fall=1)
+        for second in range(1, 51):
+            self.advanceTo(second)
+            monitor.reportPassive("green", "proxied request: connection reset")
+        self.assertEqual(controller.history, [])
+        self.assertEqual(monitor.health["green"].passiveFailures, 50)
+        self.assertFalse(monitor.health["green"].suspected)
+        self.assertEqual(monitor.health["green"].failures, 0)
+
+    def test_bothFailNoSwitch(self) -> None:
+        """
+        When both environments fail the same requests while their health
+        paths answer, nothing switches (no ping-pong).
+        """
+        monitor, controller = self.start(fall=1)
+        for second in range(1, 6):
+            self.advanceTo(second)
+            monitor.reportPassive("green", "proxied request: connection reset")
+            monitor.reportPassive("blue", "proxied request: connection reset")
+        self.assertEqual(controller.history, [])
+        self.assertEqual(controller.active, "green")
+
+    def test_noSwitchBackOnPassive(self) -> None:
+        """
+        After an automatic switch to blue, passive failures of blue do not
+        switch back: only blue confirmed down by active checks would.
+        """
+        monitor, controller = self.start(fall=1, failback="manual")
+        self.green.code = 500
+        self.advanceTo(5)
+        self.assertEqual(controller.active, "blue")
+        self.green.code = 200
+        self.advanceTo(20)
+        for second in range(21, 26):
+            self.advanceTo(second)
+            monitor.reportPassive("blue", "proxied request: connection reset")
+        self.assertEqual(controller.active, "blue")
+        self.assertEqual(len(controller.history), 1)
 
 
 class ResetOnRequest(Protocol):
@@ -568,8 +625,9 @@ class ProxyTests(ChainMixin):
     def test_refusedGETRetried(self) -> None:
         """
         A GET that cannot connect to the live environment is answered by the
-        standby; the live environment is reported at once (with C{fall=1},
-        failing over).
+        standby and reported; with the health path answering, nothing
+        switches, even with C{fall=1} (before issue 11 this report alone
+        switched to blue).
         """
         monitor, controller = self.proxy()
         self.endpoints["green"].mode = "refuse"
@@ -578,10 +636,24 @@ class ProxyTests(ChainMixin):
         self.assertEqual(
             self.passive(monitor, "green"), ["proxied request: refused the connection"]
         )
+        self.assertEqual(controller.active, "green")
+        self.assertEqual(controller.history, [])
+
+    def test_refusedGETCrashFailsOver(self) -> None:
+        """
+        A crash: the request is answered by the standby, and the check the
+        report starts fails at once, so with C{fall=1} production moves to
+        blue at once, on the check's reason.
+        """
+        _monitor, controller = self.proxy()
+        self.endpoints["green"].mode = "refuse"
+        self.green.code = 500
+        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertAnswered(response, b"200", b"blue GET ")
         self.assertEqual(controller.active, "blue")
         self.assertEqual(
             controller.history[0].reason,
-            "failover: green down: proxied request: refused the connection",
+            "failover: green down: status 500 (expected 200)",
         )
 
     def test_refusedPOSTRetried(self) -> None:
@@ -657,7 +729,7 @@ class ProxyTests(ChainMixin):
         When the standby cannot be reached either, the client gets its 502:
         a request is retried once, and both failures are reported.
         """
-        monitor, _controller = self.proxy(fall=3)
+        monitor, controller = self.proxy(fall=1)
         self.assertRefusedBy("blue", "green", "blue")
         self.assertEqual(
             (self.endpoints["green"].attempts, self.endpoints["blue"].attempts),
@@ -665,3 +737,6 @@ class ProxyTests(ChainMixin):
         )
         self.assertEqual(len(self.passive(monitor, "green")), 1)
         self.assertEqual(len(self.passive(monitor, "blue")), 1)
+        # Both failed the request while their health paths answer: with
+        # fall 1 nothing switches all the same (issue 11: no ping-pong).
+        self.assertEqual(controller.history, [])

@@ -226,7 +226,8 @@ class Exchange:
         environment = self.environment
         if health is not None:
             _, text = describeFailure(reason)
-            health.reportPassive(environment.name, f"proxied request: {text}")
+            path = self.request.uri.split(b"?", 1)[0].decode("latin-1")
+            health.reportPassive(environment.name, f"proxied request: {text}", path)
         if not resource.retry or self._standbyTried:
             return False
         request = self.request

@@ -57,12 +57,14 @@ class PassiveHealth(Protocol):
     proxied requests cannot reach, and asked whether the standby is up.
     """
 
-    def reportPassive(self, name: str, reason: str) -> None:
+    def reportPassive(self, name: str, reason: str, path: str = "") -> None:
         """
-        A proxied request could not reach C{name}.
+        A proxied request could not reach C{name}: evidence for the
+        monitor to check it, not a failed check.
 
         @param name: The environment.
         @param reason: What the proxy saw.
+        @param path: The request's path (without its query).
         """
 
     def isUp(self, name: str) -> bool:
