@@ -638,6 +638,16 @@ class ProxyTests(ChainMixin):
         )
         self.assertEqual(controller.active, "green")
         self.assertEqual(controller.history, [])
+        # Logged once, with the request's path (its query left out).
+        self.request(b"GET /a?x=1 HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertEqual(
+            self.logged(LogLevel.warn),
+            [
+                "green: proxied request: refused the connection on /a"
+                " (1 passive failures so far; checking green now)"
+            ],
+        )
+        self.assertEqual(monitor.health["green"].passiveFailures, 2)
 
     def test_refusedGETCrashFailsOver(self) -> None:
         """
