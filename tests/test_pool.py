@@ -6,6 +6,8 @@ closing, with a deterministic clock and in-memory connections.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IProtocolFactory
@@ -114,6 +116,29 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual((pool.busy, pool.idle), (0, 1))
         self.assertIs(pool.idleConnection(), conn)
         self.assertEqual(endpoint.pending, [])
+
+    def test_dropIdle(self) -> None:
+        """
+        L{UpstreamPool.dropIdle} closes every idle connection (not the busy
+        ones), so the next request opens a fresh one.
+        """
+        pool, endpoint, _ = makePool(maxConnections=3)
+        pool.acquire()
+        pool.acquire()
+        pool.acquire()
+        a, b, busy = (endpoint.succeedOne() for _ in range(3))
+        pool.release(a)
+        pool.release(b)
+        self.assertEqual(pool.dropIdle(), 2)
+        transport = a.transport
+        assert isinstance(transport, ClosingTransport)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual((pool.busy, pool.idle), (1, 0))
+        self.assertFalse(cast(ClosingTransport, busy.transport).disconnecting)
+        self.assertIsNone(pool.idleConnection())
+        got(pool.acquire())
+        self.assertEqual(len(endpoint.pending), 1)
+        self.assertEqual(pool.dropIdle(), 0)
 
     def test_mostRecentlyUsedFirst(self) -> None:
         """

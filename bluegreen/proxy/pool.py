@@ -294,6 +294,23 @@ class UpstreamPool:
         if self._sweeper is None:
             self._sweeper = self.reactor.callLater(self.idleTimeout, self._sweep)
 
+    def dropIdle(self) -> int:
+        """
+        Close every idle connection at once.
+
+        Called when a request could not reach the environment: connections
+        opened before it crashed are dead too, although the reactor may not
+        have read their close yet, and a request sent on one would be lost
+        (a C{POST} cannot be resent).  Fresh connections are refused at once
+        instead, and such a request is retried on the standby.
+
+        @return: How many were closed.
+        """
+        dropped, self._idle = self._idle, []
+        for conn in dropped:
+            conn.abort()
+        return len(dropped)
+
     def discard(self, conn: UpstreamConnection) -> None:
         """
         Close a connection that cannot be reused.
