@@ -224,8 +224,8 @@ class Exchange:
         resource = self.resource
         health = resource.health
         environment = self.environment
-        # Its other idle connections are suspect now: see dropIdle.
-        resource.pools[environment.name].dropIdle()
+        # Its other connections are suspect now: see UpstreamPool.distrust.
+        resource.pools[environment.name].distrust()
         if health is not None:
             _, text = describeFailure(reason)
             path = self.request.uri.split(b"?", 1)[0].decode("latin-1")

@@ -181,6 +181,7 @@ class UpstreamPool:
     _whenClosed: list[Deferred[None]] = field(factory=list, init=False)
     _connectionFactory: _ConnectionFactory = field(init=False)
     _sweeper: IDelayedCall | None = field(default=None, init=False)
+    _distrusted: bool = field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._connectionFactory = _ConnectionFactory(self)
@@ -210,6 +211,14 @@ class UpstreamPool:
         """
         return sum(1 for waiter in self._waiters if not waiter.called)
 
+    @property
+    def distrusted(self) -> bool:
+        """
+        L{True} from a failed request until a new connection succeeds: no
+        connection is reused meanwhile (see L{distrust}).
+        """
+        return self._distrusted
+
     def idleConnection(self) -> UpstreamConnection | None:
         """
         Lend an idle connection at once, if there is one.
@@ -218,7 +227,7 @@ class UpstreamPool:
 
         @return: The most recently used idle connection, or L{None}.
         """
-        if self._idle and not self._closing:
+        if self._idle and not self._closing and not self._distrusted:
             return self._idle.pop()
         return None
 
@@ -261,6 +270,8 @@ class UpstreamPool:
         def connected(conn: UpstreamConnection) -> UpstreamConnection:
             self._connecting -= 1
             self._open.add(conn)
+            # The environment accepts connections again.
+            self._distrusted = False
             if self._closing:
                 conn.transport.loseConnection()
                 raise PoolClosed(f"{self.environment.name} pool is closed")
@@ -281,7 +292,9 @@ class UpstreamPool:
 
         @param conn: The connection.
         """
-        if self._closing or conn not in self._open:
+        if self._closing or self._distrusted or conn not in self._open:
+            # Closing it frees its slot: connectionClosed then opens a new
+            # connection for a waiter, if any.
             conn.transport.loseConnection()
             return
         while self._waiters:
@@ -294,18 +307,22 @@ class UpstreamPool:
         if self._sweeper is None:
             self._sweeper = self.reactor.callLater(self.idleTimeout, self._sweep)
 
-    def dropIdle(self) -> int:
+    def distrust(self) -> int:
         """
-        Close every idle connection at once.
+        Stop reusing connections, until a new one succeeds.
 
-        Called when a request could not reach the environment: connections
+        Called when a request could not reach the environment.  Connections
         opened before it crashed are dead too, although the reactor may not
         have read their close yet, and a request sent on one would be lost
-        (a C{POST} cannot be resent).  Fresh connections are refused at once
-        instead, and such a request is retried on the standby.
+        (a C{POST} cannot be resent).  So idle connections are closed at
+        once, connections released meanwhile are closed instead of kept, and
+        every request opens a new connection: while the environment is
+        down, that is refused at once and the request is retried on the
+        standby, whatever its method.
 
-        @return: How many were closed.
+        @return: How many idle connections were closed.
         """
+        self._distrusted = True
         dropped, self._idle = self._idle, []
         for conn in dropped:
             conn.abort()
