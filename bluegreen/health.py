@@ -345,6 +345,7 @@ class HealthMonitor(Service):
     _loops: dict[str, LoopingCall] = field(factory=dict, init=False)
     _inflight: dict[str, Deferred[None]] = field(factory=dict, init=False)
     _waiting: dict[str, list[Deferred[None]]] = field(factory=dict, init=False)
+    _confirming: set[str] = field(factory=set, init=False)
     _log: Logger = field(factory=Logger, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -436,9 +437,7 @@ class HealthMonitor(Service):
         @return: A Deferred that fires once the result is recorded.
         """
         if name in self._inflight:
-            waiter: Deferred[None] = Deferred()
-            self._waiting.setdefault(name, []).append(waiter)
-            return waiter
+            return self._waiter(name)
         started = self.clock.seconds()
         # None: the check could not run (a local error), so no result.
         d: Deferred[CheckResult | None] = Deferred.fromCoroutine(
@@ -473,11 +472,45 @@ class HealthMonitor(Service):
                     "recording a check of {name} failed", result, name=name
                 )
             self._inflight.pop(name, None)
+            self._confirming.discard(name)
             for waiter in self._waiting.pop(name, []):
                 waiter.callback(None)
 
         recorded.addBoth(done)
         return recorded
+
+    def _waiter(self, name: str) -> Deferred[None]:
+        """
+        @return: A Deferred firing when the check of C{name} in flight is
+            recorded; cancelling it only forgets it.
+        """
+        waiters = self._waiting.setdefault(name, [])
+
+        def forget(waiter: Deferred[None]) -> None:
+            if waiter in waiters:
+                waiters.remove(waiter)
+
+        waiter: Deferred[None] = Deferred(forget)
+        waiters.append(waiter)
+        return waiter
+
+    def confirming(self, name: str) -> Deferred[None] | None:
+        """
+        Wait for the check that a passive failure of C{name} started.
+
+        While it runs, the proxy holds new requests for C{name} rather than
+        send them to an environment that may be dying: a killed app's port
+        can still complete connections for a moment (the kernel accepts
+        them) and then reset them, and a C{POST} sent on one would be lost.
+        The check gives the verdict, usually in milliseconds.
+
+        @param name: The environment.
+        @return: A Deferred firing (never failing) once that check is
+            recorded, or L{None} when no such check is running.
+        """
+        if name not in self._confirming or name not in self._inflight:
+            return None
+        return self._waiter(name)
 
     async def _probe(self, name: str, started: float) -> CheckResult | None:
         environment = self.environments[name]
@@ -558,6 +591,8 @@ class HealthMonitor(Service):
             state.passiveCounted = True
             self.record(name, CheckResult(False, reason, now, 0.0, passive=True))
         self.check(name)
+        if name in self._inflight:
+            self._confirming.add(name)
 
     def _logPassive(
         self, state: EnvironmentHealth, name: str, reason: str, path: str, now: float

@@ -28,7 +28,7 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
 from bluegreen.controller import Controller, Switch, SwitchRefused
@@ -86,12 +86,19 @@ class Router(Resource):
     def __init__(self, backends: dict[int, Backend]) -> None:
         super().__init__()
         self.backends = backends
+        self.holding: dict[int, list[Request]] = {}
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         """
-        Dispatch on the port the request was made to.
+        Dispatch on the port the request was made to, or hold the request
+        (a check in flight) when that port's requests are held.
         """
-        return self.backends[request.getHost().port].render(request)
+        port = request.getHost().port
+        held = self.holding.get(port)
+        if held is not None:
+            held.append(request)
+            return NOT_DONE_YET
+        return self.backends[port].render(request)
 
 
 class ChainMixin(LogMixin):
@@ -108,7 +115,8 @@ class ChainMixin(LogMixin):
         self.clock = MemoryReactorClock()
         self.green = Backend("green", self.clock)
         self.blue = Backend("blue", self.clock)
-        self.stub = StubTreq(Router({GREEN.port: self.green, BLUE.port: self.blue}))
+        self.router = Router({GREEN.port: self.green, BLUE.port: self.blue})
+        self.stub = StubTreq(self.router)
 
     def start(
         self, fall: int = 1, rise: int = 2, **settings: Any
@@ -713,6 +721,76 @@ class ProxyTests(ChainMixin):
         )
         self.assertEqual(self.endpoints["blue"].attempts, 0)
         self.assertEqual(len(self.passive(monitor, "green")), 1)
+
+    def heldAfterReset(
+        self,
+    ) -> tuple[Controller, StringTransport, Request]:
+        """
+        GREEN hangs up on a POST (sent, so not retried: a 502), and the
+        check that starts is held; a second POST arrives meanwhile.
+
+        @return: The controller, the second POST's client transport
+            (nothing answered yet) and the held check.
+        """
+        _monitor, controller = self.proxy()
+        self.endpoints["green"].mode = "reset"
+        held: list[Request] = []
+        self.router.holding[GREEN.port] = held
+        first = self.request(
+            b"POST /p HTTP/1.1\r\nHost: example\r\nContent-Length: 1\r\n\r\n1"
+        )
+        self.assertAnswered(first, b"502", b"closed the connection before responding\n")
+        self.assertEqual(len(held), 1)
+        attempts = self.endpoints["green"].attempts
+        channel = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40001))
+        assert channel is not None
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        channel.dataReceived(
+            b"POST /p HTTP/1.1\r\nHost: example\r\nContent-Length: 1\r\n\r\n2"
+        )
+        self.clock.advance(0)
+        self.flush()
+        # Held: not sent to GREEN (which may be dying), not answered.
+        self.assertEqual(self.endpoints["green"].attempts, attempts)
+        self.assertEqual(transport.value(), b"")
+        del self.router.holding[GREEN.port]
+        return controller, transport, held[0]
+
+    def finishCheck(self, check: Request, status: int) -> None:
+        """
+        Answer the held check with C{status} and let everything run.
+        """
+        check.setResponseCode(status)
+        check.finish()
+        self.stub.flush()
+        self.clock.advance(0)
+        self.flush()
+
+    def test_heldUntilCheckFailsOver(self) -> None:
+        """
+        After a request could not reach GREEN, new requests for GREEN wait
+        for the check that failure started (a killed app's port can still
+        accept connections for a moment, then reset them: a POST sent there
+        would be lost).  The check fails, production moves to BLUE, and the
+        held POST is sent there: no second client error.
+        """
+        controller, transport, check = self.heldAfterReset()
+        self.finishCheck(check, 500)
+        self.assertEqual(controller.active, "blue")
+        self.assertAnswered(transport.value(), b"200", b"blue POST 2")
+
+    def test_heldUntilCheckPasses(self) -> None:
+        """
+        When the check passes (one route failed, the app is fine), the held
+        request goes to GREEN on a new connection, and nothing switches.
+        """
+        controller, transport, check = self.heldAfterReset()
+        self.endpoints["green"].mode = "serve"
+        self.finishCheck(check, 200)
+        self.assertEqual(controller.active, "green")
+        self.assertAnswered(transport.value(), b"200", b"green POST 2")
 
     def test_retryNone(self) -> None:
         """

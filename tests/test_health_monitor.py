@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import (
     ConnectionClosed,
     ConnectionRefusedError,
@@ -321,6 +321,54 @@ class PassiveTests(MonitorMixin):
         monitor.startService()
         monitor.reportPassive("green", "connection reset before a response")
         self.assertEqual(self.events, [("green", True, "status 200")])
+        self.assertTrue(monitor.isUp("green"))
+
+    def test_confirming(self) -> None:
+        """
+        L{HealthMonitor.confirming} gives a Deferred for the check a passive
+        failure started, firing once that check is recorded (so the proxy
+        can hold requests until the verdict); there is none before a
+        passive failure, for an ordinary scheduled check, or afterwards.
+        """
+        monitor = self.monitor()
+        monitor.startService()
+        self.assertIsNone(monitor.confirming("green"))
+        self.green.hang = True
+        monitor.reportPassive("green", "connection reset before a response")
+        waiting = monitor.confirming("green")
+        assert waiting is not None
+        self.assertNoResult(waiting)
+        self.green.answer(self.green.requests[1], 503)
+        self.stub.flush()
+        self.assertIsNone(self.successResultOf(waiting))
+        self.assertFalse(monitor.isUp("green"))
+        self.assertIsNone(monitor.confirming("green"))
+
+    def test_confirmingScheduledCheck(self) -> None:
+        """
+        A scheduled check in flight is not a confirmation: requests are not
+        held for it.
+        """
+        monitor = self.monitor()
+        self.green.hang = True
+        monitor.startService()
+        self.assertIsNone(monitor.confirming("green"))
+
+    def test_confirmingCancelled(self) -> None:
+        """
+        Cancelling the Deferred (the client left) only forgets it: the check
+        still completes and is recorded, with no error.
+        """
+        monitor = self.monitor()
+        monitor.startService()
+        self.green.hang = True
+        monitor.reportPassive("green", "connection reset before a response")
+        waiting = monitor.confirming("green")
+        assert waiting is not None
+        waiting.cancel()
+        self.failureResultOf(waiting).trap(CancelledError)
+        self.green.answer(self.green.requests[1], 200)
+        self.stub.flush()
         self.assertTrue(monitor.isUp("green"))
 
     def test_onceBetweenActiveChecks(self) -> None:

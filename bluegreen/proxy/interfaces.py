@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from twisted.internet.defer import Deferred
+
 
 class ProxyMetrics(Protocol):
     """
@@ -71,4 +73,11 @@ class PassiveHealth(Protocol):
         """
         @param name: An environment.
         @return: C{True} if C{name} is known to be up.
+        """
+
+    def confirming(self, name: str) -> Deferred[None] | None:
+        """
+        @param name: An environment.
+        @return: A Deferred firing when the check that a passive failure of
+            C{name} started is recorded, or L{None} if none is running.
         """
