@@ -162,11 +162,13 @@ class Child:
     @ivar lines: C{(monotonic time, text)} of every output line so far.
     """
 
-    def __init__(self, name: str, command: list[str]) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.lines: list[tuple[float, str]] = []
         self._changed = threading.Condition()
-        env = dict(os.environ)
+        env = dict(os.environ if env is None else env)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO), *filter(None, [env.get("PYTHONPATH")])]
         )
