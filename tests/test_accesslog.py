@@ -8,26 +8,27 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.task import Clock
-from twisted.logger import Logger, formatEvent
+from twisted.logger import ILogObserver, Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http import Request
 from twisted.web.test.requesthelper import DummyRequest
 
 from bluegreen.proxy.accesslog import BATCH_LINES, FLUSH_INTERVAL, AccessLog
 from bluegreen.service.logs import jsonLinesObserver
 
 
-def request(path: bytes) -> DummyRequest:
+def request(path: bytes) -> Request:
     """
-    A GET of C{path} from 127.0.0.1.
+    A GET of C{path}, as much of a request as the access log reads.
     """
     dummy = DummyRequest(path.lstrip(b"/").split(b"/"))
     dummy.uri = path
     dummy.method = b"GET"
     dummy.clientproto = b"HTTP/1.1"
-    return dummy
+    return cast(Request, dummy)
 
 
 class BatchTests(SynchronousTestCase):
@@ -42,7 +43,10 @@ class BatchTests(SynchronousTestCase):
         self.events: list[dict[str, Any]] = []
         self.clock = Clock()
         self.log = AccessLog(
-            Logger(namespace="bluegreen.access", observer=self.events.append),
+            Logger(
+                namespace="bluegreen.access",
+                observer=cast(ILogObserver, self.events.append),
+            ),
             batched=True,
         )
         self.log.start(self.clock)

@@ -50,13 +50,13 @@ def jsonLinesObserver(stream: TextStream) -> ILogObserver:
         if event.get("log_namespace") == "bluegreen.access" and records:
             # A batch of access lines: one JSON object per request.
             for fields in records:
-                record = {
+                access = {
                     "time": formatTime(fields["time"]),
                     "level": getattr(level, "name", "info"),
                     "namespace": "bluegreen.access",
                     **{k: v for k, v in fields.items() if k != "time"},
                 }
-                stream.write(json.dumps(record) + "\n")
+                stream.write(json.dumps(access) + "\n")
             stream.flush()
             return
         record: dict[str, Any] = {
