@@ -100,6 +100,15 @@ while read old new ref; do
     touch {restart}
     short=$(git --git-dir={git} rev-parse --short "$new")
     echo "{upper}: deployed $branch ($short); the app restarts"
+    # Tell bluegreen what {name} runs now (the demo may not be running).
+    subject=$(git --git-dir={git} log -1 --format=%s "$new")
+    admin=$({python} -c 'import json, sys
+print(json.load(open(sys.argv[1]))["admin"])' {ports} 2>/dev/null) || admin=
+    if [ -n "$admin" ] && BLUEGREEN_ADMIN="http://127.0.0.1:$admin" \
+        {bluegreen} deployed {name} --revision "$short" \
+        --message "$subject" >/dev/null 2>&1; then
+        echo "{upper}: bluegreen knows {name} runs $short ($subject)"
+    fi
 done
 """
 
@@ -270,6 +279,8 @@ def prepare(root: Path) -> None:
                 db=shlex.quote(str(home / "meow.db")),
                 restart=shlex.quote(str(home / "restart")),
                 python=python,
+                ports=shlex.quote(str(root / "ports.json")),
+                bluegreen=consoleScript(),
             )
         )
         hook.chmod(0o755)
