@@ -8,6 +8,7 @@ automatic promotion on a L{Clock}, and the text and metrics they show.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from treq.client import HTTPClient
@@ -33,6 +34,7 @@ from bluegreen.promote.verify import (
 )
 from bluegreen.promote.wiring import urlOf
 from tests._failover import BOTH, ControllerMixin
+from tests.test_dashboard_sync import NODE, NOON, pageScript, runNode
 
 
 class RevisionTests(ControllerMixin):
@@ -356,3 +358,77 @@ class ShowTests(SynchronousTestCase):
             MissingShell, findShell, lambda name: None if name == "setsid" else "/x"
         )
         self.assertEqual(str(error), "setsid not found on PATH")
+
+
+class DashboardTests(SynchronousTestCase):
+    """
+    The dashboard draws the workflow (in node against the stand-in DOM of
+    C{tests/_fakedom.js}, as L{tests.test_dashboard_sync} does).
+    """
+
+    if NODE is None:
+        skip = "node is not installed"
+
+    def test_drawn(self) -> None:
+        """
+        The preview line, the last checks, the promote button and the
+        revision of a switch; the C{promotion} section is not also drawn as
+        a generic one.
+        """
+        now = NOON + 30
+        status = {
+            "version": "1",
+            "now": now,
+            "live": "green",
+            "why": "start",
+            "since": NOON,
+            "mode": "serving",
+            "history": [
+                {
+                    "when": NOON,
+                    "at": "",
+                    "from": "blue",
+                    "to": "green",
+                    "reason": "promoted via admin API from 127.0.0.1: a1b2c3",
+                    "revision": "a1b2c3",
+                }
+            ],
+            "environments": {
+                "green": {"url": "http://g", "live": True, "health": {}},
+                "blue": {"url": "http://b", "live": False, "health": {}},
+            },
+            "promotion": {
+                "preview": "http://127.0.0.1:3092",
+                "previewShows": "blue",
+                "checks": ["GET / = 200"],
+                "autoPromote": None,
+                "pending": None,
+                "last": Verification(
+                    "blue",
+                    "http://127.0.0.1:3092",
+                    NOON + 20,
+                    (Outcome("GET /", False, "status 500", "200"),),
+                ).asJSON(),
+            },
+        }
+        fakeDOM = os.path.join(os.path.dirname(__file__), "_fakedom.js")
+        ids = ["preview", "verification", "promote", "history", "extras"]
+        drawn = json.loads(
+            runNode([fakeDOM, pageScript(self), *ids], json.dumps(status))
+        )
+        self.assertEqual(
+            (drawn["preview"]["text"], drawn["preview"]["hidden"]),
+            ("Preview: http://127.0.0.1:3092 shows BLUE", False),
+        )
+        self.assertEqual(
+            drawn["verification"]["text"],
+            "Promotion checks of BLUE 10 s ago: FAILED: GET / expected 200, got "
+            "status 500",
+        )
+        self.assertEqual(drawn["promote"]["text"], "Promote BLUE\u2026")
+        [row] = drawn["history"]["body"]
+        self.assertEqual(
+            row["children"][-1]["text"],
+            "promoted via admin API from 127.0.0.1: a1b2c3 [a1b2c3]",
+        )
+        self.assertEqual(drawn["extras"]["children"], [])
