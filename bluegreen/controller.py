@@ -253,7 +253,11 @@ class Controller:
             raise SwitchRefused(f"{to} is down ({last}); use force to switch anyway")
 
     async def plannedSwitch(
-        self, to: str, reason: str = "manual switch", force: bool = False
+        self,
+        to: str,
+        reason: str = "manual switch",
+        force: bool = False,
+        verify: bool = True,
     ) -> tuple[Switch, Any]:
         """
         An operator's switch: first bring C{to}'s database up to date from
@@ -268,13 +272,15 @@ class Controller:
         @param reason: Recorded in the history and the log.
         @param force: Switch even to an environment that is down, or whose
             database could not be brought fully up to date.
+        @param verify: Run the promotion checks (L{verify}) unless forced;
+            a rollback does not.
         @return: The switch and the sync report (or L{None} without sync).
         @raise UnknownEnvironment: If C{to} names no environment.
         @raise SwitchRefused: As L{switch} does, or because the sync was
             incomplete.
         """
         self._checkSwitch(to, force)
-        if self.verify is not None and not force:
+        if self.verify is not None and verify and not force:
             await self.verify(to)
             # Health may have changed (or someone switched) meanwhile.
             self._checkSwitch(to, force)

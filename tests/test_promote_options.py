@@ -10,15 +10,14 @@ from __future__ import annotations
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from bluegreen.promote.settings import PathCheck, PromotionSettings
+from bluegreen.promote.settings import AnalysisSettings, PathCheck, PromotionSettings
 from bluegreen.service.options import Options
 from tests.test_options import REQUIRED, parse
 
 
-class PromoteOptionTests(SynchronousTestCase):
+class BadValues(SynchronousTestCase):
     """
-    C{--preview}, C{--verify}, C{--verify-command}, C{--verify-timeout},
-    C{--auto-promote}.
+    Asserts the message of bad values.
     """
 
     def assertBad(self, message: str, *args: str) -> None:
@@ -30,6 +29,13 @@ class PromoteOptionTests(SynchronousTestCase):
             usage.UsageError, Options().parseOptions, [*REQUIRED, *args]
         )
         self.assertEqual(str(error), message)
+
+
+class PromoteOptionTests(BadValues):
+    """
+    C{--preview}, C{--verify}, C{--verify-command}, C{--verify-timeout},
+    C{--auto-promote}.
+    """
 
     def test_defaults(self) -> None:
         """
@@ -171,6 +177,78 @@ class PromoteOptionTests(SynchronousTestCase):
             "PATH[=STATUSES] and/or --verify-command CMD)",
             "--auto-promote",
             "30",
+        )
+
+
+class AnalysisOptionTests(BadValues):
+    """
+    C{--analysis-window}, C{--analysis-min-requests}, C{--max-error-rate},
+    C{--max-p95}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        A 60 s window, 20 requests, 5 %, no latency bound.
+        """
+        self.assertEqual(parse().config.promotion.analysis, AnalysisSettings())
+        self.assertEqual(AnalysisSettings(), AnalysisSettings(60.0, 20, 5.0, None))
+
+    def test_given(self) -> None:
+        """
+        Each option, converted; C{%} is allowed; a window of 0 turns the
+        analysis off.
+        """
+        analysis = parse(
+            "--analysis-window",
+            "0",
+            "--analysis-min-requests",
+            "50",
+            "--max-error-rate",
+            "2.5%",
+            "--max-p95",
+            "0.8",
+        ).config.promotion.analysis
+        self.assertEqual(analysis, AnalysisSettings(0.0, 50, 2.5, 0.8))
+
+    def test_windowBad(self) -> None:
+        """
+        A window that is no number of seconds is refused.
+        """
+        self.assertBad(
+            "--analysis-window: '-5' is not a positive number of seconds",
+            "--analysis-window",
+            "-5",
+        )
+
+    def test_minRequestsBad(self) -> None:
+        """
+        The minimum of requests must be a whole number >= 1.
+        """
+        for value in ("0", "2.5", "many"):
+            self.assertBad(
+                f"--analysis-min-requests: {value!r} is not a whole number >= 1",
+                "--analysis-min-requests",
+                value,
+            )
+
+    def test_maxErrorRateBad(self) -> None:
+        """
+        The error rate must be a percentage.
+        """
+        for value in ("101", "-1", "five"):
+            self.assertBad(
+                f"--max-error-rate: {value!r} is not a percentage from 0 to 100 "
+                "(e.g. 5 or 5%)",
+                "--max-error-rate",
+                value,
+            )
+
+    def test_maxP95Bad(self) -> None:
+        """
+        The p95 bound must be a positive number of seconds.
+        """
+        self.assertBad(
+            "--max-p95: '0' is not a positive number of seconds", "--max-p95", "0"
         )
 
 

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 
 from bluegreen.controller import Controller, Switch, SwitchRefused
+from bluegreen.promote.analysis import Analysis
 from bluegreen.promote.settings import PromotionSettings
 from bluegreen.promote.verify import Verifier
 
@@ -33,6 +34,7 @@ class Promoter:
     @ivar previewURL: Says where the preview listens, or L{None}.
     @ivar pending: C{(environment, revision, when)} of the automatic
         promotion waiting to run, or L{None}.
+    @ivar analysis: The post-promotion analysis, or L{None}.
     """
 
     _log = Logger()
@@ -59,6 +61,7 @@ class Promoter:
         self.pool = pool
         self.previewURL = previewURL
         self.pending: tuple[str, str, float] | None = None
+        self.analysis: Analysis | None = None
         self.stopped = False
         self._call: IDelayedCall | None = None
         self._promoting: Deferred[Any] | None = None
@@ -169,6 +172,7 @@ class Promoter:
             if pending is None
             else {"environment": pending[0], "revision": pending[1], "at": pending[2]},
             "last": None if last is None else last.asJSON(),
+            "analysis": None if self.analysis is None else self.analysis.status(),
         }
 
     def stop(self) -> Deferred[None]:
@@ -180,6 +184,8 @@ class Promoter:
         """
         self.stopped = True
         self._cancel()
+        if self.analysis is not None:
+            self.analysis.stop()
         self.verifier.stop()
         promoting, self._promoting = self._promoting, None
         if promoting is not None:

@@ -1,13 +1,13 @@
 # -*- test-case-name: tests.test_promote -*-
 """
 The promotion settings: what C{--preview}, C{--verify}, C{--verify-command},
-C{--verify-timeout} and C{--auto-promote} mean, checked once by
+C{--verify-timeout}, C{--auto-promote} and the analysis options mean, checked once by
 L{bluegreen.service.promoteoptions}.
 """
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import field, frozen
 
 
 @frozen
@@ -50,6 +50,23 @@ class PathCheck:
 
 
 @frozen
+class AnalysisSettings:
+    """
+    How the first moments after a planned switch are judged.
+
+    @ivar window: Seconds watched after each planned switch (0: never).
+    @ivar minRequests: Responses needed before anything is judged.
+    @ivar maxErrorRate: The highest 5xx share tolerated, in per cent.
+    @ivar maxP95: The highest p95 latency tolerated, in seconds, or L{None}.
+    """
+
+    window: float = 60.0
+    minRequests: int = 20
+    maxErrorRate: float = 5.0
+    maxP95: float | None = None
+
+
+@frozen
 class PromotionSettings:
     """
     The checked promotion options.
@@ -63,6 +80,7 @@ class PromotionSettings:
     @ivar autoPromote: With C{--auto-promote}: seconds after a revision is
         reported on the standby before it is promoted (if its checks
         pass); L{None}: never by itself.
+    @ivar analysis: The post-promotion analysis (C{--analysis-window}...).
     """
 
     preview: str | None = None
@@ -71,6 +89,7 @@ class PromotionSettings:
     command: str | None = None
     timeout: float = 10.0
     autoPromote: float | None = None
+    analysis: AnalysisSettings = field(factory=AnalysisSettings)
 
     @property
     def verifies(self) -> bool:

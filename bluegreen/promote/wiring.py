@@ -2,7 +2,8 @@
 """
 Add the deployment workflow to the service tree (called by
 L{bluegreen.service.tap.makeService}): the C{--preview} listener, the
-L{Promoter} and its admin endpoints and metrics.
+L{Promoter} and its admin endpoints and metrics, and the post-promotion
+L{Analysis} fed by the main listener's responses.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bluegreen.admin.api import AdminResource
 from bluegreen.admin.metrics import Metrics
 from bluegreen.controller import Controller
 from bluegreen.healthclient import healthClient
+from bluegreen.promote.analysis import Analysis, ObservedMetrics
 from bluegreen.promote.api import RevisionMetrics, mountPromotion
 from bluegreen.promote.promoter import Promoter
 from bluegreen.promote.settings import PromotionSettings
@@ -89,6 +91,10 @@ def addPromotion(
     verifier = Verifier(reactor, http, settings, controller, previewURL, tools)
     controller.verify = verifier.verify if settings.verifies else None
     promoter = Promoter(controller, verifier, reactor, pool, previewURL)
+    # Only the main listener's responses are judged (the preview's go to
+    # the standby, never to the environment watched).
+    promoter.analysis = Analysis(controller, reactor, settings.analysis)
+    resource.metrics = ObservedMetrics(resource.metrics, promoter.analysis)
     metrics.register(RevisionMetrics(controller))
     if admin is not None:
         mountPromotion(admin, promoter)

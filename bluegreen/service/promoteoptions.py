@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.test_promote_options -*-
 """
 The options of the deployment workflow (C{--preview}, C{--verify},
-C{--verify-command}, C{--verify-timeout}, C{--auto-promote}) and their
-checks, turned into one L{PromotionSettings}.
+C{--verify-command}, C{--verify-timeout}, C{--auto-promote}, and the
+post-promotion analysis: C{--analysis-window}, C{--analysis-min-requests},
+C{--max-error-rate}, C{--max-p95}) and their checks, turned into one
+L{PromotionSettings}.
 
 L{PromoteOptions} is a base class of L{bluegreen.service.options.Options}:
 C{usage.Options} gathers the C{optParameters} and C{opt_*} methods of every
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from twisted.python import usage
 
 from bluegreen.exposure import listeningOn
-from bluegreen.promote.settings import PathCheck, PromotionSettings
+from bluegreen.promote.settings import AnalysisSettings, PathCheck, PromotionSettings
 
 
 def parseCheck(value: str) -> PathCheck:
@@ -82,6 +84,33 @@ class PromoteOptions(usage.Options):
             "revision is reported on it (bluegreen deployed), if its checks "
             "pass.",
         ],
+        [
+            "analysis-window",
+            None,
+            "60",
+            "Seconds the new live environment's responses are watched after "
+            "each planned switch (0: never); a bad one is rolled back.",
+        ],
+        [
+            "analysis-min-requests",
+            None,
+            "20",
+            "Responses needed in the window before it is judged.",
+        ],
+        [
+            "max-error-rate",
+            None,
+            "5",
+            "The highest share of 5xx responses tolerated in the window, in "
+            "per cent (e.g. 5 or 5%).",
+        ],
+        [
+            "max-p95",
+            None,
+            None,
+            "The highest p95 latency tolerated in the window, in seconds "
+            "(default: latency is not judged).",
+        ],
     ]
 
     def opt_verify(self, value: str) -> None:
@@ -140,6 +169,7 @@ def promotionSettings(
             "PATH[=STATUSES] and/or --verify-command CMD)"
         )
     return PromotionSettings(
+        analysis=_analysis(options),
         preview=preview,
         previewListen=options["preview"] or "",
         checks=checks,
@@ -147,6 +177,35 @@ def promotionSettings(
         timeout=timeout,
         autoPromote=autoPromote,
     )
+
+
+def _analysis(options: usage.Options) -> AnalysisSettings:
+    """
+    Check the post-promotion analysis options.
+
+    @raise usage.UsageError: Naming the option and the problem.
+    """
+    text = options["analysis-window"].strip()
+    window = 0.0 if text in ("0", "0.0") else _seconds("analysis-window", text)
+    count = options["analysis-min-requests"].strip()
+    if not (count.isascii() and count.isdigit()) or int(count) < 1:
+        raise usage.UsageError(
+            f"--analysis-min-requests: {count!r} is not a whole number >= 1"
+        )
+    rate = options["max-error-rate"].strip().removesuffix("%").strip()
+    try:
+        maxErrorRate = float(rate)
+    except ValueError:
+        maxErrorRate = -1.0
+    if not 0 <= maxErrorRate <= 100:
+        raise usage.UsageError(
+            f"--max-error-rate: {options['max-error-rate']!r} is not a "
+            "percentage from 0 to 100 (e.g. 5 or 5%)"
+        )
+    maxP95 = None
+    if options["max-p95"] is not None:
+        maxP95 = _seconds("max-p95", options["max-p95"])
+    return AnalysisSettings(window, int(count), maxErrorRate, maxP95)
 
 
 def _seconds(name: str, value: str) -> float:
