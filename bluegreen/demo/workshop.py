@@ -201,7 +201,7 @@ def choosePorts(root: Path, proxy: int, admin: int | None) -> dict[str, int]:
     @param root: C{DIR}.
     @param proxy: The proxy's port.
     @param admin: The admin API's port, or L{None} for 3091 if free.
-    @return: C{proxy}, C{admin}, C{green-app}, C{green-redis}, ...
+    @return: C{proxy}, C{admin}, C{preview}, C{green-app}, C{green-redis}, ...
     @raise DemoError: If the proxy's or the admin API's port is taken.
     """
     if not _portFree(proxy):
@@ -218,6 +218,12 @@ def choosePorts(root: Path, proxy: int, admin: int | None) -> dict[str, int]:
     except (OSError, ValueError):
         pass
     ports = {"proxy": proxy, "admin": admin}
+    # The preview (the standby through the proxy) on 3092 beside the
+    # default 3090 and 3091, else anywhere free.
+    free3092 = proxy == 3090 and 3092 not in avoid and _portFree(3092)
+    preview = 3092 if free3092 else _freePort(avoid)
+    ports["preview"] = preview
+    avoid.add(preview)
     for colour in COLOURS:
         for kind in ("app", "redis"):
             key = f"{colour}-{kind}"
@@ -534,6 +540,10 @@ def build(reactor: ServiceReactor, root: Path, ports: dict[str, int]) -> DemoSer
                 f"tcp:{ports['proxy']}:interface=127.0.0.1",
                 "--admin",
                 f"tcp:{ports['admin']}:interface=127.0.0.1",
+                "--preview",
+                f"tcp:{ports['preview']}:interface=127.0.0.1",
+                "--verify",
+                "/=200",
                 "--green",
                 f"http://127.0.0.1:{ports['green-app']}",
                 "--blue",
@@ -599,6 +609,7 @@ bluegreen demo is running (Ctrl-C stops everything).
 
   the app, through bluegreen:  {proxy}/
   the dashboard and admin API: {admin}/
+  the standby (preview):       http://127.0.0.1:{ports["preview"]}/
   GREEN directly:              http://127.0.0.1:{ports["green-app"]}/
   BLUE directly:               http://127.0.0.1:{ports["blue-app"]}/
   logs:                        {root / "demo.log"}
