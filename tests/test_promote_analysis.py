@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.logger import LogLevel
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
@@ -103,6 +104,26 @@ class AnalysisTests(ControllerMixin):
         # The rollback is not itself watched.
         self.assertIsNone(analysis.watching)
         self.assertNoTimers()
+
+    def test_rollbackRefused(self) -> None:
+        """
+        A rollback to an environment that went down meanwhile is refused
+        like any switch, and said so.
+        """
+        analysis = self.analysis(minRequests=5)
+        self.change("green", False)
+        self.serve(analysis, 5, 500)
+        self.assertEqual(self.controller.active, "blue")
+        self.assertEqual(
+            analysis.last,
+            "rollback to green refused: green is down (status 500); "
+            "use force to switch anyway",
+        )
+        self.assertIn(
+            "rollback to green refused: green is down (status 500); "
+            "use force to switch anyway",
+            self.logged(LogLevel.error),
+        )
 
     def test_withinTolerance(self) -> None:
         """

@@ -21,7 +21,7 @@ from bisect import insort
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -231,5 +231,10 @@ class Analysis:
             self._log.error(
                 "rollback to {to} refused: {why}", to=to, why=str(e), event="rollback"
             )
+        except CancelledError:
+            pass  # the service is stopping
+        except Exception:
+            self.last = f"rollback to {to} failed (see the log)"
+            self._log.failure("rollback to {to} failed", to=to)
         finally:
             self._rollingBack = None

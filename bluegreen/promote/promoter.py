@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
@@ -140,6 +140,8 @@ class Promoter:
                 why=str(e),
                 event="auto-promotion-refused",
             )
+        except CancelledError:
+            pass  # the service is stopping
         except Exception:
             self._log.failure("auto-promotion of {revision} failed", revision=revision)
         finally:
