@@ -9,7 +9,9 @@ installed console script.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shlex
 import sys
 from typing import Any, cast
@@ -19,7 +21,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from bluegreen.controller import Controller
-from bluegreen.service.tap import ProxyService
+from bluegreen.service.tap import ProxyService, StartupError, makeService
 from tests._admin import (
     QUIET_HEALTH,
     call,
@@ -27,9 +29,11 @@ from tests._admin import (
     runService,
     serviceArguments,
 )
-from tests._util import LOOPBACK, waitFor
+from tests._util import LOOPBACK, freePort, waitFor
 from tests.test_cli_admin import bluegreen
 from tests.test_failover_integration import App, setMode, startApp
+from tests.test_options import parse
+from tests.test_tap import accepts, takenPort
 
 
 class Workflow:
@@ -317,3 +321,34 @@ def _reactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
+
+
+class PreviewListenTests(TestCase):
+    """
+    The preview listener's start-up.
+    """
+
+    async def test_previewPortInUse(self) -> None:
+        """
+        A C{--preview} port in use stops the start with one line naming
+        C{--preview}; the proxy's port, already bound, is closed again.
+        """
+        proxyPort = freePort()
+        with takenPort() as (_port, value):
+            service = makeService(
+                parse(
+                    "--port",
+                    f"tcp:{proxyPort}:interface=127.0.0.1",
+                    "--preview",
+                    value,
+                    "--access-log",
+                    "none",
+                )
+            )
+            error = self.assertRaises(StartupError, service.privilegedStartService)
+        self.assertEqual(
+            error.code,
+            f"bluegreen: cannot listen on --preview {value}: "
+            f"[Errno {errno.EADDRINUSE}] {os.strerror(errno.EADDRINUSE)}",
+        )
+        await waitFor(lambda: not accepts(proxyPort), "the proxy's port closed")
