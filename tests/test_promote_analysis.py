@@ -14,7 +14,7 @@ from twisted.logger import LogLevel
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from bluegreen.promote.analysis import Analysis, ObservedMetrics
+from bluegreen.promote.analysis import SAMPLE, Analysis, ObservedMetrics
 from bluegreen.promote.settings import AnalysisSettings
 from tests._admin import QUIET_HEALTH, call, listeningPort, runService, serviceArguments
 from tests._failover import ControllerMixin
@@ -168,6 +168,22 @@ class AnalysisTests(ControllerMixin):
             self.controller.history[-1].reason,
             "rollback: p95 2 s over 21 requests (max 0.5 s)",
         )
+
+    def test_p95Sampled(self) -> None:
+        """
+        A busy window keeps a bounded sample of durations, whose p95 still
+        follows the traffic; without C{maxP95} no duration is kept.
+        """
+        analysis = self.analysis(minRequests=20, maxP95=10.0)
+        self.serve(analysis, 3 * SAMPLE, 200, 0.01)
+        self.assertEqual(analysis.p95(), 0.01)
+        self.serve(analysis, 3 * SAMPLE, 200, 2.0)
+        self.assertEqual(analysis.p95(), 2.0)
+        self.assertEqual(analysis.status()["window"]["requests"], 6 * SAMPLE)
+        self.assertEqual(self.controller.active, "blue")
+        plain = self.analysis(minRequests=20)
+        self.serve(plain, 30, 200, 0.01)
+        self.assertIsNone(plain.p95())
 
     def test_otherTraffic(self) -> None:
         """

@@ -18,6 +18,7 @@ checks (the previous environment was serving a moment ago).
 from __future__ import annotations
 
 from bisect import insort
+from random import Random
 from typing import Any
 
 from attrs import define, field
@@ -31,6 +32,9 @@ from bluegreen.proxy.interfaces import ProxyMetrics
 
 #: The prefix of a rollback's reason in the history.
 ROLLBACK = "rollback: "
+
+#: The most durations a window keeps for its p95 (see L{Analysis._sample}).
+SAMPLE = 2000
 
 
 @define(eq=False)
@@ -98,6 +102,7 @@ class Analysis:
     errors: int = 0
     last: str | None = None
     _durations: list[float] = field(factory=list)
+    _random: Random = field(factory=Random)
     _call: IDelayedCall | None = None
     _rollingBack: Deferred[Any] | None = None
     _log = Logger()
@@ -138,8 +143,9 @@ class Analysis:
         self.requests += 1
         if status >= 500:
             self.errors += 1
-        insort(self._durations, seconds)
         settings = self.settings
+        if settings.maxP95 is not None:
+            self._sample(seconds)
         if self.requests < settings.minRequests:
             return
         rate = 100.0 * self.errors / self.requests
@@ -153,10 +159,27 @@ class Analysis:
                 f"(max {settings.maxP95:g} s)"
             )
 
+    def _sample(self, seconds: float) -> None:
+        """
+        Keep C{seconds} in the window's sample of durations, sorted: every
+        one up to L{SAMPLE} of them, then a uniform random sample of that
+        size (reservoir sampling), so a busy window costs bounded memory
+        and time per request.
+        """
+        durations = self._durations
+        if len(durations) < SAMPLE:
+            insort(durations, seconds)
+            return
+        slot = self._random.randrange(self.requests)
+        if slot < SAMPLE:
+            del durations[self._random.randrange(SAMPLE)]
+            insort(durations, seconds)
+
     def p95(self) -> float | None:
         """
         @return: The 95th percentile of this window's durations (nearest
-            rank), or L{None} without any.
+            rank, over a sample of at most L{SAMPLE}), or L{None} without
+            any (they are kept only with C{maxP95}).
         """
         durations = self._durations
         if not durations:
