@@ -67,12 +67,15 @@ class Switch:
     @ivar source: Name of the environment that was live before.
     @ivar to: Name of the environment that is live after.
     @ivar reason: Why, in words an operator can read.
+    @ivar revision: The revision C{to} ran when it went live (empty when
+        none was reported, see L{Controller.deployed}).
     """
 
     when: float
     source: str
     to: str
     reason: str
+    revision: str = ""
 
 
 @define(slots=False, eq=False)
@@ -102,6 +105,14 @@ class Controller:
         target's database up to date; returns a Deferred firing with the
         sync report (L{None} for no sync).  L{None}: no database sync.
     @ivar syncing: What the pre-switch sync is doing, while it runs.
+    @ivar verify: Called with the target of an operator's planned switch
+        (not forced) before anything else: the promotion checks (see
+        L{bluegreen.promote.verify}); its Deferred fails with
+        L{SwitchRefused} when a check fails.  L{None}: no checks.
+    @ivar revisions: What each environment runs, as last reported (see
+        L{deployed}); saved in the state file.
+    @ivar onDeployed: Called with the name of an environment whenever a
+        revision is reported for it.
     """
 
     environments: Mapping[str, Environment]
@@ -122,6 +133,9 @@ class Controller:
     onSwitch: list[SwitchObserver] = field(factory=list)
     beforeSwitch: Callable[[str, str], Deferred[Any]] | None = None
     syncing: str | None = None
+    verify: Callable[[str], Deferred[Any]] | None = None
+    revisions: dict[str, statefile.Revision] = field(factory=dict)
+    onDeployed: list[Callable[[str], object]] = field(factory=list)
     _log = Logger()
     _machine = MethodicalMachine()
 
@@ -151,6 +165,7 @@ class Controller:
         if active not in environments:
             raise UnknownEnvironment(_unknown(active, environments))
         live, why, history = active, "start", []
+        revisions: dict[str, statefile.Revision] = {}
         if stateFile is not None:
             try:
                 saved = statefile.load(stateFile, tuple(environments))
@@ -164,8 +179,10 @@ class Controller:
                 if saved is not None:
                     live, why = saved.live, f"restored from {stateFile}"
                     history = [
-                        Switch(s.when, s.source, s.to, s.reason) for s in saved.history
+                        Switch(s.when, s.source, s.to, s.reason, s.revision)
+                        for s in saved.history
                     ]
+                revisions = dict(saved.revisions) if saved is not None else {}
         return cls(
             environments=environments,
             live=environments[live],
@@ -174,6 +191,7 @@ class Controller:
             why=why,
             preferred=active,
             stateFile=stateFile,
+            revisions=revisions,
             **settings,
         )
 
@@ -235,7 +253,11 @@ class Controller:
             raise SwitchRefused(f"{to} is down ({last}); use force to switch anyway")
 
     async def plannedSwitch(
-        self, to: str, reason: str = "manual switch", force: bool = False
+        self,
+        to: str,
+        reason: str = "manual switch",
+        force: bool = False,
+        verify: bool = True,
     ) -> tuple[Switch, Any]:
         """
         An operator's switch: first bring C{to}'s database up to date from
@@ -250,12 +272,18 @@ class Controller:
         @param reason: Recorded in the history and the log.
         @param force: Switch even to an environment that is down, or whose
             database could not be brought fully up to date.
+        @param verify: Run the promotion checks (L{verify}) unless forced;
+            a rollback does not.
         @return: The switch and the sync report (or L{None} without sync).
         @raise UnknownEnvironment: If C{to} names no environment.
         @raise SwitchRefused: As L{switch} does, or because the sync was
             incomplete.
         """
         self._checkSwitch(to, force)
+        if self.verify is not None and verify and not force:
+            await self.verify(to)
+            # Health may have changed (or someone switched) meanwhile.
+            self._checkSwitch(to, force)
         report = None
         if self.beforeSwitch is not None:
             source = self.live.name
@@ -270,6 +298,30 @@ class Controller:
                     f"{source}: {_incomplete(report)}; use force to switch anyway"
                 )
         return self.switch(to, reason, force), report
+
+    def deployed(self, name: str, revision: str, message: str = "") -> None:
+        """
+        Record what C{name} runs now (saved in the state file).
+
+        @param name: C{"green"} or C{"blue"}.
+        @param revision: The revision (a commit, a version...).
+        @param message: What it is, in words.
+        @raise UnknownEnvironment: If C{name} names no environment.
+        """
+        if name not in self.environments:
+            raise UnknownEnvironment(_unknown(name, self.environments))
+        self.revisions[name] = statefile.Revision(
+            revision, message, self.clock.seconds()
+        )
+        self._log.info(
+            "{env} now runs {revision}{message}",
+            env=name,
+            revision=revision,
+            message=f" ({message})" if message else "",
+            event="deployed",
+        )
+        self._save()
+        tellObservers(self.onDeployed, self._log, "deployed", name)
 
     def stop(self) -> None:
         """
@@ -505,7 +557,14 @@ class Controller:
         previous = self.live
         # The one assignment that moves traffic.
         self.live = self.environments[to]
-        record = Switch(self.clock.seconds(), previous.name, to, reason)
+        running = self.revisions.get(to)
+        record = Switch(
+            self.clock.seconds(),
+            previous.name,
+            to,
+            reason,
+            "" if running is None else running.revision,
+        )
         self.history.append(record)
         self.why = reason
         self._log.warn(
@@ -515,16 +574,21 @@ class Controller:
             reason=reason,
             event="switch",
         )
+        self._save()
+        tellObservers(self.onSwitch, self._log, "switch", record, kind)
+
+    def _save(self) -> None:
         if self.stateFile is not None:
             try:
-                statefile.save(self.stateFile, to, self.history)
+                statefile.save(
+                    self.stateFile, self.live.name, self.history, self.revisions
+                )
             except OSError as e:
                 self._log.error(
                     "cannot save state to {path}: {error}",
                     path=self.stateFile,
                     error=str(e),
                 )
-        tellObservers(self.onSwitch, self._log, "switch", record, kind)
 
     def _logOutage(self) -> None:
         details = "; ".join(

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
-from attrs import frozen
+from attrs import field, frozen
 
 #: Switches kept in the file (the newest).
 KEEP = 200
@@ -41,6 +41,28 @@ class SwitchRecord:
     source: str
     to: str
     reason: str
+    revision: str = ""
+
+
+@frozen
+class Revision:
+    """
+    What an environment runs, as C{bluegreen deployed} reported it.
+
+    @ivar revision: The revision (a commit, a version...).
+    @ivar message: What it is, in words (may be empty).
+    @ivar when: POSIX time of the report.
+    """
+
+    revision: str
+    message: str
+    when: float
+
+    def asJSON(self) -> dict[str, Any]:
+        """
+        @return: The revision as JSON.
+        """
+        return {"revision": self.revision, "message": self.message, "when": self.when}
 
 
 class Stored(Protocol):
@@ -73,6 +95,12 @@ class Stored(Protocol):
         Why.
         """
 
+    @property
+    def revision(self) -> str:
+        """
+        The revision of C{to} when it went live (empty if not reported).
+        """
+
 
 @frozen
 class SavedState:
@@ -81,10 +109,12 @@ class SavedState:
 
     @ivar live: The colour that was live.
     @ivar history: Switches, oldest first.
+    @ivar revisions: What each environment runs, as last reported.
     """
 
     live: str
     history: tuple[SwitchRecord, ...]
+    revisions: Mapping[str, Revision] = field(factory=dict)
 
 
 def load(path: str, colours: tuple[str, ...]) -> SavedState | None:
@@ -131,22 +161,55 @@ def load(path: str, colours: tuple[str, ...]) -> SavedState | None:
                 str(item["from"]),
                 str(item["to"]),
                 str(item["reason"]),
+                str(item.get("revision", "")),
             )
         except (KeyError, TypeError, ValueError):
             raise StateError(
                 f"{path}: a history entry is malformed: {item!r}"
             ) from None
         history.append(record)
-    return SavedState(live, tuple(history))
+    return SavedState(live, tuple(history), _revisions(path, data, colours))
 
 
-def save(path: str, live: str, history: Sequence[Stored]) -> None:
+def _revisions(
+    path: str, data: dict[str, Any], colours: tuple[str, ...]
+) -> dict[str, Revision]:
+    """
+    Read the optional C{revisions} of a state file.
+
+    @raise StateError: If they are malformed.
+    """
+    raw = data.get("revisions", {})
+    if not isinstance(raw, dict):
+        raise StateError(f"{path}: 'revisions' is not an object")
+    revisions = {}
+    for name, item in raw.items():
+        try:
+            if name not in colours:
+                raise ValueError(name)
+            revisions[name] = Revision(
+                str(item["revision"]), str(item["message"]), float(item["when"])
+            )
+        except (KeyError, TypeError, ValueError):
+            raise StateError(
+                f"{path}: a revision entry is malformed: {name!r}: {item!r}"
+            ) from None
+    return revisions
+
+
+def save(
+    path: str,
+    live: str,
+    history: Sequence[Stored],
+    revisions: Mapping[str, Revision] | None = None,
+) -> None:
     """
     Replace the state file atomically.
 
     @param path: The file.
     @param live: The live colour.
     @param history: Switches, oldest first; the newest L{KEEP} are stored.
+    @param revisions: What each environment runs, if reported.
     @raise OSError: If it cannot be written (the old file is left as it was).
     """
     data = {
@@ -154,9 +217,13 @@ def save(path: str, live: str, history: Sequence[Stored]) -> None:
         "live": live,
         "history": [
             {"when": s.when, "from": s.source, "to": s.to, "reason": s.reason}
+            # Records of older callers may have no revision.
+            | ({"revision": s.revision} if getattr(s, "revision", "") else {})
             for s in history[-KEEP:]
         ],
     }
+    if revisions:
+        data["revisions"] = {n: r.asJSON() for n, r in sorted(revisions.items())}
     directory = os.path.dirname(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix=".bluegreen-state-", dir=directory)
     try:

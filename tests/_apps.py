@@ -28,6 +28,8 @@ Modes:
 
   - C{ok}: as above;
   - C{fail500}: C{500} with C{{"env": NAME, "error": "failing on purpose"}};
+  - C{pages500}: as C{fail500}, but C{/healthz} answers as in C{ok} (a
+    release whose pages fail while its health path passes);
   - C{hang}: the request is accepted and never answered (the connection
     stays open until the client gives up).
 
@@ -49,7 +51,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 #: The modes C{POST /_control/mode} accepts.
-MODES = ("ok", "fail500", "hang")
+MODES = ("ok", "fail500", "hang", "pages500")
+
+#: The path that still answers 200 in C{pages500} mode (a health path).
+HEALTHY_PATH = b"/healthz"
 
 #: The control endpoint.
 CONTROL_PATH = b"/_control/mode"
@@ -94,7 +99,9 @@ class App(Resource):
             return NOT_DONE_YET
         method = (request.method or b"").decode("ascii", "replace")
         path = (request.uri or b"").decode("utf-8", "replace")
-        if self.mode == "fail500":
+        if self.mode == "fail500" or (
+            self.mode == "pages500" and request.path != HEALTHY_PATH
+        ):
             return self._json(
                 request, 500, {"env": self.name, "error": "failing on purpose"}
             )

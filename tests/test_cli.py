@@ -156,7 +156,7 @@ class MainTests(SynchronousTestCase):
         self.assertTrue(err.getvalue().startswith("bluegreen: "), err.getvalue())
         self.assertIn(
             "usage: bluegreen [--admin URL] [--token-file FILE] [--json] "
-            "status|switch|check|flag|sync|demo\n",
+            "status|switch|check|promote|deployed|flag|sync|demo\n",
             err.getvalue(),
         )
 

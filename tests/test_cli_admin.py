@@ -518,10 +518,10 @@ class UsageTests(TestCase):
         """
         await self.assertUsage(
             ["stats"],
-            "unknown command 'stats'; expected status, switch, check, flag, "
-            "sync or demo",
+            "unknown command 'stats'; expected status, switch, check, promote, "
+            "deployed, flag, sync or demo",
             "bluegreen [--admin URL] [--token-file FILE] [--json] "
-            "status|switch|check|flag|sync|demo",
+            "status|switch|check|promote|deployed|flag|sync|demo",
         )
 
     async def test_unknownOption(self) -> None:

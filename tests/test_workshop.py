@@ -473,6 +473,13 @@ class WorkshopTests(TestCase):
                 timings["first 500 -> live blue"] = switched - first500
             self.assertIn(b'id="environment">blue<', await self.page())
             self.assertIn("live: BLUE", await self.shell(status))
+            # The hook told bluegreen which commit GREEN runs.
+            reported = await self.status()
+            assert reported is not None
+            self.assertEqual(
+                reported["environments"]["green"]["revision"]["message"],
+                "bad commit",
+            )
 
             async def migrated() -> bool:
                 blue = self.db("blue")

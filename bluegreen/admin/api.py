@@ -131,6 +131,7 @@ def _switch(record: Switch) -> JSONObject:
         "from": record.source,
         "to": record.to,
         "reason": record.reason,
+        "revision": record.revision,
     }
 
 
@@ -247,6 +248,11 @@ class AdminResource(Resource):
                 "url": environment.url,
                 "live": name == controller.live.name,
                 "health": _health(states.get(name)),
+                "revision": (
+                    None
+                    if name not in controller.revisions
+                    else controller.revisions[name].asJSON()
+                ),
             }
             for name, environment in controller.environments.items()
         }

@@ -56,7 +56,7 @@ RED = "1;31"
 
 SYNOPSIS = (
     "bluegreen [--admin URL] [--token-file FILE] [--json] "
-    "status|switch|check|flag|sync|demo"
+    "status|switch|check|promote|deployed|flag|sync|demo"
 )
 
 

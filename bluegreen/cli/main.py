@@ -8,6 +8,11 @@ The C{bluegreen} console command: talks to a running service's admin API.
                                      the health of each; the last switches
     bluegreen switch blue [--force]  make BLUE live
     bluegreen check                  run the health checks now
+    bluegreen promote [--check-only] run the promotion checks against the
+                                     standby, make it live if they pass
+    bluegreen deployed green|blue --revision REV [--message TEXT]
+                                     record what an environment runs
+                                     (see L{bluegreen.promote.cli})
     bluegreen flag set|get|list|unset|history ...
                                      the feature flags of each environment
                                      (see L{bluegreen.flags.cli})
@@ -127,6 +132,8 @@ class Options(CommonOptions):
         ("status", None, StatusOptions, "Show what is live and the health."),
         ("switch", None, SwitchOptions, "Make green or blue live."),
         ("check", None, CheckOptions, "Run the health checks now."),
+        ("promote", None, lambda: _promoteOptions(), "Check and promote the standby."),
+        ("deployed", None, lambda: _deployedOptions(), "Record a revision."),
         ("flag", None, lambda: _flagOptions(), "See and change the feature flags."),
         ("sync", None, lambda: _syncOptions(), "Sync one database from another."),
         ("demo", None, lambda: _demoOptions(), "Run the workshop on this machine."),
@@ -144,6 +151,24 @@ def _flagOptions() -> usage.Options:
     from bluegreen.flags.cli import FlagOptions
 
     return FlagOptions()
+
+
+def _promoteOptions() -> usage.Options:
+    """
+    @return: The options of C{bluegreen promote} (imported only when used).
+    """
+    from bluegreen.promote.cli import PromoteOptions
+
+    return PromoteOptions()
+
+
+def _deployedOptions() -> usage.Options:
+    """
+    @return: The options of C{bluegreen deployed} (imported only when used).
+    """
+    from bluegreen.promote.cli import DeployedOptions
+
+    return DeployedOptions()
 
 
 def _demoOptions() -> usage.Options:
@@ -236,14 +261,25 @@ def formatStatus(status: Mapping[str, Any], colour: bool = False) -> str:
             lines.append(
                 f"  {localTime(float(record.get('when', 0)))}  "
                 f"{record.get('from')} -> {record.get('to')}  {record.get('reason')}"
+                + (f"  [{record['revision']}]" if record.get("revision") else "")
             )
     else:
         lines.append("no switches yet")
+    lines += _promotionLines(status)
     lines += _flagLines(status.get("flags")) + _syncLines(status.get("sync"), now)
     syncing = status.get("syncing")
     if syncing:
         lines.append(f"now: {syncing}")
     return "\n".join(lines) + "\n"
+
+
+def _promotionLines(status: Mapping[str, Any]) -> list[str]:
+    """
+    @return: The preview and the revisions (see L{bluegreen.promote.cli}).
+    """
+    from bluegreen.promote.cli import promotionLines
+
+    return promotionLines(status)
 
 
 def _flagLines(flags: Any) -> list[str]:
@@ -442,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         from bluegreen.sync.cli import runSync
 
         return runSync(sub, settings)
+    if command in ("promote", "deployed"):
+        from bluegreen.promote.cli import runPromotion
+
+        return runPromotion(command, sub, settings)
     if command == "demo":
         from bluegreen.demo.workshop import runDemo
 

@@ -100,6 +100,15 @@ while read old new ref; do
     touch {restart}
     short=$(git --git-dir={git} rev-parse --short "$new")
     echo "{upper}: deployed $branch ($short); the app restarts"
+    # Tell bluegreen what {name} runs now (the demo may not be running).
+    subject=$(git --git-dir={git} log -1 --format=%s "$new")
+    admin=$({python} -c 'import json, sys
+print(json.load(open(sys.argv[1]))["admin"])' {ports} 2>/dev/null) || admin=
+    if [ -n "$admin" ] && BLUEGREEN_ADMIN="http://127.0.0.1:$admin" \
+        {bluegreen} deployed {name} --revision "$short" \
+        --message "$subject" >/dev/null 2>&1; then
+        echo "{upper}: bluegreen knows {name} runs $short ($subject)"
+    fi
 done
 """
 
@@ -192,7 +201,7 @@ def choosePorts(root: Path, proxy: int, admin: int | None) -> dict[str, int]:
     @param root: C{DIR}.
     @param proxy: The proxy's port.
     @param admin: The admin API's port, or L{None} for 3091 if free.
-    @return: C{proxy}, C{admin}, C{green-app}, C{green-redis}, ...
+    @return: C{proxy}, C{admin}, C{preview}, C{green-app}, C{green-redis}, ...
     @raise DemoError: If the proxy's or the admin API's port is taken.
     """
     if not _portFree(proxy):
@@ -209,6 +218,12 @@ def choosePorts(root: Path, proxy: int, admin: int | None) -> dict[str, int]:
     except (OSError, ValueError):
         pass
     ports = {"proxy": proxy, "admin": admin}
+    # The preview (the standby through the proxy) on 3092 beside the
+    # default 3090 and 3091, else anywhere free.
+    free3092 = proxy == 3090 and 3092 not in avoid and _portFree(3092)
+    preview = 3092 if free3092 else _freePort(avoid)
+    ports["preview"] = preview
+    avoid.add(preview)
     for colour in COLOURS:
         for kind in ("app", "redis"):
             key = f"{colour}-{kind}"
@@ -270,6 +285,8 @@ def prepare(root: Path) -> None:
                 db=shlex.quote(str(home / "meow.db")),
                 restart=shlex.quote(str(home / "restart")),
                 python=python,
+                ports=shlex.quote(str(root / "ports.json")),
+                bluegreen=consoleScript(),
             )
         )
         hook.chmod(0o755)
@@ -523,6 +540,10 @@ def build(reactor: ServiceReactor, root: Path, ports: dict[str, int]) -> DemoSer
                 f"tcp:{ports['proxy']}:interface=127.0.0.1",
                 "--admin",
                 f"tcp:{ports['admin']}:interface=127.0.0.1",
+                "--preview",
+                f"tcp:{ports['preview']}:interface=127.0.0.1",
+                "--verify",
+                "/=200",
                 "--green",
                 f"http://127.0.0.1:{ports['green-app']}",
                 "--blue",
@@ -588,6 +609,7 @@ bluegreen demo is running (Ctrl-C stops everything).
 
   the app, through bluegreen:  {proxy}/
   the dashboard and admin API: {admin}/
+  the standby (preview):       http://127.0.0.1:{ports["preview"]}/
   GREEN directly:              http://127.0.0.1:{ports["green-app"]}/
   BLUE directly:               http://127.0.0.1:{ports["blue-app"]}/
   logs:                        {root / "demo.log"}

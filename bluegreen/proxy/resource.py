@@ -81,6 +81,9 @@ class ProxyResource(Resource):
         C{"off"}, from a cache: it never waits), each sent upstream as
         C{X-Feature-<NAME>}; the client's own C{X-Feature-*} headers are then
         dropped, so they cannot be forged.  L{None}: no stamping.
+    @ivar side: C{"live"} (the main listener) or C{"standby"} (the
+        C{--preview} listener: every request goes to the environment that
+        is not live, read once per request as the live one is).
     """
 
     isLeaf = True
@@ -97,8 +100,10 @@ class ProxyResource(Resource):
         retry: bool = True,
         metrics: ProxyMetrics | None = None,
         stampFlags: Callable[[str], Mapping[str, str]] | None = None,
+        side: str = "live",
     ) -> None:
         super().__init__()
+        self.side = side
         self.stampFlags = stampFlags
         self.health = health
         self.retry = retry
@@ -116,7 +121,8 @@ class ProxyResource(Resource):
 
         @return: L{NOT_DONE_YET}: the exchange finishes the request.
         """
-        environment = self.controller.live
+        controller = self.controller
+        environment = controller.live if self.side == "live" else controller.standby()
         exchange = Exchange(self, request, environment)
         request.exchange = exchange
         exchange.start(False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.internet.ssl import Certificate
 
 from bluegreen.admin.guard import AdminNames
@@ -16,6 +16,7 @@ from bluegreen.environment import Environment
 from bluegreen.flags.target import RedisTarget
 from bluegreen.health import HealthSettings
 from bluegreen.manhole.service import ManholeSettings
+from bluegreen.promote.settings import PromotionSettings
 
 
 @frozen
@@ -67,6 +68,8 @@ class Config:
     @ivar appCommands: Each environment's C{(stop, start)} shell commands
         (either may be L{None}).
     @ivar sshOptions: The C{--ssh-option} values, in order.
+    @ivar promotion: The deployment workflow's settings (C{--preview},
+        C{--verify}...).
     """
 
     listen: Mapping[str, str]
@@ -100,3 +103,4 @@ class Config:
     mirrorInterval: float
     appCommands: Mapping[str, tuple[str | None, str | None]]
     sshOptions: tuple[str, ...]
+    promotion: PromotionSettings = field(factory=PromotionSettings)

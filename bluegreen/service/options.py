@@ -27,6 +27,7 @@ from bluegreen.optionfile import readOptionFile
 from bluegreen.proxy.pool import loadTrustRoot
 from bluegreen.service.adminoptions import adminNames, checkAdminListening
 from bluegreen.service.config import Config
+from bluegreen.service.promoteoptions import PromoteOptions, promotionSettings
 from bluegreen.sync.locations import parseLocation, sshArguments
 from bluegreen.sync.service import SYNC_MODES
 
@@ -142,7 +143,7 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-class Options(usage.Options):
+class Options(PromoteOptions):
     """
     Command-line options for C{twistd bluegreen}; once parsed, L{config}
     holds what they mean.
@@ -716,6 +717,9 @@ class Options(usage.Options):
                 for colour in databases
             },
             sshOptions=tuple(self["sshOptions"]),
+            promotion=promotionSettings(
+                self, portToEndpoint, {"port": endpoint, "admin": adminEndpoint}
+            ),
         )
 
 

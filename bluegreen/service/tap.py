@@ -41,6 +41,8 @@ from bluegreen.healthclient import healthClient
 from bluegreen.manhole.auth import ManholeError
 from bluegreen.manhole.namespace import LiveObjects
 from bluegreen.manhole.service import Manhole
+from bluegreen.promote.promoter import Promoter
+from bluegreen.promote.wiring import addPromotion
 from bluegreen.proxy.accesslog import AccessLog
 from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.resource import ProxyResource, ProxySite
@@ -79,6 +81,7 @@ class ProxyService(MultiService):
         Redis (C{--green-redis}, C{--blue-redis}).
     @ivar sync: The database sync, or L{None} without C{--green-db} and
         C{--blue-db}.
+    @ivar promoter: The deployment workflow (preview, promotion, revisions).
     """
 
     _log = Logger()
@@ -87,6 +90,7 @@ class ProxyService(MultiService):
     metrics: Metrics | None = None
     flags: FlagService | None = None
     sync: SyncService | None = None
+    promoter: Promoter | None = None
 
     def __init__(
         self,
@@ -175,6 +179,8 @@ class ProxyService(MultiService):
     async def _stop(self) -> None:
         await super().stopService()
         self.controller.stop()
+        if self.promoter is not None:
+            await self.promoter.stop()
         await DeferredList([pool.close() for pool in self.pools.values()])
         if self.accessLog is not None:
             self.accessLog.close()
@@ -329,6 +335,15 @@ def makeService(
             config.listen["admin"],
             "admin",
         ).setServiceParent(service)
+    service.promoter = addPromotion(
+        service,
+        config.promotion,
+        reactor,
+        resource,
+        metrics,
+        service.admin,
+        config.trustRoot,
+    )
     if config.manhole is not None:
         shown = LiveObjects(
             controller=controller,
