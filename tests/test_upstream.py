@@ -261,7 +261,7 @@ class BadResponseTests(SynchronousTestCase):
         """
         A status code that is not three digits.
         """
-        self.assertBad(b"HTTP/1.1 2000 OK\r\n\r\n", "invalid status code")
+        self.assertBad(b"HTTP/1.1 2000 OK\r\n\r\n", "invalid status line")
 
     def test_badHeader(self) -> None:
         """
