@@ -134,6 +134,7 @@ class UpstreamConnection(Protocol):
         self._headBytes = 0
         self._trailerBytes = 0
         self._trailerFields = 0
+        self._pendingHead: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
         self._inHead = False
         self._started = False
         self._framing = _NONE
@@ -204,6 +205,7 @@ class UpstreamConnection(Protocol):
         self._buffer = b""
         self._head.clear()
         self._headBytes = 0
+        self._pendingHead = None
         self._inHead = True
         self._started = False
         self._framing = _NONE
@@ -365,6 +367,12 @@ class UpstreamConnection(Protocol):
             self._framing = _UNTIL_CLOSE
             self._keepAlive = False
         self._inHead = False
+        if self._framing == _CHUNKED:
+            # Told once the first chunk-size line is valid, so that a body
+            # that is not chunked at all still gets the client a 502 (no
+            # byte of the head would have been sent before it anyway).
+            self._pendingHead = (code, head.phrase, headers)
+            return True
         sink = self._sink
         assert sink is not None
         sink.responseHead(code, head.phrase, headers)
@@ -444,6 +452,11 @@ class UpstreamConnection(Protocol):
             position = end + 2
             if state == _C_SIZE:
                 chunkSize = parseChunkSize(line)
+                pending, self._pendingHead = self._pendingHead, None
+                if pending is not None:
+                    self._sink.responseHead(*pending)
+                    if self._sink is None:
+                        return
                 if chunkSize == 0:
                     self._chunkState = _C_TRAILER
                 else:
