@@ -66,6 +66,10 @@ _CONTROLS = (
 )
 
 
+#: Why a head with a line feed not preceded by a carriage return is refused.
+BARE_LF = "bare LF in the response head (lines must end in CRLF)"
+
+
 class BadResponse(Exception):
     """
     The upstream sent something that is not a valid HTTP/1.1 response.
@@ -113,8 +117,10 @@ def checkControls(head: bytes) -> None:
         bad = next(b for b in head if b in _CONTROLS)
         raise BadResponse(f"control character {bytes((bad,))!r} in the response head")
     lines = head.count(b"\r\n")
-    if head.count(b"\r") != lines or head.count(b"\n") != lines:
-        raise BadResponse("bare CR or LF in the response head (lines must end in CRLF)")
+    if head.count(b"\n") != lines:
+        raise BadResponse(BARE_LF)
+    if head.count(b"\r") != lines:
+        raise BadResponse("bare CR in the response head")
 
 
 def parseField(line: bytes) -> tuple[bytes, bytes]:

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 # BadResponse is imported from here by the proxy's other modules.
 from bluegreen.proxy.framing import (
+    BARE_LF,
     MAX_CHUNK_LINE,
     MAX_FIELDS,
     MAX_HEAD,
@@ -316,7 +317,7 @@ class UpstreamConnection(Protocol):
                 if buffer.count(b"\n", old) != buffer.count(b"\r\n", max(0, old - 1)):
                     # Refused at once, rather than waiting for a CRLF CRLF
                     # that may never come (RFC 9112 section 2.2 allows it).
-                    raise BadResponse("bare LF line ending in the response head")
+                    raise BadResponse(BARE_LF)
                 return b""
             self._headBytes += end + 4
             if self._headBytes > MAX_HEAD:
