@@ -305,6 +305,16 @@ class UpstreamConnection(Protocol):
         what follows the final one.
         """
         buffer = self._head
+        while not buffer:
+            # The usual case, a whole head in one read: no copy into the
+            # buffer.
+            end = data.find(b"\r\n\r\n")
+            if end < 0 or self._headBytes + end + 4 > MAX_HEAD:
+                break
+            self._headBytes += end + 4
+            if self._parseHead(data[:end]):
+                return data[end + 4 :]
+            data = data[end + 4 :]
         # Only the new bytes are searched (a head split in many reads costs
         # no more than one read).
         old = len(buffer)
