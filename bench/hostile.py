@@ -12,7 +12,8 @@ in front of it (GREEN and BLUE both that backend, as C{bench/run.py} does),
 then, in one run:
 
  - C{baseline}: a measuring client makes normal C{GET /} requests through the
-   proxy, each on a new connection (a new visitor), for C{--duration} seconds;
+   proxy, each on a new connection (a new visitor), one started every
+   C{--interval} seconds for C{--duration} seconds;
  - C{slowloris}, C{slowbody}, C{slowread}: the same measuring client while
    C{slowhttptest} attacks the proxy with C{--connections} connections for
    C{--duration} seconds in slow headers (C{-H}), slow body (C{-B}, a
@@ -48,6 +49,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,6 +87,9 @@ LABELS = {
 SETTLE = 3.0
 
 GOAL_P95_MS = 1000.0
+
+#: The most measuring GETs in flight at once (each waits at most --timeout).
+MAX_IN_FLIGHT = 200
 
 
 @dataclass
@@ -165,6 +170,13 @@ def findSlowhttptest(given: str | None) -> str:
     )
 
 
+def rampSeconds(args: argparse.Namespace) -> float:
+    """
+    @return: How long slowhttptest takes to open its connections.
+    """
+    return float(min(10.0, args.connections / args.rate))
+
+
 def attackArguments(mode: str, args: argparse.Namespace, url: str) -> list[str]:
     """
     slowhttptest's arguments for one mode.
@@ -180,7 +192,8 @@ def attackArguments(mode: str, args: argparse.Namespace, url: str) -> list[str]:
         "-r",
         str(args.rate),
         "-l",
-        str(args.duration),
+        # Longer than the measurement: it is stopped once that is over.
+        str(int(rampSeconds(args) + args.duration + 10)),
         "-p",
         "3",
     ]
@@ -208,41 +221,60 @@ def attackArguments(mode: str, args: argparse.Namespace, url: str) -> list[str]:
     ]
 
 
+def fetchOnce(port: int, timeout: float) -> tuple[float, str]:
+    """
+    One normal C{GET /} on a new connection.
+
+    @return: Its latency in milliseconds, and why it failed (empty if not).
+    """
+    started = time.monotonic()
+    kind = ""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"Connection": "close"})
+        response = conn.getresponse()
+        response.read()
+        if not 200 <= response.status < 300:
+            kind = f"status {response.status}"
+    except TimeoutError:
+        kind = "timeout"
+    except (OSError, http.client.HTTPException) as e:
+        kind = type(e).__name__
+    finally:
+        conn.close()
+    return (time.monotonic() - started) * 1000, kind
+
+
 def measure(port: int, seconds: float, interval: float, timeout: float) -> Phase:
     """
-    Make normal C{GET /} requests through the proxy, each on a new
-    connection, one every C{interval} seconds (or right after the previous
-    one, if it took longer), for C{seconds}.
+    Start a normal C{GET /} through the proxy, each on a new connection (a
+    new visitor), every C{interval} seconds for C{seconds}, each in its own
+    thread: a request that hangs does not hold back the next ones, so the
+    failures are a share of the time.
 
     @return: What was seen (named C{"?"}; the caller names it).
     """
     phase = Phase("?")
-    deadline = time.monotonic() + seconds
-    while True:
-        started = time.monotonic()
-        if started >= deadline:
-            break
-        kind = ""
-        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-        try:
-            conn.request("GET", "/", headers={"Connection": "close"})
-            response = conn.getresponse()
-            response.read()
-            if not 200 <= response.status < 300:
-                kind = f"status {response.status}"
-        except TimeoutError:
-            kind = "timeout"
-        except (OSError, http.client.HTTPException) as e:
-            kind = type(e).__name__
-        finally:
-            conn.close()
-        elapsed = time.monotonic() - started
-        if kind:
-            phase.failures += 1
-            phase.failureKinds[kind] = phase.failureKinds.get(kind, 0) + 1
-        else:
-            phase.latencies.append(elapsed * 1000)
-        time.sleep(max(0.0, interval - elapsed))
+    futures = []
+    with ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT) as pool:
+        start = time.monotonic()
+        n = 0
+        while True:
+            due = start + n * interval
+            now = time.monotonic()
+            if due - start >= seconds:
+                break
+            if due > now:
+                time.sleep(due - now)
+            futures.append(pool.submit(fetchOnce, port, timeout))
+            n += 1
+        for future in futures:
+            elapsed, kind = future.result()
+            if kind:
+                phase.failures += 1
+                phase.failureKinds[kind] = phase.failureKinds.get(kind, 0) + 1
+            else:
+                phase.latencies.append(elapsed)
     return phase
 
 
@@ -260,7 +292,9 @@ def maxConnected(csvPath: Path) -> int | None:
         int(value)
         for row in rows
         for key, value in row.items()
-        if key is not None and key.strip() == "connected" and value.strip().isdigit()
+        if key is not None
+        and key.strip().lower() == "connected"
+        and value.strip().isdigit()
     ]
     return max(counts) if counts else None
 
@@ -286,9 +320,9 @@ def attack(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            # Let the attack ramp up a little before the first measurement
-            # would count, as a visitor arriving mid-attack would.
-            time.sleep(min(2.0, args.duration / 10))
+            # Measure the attack at full strength, once every connection
+            # has been opened.
+            time.sleep(rampSeconds(args))
             phase = measure(port, args.duration, args.interval, args.timeout)
         finally:
             stopProcess(process)
@@ -376,8 +410,8 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--interval",
         type=float,
-        default=0.05,
-        help="seconds between the measuring client's GETs (default 0.05)",
+        default=0.1,
+        help="seconds between the measuring client's GETs (default 0.1)",
     )
     parser.add_argument(
         "--timeout",
