@@ -229,7 +229,7 @@ ROWS = [
     ),
     refused(
         "chunkSeventeenDigits",
-        "HAProxy and llhttp: at most 16 hex digits (64 bits).",
+        "At most 16 hex digits (64 bits; HAProxy and llhttp refuse an overflow).",
         CHUNKED + b"00000000000000005\r\nhello\r\n0\r\n\r\n",
         "invalid chunk size",
     ),

@@ -30,8 +30,9 @@ MAX_FIELDS = 100
 #: The longest chunk-size line (with its extensions) or trailer line.
 MAX_CHUNK_LINE = 4096
 
-#: The most hex digits in a chunk size (HAProxy and llhttp also stop at 16:
-#: more would overflow 64 bits).
+#: The most hex digits in a chunk size: 16 hex digits are 64 bits, where
+#: HAProxy and llhttp refuse a size that overflows; counting digits (leading
+#: zeros too) is simpler and refuses the same sizes.
 MAX_CHUNK_DIGITS = 16
 
 # RFC 9110 section 5.6.2: token = 1*tchar.
