@@ -313,6 +313,12 @@ ROWS = [
         "invalid header line",
     ),
     refused(
+        "noColonKnownName",
+        "RFC 9112 5: a common field name without its colon is no field either.",
+        OK + b"Content-Type: text/plain\r\nContent-Type\r\nContent-Length: 0\r\n\r\n",
+        "invalid header line",
+    ),
+    refused(
         "bareLfHead",
         "RFC 9112 2.2 lets a recipient refuse bare LF line ends: refused at once.",
         b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",

@@ -135,8 +135,10 @@ def parseField(line: bytes) -> tuple[bytes, bytes]:
     if line[:1] in (b" ", b"\t"):
         raise BadResponse(f"obsolete line folding in {_show(line)}")
     name, sep, value = line.partition(b":")
+    if not sep:
+        raise BadResponse(f"invalid header line {_show(line)}")
     if name not in _KNOWN_NAMES:
-        if not sep or _TOKEN_RE.fullmatch(name) is None:
+        if _TOKEN_RE.fullmatch(name) is None:
             raise BadResponse(f"invalid header line {_show(line)}")
         if len(_KNOWN_NAMES) < _KNOWN_NAMES_MAX:
             _KNOWN_NAMES.add(name)
