@@ -2,7 +2,9 @@
 """
 The benchmark's fast backend: a minimal HTTP/1.1 server.
 
-It answers every request with the same small C{200 OK} response, and does as
+It answers C{GET /big...} with a 4 MiB body, written only as fast as the
+client reads it (the slow readers of C{bench/hostile.py}), and every other
+request with the same small C{200 OK} response, and does as
 little work as possible so that it leaves the CPU to the proxy being measured.
 It parses requests only as far as keep-alive requires: the end of the head
 (C{CRLF CRLF}), a C{Content-Length} body to skip, C{HEAD} requests (no body)
@@ -38,6 +40,13 @@ BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
 
+#: The body of C{GET /big...}: what slow readers read (bench/hostile.py).
+BIG_SIZE = 4 * 1024 * 1024
+_BIG_PIECE = b"x" * 65536
+BIG_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n" + (
+    b"Content-Length: %d\r\n\r\n" % BIG_SIZE
+)
+
 MAX_HEAD = 65536
 """The largest request head accepted, in bytes, before the connection is
 dropped."""
@@ -67,12 +76,17 @@ class FastHTTP(Protocol):
     @ivar _skip: bytes of the current request body still to be discarded.
     @ivar _reply: the response to send once the body has been skipped.
     @ivar _close: whether to close the connection after that response.
+    @ivar _big: bytes of a big body still to write (requests that follow
+        wait in C{_buffer}).
+    @ivar _bigClose: whether to close the connection after the big body.
     """
 
     _buffer = b""
     _skip = 0
     _reply = b""
     _close = False
+    _big = 0
+    _bigClose = False
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -82,6 +96,10 @@ class FastHTTP(Protocol):
         @param data: the bytes just received.
         """
         if self._close and not self._skip:
+            return
+        if self._big:
+            # Requests after a /big one wait until its body is written.
+            self._buffer += data
             return
         buffer = self._buffer + data if self._buffer else data
         replies = []
@@ -101,6 +119,11 @@ class FastHTTP(Protocol):
             head = buffer[:end].lower()
             buffer = buffer[end + 4 :]
             reply, length, close = self._parse(head)
+            if reply is BIG_HEAD:
+                replies.append(reply)
+                self._startBig(close)
+                self._buffer = buffer
+                break
             if length:
                 self._skip, self._reply, self._close = length, reply, close
                 continue
@@ -112,6 +135,9 @@ class FastHTTP(Protocol):
         assert transport is not None
         if replies:
             transport.write(b"".join(replies))
+        if self._big:
+            transport.registerProducer(self, False)
+            return
         if self._close and not self._skip:
             transport.loseConnection()
             self._buffer = b""
@@ -121,6 +147,38 @@ class FastHTTP(Protocol):
             self._buffer = b""
         else:
             self._buffer = buffer
+
+    def _startBig(self, close: bool) -> None:
+        """
+        Start writing a L{BIG_SIZE} body, as fast as the peer reads it.
+        """
+        self._big = BIG_SIZE
+        self._bigClose = close
+
+    def resumeProducing(self) -> None:
+        """
+        The transport wants more of the big body (a pull producer: memory
+        stays at one piece per connection however slow the reader).
+        """
+        transport = self.transport
+        assert transport is not None
+        piece = _BIG_PIECE[: min(self._big, len(_BIG_PIECE))]
+        self._big -= len(piece)
+        transport.write(piece)
+        if self._big:
+            return
+        transport.unregisterProducer()  # type: ignore[attr-defined]
+        if self._bigClose:
+            transport.loseConnection()
+            return
+        pending, self._buffer = self._buffer, b""
+        self.dataReceived(pending)
+
+    def stopProducing(self) -> None:
+        """
+        The connection is gone.
+        """
+        self._big = 0
 
     @staticmethod
     def _parse(head: bytes) -> tuple[bytes, int, bool]:
@@ -152,6 +210,8 @@ class FastHTTP(Protocol):
         # HTTP/1.0) would copy that hop-by-hop header to its own client, making
         # wrk reconnect after every response.
         announce = close and not requestLine.endswith(b"http/1.0")
+        if requestLine.startswith(b"get /big"):
+            return BIG_HEAD, 0, close
         if requestLine.startswith(b"head "):
             reply = RESPONSE_HEAD_CLOSE if announce else RESPONSE_HEAD
         else:

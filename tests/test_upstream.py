@@ -1,17 +1,23 @@
 # -*- test-case-name: tests.test_upstream -*-
 """
-Tests for L{bluegreen.proxy.upstream}: the upstream HTTP/1.1 response parser and
-connection reuse rules, over in-memory transports.
+Tests for L{bluegreen.proxy.upstream} and L{bluegreen.proxy.framing}: the
+upstream HTTP/1.1 response parser and connection reuse rules, over in-memory
+transports, with responses split across reads in every way.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from bluegreen.proxy.framing import MAX_HEAD
 from bluegreen.proxy.upstream import BadResponse, UpstreamConnection
+from tests.test_upstream_framing import ROWS, Row
 
 
 class RecordingPool:
@@ -261,7 +267,7 @@ class BadResponseTests(SynchronousTestCase):
         """
         A status code that is not three digits.
         """
-        self.assertBad(b"HTTP/1.1 2000 OK\r\n\r\n", "invalid status code")
+        self.assertBad(b"HTTP/1.1 2000 OK\r\n\r\n", "invalid status line")
 
     def test_badHeader(self) -> None:
         """
@@ -426,3 +432,144 @@ class RequestBodyTests(SynchronousTestCase):
         conn.endBody()
         conn.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(pool.released, [conn])
+
+
+def feedInPieces(conn: UpstreamConnection, data: bytes, size: int) -> None:
+    """
+    Deliver C{data} in reads of C{size} bytes.
+    """
+    for i in range(0, len(data), size):
+        conn.dataReceived(data[i : i + size])
+
+
+class SplitReadTests(SynchronousTestCase):
+    """
+    Every row of L{tests.test_upstream_framing.ROWS} parses the same whether
+    it arrives in one read, one byte at a time, or in reads of 2, 3 and 7
+    bytes: the limits and checks apply to the bytes, not to how they are
+    split.
+    """
+
+    def outcome(
+        self, row: Row, feed: Callable[[UpstreamConnection, bytes], None]
+    ) -> tuple[object, ...]:
+        """
+        Feed C{row}'s bytes with C{feed}, check the parser's outcome against
+        the row's and return a summary to compare across ways of feeding.
+        """
+        conn, transport, pool = connect()
+        sink = send(conn, isHead=row.method == b"HEAD")
+        feed(conn, row.raw)
+        if row.then == "close" and not transport.disconnecting:
+            conn.connectionLost(Failure(ConnectionDone()))
+        failure = sink.failure
+        if row.outcome == "refused":
+            assert failure is not None, row.name
+            self.assertIsInstance(failure.value, BadResponse)
+            self.assertIn(row.word, str(failure.value))
+            self.assertIsNone(sink.head, row.name)
+            self.assertTrue(transport.disconnecting)
+            return (str(failure.value),)
+        if row.outcome == "aborted":
+            assert failure is not None, row.name
+            self.assertIsInstance(failure.value, BadResponse)
+            self.assertIsNotNone(sink.head, row.name)
+            self.assertTrue(transport.disconnecting)
+            return (str(failure.value),)
+        self.assertIsNone(failure, row.name)
+        self.assertTrue(sink.done, row.name)
+        assert sink.head is not None
+        code, _, headers = sink.head
+        self.assertEqual(code, row.code)
+        self.assertEqual(b"".join(sink.body), row.body)
+        lower = [(name.lower(), value) for name, value in headers]
+        for name in row.absent:
+            self.assertNotIn(name, [n for n, _ in lower], row.name)
+        for pair in row.present:
+            self.assertEqual(lower.count(pair), 1, (row.name, pair))
+        if row.reused:
+            self.assertEqual(pool.released, [conn], row.name)
+            self.assertFalse(transport.disconnecting, row.name)
+        else:
+            # Whatever follows the response drops the connection (at once
+            # if it came in the same read, else when it arrives on the
+            # idle connection).
+            self.assertTrue(transport.disconnecting or pool.closed == [conn], row.name)
+        return (code, headers, b"".join(sink.body))
+
+    def test_rows(self) -> None:
+        """
+        Each row, fed whole, byte by byte and in small pieces.
+        """
+        for row in ROWS:
+            whole = self.outcome(row, lambda conn, data: conn.dataReceived(data))
+            self.assertEqual(self.outcome(row, feedBytewise), whole, row.name)
+            for size in (2, 3, 7):
+                split = self.outcome(row, partial(feedInPieces, size=size))
+                self.assertEqual(split, whole, (row.name, size))
+
+    def test_headLimitAcrossReads(self) -> None:
+        """
+        A head of exactly 64 KiB is accepted and one byte more is refused,
+        however it is split.
+        """
+        prefix = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Pad: "
+        fill = MAX_HEAD - len(prefix) - 4
+        for size in (1, 1000, MAX_HEAD + 10):
+            conn, _, _ = connect()
+            sink = send(conn)
+            feedInPieces(conn, prefix + b"a" * fill + b"\r\n\r\n", size)
+            self.assertTrue(sink.done, size)
+            conn, _, _ = connect()
+            sink = send(conn)
+            feedInPieces(conn, prefix + b"a" * (fill + 1) + b"\r\n\r\n", size)
+            assert sink.failure is not None, size
+            self.assertIn("larger than 64 KiB", str(sink.failure.value))
+
+    def test_fieldLimit(self) -> None:
+        """
+        100 header fields are accepted, 101 refused; so are trailer fields.
+        """
+        fields = b"".join(b"X-%d: %d\r\n" % (i, i) for i in range(99))
+        conn, _, _ = connect()
+        sink = send(conn)
+        feedBytewise(conn, b"HTTP/1.1 200 OK\r\n" + fields + b"X-L: 0\r\n\r\n")
+        self.assertEqual(sink.failure, None)
+        conn, _, _ = connect()
+        sink = send(conn)
+        conn.dataReceived(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+            + fields
+            + b"X-L: 0\r\nX-M: 1\r\n\r\n"
+        )
+        assert sink.failure is not None
+        self.assertIn("more than 100 trailer fields", str(sink.failure.value))
+
+    def test_bareLfRefusedAtOnce(self) -> None:
+        """
+        A head with bare LF line ends is refused as soon as the LF arrives,
+        not after waiting for a CRLF CRLF that never comes; a CRLF split
+        between two reads is not mistaken for one.
+        """
+        conn, _, _ = connect()
+        sink = send(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r")
+        conn.dataReceived(b"\nX-A: 1\r")
+        self.assertIsNone(sink.failure)
+        conn.dataReceived(b"\nX-B: 2\n")
+        assert sink.failure is not None
+        self.assertIn("bare LF", str(sink.failure.value))
+
+    def test_chunkedHeadWaitsForFirstSize(self) -> None:
+        """
+        A chunked response is reported once its first chunk size is valid,
+        so a body that is not chunked fails before any of it is forwarded.
+        """
+        conn, _, _ = connect()
+        sink = send(conn)
+        conn.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.assertIsNone(sink.head)
+        conn.dataReceived(b"5\r")
+        self.assertIsNone(sink.head)
+        conn.dataReceived(b"\n")
+        self.assertIsNotNone(sink.head)

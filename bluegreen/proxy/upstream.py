@@ -21,26 +21,28 @@ from twisted.internet.interfaces import IPushProducer, ITransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
-#: The longest response head (status line and headers) accepted.
-MAX_HEAD = 64 * 1024
-
-#: The longest chunk-size or trailer line accepted in a chunked body.
-_MAX_LINE = 4096
+# BadResponse is imported from here by the proxy's other modules.
+from bluegreen.proxy.framing import (
+    BARE_LF,
+    MAX_CHUNK_LINE,
+    MAX_FIELDS,
+    MAX_HEAD,
+    parseChunkSize,
+    parseHead,
+    parseTrailerLine,
+)
+from bluegreen.proxy.framing import BadResponse as BadResponse
 
 #: Statuses whose responses never have a body (RFC 9110 section 6.4.1).
 _NO_BODY = frozenset((204, 304))
+
+_HEAD_TOO_LARGE = f"response head is larger than {MAX_HEAD // 1024} KiB"
 
 # Body framing of the response being read.
 _LENGTH, _CHUNKED, _UNTIL_CLOSE, _NONE = range(4)
 
 # Chunked decoder states.
 _C_SIZE, _C_DATA, _C_DATA_END, _C_TRAILER = range(4)
-
-
-class BadResponse(Exception):
-    """
-    The upstream sent something that is not a valid HTTP/1.1 response.
-    """
 
 
 class ResponseSink(TypingProtocol):
@@ -129,6 +131,11 @@ class UpstreamConnection(Protocol):
         self.idleSince = 0.0
         self._sink: ResponseSink | None = None
         self._buffer = b""
+        self._head = bytearray()
+        self._headBytes = 0
+        self._trailerBytes = 0
+        self._trailerFields = 0
+        self._pendingHead: tuple[int, bytes, list[tuple[bytes, bytes]]] | None = None
         self._inHead = False
         self._started = False
         self._framing = _NONE
@@ -197,6 +204,9 @@ class UpstreamConnection(Protocol):
         """
         self._sink = sink
         self._buffer = b""
+        self._head.clear()
+        self._headBytes = 0
+        self._pendingHead = None
         self._inHead = True
         self._started = False
         self._framing = _NONE
@@ -281,75 +291,86 @@ class UpstreamConnection(Protocol):
                     return
             self._bodyData(data)
         except BadResponse as e:
+            # Never reused: what follows on this connection cannot be
+            # trusted to start a response.
+            self._keepAlive = False
             sink, self._sink = self._sink, None
             self.abort()
             if sink is not None:
                 sink.responseFailed(Failure(e), True)
 
     def _headData(self, data: bytes) -> bytes:
-        buffer = self._buffer + data if self._buffer else data
+        """
+        Collect a head (or several: interim 1xx heads come first); return
+        what follows the final one.
+        """
+        buffer = self._head
+        while not buffer:
+            # The usual case, a whole head in one read: no copy into the
+            # buffer.
+            end = data.find(b"\r\n\r\n")
+            if end < 0 or self._headBytes + end + 4 > MAX_HEAD:
+                break
+            self._headBytes += end + 4
+            if self._parseHead(data[:end]):
+                return data[end + 4 :]
+            data = data[end + 4 :]
+        # Only the new bytes are searched (a head split in many reads costs
+        # no more than one read).
+        old = len(buffer)
+        buffer += data
         while True:
-            end = buffer.find(b"\r\n\r\n")
+            end = buffer.find(b"\r\n\r\n", max(0, old - 3))
             if end < 0:
-                if len(buffer) > MAX_HEAD:
-                    raise BadResponse("response head is larger than 64 KiB")
-                self._buffer = buffer
+                if self._headBytes + len(buffer) > MAX_HEAD:
+                    raise BadResponse(_HEAD_TOO_LARGE)
+                if buffer.count(b"\n", old) != buffer.count(b"\r\n", max(0, old - 1)):
+                    # Refused at once, rather than waiting for a CRLF CRLF
+                    # that may never come (RFC 9112 section 2.2 allows it).
+                    raise BadResponse(BARE_LF)
                 return b""
-            head, buffer = buffer[:end], buffer[end + 4 :]
+            self._headBytes += end + 4
+            if self._headBytes > MAX_HEAD:
+                raise BadResponse(_HEAD_TOO_LARGE)
+            head = bytes(buffer[:end])
+            del buffer[: end + 4]
+            old = 0
             if self._parseHead(head):
-                self._buffer = b""
-                return buffer
+                rest = bytes(buffer)
+                buffer.clear()
+                return rest
 
-    def _parseHead(self, head: bytes) -> bool:
+    def _parseHead(self, data: bytes) -> bool:
         """
         Parse one response head; return C{False} for an interim response.
         """
-        lines = head.split(b"\r\n")
-        status = lines[0].split(b" ", 2)
-        if len(status) < 2 or not status[0].startswith(b"HTTP/1."):
-            raise BadResponse(f"invalid status line {lines[0][:80]!r}")
-        version, code_ = status[0], status[1]
-        if len(code_) != 3 or not code_.isdigit():
-            raise BadResponse(f"invalid status code {code_[:20]!r}")
-        code = int(code_)
-        if 100 <= code < 200:
+        head = parseHead(data)
+        code = head.code
+        if code < 200:
             if code == 101:
+                # The proxy never asks for an upgrade.
                 raise BadResponse("unexpected 101 Switching Protocols")
+            # Interim responses (100, 102, 103) are not forwarded, as nginx
+            # does by default: twisted.web has no way to send one.
             return False
-        phrase = status[2] if len(status) > 2 else b""
-        headers: list[tuple[bytes, bytes]] = []
-        length: int | None = None
-        chunked = False
-        keepAlive = version == b"HTTP/1.1"
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip() or b" " in name:
-                raise BadResponse(f"invalid header line {line[:80]!r}")
-            value = value.strip(b" \t")
-            lower = name.lower()
-            if lower == b"content-length":
-                if not value.isdigit():
-                    raise BadResponse(f"invalid Content-Length {value[:40]!r}")
-                if length is not None and int(value) != length:
-                    raise BadResponse("conflicting Content-Length headers")
-                length = int(value)
-            elif lower == b"transfer-encoding":
-                chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
-                if not chunked:
-                    keepAlive = False
-            elif lower == b"connection":
-                tokens = value.lower()
-                if b"close" in tokens:
-                    keepAlive = False
-                elif b"keep-alive" in tokens:
-                    keepAlive = True
-            headers.append((name, value))
-        self._keepAlive = keepAlive
+        headers = head.headers
+        if code == 204:
+            # RFC 9110 sections 8.6 and 6.1: never Content-Length nor
+            # Transfer-Encoding on a 204.
+            headers = [
+                (name, value)
+                for name, value in headers
+                if name.lower() not in (b"content-length", b"transfer-encoding")
+            ]
+        self._keepAlive = head.keepAlive
+        length = head.length
         if self._headRequest or code in _NO_BODY:
             self._framing = _NONE
-        elif chunked:
+        elif head.chunked:
             self._framing = _CHUNKED
             self._chunkState = _C_SIZE
+            self._trailerBytes = 0
+            self._trailerFields = 0
         elif length is not None:
             self._framing = _LENGTH
             self._remaining = length
@@ -357,9 +378,15 @@ class UpstreamConnection(Protocol):
             self._framing = _UNTIL_CLOSE
             self._keepAlive = False
         self._inHead = False
+        if self._framing == _CHUNKED:
+            # Told once the first chunk-size line is valid, so that a body
+            # that is not chunked at all still gets the client a 502 (no
+            # byte of the head would have been sent before it anyway).
+            self._pendingHead = (code, head.phrase, headers)
+            return True
         sink = self._sink
         assert sink is not None
-        sink.responseHead(code, phrase, headers)
+        sink.responseHead(code, head.phrase, headers)
         if self._framing == _NONE or (self._framing == _LENGTH and length == 0):
             self._finishResponse()
         return True
@@ -376,10 +403,13 @@ class UpstreamConnection(Protocol):
             self._remaining = 0
             if remaining:
                 self._deliver(data[:remaining])
+            if extra:
+                # More than the length said: the connection is not reused,
+                # and the extra bytes never become a response.
+                self._keepAlive = False
             if self._sink is not None:
                 self._finishResponse()
             if extra:
-                self._keepAlive = False
                 self.abort()
         elif framing == _CHUNKED:
             self._chunkedData(data)
@@ -409,40 +439,60 @@ class UpstreamConnection(Protocol):
                 if self._remaining == 0:
                     self._chunkState = _C_DATA_END
                 continue
+            if state == _C_DATA_END:
+                # RFC 9112 section 7.1: exactly CRLF after the chunk data.
+                if size - position < 2:
+                    if buffer[position:] != b"\r":
+                        raise BadResponse("chunk data is longer than its size")
+                    self._buffer = buffer[position:]
+                    return
+                if buffer[position : position + 2] != b"\r\n":
+                    raise BadResponse("chunk data is longer than its size")
+                position += 2
+                self._chunkState = _C_SIZE
+                continue
             end = buffer.find(b"\r\n", position)
             if end < 0:
-                if size - position > _MAX_LINE:
+                if size - position > MAX_CHUNK_LINE:
                     raise BadResponse("chunk framing line is too long")
                 self._buffer = buffer[position:]
                 return
+            if end - position > MAX_CHUNK_LINE:
+                raise BadResponse("chunk framing line is too long")
             line = buffer[position:end]
             position = end + 2
             if state == _C_SIZE:
-                sizeText = line.split(b";", 1)[0].strip()
-                try:
-                    chunkSize = int(sizeText, 16)
-                except ValueError:
-                    raise BadResponse(f"invalid chunk size {sizeText[:20]!r}") from None
-                if chunkSize < 0 or sizeText[:1] in (b"-", b"+"):
-                    raise BadResponse(f"invalid chunk size {sizeText[:20]!r}")
+                chunkSize = parseChunkSize(line)
+                pending, self._pendingHead = self._pendingHead, None
+                if pending is not None:
+                    self._sink.responseHead(*pending)
+                    if self._sink is None:
+                        return
                 if chunkSize == 0:
                     self._chunkState = _C_TRAILER
                 else:
                     self._remaining = chunkSize
                     self._chunkState = _C_DATA
-            elif state == _C_DATA_END:
-                if line:
-                    raise BadResponse("chunk data is longer than its size")
-                self._chunkState = _C_SIZE
+            elif line:
+                # Trailer fields are checked, then dropped (hop-by-hop for
+                # our purposes), within the head's limits.
+                parseTrailerLine(line)
+                self._trailerBytes += len(line) + 2
+                self._trailerFields += 1
+                if self._trailerBytes > MAX_HEAD:
+                    raise BadResponse(
+                        f"trailer section is larger than {MAX_HEAD // 1024} KiB"
+                    )
+                if self._trailerFields > MAX_FIELDS:
+                    raise BadResponse(f"more than {MAX_FIELDS} trailer fields")
             else:
-                # Trailer fields are hop-by-hop for our purposes: dropped.
-                if not line:
-                    if position < size:
-                        self._keepAlive = False
-                    self._finishResponse()
-                    if position < size:
-                        self.abort()
-                    return
+                if position < size:
+                    # Bytes after the response: never read as another one.
+                    self._keepAlive = False
+                self._finishResponse()
+                if position < size:
+                    self.abort()
+                return
 
     def _finishResponse(self) -> None:
         self._responseDone = True
