@@ -144,7 +144,9 @@ class ClientGate:
         self._capCall = None
         port = self.port
         if port is not None:
-            port.numberAccepts = max(1, min(port.numberAccepts, self.limit - self.current))
+            port.numberAccepts = max(
+                1, min(port.numberAccepts, self.limit - self.current)
+            )
 
     def _logPause(self) -> None:
         now = self.clock.seconds()

@@ -27,6 +27,7 @@ from bluegreen.optionfile import readOptionFile
 from bluegreen.proxy.pool import loadTrustRoot
 from bluegreen.service.adminoptions import adminNames, checkAdminListening
 from bluegreen.service.config import Config
+from bluegreen.service.limitoptions import LIMIT_PARAMETERS, clientLimits
 from bluegreen.sync.locations import parseLocation, sshArguments
 from bluegreen.sync.service import SYNC_MODES
 
@@ -384,6 +385,7 @@ class Options(usage.Options):
             "X-Feature-<NAME>: on|off (from the cache: never waits on Redis).",
         ],
     ]
+    optParameters += LIMIT_PARAMETERS
 
     def __init__(self) -> None:
         """
@@ -716,6 +718,7 @@ class Options(usage.Options):
                 for colour in databases
             },
             sshOptions=tuple(self["sshOptions"]),
+            clientLimits=clientLimits(self),
         )
 
 
