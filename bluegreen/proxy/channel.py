@@ -456,7 +456,6 @@ class ProxyChannel(HTTPChannel):
             call.cancel()
 
     def _headerTimedOut(self) -> None:
-        self._headerCall = None
         if self.state != HEAD:
             return
         seconds = self.site.limits.headerTimeout
