@@ -66,7 +66,8 @@ class VisibleTests(IntegrationTestCase):
         metrics = (await call(base + "/metrics")).data.decode()
         for line in [
             'bluegreen_rejected_requests_total{cause="connect",status="405"} 1.0',
-            'bluegreen_rejected_requests_total{cause="too_many_fields",status="431"} 1.0',
+            'bluegreen_rejected_requests_total{cause="too_many_fields",'
+            'status="431"} 1.0',
             'bluegreen_rejected_requests_total{cause="request_line_too_long",'
             'status="414"} 0.0',
             "bluegreen_client_connections 1.0",
