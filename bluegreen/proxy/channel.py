@@ -270,7 +270,7 @@ class ProxyChannel(HTTPChannel):
         if self._lines == 0:
             if line:
                 if len(line) > limits.requestLineLimit:
-                    self._tooLong(len(line))
+                    self._tooLong()
                     return
                 self._lines = 1
                 self.MAX_LENGTH = limits.headerSectionLimit
@@ -308,7 +308,7 @@ class ProxyChannel(HTTPChannel):
         if self.state == CLOSING:
             return
         if self._lines == 0:
-            self._tooLong(len(line))
+            self._tooLong()
         else:
             limit = self.site.limits.headerSectionLimit
             self.reject(
@@ -319,13 +319,13 @@ class ProxyChannel(HTTPChannel):
                 )
             )
 
-    def _tooLong(self, length: int) -> None:
+    def _tooLong(self) -> None:
         limit = self.site.limits.requestLineLimit
         self.reject(
             Refusal(
                 414,
                 "request_line_too_long",
-                f"request line over {limit} bytes ({length} received)",
+                f"request line over {limit} bytes",
             )
         )
 
