@@ -81,9 +81,11 @@ class ChannelTimingTests(SynchronousTestCase):
         self.site = site
         channel = ProxyChannel()
         channel.site = site
-        channel.requestFactory = ProxyRequest  # type: ignore[assignment]
-        channel.callLater = site.reactor.callLater  # type: ignore[method-assign]
-        channel.timeOut = site.limits.idleTimeout
+        # What twisted.web's factory sets on each channel (loosely typed).
+        settable: Any = channel
+        settable.requestFactory = ProxyRequest
+        settable.callLater = site.reactor.callLater
+        settable.timeOut = site.limits.idleTimeout
         transport = StringTransport()
         channel.makeConnection(transport)
         self.addCleanup(self.disconnect, channel)
@@ -233,7 +235,8 @@ class ChannelTimingTests(SynchronousTestCase):
         site = FakeSite(ClientLimits(), gate=ClientGate(10, Clock()))
         channel = ProxyChannel()
         channel.site = site
-        channel.callLater = site.reactor.callLater  # type: ignore[method-assign]
+        settable: Any = channel
+        settable.callLater = site.reactor.callLater
         channel.makeConnection(StringTransport())
         assert site.gate is not None
         self.assertEqual(site.gate.current, 1)
