@@ -121,6 +121,19 @@ class GateTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(self.port.numberAccepts, 1)
 
+    def test_setLimit(self) -> None:
+        """
+        A new limit pauses or resumes the port at once.
+        """
+        self.gate.opened()
+        self.gate.opened()
+        self.gate.setLimit(2)
+        self.assertFalse(self.port.reading)
+        self.gate.setLimit(5)
+        self.assertTrue(self.port.reading)
+        self.clock.advance(0)
+        self.assertEqual(self.port.numberAccepts, 3)
+
     def test_detach(self) -> None:
         """
         Once detached, the port is left alone and no call is pending.

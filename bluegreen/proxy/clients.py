@@ -87,6 +87,17 @@ class ClientGate:
         self.port = port
         self._adjust()
 
+    def setLimit(self, limit: int) -> None:
+        """
+        Change the limit (it is known only once the open-file limit is
+        raised, which may be after the port listens), pausing or resuming
+        the port as the new limit says.
+
+        @param limit: Most client connections open at once.
+        """
+        self.limit = limit
+        self._adjust()
+
     def opened(self) -> None:
         """
         A client connection was accepted.

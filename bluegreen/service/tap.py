@@ -152,10 +152,10 @@ class ProxyService(MultiService):
         if gate is None:
             return
         if self.maxClients is not None:
-            gate.limit = self.maxClients
+            gate.setLimit(self.maxClients)
             how = "--max-clients"
         elif raised is not None:
-            gate.limit = defaultMaxClients(raised.after, self.maxConnections)
+            gate.setLimit(defaultMaxClients(raised.after, self.maxConnections))
             how = (
                 f"derived: {raised.after} open files - 2 x --max-connections "
                 f"{self.maxConnections} - {DESCRIPTOR_RESERVE} reserved"
