@@ -40,6 +40,9 @@ class VisibleTests(IntegrationTestCase):
             "7",
             "--max-header-fields",
             "3",
+            # The idle client is not cut by the head's deadline meanwhile.
+            "--client-header-timeout",
+            "3600",
         )
         admin = await proxy.service.whenListening("admin")
         base = f"http://127.0.0.1:{admin.getHost().port}"  # type: ignore[attr-defined]
