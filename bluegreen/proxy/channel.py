@@ -368,10 +368,13 @@ class ProxyChannel(HTTPChannel):
             request.originTarget = origin
             if limit is not None and length is None:
                 request.bodyLimit = limit
-                request.overLimit = self._bodyTooLarge
+                request.overLimit = self
         super().allHeadersReceived()
 
-    def _bodyTooLarge(self) -> None:
+    def bodyTooLarge(self) -> None:
+        """
+        The request's chunked body passed C{--max-body-size}: a 413.
+        """
         limit = self.site.limits.maxBodySize
         self.reject(
             Refusal(

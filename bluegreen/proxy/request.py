@@ -41,6 +41,18 @@ class Abandonable(Protocol):
         """
 
 
+class BodyLimit(Protocol):
+    """
+    Who a request tells when its chunked body passes C{--max-body-size}
+    (its channel, L{bluegreen.proxy.channel.ProxyChannel}).
+    """
+
+    def bodyTooLarge(self) -> None:
+        """
+        The body passed the limit: refuse the request.
+        """
+
+
 def requestLine(channel: HTTPChannel) -> tuple[bytes, bytes, bytes]:
     """
     The method, target and version of the request whose headers C{channel}
@@ -233,9 +245,9 @@ class ProxyRequest(Request):
     #: absolute-form one (L{bluegreen.proxy.channel.checkRequest}).
     originTarget: bytes | None = None
     #: Set by the channel for a chunked body under C{--max-body-size}: the
-    #: most body bytes allowed, and what to call past them.
+    #: most body bytes allowed, and who is told past them.
     bodyLimit: int | None = None
-    overLimit: Callable[[], object] | None = None
+    overLimit: BodyLimit | None = None
     received = 0
 
     def gotLength(self, length: int | None) -> None:
@@ -264,7 +276,7 @@ class ProxyRequest(Request):
             self.received += len(data)
             if self.received > limit and self.overLimit is not None:
                 self.bodyLimit = None
-                self.overLimit()
+                self.overLimit.bodyTooLarge()
                 return
         body = self.body
         if body is not None:
