@@ -152,6 +152,27 @@ class ChannelTimingTests(SynchronousTestCase):
         self.assertRefused(transport, b"408")
         channel.connectionLost()
 
+    def test_timerMovedOnForLaterHead(self) -> None:
+        """
+        A keep-alive connection keeps one timer: set for an earlier head,
+        it finds a later head under way when it fires and gives that one
+        its whole time.
+        """
+        channel, transport, clock = self.connect(headerTimeout=10.0)
+        channel.dataReceived(GET)
+        self.assertEqual(len(clock.getDelayedCalls()), 2)  # head and idle
+        clock.advance(5)
+        transport.clear()
+        channel.dataReceived(b"GET / HT")
+        self.assertEqual(len(clock.getDelayedCalls()), 2)
+        clock.advance(5)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(4.9)
+        self.assertEqual(transport.value(), b"")
+        clock.advance(0.1)
+        self.assertRefused(transport, b"408")
+        channel.connectionLost()
+
     def test_idleBetweenRequestsClosesQuietly(self) -> None:
         """
         An idle keep-alive connection is closed at the idle timeout without

@@ -199,6 +199,7 @@ class ProxyChannel(HTTPChannel):
     site: FrontDoor
     state = HEAD
     _headerCall: IDelayedCall | None = None
+    _headStarted = 0.0
     _lingerCall: IDelayedCall | None = None
     _lines = 0
     _headerBytes = 0
@@ -341,10 +342,10 @@ class ProxyChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         """
-        The head is in: stop its deadline and check the request before the
+        The head is in: its deadline no longer applies (the timer is left
+        to fire and find no head under way); check the request before the
         proxy sees it.
         """
-        self._cancelHeaderTimer()
         self.state = BODY
         limits = self.site.limits
         self.MAX_LENGTH = limits.requestLineLimit
@@ -431,7 +432,7 @@ class ProxyChannel(HTTPChannel):
         between requests the connection is closed as twisted.web does.
         """
         if self.state == HEAD:
-            self._headerTimedOut()
+            self._refuseSlowHead()
         elif self.state == BODY:
             seconds = self.site.limits.idleTimeout
             self.reject(
@@ -448,10 +449,15 @@ class ProxyChannel(HTTPChannel):
         self.state = HEAD
         self._lines = self._headerBytes = self._fields = 0
         self.MAX_LENGTH = self.site.limits.requestLineLimit
-        self._cancelHeaderTimer()
-        self._headerCall = self.site.reactor.callLater(
-            self.site.limits.headerTimeout, self._headerTimedOut
-        )
+        reactor = self.site.reactor
+        self._headStarted = reactor.seconds()
+        # One timer per connection at a time, not one per request: a
+        # keep-alive connection's timer, if still pending from an earlier
+        # head, is moved on when it fires (see _headerTimedOut).
+        if self._headerCall is None:
+            self._headerCall = reactor.callLater(
+                self.site.limits.headerTimeout, self._headerTimedOut
+            )
 
     def _cancelHeaderTimer(self) -> None:
         call, self._headerCall = self._headerCall, None
@@ -459,8 +465,19 @@ class ProxyChannel(HTTPChannel):
             call.cancel()
 
     def _headerTimedOut(self) -> None:
+        self._headerCall = None
         if self.state != HEAD:
             return
+        seconds = self.site.limits.headerTimeout
+        reactor = self.site.reactor
+        left = self._headStarted + seconds - reactor.seconds()
+        if left > 0:
+            # This head began after the one the timer was set for.
+            self._headerCall = reactor.callLater(left, self._headerTimedOut)
+            return
+        self._refuseSlowHead()
+
+    def _refuseSlowHead(self) -> None:
         seconds = self.site.limits.headerTimeout
         self.reject(
             Refusal(
