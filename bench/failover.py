@@ -5,7 +5,7 @@ Measure how fast bluegreen fails over, and what clients see meanwhile.
 Usage::
 
     .venv/bin/python bench/failover.py [--repeat 5] [--duration 10]
-        [--kill-after 3] [--clients 20] [--only default|fast] [--seed N]
+        [--kill-after 3] [--clients 20] [--hits 50] [--only default|fast] [--seed N]
         [--json FILE]
 
 Each measurement starts fresh child processes on free 127.0.0.1 ports: GREEN
@@ -34,6 +34,13 @@ Crash under load, once per method: C{--clients} threads send keep-alive C{GET
 killed after C{--kill-after}.  It counts the requests, the failed ones (any
 answer but a C{200} from an app, any client error) and how long after the kill
 the first answer from BLUE came.
+
+One-route fault, once per profile and target: GREEN live and healthy, C{--hits}
+C{GET}s and as many C{POST}s (each on a new connection) to a path on which
+GREEN alone (C{/_drop/green}) or both apps (C{/_drop/all}) close the
+connection without answering, while the health path answers.  It counts what
+the clients got and the switches the proxy logged, up to two check intervals
+after the last request.
 
 Every child is stopped (SIGTERM, then SIGKILL) when a measurement ends, fails
 or the script is interrupted.  It prints the results as text, then as rST for
@@ -155,11 +162,13 @@ class Child:
     @ivar lines: C{(monotonic time, text)} of every output line so far.
     """
 
-    def __init__(self, name: str, command: list[str]) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.lines: list[tuple[float, str]] = []
         self._changed = threading.Condition()
-        env = dict(os.environ)
+        env = dict(os.environ if env is None else env)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO), *filter(None, [env.get("PYTHONPATH")])]
         )
@@ -558,6 +567,72 @@ def crashUnderLoad(
 
 
 @dataclass
+class RouteResult:
+    """
+    One one-route fault run.
+
+    @ivar target: C{green} (only GREEN drops the path) or C{all}.
+    @ivar answers: How many requests got each answer, by method, e.g.
+        C{{"GET": {"200 blue": 50}}}.
+    @ivar switches: Switches the proxy logged during the run.
+    """
+
+    target: str
+    answers: dict[str, dict[str, int]]
+    switches: int
+
+
+def requestOnce(port: int, method: str, path: str) -> str:
+    """
+    One request on a new connection.
+
+    @return: What it got: C{"200 blue"}, C{"502"}, or the client error.
+    """
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        body = b"vote" if method == "POST" else None
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        data = response.read()
+    except (OSError, http.client.HTTPException) as e:
+        return type(e).__name__
+    finally:
+        conn.close()
+    env = envOf(data) if response.status == 200 else None
+    return f"{response.status} {env}" if env else str(response.status)
+
+
+def routeFault(profile: Profile, target: str, hits: int) -> RouteResult:
+    """
+    Hit a path that GREEN (or both apps) hang up on, with GREEN healthy.
+
+    @return: What the clients got and how many switches were logged.
+    @raise BenchError: If something did not start.
+    """
+    children: list[Child] = []
+    try:
+        setup = startAll(profile, children)
+        since = len(setup.proxy.lines)
+        answers: dict[str, dict[str, int]] = {}
+        for method in ("GET", "POST"):
+            counts = Counter(
+                requestOnce(setup.proxyPort, method, f"/_drop/{target}")
+                for _ in range(hits)
+            )
+            answers[method] = dict(counts)
+        # Give the checks that the failures started time to conclude.
+        time.sleep(2 * profile.interval)
+        switches = sum(
+            1
+            for _, text in setup.proxy.lines[since:]
+            if "switched live environment" in text
+        )
+        return RouteResult(target, answers, switches)
+    finally:
+        stopAll(children)
+
+
+@dataclass
 class ProfileResult:
     """
     Everything measured with one profile.
@@ -568,6 +643,7 @@ class ProfileResult:
     bound: float
     detection: dict[str, list[float]] = field(default_factory=dict)
     load: list[LoadResult] = field(default_factory=list)
+    routes: list[RouteResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -622,6 +698,39 @@ def loadRows(results: list[ProfileResult], clients: int) -> list[list[str]]:
     return rows
 
 
+def routeRows(results: list[ProfileResult], hits: int) -> list[list[str]]:
+    """
+    @return: One row per profile and one-route fault.
+    """
+    rows = []
+    for result in results:
+        for route in result.routes:
+            rows.append(
+                [
+                    result.profile,
+                    "GREEN only" if route.target == "green" else "both",
+                    *(
+                        ", ".join(
+                            f"{n} x {answer}"
+                            for answer, n in sorted(route.answers[method].items())
+                        )
+                        for method in ("GET", "POST")
+                    ),
+                    str(route.switches),
+                ]
+            )
+    return rows
+
+
+ROUTE_HEADERS = [
+    "profile",
+    "drops the path",
+    "GETs got",
+    "POSTs got",
+    "switches",
+]
+
+
 DETECTION_HEADERS = [
     "profile",
     "fault",
@@ -668,6 +777,9 @@ def report(
         "",
         "SIGKILL of GREEN under load",
         *textTable(loadHeaders(), loadRows(results, args.clients), range(2, 7)),
+        "",
+        f"One route dropped, {args.hits} GETs and {args.hits} POSTs, GREEN healthy",
+        *textTable(ROUTE_HEADERS, routeRows(results, args.hits), range(4, 5)),
     ]
     problems = [f"{r.profile}: {e}" for r in results for e in r.errors]
     if problems:
@@ -714,6 +826,15 @@ def rstSection(
             ],
             loadRows(results, args.clients),
         ),
+        "",
+        f"One route that hangs up, hit with {args.hits} ``GET`` and "
+        f"{args.hits} ``POST`` requests (each on a new connection) while "
+        "GREEN is live and its health path answers:",
+        "",
+        *rstTable(
+            ["Profile", "Drops the path", "GETs got", "POSTs got", "Switches"],
+            routeRows(results, args.hits),
+        ),
     ]
 
 
@@ -759,6 +880,13 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
         help="concurrent clients of the crash-under-load runs (default: 20)",
     )
     parser.add_argument(
+        "--hits",
+        type=int,
+        default=50,
+        metavar="N",
+        help="requests per method of the one-route fault runs (default: 50)",
+    )
+    parser.add_argument(
         "--only",
         nargs="+",
         choices=tuple(PROFILES),
@@ -772,8 +900,8 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
         "--json", type=Path, metavar="FILE", help="also write all numbers to FILE"
     )
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.clients < 1:
-        parser.error("--repeat and --clients must be at least 1")
+    if args.repeat < 1 or args.clients < 1 or args.hits < 1:
+        parser.error("--repeat, --clients and --hits must be at least 1")
     if not 0 < args.kill_after < args.duration:
         parser.error("--kill-after must be between 0 and --duration")
     return args
@@ -827,6 +955,15 @@ def measureProfile(
             f"[{profile.name}] {load.requests} requests, {load.failed} failed "
             f"{load.failures or ''}"
         )
+    for target in ("green", "all"):
+        progress(f"[{profile.name}] one route dropped by {target}")
+        try:
+            route = routeFault(profile, target, args.hits)
+        except BenchError as e:
+            result.errors.append(f"one route dropped by {target}: {e}")
+            continue
+        result.routes.append(route)
+        progress(f"[{profile.name}] {route.answers}, {route.switches} switches")
     return result
 
 

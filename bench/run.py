@@ -236,7 +236,8 @@ def serverCommand(name: str, port: int, backendPort: int, workdir: Path) -> list
         "--green",
         backendURL,
         "--blue",
-        backendURL,
+        # GREEN and BLUE must be distinct origins: the same backend by name.
+        f"http://localhost:{backendPort}",
         "--access-log",
         accessLog,
         "--admin",

@@ -12,6 +12,14 @@ logged and counts neither way.  C{fall} consecutive failures mark an
 environment down and C{rise} consecutive successes mark it up; while an
 environment is between the two, it is checked every C{fastInterval} seconds
 (HAProxy's C{fastinter}).  The first check after start decides at once.
+
+A request the proxy could not get through to an environment is evidence,
+not a verdict (HAProxy's C{observe layer4} with C{on-error fastinter}): it
+is counted, checks that environment at once and then every C{fastInterval}
+until an active check passes, but only active checks move it up or down.
+A crashed backend refuses that immediate check, so it still goes down at
+once with C{fall} 1; a route that fails while the health path answers
+never does.
 """
 
 from __future__ import annotations
@@ -40,6 +48,11 @@ from bluegreen.observers import tellObservers
 
 #: Checks remembered per environment (the dashboard's strip).
 HISTORY = 50
+
+
+#: Seconds during which passive failures of one path of one environment
+#: are logged once (the rest are only counted).
+PASSIVE_LOG_PERIOD = 60.0
 
 
 #: The default C{--health-max-body}: bytes of a health body read.
@@ -254,6 +267,13 @@ class EnvironmentHealth:
     @ivar localError: C{True} once a check could not run for a local
         reason (see L{localResourceError}) and until a check runs again:
         the streak's first such failure is logged, the others are not.
+    @ivar passiveFailures: Proxied requests that could not reach the
+        environment, since start (every one counted; none is a check).
+    @ivar passiveCounted: C{True} once a passive failure is in L{history}
+        and until the next active check: a burst is one entry there.
+    @ivar suspected: C{True} from a passive failure until an active check
+        passes: the environment is checked at the fast interval meanwhile.
+    @ivar passiveLogged: When a passive failure was last logged, by path.
     """
 
     environment: Environment
@@ -262,15 +282,22 @@ class EnvironmentHealth:
     failures: int = 0
     last: CheckResult | None = None
     history: deque[CheckResult] = field(factory=lambda: deque(maxlen=HISTORY))
+    passiveFailures: int = 0
     passiveCounted: bool = False
+    suspected: bool = False
+    passiveLogged: dict[str, float] = field(factory=dict)
     localError: bool = False
 
     @property
     def transitional(self) -> bool:
         """
-        C{True} while the environment is heading for the other state.
+        C{True} while the environment is heading for the other state, or
+        is suspected on passive evidence.
         """
-        return bool((self.up and self.failures) or (not self.up and self.successes))
+        return bool(
+            (self.up and (self.failures or self.suspected))
+            or (not self.up and self.successes)
+        )
 
 
 class CachedConnections(TypingProtocol):
@@ -318,6 +345,7 @@ class HealthMonitor(Service):
     _loops: dict[str, LoopingCall] = field(factory=dict, init=False)
     _inflight: dict[str, Deferred[None]] = field(factory=dict, init=False)
     _waiting: dict[str, list[Deferred[None]]] = field(factory=dict, init=False)
+    _confirming: set[str] = field(factory=set, init=False)
     _log: Logger = field(factory=Logger, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -409,9 +437,7 @@ class HealthMonitor(Service):
         @return: A Deferred that fires once the result is recorded.
         """
         if name in self._inflight:
-            waiter: Deferred[None] = Deferred()
-            self._waiting.setdefault(name, []).append(waiter)
-            return waiter
+            return self._waiter(name)
         started = self.clock.seconds()
         # None: the check could not run (a local error), so no result.
         d: Deferred[CheckResult | None] = Deferred.fromCoroutine(
@@ -446,11 +472,45 @@ class HealthMonitor(Service):
                     "recording a check of {name} failed", result, name=name
                 )
             self._inflight.pop(name, None)
+            self._confirming.discard(name)
             for waiter in self._waiting.pop(name, []):
                 waiter.callback(None)
 
         recorded.addBoth(done)
         return recorded
+
+    def _waiter(self, name: str) -> Deferred[None]:
+        """
+        @return: A Deferred firing when the check of C{name} in flight is
+            recorded; cancelling it only forgets it.
+        """
+        waiters = self._waiting.setdefault(name, [])
+
+        def forget(waiter: Deferred[None]) -> None:
+            if waiter in waiters:
+                waiters.remove(waiter)
+
+        waiter: Deferred[None] = Deferred(forget)
+        waiters.append(waiter)
+        return waiter
+
+    def confirming(self, name: str) -> Deferred[None] | None:
+        """
+        Wait for the check that a passive failure of C{name} started.
+
+        While it runs, the proxy holds new requests for C{name} rather than
+        send them to an environment that may be dying: a killed app's port
+        can still complete connections for a moment (the kernel accepts
+        them) and then reset them, and a C{POST} sent on one would be lost.
+        The check gives the verdict, usually in milliseconds.
+
+        @param name: The environment.
+        @return: A Deferred firing (never failing) once that check is
+            recorded, or L{None} when no such check is running.
+        """
+        if name not in self._confirming or name not in self._inflight:
+            return None
+        return self._waiter(name)
 
     async def _probe(self, name: str, started: float) -> CheckResult | None:
         environment = self.environments[name]
@@ -498,29 +558,68 @@ class HealthMonitor(Service):
             localError=why,
         )
 
-    def reportPassive(self, name: str, reason: str) -> None:
+    def reportPassive(self, name: str, reason: str, path: str = "") -> None:
         """
-        Count a failure seen on proxied traffic as a failed check, and check
-        at once.
+        Take a failure seen on proxied traffic as evidence: count it, check
+        C{name} at once, and at the fast interval until a check passes.
 
-        Only one passive failure counts between two active checks, so a burst
-        of failed requests is one piece of evidence, not C{fall} of them; an
-        environment already down is left to its own loop.
+        It is not a failed check: only active checks move an environment
+        up or down, so one route that fails while the health path answers
+        never switches production, and a request both environments fail
+        switches nothing.  A crash is still seen at once: the check this
+        starts is refused.  The failure appears once in the history between
+        two active checks (a burst is one piece of evidence), and is logged
+        at most once per path per L{PASSIVE_LOG_PERIOD}; an environment
+        already down is left to its own loop.
 
         @param name: The environment.
         @param reason: What the proxy saw.
+        @param path: The request's path (without its query), for the log.
         """
         state = self.health.get(name)
-        if state is None or not self.running or state.up is False:
+        if state is None or not self.running:
+            return
+        state.passiveFailures += 1
+        now = self.clock.seconds()
+        self._logPassive(state, name, reason, path, now)
+        if state.up is False:
             # Already down: its own loop (at the fast interval while it
             # recovers) is checking it; a check per failed request would be
             # a storm.
             return
         if not state.passiveCounted:
             state.passiveCounted = True
-            now = self.clock.seconds()
             self.record(name, CheckResult(False, reason, now, 0.0, passive=True))
         self.check(name)
+        if name in self._inflight:
+            self._confirming.add(name)
+
+    def _logPassive(
+        self, state: EnvironmentHealth, name: str, reason: str, path: str, now: float
+    ) -> None:
+        """
+        Log a passive failure unless one of the same path of the same
+        environment was logged less than L{PASSIVE_LOG_PERIOD} ago.
+        """
+        logged = state.passiveLogged
+        last = logged.get(path)
+        if last is not None and now - last < PASSIVE_LOG_PERIOD:
+            return
+        # Forget paths not seen for a period, so the table holds only the
+        # paths of the last minute however many a client makes up.
+        for old in [p for p, t in logged.items() if now - t >= PASSIVE_LOG_PERIOD]:
+            del logged[old]
+        logged[path] = now
+        self._log.warn(
+            "{name}: {reason} on {path} ({count} passive failures so far;"
+            " checking {name} now)",
+            name=name,
+            reason=reason,
+            path=path or "?",
+            count=state.passiveFailures,
+            env=name,
+            passive=True,
+        )
 
     def record(self, name: str, result: CheckResult) -> None:
         """
@@ -533,13 +632,20 @@ class HealthMonitor(Service):
             # Checks cancelled by stopService say nothing about health.
             return
         state = self.health[name]
-        state.last = result
         state.history.append(result)
-        if not result.passive:
-            state.passiveCounted = False
-            # A check ran to its end: local resources were there again.
-            state.localError = False
+        if result.passive:
+            # Evidence only: shown and counted, then the check it started
+            # decides.  The fast interval runs until an active check passes.
+            state.suspected = True
+            tellObservers(self._checkObservers, self._log, "check", name, result)
+            self._reschedule(name, state)
+            return
+        state.last = result
+        state.passiveCounted = False
+        # A check ran to its end: local resources were there again.
+        state.localError = False
         if result.ok:
+            state.suspected = False
             state.successes += 1
             state.failures = 0
         else:
@@ -571,6 +677,14 @@ class HealthMonitor(Service):
                     self._log.failure(
                         "health observer {observer!r} failed", observer=observer
                     )
+        self._reschedule(name, state)
+
+    def _reschedule(self, name: str, state: EnvironmentHealth) -> None:
+        """
+        Run C{name}'s loop at the fast interval while it is transitional,
+        else at the normal one.
+        """
+        settings = self.settings
         loop = self._loops.get(name)
         interval = settings.fastInterval if state.transitional else settings.interval
         if loop is not None and loop.interval != interval:

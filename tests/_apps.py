@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_failover_integration -*-
+# -*- test-case-name: tests.test_failover_integration,tests.test_failover_evidence -*-
 """
 A small backend app whose behaviour can be changed while it runs, for the
 failover tests and C{bench/failover.py}.
@@ -18,6 +18,8 @@ Requests:
     "path": "/..."}};
   - C{POST /...}: C{200} with C{{"env": NAME, "method": "POST", "path": ...,
     "echo": BODY}} (the request body, as text);
+  - C{/_drop/NAME}: if NAME is the app's name or C{all}, the connection is
+    closed without an answer (one route's bug), in every mode;
   - C{POST /_control/mode} with the body C{ok}, C{fail500} or C{hang}:
     changes how every other request is answered, answers C{200} with the
     new mode; C{GET /_control/mode} says the current mode.
@@ -52,6 +54,9 @@ MODES = ("ok", "fail500", "hang")
 #: The control endpoint.
 CONTROL_PATH = b"/_control/mode"
 
+#: Requests under this prefix naming the app (or C{all}) are dropped.
+DROP_PREFIX = b"/_drop/"
+
 
 class App(Resource):
     """
@@ -77,6 +82,13 @@ class App(Resource):
         """
         if request.path == CONTROL_PATH:
             return self._control(request)
+        if request.path.startswith(DROP_PREFIX) and request.path[
+            len(DROP_PREFIX) :
+        ] in (self.name.encode(), b"all"):
+            # Hang up before any response byte, as a route that crashes its
+            # worker does.
+            request.loseConnection()
+            return NOT_DONE_YET
         if self.mode == "hang":
             self._hang(request)
             return NOT_DONE_YET

@@ -250,6 +250,9 @@ class StatusHistoryTests(TestCase):
         self.assertEqual(
             [(c["ok"], c["reason"]) for c in blue], [(False, "connection refused")]
         )
+        self.assertEqual(
+            status["environments"]["green"]["health"]["passiveFailures"], 1
+        )
         for check in green + blue:
             self.assertEqual(
                 sorted(check), ["latency", "ok", "passive", "reason", "when"]

@@ -28,7 +28,7 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
 from bluegreen.controller import Controller, Switch, SwitchRefused
@@ -86,12 +86,19 @@ class Router(Resource):
     def __init__(self, backends: dict[int, Backend]) -> None:
         super().__init__()
         self.backends = backends
+        self.holding: dict[int, list[Request]] = {}
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         """
-        Dispatch on the port the request was made to.
+        Dispatch on the port the request was made to, or hold the request
+        (a check in flight) when that port's requests are held.
         """
-        return self.backends[request.getHost().port].render(request)
+        port = request.getHost().port
+        held = self.holding.get(port)
+        if held is not None:
+            held.append(request)
+            return NOT_DONE_YET
+        return self.backends[port].render(request)
 
 
 class ChainMixin(LogMixin):
@@ -108,7 +115,8 @@ class ChainMixin(LogMixin):
         self.clock = MemoryReactorClock()
         self.green = Backend("green", self.clock)
         self.blue = Backend("blue", self.clock)
-        self.stub = StubTreq(Router({GREEN.port: self.green, BLUE.port: self.blue}))
+        self.router = Router({GREEN.port: self.green, BLUE.port: self.blue})
+        self.stub = StubTreq(self.router)
 
     def start(
         self, fall: int = 1, rise: int = 2, **settings: Any
@@ -326,36 +334,93 @@ class ChainTests(ChainMixin):
 
     def test_passive(self) -> None:
         """
-        A failure seen on proxied traffic counts at once: with C{fall=1} it
-        fails over without waiting for the next check.
+        A failure seen on proxied traffic is evidence, not a verdict (issue
+        11; this test asserted a switch on the report itself before): with
+        C{fall=1} and the health path answering, nothing switches; when the
+        check it starts at once fails, the controller fails over at once,
+        with that check's reason.
         """
         monitor, controller = self.start(fall=1)
+        self.clock.advance(1)
+        monitor.reportPassive("green", "proxied request: refused the connection")
+        self.assertEqual(self.green.times, [0.0, 1.0])
+        self.assertEqual(controller.history, [])
+        self.green.code = 500
         self.clock.advance(1)
         monitor.reportPassive("green", "proxied request: refused the connection")
         self.assertEqual(
             controller.history,
             [
                 Switch(
-                    1.0,
+                    2.0,
                     "green",
                     "blue",
-                    "failover: green down: proxied request: refused the connection",
+                    "failover: green down: status 500 (expected 200)",
                 )
             ],
         )
 
     def test_passiveFastCheck(self) -> None:
         """
-        A passive failure also checks the environment at once, so with
-        C{fall=2} a failing application fails over immediately.
+        A passive failure checks the environment at once and then at the
+        fast interval, so with C{fall=2} a failing application fails over
+        after two active checks a fast interval apart (before issue 11 the
+        passive failure counted as the first of the two).
         """
         monitor, controller = self.start(fall=2)
         self.green.code = 500
         self.clock.advance(1)
         monitor.reportPassive("green", "proxied request: connection reset")
         self.assertEqual(self.green.times, [0.0, 1.0])
+        self.assertEqual(controller.active, "green")
+        self.clock.advance(1)
+        self.assertEqual(self.green.times, [0.0, 1.0, 2.0])
         self.assertEqual(controller.active, "blue")
-        self.assertEqual(controller.history[0].when, 1.0)
+        self.assertEqual(controller.history[0].when, 2.0)
+
+    def test_passiveWhileHealthyNoSwitch(self) -> None:
+        """
+        Passive failures while the active checks pass never switch, however
+        many; the fast interval ends with the first check that passes.
+        """
+        monitor, controller = self.start(fall=1)
+        for second in range(1, 51):
+            self.advanceTo(second)
+            monitor.reportPassive("green", "proxied request: connection reset")
+        self.assertEqual(controller.history, [])
+        self.assertEqual(monitor.health["green"].passiveFailures, 50)
+        self.assertFalse(monitor.health["green"].suspected)
+        self.assertEqual(monitor.health["green"].failures, 0)
+
+    def test_bothFailNoSwitch(self) -> None:
+        """
+        When both environments fail the same requests while their health
+        paths answer, nothing switches (no ping-pong).
+        """
+        monitor, controller = self.start(fall=1)
+        for second in range(1, 6):
+            self.advanceTo(second)
+            monitor.reportPassive("green", "proxied request: connection reset")
+            monitor.reportPassive("blue", "proxied request: connection reset")
+        self.assertEqual(controller.history, [])
+        self.assertEqual(controller.active, "green")
+
+    def test_noSwitchBackOnPassive(self) -> None:
+        """
+        After an automatic switch to blue, passive failures of blue do not
+        switch back: only blue confirmed down by active checks would.
+        """
+        monitor, controller = self.start(fall=1, failback="manual")
+        self.green.code = 500
+        self.advanceTo(5)
+        self.assertEqual(controller.active, "blue")
+        self.green.code = 200
+        self.advanceTo(20)
+        for second in range(21, 26):
+            self.advanceTo(second)
+            monitor.reportPassive("blue", "proxied request: connection reset")
+        self.assertEqual(controller.active, "blue")
+        self.assertEqual(len(controller.history), 1)
 
 
 class ResetOnRequest(Protocol):
@@ -568,8 +633,9 @@ class ProxyTests(ChainMixin):
     def test_refusedGETRetried(self) -> None:
         """
         A GET that cannot connect to the live environment is answered by the
-        standby; the live environment is reported at once (with C{fall=1},
-        failing over).
+        standby and reported; with the health path answering, nothing
+        switches, even with C{fall=1} (before issue 11 this report alone
+        switched to blue).
         """
         monitor, controller = self.proxy()
         self.endpoints["green"].mode = "refuse"
@@ -578,10 +644,34 @@ class ProxyTests(ChainMixin):
         self.assertEqual(
             self.passive(monitor, "green"), ["proxied request: refused the connection"]
         )
+        self.assertEqual(controller.active, "green")
+        self.assertEqual(controller.history, [])
+        # Logged once, with the request's path (its query left out).
+        self.request(b"GET /a?x=1 HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertEqual(
+            self.logged(LogLevel.warn),
+            [
+                "green: proxied request: refused the connection on /a"
+                " (1 passive failures so far; checking green now)"
+            ],
+        )
+        self.assertEqual(monitor.health["green"].passiveFailures, 2)
+
+    def test_refusedGETCrashFailsOver(self) -> None:
+        """
+        A crash: the request is answered by the standby, and the check the
+        report starts fails at once, so with C{fall=1} production moves to
+        blue at once, on the check's reason.
+        """
+        _monitor, controller = self.proxy()
+        self.endpoints["green"].mode = "refuse"
+        self.green.code = 500
+        response = self.request(b"GET /a HTTP/1.1\r\nHost: example\r\n\r\n")
+        self.assertAnswered(response, b"200", b"blue GET ")
         self.assertEqual(controller.active, "blue")
         self.assertEqual(
             controller.history[0].reason,
-            "failover: green down: proxied request: refused the connection",
+            "failover: green down: status 500 (expected 200)",
         )
 
     def test_refusedPOSTRetried(self) -> None:
@@ -632,6 +722,76 @@ class ProxyTests(ChainMixin):
         self.assertEqual(self.endpoints["blue"].attempts, 0)
         self.assertEqual(len(self.passive(monitor, "green")), 1)
 
+    def heldAfterReset(
+        self,
+    ) -> tuple[Controller, StringTransport, Request]:
+        """
+        GREEN hangs up on a POST (sent, so not retried: a 502), and the
+        check that starts is held; a second POST arrives meanwhile.
+
+        @return: The controller, the second POST's client transport
+            (nothing answered yet) and the held check.
+        """
+        _monitor, controller = self.proxy()
+        self.endpoints["green"].mode = "reset"
+        held: list[Request] = []
+        self.router.holding[GREEN.port] = held
+        first = self.request(
+            b"POST /p HTTP/1.1\r\nHost: example\r\nContent-Length: 1\r\n\r\n1"
+        )
+        self.assertAnswered(first, b"502", b"closed the connection before responding\n")
+        self.assertEqual(len(held), 1)
+        attempts = self.endpoints["green"].attempts
+        channel = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40001))
+        assert channel is not None
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        self.addCleanup(channel.connectionLost, Failure(ConnectionDone()))
+        channel.dataReceived(
+            b"POST /p HTTP/1.1\r\nHost: example\r\nContent-Length: 1\r\n\r\n2"
+        )
+        self.clock.advance(0)
+        self.flush()
+        # Held: not sent to GREEN (which may be dying), not answered.
+        self.assertEqual(self.endpoints["green"].attempts, attempts)
+        self.assertEqual(transport.value(), b"")
+        del self.router.holding[GREEN.port]
+        return controller, transport, held[0]
+
+    def finishCheck(self, check: Request, status: int) -> None:
+        """
+        Answer the held check with C{status} and let everything run.
+        """
+        check.setResponseCode(status)
+        check.finish()
+        self.stub.flush()
+        self.clock.advance(0)
+        self.flush()
+
+    def test_heldUntilCheckFailsOver(self) -> None:
+        """
+        After a request could not reach GREEN, new requests for GREEN wait
+        for the check that failure started (a killed app's port can still
+        accept connections for a moment, then reset them: a POST sent there
+        would be lost).  The check fails, production moves to BLUE, and the
+        held POST is sent there: no second client error.
+        """
+        controller, transport, check = self.heldAfterReset()
+        self.finishCheck(check, 500)
+        self.assertEqual(controller.active, "blue")
+        self.assertAnswered(transport.value(), b"200", b"blue POST 2")
+
+    def test_heldUntilCheckPasses(self) -> None:
+        """
+        When the check passes (one route failed, the app is fine), the held
+        request goes to GREEN on a new connection, and nothing switches.
+        """
+        controller, transport, check = self.heldAfterReset()
+        self.endpoints["green"].mode = "serve"
+        self.finishCheck(check, 200)
+        self.assertEqual(controller.active, "green")
+        self.assertAnswered(transport.value(), b"200", b"green POST 2")
+
     def test_retryNone(self) -> None:
         """
         With C{--retry none}, a failed connect is answered with 502, and
@@ -657,7 +817,7 @@ class ProxyTests(ChainMixin):
         When the standby cannot be reached either, the client gets its 502:
         a request is retried once, and both failures are reported.
         """
-        monitor, _controller = self.proxy(fall=3)
+        monitor, controller = self.proxy(fall=1)
         self.assertRefusedBy("blue", "green", "blue")
         self.assertEqual(
             (self.endpoints["green"].attempts, self.endpoints["blue"].attempts),
@@ -665,3 +825,6 @@ class ProxyTests(ChainMixin):
         )
         self.assertEqual(len(self.passive(monitor, "green")), 1)
         self.assertEqual(len(self.passive(monitor, "blue")), 1)
+        # Both failed the request while their health paths answer: with
+        # fall 1 nothing switches all the same (issue 11: no ping-pong).
+        self.assertEqual(controller.history, [])

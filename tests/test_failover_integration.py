@@ -287,12 +287,23 @@ class Load:
         await gatherResults(self._loops)
 
 
-def describe(outcomes: Sequence[Outcome], limit: int = 10) -> str:
+def describe(
+    outcomes: Sequence[Outcome], limit: int = 10, since: float | None = None
+) -> str:
     """
     A few outcomes, for assertion messages.
+
+    @param since: When the request times count from (the kill), if given.
     """
+
+    def when(o: Outcome) -> str:
+        if since is None:
+            return ""
+        return f"{(o.started - since) * 1000:+.1f}..{(o.ended - since) * 1000:+.1f} ms "
+
     return "\n".join(
-        f"  {o.status} {o.env} {o.error or ''} {o.body[:120]!r}"
+        f"  {when(o)}{o.sent.decode()!r} {o.status} {o.env} {o.error or ''} "
+        f"{o.body[:120]!r}"
         for o in outcomes[:limit]
     )
 
@@ -512,7 +523,7 @@ class CrashUnderLoadTests(FailoverTestCase):
         """
         load, killed = await self.crashUnderLoad("POST")
         failed = [o for o in load.outcomes if not o.ok]
-        self.assertLessEqual(len(failed), CLIENTS, describe(failed))
+        self.assertLessEqual(len(failed), CLIENTS, describe(failed, 40, killed))
         for outcome in failed:
             self.assertEqual(outcome.status, 502, describe([outcome]))
             self.assertIn(b"bluegreen: green (", outcome.body)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.error import (
     ConnectionClosed,
     ConnectionRefusedError,
 )
+from twisted.logger import capturedLogs, formatEvent
 
 from bluegreen.health import (
     HISTORY,
@@ -142,8 +143,10 @@ class IntervalTests(MonitorMixin):
 
     def test_fastAfterPassive(self) -> None:
         """
-        A passive failure that starts a change of state also brings the next
-        scheduled check forward.
+        A passive failure checks at once and brings the next scheduled
+        check forward to the fast interval; only those active checks mark
+        the environment down (with C{fall=4}: at 4 s before issue 11, when
+        the passive failure counted as one; now at 5 s).
         """
         monitor = self.monitor(fall=4, interval=5.0, fastInterval=1.0)
         monitor.startService()
@@ -151,8 +154,29 @@ class IntervalTests(MonitorMixin):
         self.green.code = 500
         monitor.reportPassive("green", "connection refused")
         self.advanceTo(4)
-        self.assertFalse(monitor.isUp("green"))
+        self.assertTrue(monitor.isUp("green"))
         self.assertEqual(self.green.times, [0.0, 2.0, 3.0, 4.0])
+        self.advanceTo(5)
+        self.assertFalse(monitor.isUp("green"))
+
+    def test_fastWhileSuspected(self) -> None:
+        """
+        After a passive failure the environment is checked at the fast
+        interval until an active check passes, then at the normal one.
+        """
+        monitor = self.monitor(fall=4, interval=5.0, fastInterval=1.0)
+        monitor.startService()
+        self.green.hang = True
+        monitor.reportPassive("green", "connection refused")
+        self.assertTrue(monitor.health["green"].suspected)
+        self.green.hang = False
+        self.green.answer(self.green.requests[1], 200)
+        self.stub.flush()
+        self.assertFalse(monitor.health["green"].suspected)
+        self.advanceTo(4)
+        self.assertEqual(self.green.times, [0.0, 0.0])
+        self.advanceTo(5)
+        self.assertEqual(self.green.times, [0.0, 0.0, 5.0])
 
 
 class LoopSurvivalTests(MonitorMixin):
@@ -235,14 +259,18 @@ class LoopSurvivalTests(MonitorMixin):
 
 class PassiveTests(MonitorMixin):
     """
-    L{HealthMonitor.reportPassive}: a failure seen on proxied traffic counts
-    as one failed check, and triggers a check at once.
+    L{HealthMonitor.reportPassive}: a failure seen on proxied traffic is
+    evidence, counted and checked at once, never a failed check (issue 11
+    reversed the rule these tests asserted before: a passive failure no
+    longer adds to C{failures} nor marks an environment down by itself).
     """
 
     def test_counts(self) -> None:
         """
-        A passive failure is recorded as a failed check with the proxy's
-        reason; the check it triggers runs at once.
+        A passive failure is shown in the history with the proxy's reason
+        and counted in C{passiveFailures}, but not in C{failures} (before
+        issue 11: 2 failures, the passive one and the check); the check it
+        triggers runs at once and alone decides.
         """
         monitor = self.monitor(fall=3)
         monitor.startService()
@@ -255,33 +283,100 @@ class PassiveTests(MonitorMixin):
             CheckResult(False, "connection refused", 1.0, 0.0, passive=True),
         )
         self.assertEqual(self.green.times, [0.0, 1.0])
-        self.assertEqual(state.failures, 2)
+        self.assertEqual(state.failures, 1)
+        self.assertEqual(state.passiveFailures, 1)
         self.assertTrue(state.up)
 
-    def test_marksDown(self) -> None:
+    def test_noStateChangeUntilCheckFails(self) -> None:
         """
-        With C{fall=1} a passive failure marks the environment down at once,
-        with the proxy's reason.
+        With C{fall=1} a passive failure schedules a check at once and
+        changes nothing by itself (before issue 11 it marked the
+        environment down at once); when that check fails, the environment
+        is down with the check's reason.
         """
         monitor = self.monitor()
         monitor.startService()
         self.green.hang = True
         monitor.reportPassive("green", "connection reset before a response")
+        self.assertEqual(self.events, [("green", True, "status 200")])
+        self.assertEqual(len(self.green.requests), 2)
+        last = monitor.health["green"].last
+        assert last is not None
+        self.assertFalse(last.passive)
+        self.green.answer(self.green.requests[1], 503)
+        self.stub.flush()
         self.assertEqual(
             self.events,
             [
                 ("green", True, "status 200"),
-                ("green", False, "connection reset before a response"),
+                ("green", False, "status 503 (expected 200)"),
             ],
         )
-        last = monitor.health["green"].last
-        assert last is not None
-        self.assertTrue(last.passive)
+
+    def test_passingCheckNoChange(self) -> None:
+        """
+        A passive failure whose check passes leaves the environment up.
+        """
+        monitor = self.monitor()
+        monitor.startService()
+        monitor.reportPassive("green", "connection reset before a response")
+        self.assertEqual(self.events, [("green", True, "status 200")])
+        self.assertTrue(monitor.isUp("green"))
+
+    def test_confirming(self) -> None:
+        """
+        L{HealthMonitor.confirming} gives a Deferred for the check a passive
+        failure started, firing once that check is recorded (so the proxy
+        can hold requests until the verdict); there is none before a
+        passive failure, for an ordinary scheduled check, or afterwards.
+        """
+        monitor = self.monitor()
+        monitor.startService()
+        self.assertIsNone(monitor.confirming("green"))
+        self.green.hang = True
+        monitor.reportPassive("green", "connection reset before a response")
+        waiting = monitor.confirming("green")
+        assert waiting is not None
+        self.assertNoResult(waiting)
+        self.green.answer(self.green.requests[1], 503)
+        self.stub.flush()
+        self.assertIsNone(self.successResultOf(waiting))
+        self.assertFalse(monitor.isUp("green"))
+        self.assertIsNone(monitor.confirming("green"))
+
+    def test_confirmingScheduledCheck(self) -> None:
+        """
+        A scheduled check in flight is not a confirmation: requests are not
+        held for it.
+        """
+        monitor = self.monitor()
+        self.green.hang = True
+        monitor.startService()
+        self.assertIsNone(monitor.confirming("green"))
+
+    def test_confirmingCancelled(self) -> None:
+        """
+        Cancelling the Deferred (the client left) only forgets it: the check
+        still completes and is recorded, with no error.
+        """
+        monitor = self.monitor()
+        monitor.startService()
+        self.green.hang = True
+        monitor.reportPassive("green", "connection reset before a response")
+        waiting = monitor.confirming("green")
+        assert waiting is not None
+        waiting.cancel()
+        self.failureResultOf(waiting).trap(CancelledError)
+        self.green.answer(self.green.requests[1], 200)
+        self.stub.flush()
+        self.assertTrue(monitor.isUp("green"))
 
     def test_onceBetweenActiveChecks(self) -> None:
         """
-        A burst of passive failures counts once until an active check
-        completes, and triggers only one check.
+        A burst of passive failures is one history entry until an active
+        check completes, and triggers only one check; each is counted in
+        C{passiveFailures}, none in C{failures} (before issue 11 the third
+        passive failure here made the third failure and marked it down).
         """
         monitor = self.monitor(fall=3)
         monitor.startService()
@@ -289,16 +384,50 @@ class PassiveTests(MonitorMixin):
         for _ in range(5):
             monitor.reportPassive("green", "connection refused")
         state = monitor.health["green"]
-        self.assertEqual(state.failures, 1)
+        self.assertEqual(state.failures, 0)
+        self.assertEqual(state.passiveFailures, 5)
+        self.assertEqual(len([r for r in state.history if r.passive]), 1)
         self.assertEqual(len(self.green.requests), 2)
         self.green.answer(self.green.requests[1], 500)
         self.stub.flush()
-        self.assertEqual(state.failures, 2)
+        self.assertEqual(state.failures, 1)
         self.assertTrue(state.up)
         monitor.reportPassive("green", "connection refused")
-        self.assertEqual(state.failures, 3)
-        self.assertFalse(state.up)
+        self.assertEqual(state.failures, 1)
+        self.assertTrue(state.up)
         self.assertEqual(len(self.green.requests), 3)
+
+    def test_logOncePerPathPerMinute(self) -> None:
+        """
+        Passive failures are logged at most once per path per minute per
+        environment; the others are only counted.
+        """
+        monitor = self.monitor((GREEN, BLUE))
+        logged = self.enterContext(capturedLogs())
+        monitor.startService()
+        for _ in range(3):
+            monitor.reportPassive("green", "proxied request: reset", "/a")
+            monitor.reportPassive("green", "proxied request: reset", "/b")
+            monitor.reportPassive("blue", "proxied request: reset", "/a")
+        passive = [e for e in logged if e.get("passive")]
+        self.assertEqual(
+            [(e["name"], e["path"]) for e in passive],
+            [("green", "/a"), ("green", "/b"), ("blue", "/a")],
+        )
+        self.assertEqual(
+            formatEvent(passive[0]),
+            "green: proxied request: reset on /a (1 passive failures so far;"
+            " checking green now)",
+        )
+        self.clock.advance(59)
+        monitor.reportPassive("green", "proxied request: reset", "/a")
+        self.assertEqual(len([e for e in logged if e.get("passive")]), 3)
+        self.clock.advance(1)
+        monitor.reportPassive("green", "proxied request: reset", "/a")
+        passive = [e for e in logged if e.get("passive")]
+        self.assertEqual(len(passive), 4)
+        # green: 3 on /a, 3 on /b, then 2 more on /a.
+        self.assertEqual(passive[-1]["count"], 8)
 
     def test_notRunning(self) -> None:
         """

@@ -6,6 +6,8 @@ closing, with a deterministic clock and in-memory connections.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IProtocolFactory
@@ -114,6 +116,81 @@ class PoolTests(SynchronousTestCase):
         self.assertEqual((pool.busy, pool.idle), (0, 1))
         self.assertIs(pool.idleConnection(), conn)
         self.assertEqual(endpoint.pending, [])
+
+    def test_distrust(self) -> None:
+        """
+        L{UpstreamPool.distrust} closes every idle connection (not the busy
+        ones), so the next request opens a fresh one.
+        """
+        pool, endpoint, _ = makePool(maxConnections=3)
+        pool.acquire()
+        pool.acquire()
+        pool.acquire()
+        a, b, busy = (endpoint.succeedOne() for _ in range(3))
+        pool.release(a)
+        pool.release(b)
+        self.assertEqual(pool.distrust(), 2)
+        self.assertTrue(pool.distrusted)
+        transport = a.transport
+        assert isinstance(transport, ClosingTransport)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual((pool.busy, pool.idle), (1, 0))
+        self.assertFalse(cast(ClosingTransport, busy.transport).disconnecting)
+        self.assertIsNone(pool.idleConnection())
+        got(pool.acquire())
+        self.assertEqual(len(endpoint.pending), 1)
+        self.assertEqual(pool.distrust(), 0)
+
+    def test_distrustedReleaseCloses(self) -> None:
+        """
+        A connection released while the pool is distrusted (its exchange
+        ended just before the environment failed) is closed, not kept: the
+        next request connects afresh instead of reusing it.
+        """
+        pool, endpoint, _ = makePool()
+        pool.acquire()
+        conn = endpoint.succeedOne()
+        pool.distrust()
+        pool.release(conn)
+        self.assertTrue(cast(ClosingTransport, conn.transport).disconnecting)
+        self.assertEqual((pool.busy, pool.idle), (0, 0))
+        got(pool.acquire())
+        self.assertEqual(len(endpoint.pending), 1)
+
+    def test_distrustedWaiterConnectsAfresh(self) -> None:
+        """
+        A request waiting for a busy connection is not handed one released
+        while the pool is distrusted: the connection is closed and a new one
+        opened for the waiter.
+        """
+        pool, endpoint, _ = makePool(maxConnections=1)
+        pool.acquire()
+        conn = endpoint.succeedOne()
+        waiting = got(pool.acquire())
+        pool.distrust()
+        pool.release(conn)
+        self.assertEqual(waiting, [])
+        self.assertEqual(len(endpoint.pending), 1)
+        fresh = endpoint.succeedOne()
+        self.assertEqual(waiting, [fresh])
+        self.assertIsNot(fresh, conn)
+
+    def test_trustedAfterNewConnection(self) -> None:
+        """
+        A new connection that succeeds ends the distrust: connections are
+        kept and reused again.  A failed one does not.
+        """
+        pool, endpoint, _ = makePool()
+        pool.distrust()
+        refused = got(pool.acquire())
+        endpoint.failOne()
+        self.assertEqual(len(refused), 1)
+        self.assertTrue(pool.distrusted)
+        pool.acquire()
+        conn = endpoint.succeedOne()
+        self.assertFalse(pool.distrusted)
+        pool.release(conn)
+        self.assertIs(pool.idleConnection(), conn)
 
     def test_mostRecentlyUsedFirst(self) -> None:
         """

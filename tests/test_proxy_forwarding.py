@@ -411,15 +411,23 @@ class AccessLogTests(IntegrationTestCase):
 
     async def test_serviceLogAccessLog(self) -> None:
         """
-        With C{--access-log -} each request is one event in the service log
-        (namespace C{bluegreen.access}).
+        With C{--access-log -} requests are logged in batches in the service
+        log (namespace C{bluegreen.access}): one event per flush, holding a
+        line and the fields of each request.
         """
         _green, proxy = self.startProxyFor(echo("green"), "--access-log", "-")
         await fetch(self, proxy.port, b"GET", b"/x")
         await fetch(self, proxy.port, b"PUT", b"/y", body=b"z")
+        accessLog = proxy.resource.accessLog
+        assert accessLog is not None
+        accessLog.flush()
         events = self.logs.namespace("bluegreen.access")
+        self.assertEqual(len(events), 1)
         self.assertEqual(
-            [(e["method"], e["path"], e["status"], e["environment"]) for e in events],
+            [
+                (r["method"], r["path"], r["status"], r["environment"])
+                for r in events[0]["records"]
+            ],
             [("GET", "/x", 200, "green"), ("PUT", "/y", 200, "green")],
         )
         self.assertIn('"GET /x HTTP/1.1" 200', formatEvent(events[0]))

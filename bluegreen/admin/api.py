@@ -101,7 +101,8 @@ def _health(state: EnvironmentHealth | None) -> JSONObject:
     @return: An environment's health as JSON: C{state} is C{"up"},
         C{"down"} or C{"unknown"} (not checked yet, or no monitor);
         C{checks} are the last L{bluegreen.health.HISTORY} checks, oldest
-        first.
+        first; C{passiveFailures} counts the proxied requests that could
+        not reach it (not checks: they never mark it down).
     """
     if state is None or state.up is None:
         word = "unknown"
@@ -113,6 +114,8 @@ def _health(state: EnvironmentHealth | None) -> JSONObject:
         "up": None if state is None else state.up,
         "successes": 0 if state is None else state.successes,
         "failures": 0 if state is None else state.failures,
+        # Proxied requests that could not reach it: evidence, not checks.
+        "passiveFailures": 0 if state is None else state.passiveFailures,
         "lastCheck": _checkResult(last),
         "checks": [] if state is None else [_check(r) for r in state.history],
     }

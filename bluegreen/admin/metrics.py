@@ -38,8 +38,10 @@ in one process.  The metrics (all prefixed C{bluegreen_}):
     than C{NaN}, so C{== 0} (down) and C{< 1} (not known to be up) both
     mean what they say in alert rules.
   - C{bluegreen_health_checks_total{environment, result}}: health check
-    results: C{success}, C{failure}, or C{passive_failure} (a failure seen
-    on proxied traffic, which the monitor counts as a failed check).
+    results: C{success}, C{failure}, or C{passive_failure} (proxied
+    requests that could not reach the environment, at most one between two
+    active checks: evidence that starts a check, never a failed check; every
+    such request is counted in C{/api/status}'s C{passiveFailures}).
   - C{bluegreen_health_check_duration_seconds{environment}}: histogram of
     active checks' durations, passed or failed (L{CHECK_BUCKETS}).
   - C{bluegreen_switches_total{reason}}: changes of the live environment
@@ -454,7 +456,9 @@ class _Families:
         )
         self.checks = CounterMetricFamily(
             "bluegreen_health_checks",
-            "Health check results (passive_failure: seen on proxied traffic).",
+            "Health check results (passive_failure: proxied requests that could "
+            "not reach it, at most one between two active checks; not a failed "
+            "check).",
             labels=["environment", "result"],
         )
         self.checkDurations = HistogramMetricFamily(

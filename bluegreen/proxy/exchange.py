@@ -123,6 +123,7 @@ class Exchange:
 
     __slots__ = (
         "_acquiring",
+        "_confirmed",
         "_conn",
         "_done",
         "_responded",
@@ -153,6 +154,7 @@ class Exchange:
         self.bytes = 0
         self._conn: UpstreamConnection | None = None
         self._acquiring: Deferred[UpstreamConnection] | None = None
+        self._confirmed = False
         self._done = False
         self._responded = False
         self._retried = False
@@ -173,15 +175,41 @@ class Exchange:
         @param fresh: Insist on a new connection (retrying after a reused one
             failed).
         """
-        pool = self.resource.pools[self.environment.name]
+        resource = self.resource
+        pool = resource.pools[self.environment.name]
         if not fresh:
             conn = pool.idleConnection()
             if conn is not None:
                 self._connected(conn)
                 return
+        health = resource.health
+        if pool.distrusted and health is not None and not self._confirmed:
+            # A request just failed there: wait for the check it started
+            # (see PassiveHealth.confirming), once per request.
+            waiting = health.confirming(self.environment.name)
+            if waiting is not None:
+                self._confirmed = True
+                d = waiting.addCallback(lambda _: self._afterCheck(fresh))
+                self._acquiring = d
+                d.addCallbacks(self._connected, self._connectFailed)
+                return
         d = pool.acquire(fresh)
         self._acquiring = d
         d.addCallbacks(self._connected, self._connectFailed)
+
+    def _afterCheck(self, fresh: bool) -> Deferred[UpstreamConnection]:
+        """
+        The check of a distrusted environment is in: go to the live
+        environment now (the standby, if the check failed it over), or
+        stay on the standby a retry chose.
+
+        @param fresh: As for L{start}.
+        @return: A connection, from the pool of wherever the request goes.
+        """
+        resource = self.resource
+        if not self._standbyTried:
+            self.environment = resource.controller.live
+        return resource.pools[self.environment.name].acquire(fresh)
 
     def _connected(self, conn: UpstreamConnection) -> None:
         self._acquiring = None
@@ -227,9 +255,12 @@ class Exchange:
         resource = self.resource
         health = resource.health
         environment = self.environment
+        # Its other connections are suspect now: see UpstreamPool.distrust.
+        resource.pools[environment.name].distrust()
         if health is not None:
             _, text = describeFailure(reason)
-            health.reportPassive(environment.name, f"proxied request: {text}")
+            path = self.request.uri.split(b"?", 1)[0].decode("latin-1")
+            health.reportPassive(environment.name, f"proxied request: {text}", path)
         if not resource.retry or self._standbyTried:
             return False
         request = self.request

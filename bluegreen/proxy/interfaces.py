@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from twisted.internet.defer import Deferred
+
 
 class ProxyMetrics(Protocol):
     """
@@ -57,16 +59,25 @@ class PassiveHealth(Protocol):
     proxied requests cannot reach, and asked whether the standby is up.
     """
 
-    def reportPassive(self, name: str, reason: str) -> None:
+    def reportPassive(self, name: str, reason: str, path: str = "") -> None:
         """
-        A proxied request could not reach C{name}.
+        A proxied request could not reach C{name}: evidence for the
+        monitor to check it, not a failed check.
 
         @param name: The environment.
         @param reason: What the proxy saw.
+        @param path: The request's path (without its query).
         """
 
     def isUp(self, name: str) -> bool:
         """
         @param name: An environment.
         @return: C{True} if C{name} is known to be up.
+        """
+
+    def confirming(self, name: str) -> Deferred[None] | None:
+        """
+        @param name: An environment.
+        @return: A Deferred firing when the check that a passive failure of
+            C{name} started is recorded, or L{None} if none is running.
         """

@@ -187,6 +187,7 @@ class UpstreamPool:
     _whenClosed: list[Deferred[None]] = field(factory=list, init=False)
     _connectionFactory: _ConnectionFactory = field(init=False)
     _sweeper: IDelayedCall | None = field(default=None, init=False)
+    _distrusted: bool = field(default=False, init=False)
     localErrors: int = field(default=0, init=False)
     _localStreak: int = field(default=0, init=False)
 
@@ -218,6 +219,14 @@ class UpstreamPool:
         """
         return sum(1 for waiter in self._waiters if not waiter.called)
 
+    @property
+    def distrusted(self) -> bool:
+        """
+        L{True} from a failed request until a new connection succeeds: no
+        connection is reused meanwhile (see L{distrust}).
+        """
+        return self._distrusted
+
     def idleConnection(self) -> UpstreamConnection | None:
         """
         Lend an idle connection at once, if there is one.
@@ -226,7 +235,7 @@ class UpstreamPool:
 
         @return: The most recently used idle connection, or L{None}.
         """
-        if self._idle and not self._closing:
+        if self._idle and not self._closing and not self._distrusted:
             return self._idle.pop()
         return None
 
@@ -277,6 +286,8 @@ class UpstreamPool:
                 )
                 self._localStreak = 0
             self._open.add(conn)
+            # The environment accepts connections again.
+            self._distrusted = False
             if self._closing:
                 conn.transport.loseConnection()
                 raise PoolClosed(f"{self.environment.name} pool is closed")
@@ -310,7 +321,9 @@ class UpstreamPool:
 
         @param conn: The connection.
         """
-        if self._closing or conn not in self._open:
+        if self._closing or self._distrusted or conn not in self._open:
+            # Closing it frees its slot: connectionClosed then opens a new
+            # connection for a waiter, if any.
             conn.transport.loseConnection()
             return
         while self._waiters:
@@ -322,6 +335,27 @@ class UpstreamPool:
         self._idle.append(conn)
         if self._sweeper is None:
             self._sweeper = self.reactor.callLater(self.idleTimeout, self._sweep)
+
+    def distrust(self) -> int:
+        """
+        Stop reusing connections, until a new one succeeds.
+
+        Called when a request could not reach the environment.  Connections
+        opened before it crashed are dead too, although the reactor may not
+        have read their close yet, and a request sent on one would be lost
+        (a C{POST} cannot be resent).  So idle connections are closed at
+        once, connections released meanwhile are closed instead of kept, and
+        every request opens a new connection: while the environment is
+        down, that is refused at once and the request is retried on the
+        standby, whatever its method.
+
+        @return: How many idle connections were closed.
+        """
+        self._distrusted = True
+        dropped, self._idle = self._idle, []
+        for conn in dropped:
+            conn.abort()
+        return len(dropped)
 
     def discard(self, conn: UpstreamConnection) -> None:
         """

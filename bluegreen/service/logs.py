@@ -46,6 +46,19 @@ def jsonLinesObserver(stream: TextStream) -> ILogObserver:
     @implementer(ILogObserver)
     def observe(event: LogEvent) -> None:
         level = event.get("log_level")
+        records = event.get("records")
+        if event.get("log_namespace") == "bluegreen.access" and records:
+            # A batch of access lines: one JSON object per request.
+            for fields in records:
+                access = {
+                    "time": formatTime(fields["time"]),
+                    "level": getattr(level, "name", "info"),
+                    "namespace": "bluegreen.access",
+                    **{k: v for k, v in fields.items() if k != "time"},
+                }
+                stream.write(json.dumps(access) + "\n")
+            stream.flush()
+            return
         record: dict[str, Any] = {
             "time": formatTime(event.get("log_time")),
             "level": getattr(level, "name", "info"),
