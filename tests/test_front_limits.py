@@ -9,11 +9,22 @@ handled as RFC 9112 says.
 
 from __future__ import annotations
 
+import os
 import time
+from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
+from twisted.internet.error import ConnectionDone
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import LoopingCall
 
 from tests._backends import BackendFactory, ProxyUnderTest, delayed, echo
+from tests._certificates import makeCertificates
 from tests._proxytest import IntegrationTestCase
 from tests._rawclient import RawClient, RawResponse, connectRaw, fetch
 from tests._waiting import reactor, withTimeout
@@ -56,6 +67,9 @@ class FrontLimitTests(IntegrationTestCase):
             self.assertIn(word, response.text)
         self.assertLess(len(response.text), 300)
         await withTimeout(client.lost, "the refused connection to close")
+        # Closed cleanly (the response, then the proxy's FIN), not reset.
+        assert client.lostReason is not None
+        self.assertTrue(client.lostReason.check(ConnectionDone), client.lostReason)
         self.assertEqual(self.proxy.resource.rejections.counts, {(status, cause): 1})
         logged = [
             event
@@ -354,3 +368,57 @@ class FrontLimitTests(IntegrationTestCase):
         self.assertEqual(response.code, 200)
         await withTimeout(client.lost, "the idle connection to close")
         self.assertEqual(self.proxy.resource.rejections.counts, {})
+
+
+class TLSFrontTests(IntegrationTestCase):
+    """
+    The limits on a TLS port (no half-close there: the connection is
+    closed once the refusal is written).
+    """
+
+    async def test_refusedOverTLS(self) -> None:
+        """
+        Over TLS a request is served, and a too-long request line gets its
+        414 before the connection closes.
+        """
+        directory = self.mktemp()
+        certificates = makeCertificates(directory, {"proxy": ["127.0.0.1"]})
+        keyFile = os.path.join(directory, "proxy.pem")
+        with open(keyFile, "wb") as f:
+            f.write(certificates.servers["proxy"])
+        green, proxy = self.startProxyFor(
+            echo("green"), "--port", f"ssl:0:interface=127.0.0.1:privateKey={keyFile}"
+        )
+        trust = Certificate.loadPEM(certificates.caPEM)
+
+        async def connect() -> RawClient:
+            client = RawClient()
+            endpoint = wrapClientTLS(
+                optionsForClientTLS("127.0.0.1", trustRoot=trust),
+                TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port),
+            )
+            await connectProtocol(endpoint, client)
+
+            def cleanup() -> Deferred[Any]:
+                if client.closed:
+                    return succeed(None)
+                client.abort()
+                return client.lost
+
+            self.addCleanup(cleanup)
+            return client
+
+        served = await (await connect()).request(b"GET", b"/tls")
+        self.assertEqual(served.code, 200)
+        client = await connect()
+        response = await client.request(b"GET", b"/" + b"a" * 20_000)
+        self.assertEqual(response.code, 414)
+        self.assertEqual(response.values(b"connection"), [b"close"])
+        await withTimeout(client.lost, "the refused TLS connection to close")
+        # Closed cleanly by the proxy, not aborted at the end of the linger.
+        assert client.lostReason is not None
+        self.assertTrue(client.lostReason.check(ConnectionDone), client.lostReason)
+        self.assertEqual(
+            proxy.resource.rejections.counts, {(414, "request_line_too_long"): 1}
+        )
+        self.assertEqual([r.target for r in green.requests], [b"/tls"])

@@ -543,8 +543,13 @@ class ProxyChannel(HTTPChannel):
         if halfClose:
             # Close our side once the response is out and drop what the
             # client still sends until it closes, or until the linger ends.
+            # The channel stops being the transport's producer first, or a
+            # paused channel would hold the close back.
+            transport.unregisterProducer()
             transport.loseWriteConnection()
             transport.resumeProducing()
         else:
-            transport.loseConnection()
+            # HTTPChannel's own close: it stops being the producer first (a
+            # TLS transport waits for its producer to go before closing).
+            self.loseConnection()
         self._lingerCall = site.reactor.callLater(linger, transport.abortConnection)
