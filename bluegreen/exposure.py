@@ -133,7 +133,18 @@ def listeningOn(description: str) -> Listening | None:
     @raise ValueError: If C{description} cannot be parsed.
     """
     recorder = _Recorder()
-    endpoint = serverFromString(recorder, description)
+    try:
+        endpoint = serverFromString(recorder, description)
+    except (IndexError, KeyError) as e:
+        if description.startswith("systemd:"):
+            # Twisted reads the sockets systemd hands over when it is first
+            # imported, and looks them up by index or name here.
+            raise ValueError(
+                "systemd handed over no listening socket with that index or "
+                "name (run it from a .socket unit with FileDescriptorName=, "
+                "or under systemd-socket-activate --fdname=NAME)"
+            ) from None
+        raise ValueError(str(e)) from None
     try:
         listening = endpoint.listen(Factory())
     except AttributeError:
