@@ -229,6 +229,9 @@ class BigBodyTests(TestCase):
                 HEALTH_PATH.decode(),
                 "--admin",
                 "none",
+                # Bodies of any size: no --max-body-size limit.
+                "--max-body-size",
+                "0",
             ),
         ]
         reactor.spawnProcess(

@@ -56,6 +56,10 @@ in one process.  The metrics (all prefixed C{bluegreen_}):
     C{bluegreen_flag_redis_up{environment}} (1 connected, 0 not) and
     C{bluegreen_flag_cache_stale{environment}} (1 while the cached values
     may be out of date).
+  - The client side (L{bluegreen.proxy.rejections.ClientMetrics}):
+    C{bluegreen_rejected_requests_total{status, cause}},
+    C{bluegreen_client_connections}, C{bluegreen_client_connections_limit}
+    and C{bluegreen_client_accept_paused}.
   - C{process_*}: C{prometheus_client}'s process metrics (CPU, memory, file
     descriptors), where the platform has them.
 

@@ -28,7 +28,7 @@ from zope.interface import implementer
 from bluegreen.controller import Controller
 from bluegreen.environment import Environment
 from bluegreen.proxy.accesslog import AccessLog
-from bluegreen.proxy.failures import classifyFailure, describeFailure
+from bluegreen.proxy.failures import classifyFailure, describeFailure, isLocalFailure
 from bluegreen.proxy.headers import droppedBy, httpDate
 from bluegreen.proxy.interfaces import PassiveHealth, ProxyMetrics
 from bluegreen.proxy.pool import PoolClosed, UpstreamPool
@@ -234,7 +234,10 @@ class Exchange:
         if self._done or reason.check(CancelledError, ConnectingCancelledError):
             return
         self._countError(reason)
-        if not reason.check(PoolClosed) and self._unreachable(reason, sent=False):
+        # Bluegreen's own shortage (EMFILE...) says nothing of the
+        # environment, and the standby would meet it too.
+        local = reason.check(PoolClosed) or isLocalFailure(reason)
+        if not local and self._unreachable(reason, sent=False):
             return
         self._fail(reason)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.python.failure import Failure
 
-from bluegreen.checkfailure import connectionFailureKind
+from bluegreen.checkfailure import connectionFailureKind, localResourceError
 from bluegreen.proxy.pool import PoolClosed
 from bluegreen.proxy.upstream import BadResponse
 from bluegreen.tls import describeTLSError
@@ -25,6 +25,9 @@ from bluegreen.tls import describeTLSError
 #:   - C{reset}: the connection was reset or otherwise lost;
 #:   - C{invalid_response}: the response was not valid HTTP/1.1;
 #:   - C{shutdown}: bluegreen is shutting down (the pool is closed);
+#:   - C{local}: bluegreen itself ran out of descriptors or memory
+#:     (C{EMFILE}, C{ENFILE}, C{ENOBUFS}, C{ENOMEM}) while connecting: says
+#:     nothing about the environment (see L{isLocalFailure});
 #:   - C{other}: anything else.
 #: L{classifyFailure} says which (but for C{timeout_response}).
 FAILURE_KINDS = (
@@ -38,6 +41,7 @@ FAILURE_KINDS = (
     "reset",
     "invalid_response",
     "shutdown",
+    "local",
     "other",
 )
 
@@ -50,11 +54,15 @@ def classifyFailure(
 
     @param reason: Why the upstream exchange failed.
     @param connectTimeout: The connect timeout, for the message.
-    @return: C{(502, 503 or 504, reason, kind)}; the kind is one of
+    @return: C{(502, 503 or 504, reason, kind)} (503 for a local failure
+        and for shutting down); the kind is one of
         L{FAILURE_KINDS} (but never C{timeout_response}, which is no
         failure of the connection: see L{bluegreen.proxy.exchange.Exchange}).
     """
     error = reason.value
+    local = localResourceError(error)
+    if local is not None:
+        return 503, f"was not contacted: {local}", "local"
     if isinstance(error, BadResponse):
         return 502, f"sent an invalid response: {error}", "invalid_response"
     if isinstance(error, PoolClosed):
@@ -93,3 +101,16 @@ def describeFailure(
     """
     status, text, _ = classifyFailure(reason, connectTimeout)
     return status, text
+
+
+def isLocalFailure(reason: Failure) -> bool:
+    """
+    Say whether an upstream failure is bluegreen's own: it ran out of
+    descriptors or memory (the health checks' classifier,
+    L{localResourceError}).  Such a failure is answered 503 and never
+    reported against the environment.
+
+    @param reason: Why the upstream exchange failed.
+    @return: C{True} for a local failure.
+    """
+    return localResourceError(reason.value) is not None

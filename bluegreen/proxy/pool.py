@@ -25,10 +25,14 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ClientFactory, Factory
 from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from bluegreen.checkfailure import localResourceError
 from bluegreen.environment import Environment
 from bluegreen.proxy.upstream import UpstreamConnection
+
+_log = Logger()
 
 
 class ConnectingReactor(Protocol):
@@ -164,6 +168,8 @@ class UpstreamPool:
     @ivar endpoint: How to connect (built by L{endpointFor} unless given).
     @ivar maxConnections: The most connections open or opening at once.
     @ivar idleTimeout: Seconds an unused connection is kept open.
+    @ivar localErrors: Connects that failed for want of a local resource
+        (C{EMFILE}...): logged once per streak, until a connect succeeds.
     """
 
     reactor: ConnectingReactor
@@ -182,6 +188,8 @@ class UpstreamPool:
     _connectionFactory: _ConnectionFactory = field(init=False)
     _sweeper: IDelayedCall | None = field(default=None, init=False)
     _distrusted: bool = field(default=False, init=False)
+    localErrors: int = field(default=0, init=False)
+    _localStreak: int = field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._connectionFactory = _ConnectionFactory(self)
@@ -269,6 +277,14 @@ class UpstreamPool:
 
         def connected(conn: UpstreamConnection) -> UpstreamConnection:
             self._connecting -= 1
+            if self._localStreak:
+                _log.info(
+                    "connecting to {env} works again after {count} local failure(s)",
+                    env=self.environment.name,
+                    count=self._localStreak,
+                    event="local-error-over",
+                )
+                self._localStreak = 0
             self._open.add(conn)
             # The environment accepts connections again.
             self._distrusted = False
@@ -279,6 +295,19 @@ class UpstreamPool:
 
         def failed(reason: Failure) -> Failure:
             self._connecting -= 1
+            local = localResourceError(reason.value)
+            if local is not None:
+                self.localErrors += 1
+                if not self._localStreak:
+                    _log.warn(
+                        "cannot connect to {env}: {why}; a local shortage, not "
+                        "the environment's: requests get 503 and it is not "
+                        "marked down (logged once until a connect succeeds)",
+                        env=self.environment.name,
+                        why=local,
+                        event="local-error",
+                    )
+                self._localStreak += 1
             self._serveWaiter()
             self._checkClosed()
             return reason

@@ -41,6 +41,18 @@ class Abandonable(Protocol):
         """
 
 
+class BodyLimit(Protocol):
+    """
+    Who a request tells when its chunked body passes C{--max-body-size}
+    (its channel, L{bluegreen.proxy.channel.ProxyChannel}).
+    """
+
+    def bodyTooLarge(self) -> None:
+        """
+        The body passed the limit: refuse the request.
+        """
+
+
 def requestLine(channel: HTTPChannel) -> tuple[bytes, bytes, bytes]:
     """
     The method, target and version of the request whose headers C{channel}
@@ -229,6 +241,14 @@ class ProxyRequest(Request):
     body: RequestBody | None = None
     exchange: Abandonable | None = None
     gone = False
+    #: Set by the channel: the origin-form target to forward instead of an
+    #: absolute-form one (L{bluegreen.proxy.channel.checkRequest}).
+    originTarget: bytes | None = None
+    #: Set by the channel for a chunked body under C{--max-body-size}: the
+    #: most body bytes allowed, and who is told past them.
+    bodyLimit: int | None = None
+    overLimit: BodyLimit | None = None
+    received = 0
 
     def gotLength(self, length: int | None) -> None:
         """
@@ -251,6 +271,13 @@ class ProxyRequest(Request):
 
         @param data: The piece.
         """
+        limit = self.bodyLimit
+        if limit is not None:
+            self.received += len(data)
+            if self.received > limit and self.overLimit is not None:
+                self.bodyLimit = None
+                self.overLimit.bodyTooLarge()
+                return
         body = self.body
         if body is not None:
             body.dataReceived(data)
@@ -272,6 +299,8 @@ class ProxyRequest(Request):
     def _start(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.gone:
             return
+        if self.originTarget is not None:
+            path = self.originTarget
         self.method, self.uri, self.clientproto = command, path, version
         self.path = path.split(b"?", 1)[0]
         self.args = {}

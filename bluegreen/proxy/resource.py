@@ -22,10 +22,14 @@ from twisted.web.server import NOT_DONE_YET, Site
 from bluegreen.controller import Controller
 from bluegreen.environment import Environment
 from bluegreen.proxy.accesslog import AccessLog
+from bluegreen.proxy.channel import ProxyChannel
+from bluegreen.proxy.clients import ClientGate
 from bluegreen.proxy.exchange import Exchange
 from bluegreen.proxy.headers import clientHost, droppedBy
 from bluegreen.proxy.interfaces import PassiveHealth, ProxyMetrics
+from bluegreen.proxy.limits import ClientLimits
 from bluegreen.proxy.pool import UpstreamPool
+from bluegreen.proxy.rejections import Rejections
 from bluegreen.proxy.request import ProxyRequest
 
 # Request headers the proxy writes itself.
@@ -36,19 +40,37 @@ _REWRITTEN = frozenset(
 
 class ProxySite(Site):
     """
-    A L{Site} whose requests are L{ProxyRequest}s and which does not write
+    A L{Site} whose connections are L{ProxyChannel}s (with the client
+    limits), whose requests are L{ProxyRequest}s, and which does not write
     twisted.web's own access log (the proxy logs each request itself).
+
+    @ivar limits: The client limits and timeouts.
+    @ivar rejections: Counts the requests refused (the resource's).
+    @ivar gate: Counts client connections against C{--max-clients}, or
+        L{None}.
     """
 
+    protocol = ProxyChannel  # type: ignore[assignment]
     requestFactory = ProxyRequest  # type: ignore[assignment]
 
-    def __init__(self, resource: ProxyResource, reactor: IReactorTime) -> None:
+    def __init__(
+        self,
+        resource: ProxyResource,
+        reactor: IReactorTime,
+        limits: ClientLimits | None = None,
+        gate: ClientGate | None = None,
+    ) -> None:
         """
         @param resource: The proxy.
         @param reactor: The reactor the site's connections run on.
+        @param limits: The client limits (the defaults if L{None}).
+        @param gate: Counts client connections, if given.
         """
-        super().__init__(resource, reactor=reactor)
+        self.limits = ClientLimits() if limits is None else limits
+        super().__init__(resource, reactor=reactor, timeout=self.limits.idleTimeout)
         self.reactor = reactor
+        self.rejections = resource.rejections
+        self.gate = gate
 
     def log(self, request: Request) -> None:
         """
@@ -84,6 +106,8 @@ class ProxyResource(Resource):
     @ivar side: C{"live"} (the main listener) or C{"standby"} (the
         C{--preview} listener: every request goes to the environment that
         is not live, read once per request as the live one is).
+    @ivar rejections: Counts the requests the proxy refuses itself (the
+        client channel's 4xx, the upstream framing checks' 502s).
     """
 
     isLeaf = True
@@ -101,9 +125,11 @@ class ProxyResource(Resource):
         metrics: ProxyMetrics | None = None,
         stampFlags: Callable[[str], Mapping[str, str]] | None = None,
         side: str = "live",
+        rejections: Rejections | None = None,
     ) -> None:
         super().__init__()
         self.side = side
+        self.rejections = Rejections() if rejections is None else rejections
         self.stampFlags = stampFlags
         self.health = health
         self.retry = retry

@@ -17,6 +17,7 @@ from bluegreen.flags.target import RedisTarget
 from bluegreen.health import HealthSettings
 from bluegreen.manhole.service import ManholeSettings
 from bluegreen.promote.settings import PromotionSettings
+from bluegreen.proxy.limits import ClientLimits
 
 
 @frozen
@@ -70,6 +71,8 @@ class Config:
     @ivar sshOptions: The C{--ssh-option} values, in order.
     @ivar promotion: The deployment workflow's settings (C{--preview},
         C{--verify}...).
+    @ivar clientLimits: The client limits and timeouts (C{--max-clients},
+        C{--client-header-timeout}...).
     """
 
     listen: Mapping[str, str]
@@ -103,4 +106,5 @@ class Config:
     mirrorInterval: float
     appCommands: Mapping[str, tuple[str | None, str | None]]
     sshOptions: tuple[str, ...]
+    clientLimits: ClientLimits
     promotion: PromotionSettings = field(factory=PromotionSettings)

@@ -6,6 +6,7 @@ start-up failures reported as one line naming the option.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -53,6 +54,8 @@ class Listener(Service):
     @ivar description: The option's value, for messages.
     @ivar option: The option's name (C{port}, C{admin}, ...).
     @ivar port: The listening port, or L{None} when not listening.
+    @ivar onListen: Called with the port each time listening starts (the
+        proxy's client gate pauses it at C{--max-clients}).
     """
 
     _log = Logger()
@@ -77,6 +80,7 @@ class Listener(Service):
         self.port: IListeningPort | None = None
         self._listening: Deferred[IListeningPort] | None = None
         self._waiters: list[Deferred[IListeningPort]] = []
+        self.onListen: list[Callable[[IListeningPort], object]] = []
 
     def privilegedStartService(self) -> None:
         """
@@ -140,6 +144,8 @@ class Listener(Service):
         Remember the port and tell those waiting for it.
         """
         self.port = port
+        for f in self.onListen:
+            f(port)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(port)

@@ -28,6 +28,7 @@ from bluegreen.proxy.pool import loadTrustRoot
 from bluegreen.service.adminoptions import adminNames, checkAdminListening
 from bluegreen.service.config import Config
 from bluegreen.service.promoteoptions import PromoteOptions, promotionSettings
+from bluegreen.service.limitoptions import LIMIT_PARAMETERS, clientLimits
 from bluegreen.sync.locations import parseLocation, sshArguments
 from bluegreen.sync.service import SYNC_MODES
 
@@ -385,6 +386,7 @@ class Options(PromoteOptions):
             "X-Feature-<NAME>: on|off (from the cache: never waits on Redis).",
         ],
     ]
+    optParameters += LIMIT_PARAMETERS
 
     def __init__(self) -> None:
         """
@@ -720,6 +722,7 @@ class Options(PromoteOptions):
             promotion=promotionSettings(
                 self, portToEndpoint, {"port": endpoint, "admin": adminEndpoint}
             ),
+            clientLimits=clientLimits(self),
         )
 
 

@@ -44,9 +44,13 @@ from bluegreen.manhole.service import Manhole
 from bluegreen.promote.promoter import Promoter
 from bluegreen.promote.wiring import addPromotion
 from bluegreen.proxy.accesslog import AccessLog
+from bluegreen.proxy.clients import ClientGate
+from bluegreen.proxy.limits import DESCRIPTOR_RESERVE, defaultMaxClients
 from bluegreen.proxy.pool import UpstreamPool
+from bluegreen.proxy.rejections import ClientMetrics, clientStatus
 from bluegreen.proxy.resource import ProxyResource, ProxySite
 from bluegreen.service.config import Config
+from bluegreen.service.descriptors import raiseDescriptorLimit
 from bluegreen.service.listener import Listener, StartupError
 from bluegreen.service.logs import logObserverFor
 from bluegreen.service.options import Options
@@ -107,10 +111,19 @@ class ProxyService(MultiService):
         self.health = health
         self.accessLog = accessLog
 
+    #: Counts client connections against C{--max-clients}.
+    gate: ClientGate | None = None
+    #: C{--max-clients} as given (L{None}: derived at start).
+    maxClients: int | None = None
+    #: C{--max-connections}, for the derived C{--max-clients}.
+    maxConnections: int = 100
+
     def startService(self) -> None:
         """
-        Start listening and checking, and say where traffic goes.
+        Raise the open-file limit and size C{--max-clients} from it, then
+        start listening and checking, and say where traffic goes.
         """
+        self._sizeClients()
         live = self.controller.live
         self._log.info(
             "bluegreen {version}: live environment {env} ({url}, {why})",
@@ -122,6 +135,43 @@ class ProxyService(MultiService):
         if self.accessLog is not None:
             self.accessLog.start(self.resource.clock)
         super().startService()
+
+    def _sizeClients(self) -> None:
+        """
+        Raise the soft C{RLIMIT_NOFILE} to the hard one (logged), and set
+        the client limit: C{--max-clients}, or derived from the new limit.
+        """
+        raised = raiseDescriptorLimit()
+        gate = self.gate
+        if raised is not None:
+            self._log.info(
+                "open-file limit: {after} (soft limit was {before}, hard limit "
+                "{hard}){error}",
+                after=raised.after,
+                before=raised.before,
+                hard=raised.hard,
+                error=f"; could not raise it: {raised.error}" if raised.error else "",
+                event="descriptor-limit",
+            )
+        if gate is None:
+            return
+        if self.maxClients is not None:
+            gate.setLimit(self.maxClients)
+            how = "--max-clients"
+        elif raised is not None:
+            gate.setLimit(defaultMaxClients(raised.after, self.maxConnections))
+            how = (
+                f"derived: {raised.after} open files - 2 x --max-connections "
+                f"{self.maxConnections} - {DESCRIPTOR_RESERVE} reserved"
+            )
+        else:
+            return
+        self._log.info(
+            "accepting at most {limit} client connections ({how})",
+            limit=gate.limit,
+            how=how,
+            event="max-clients-limit",
+        )
 
     def privilegedStartService(self) -> None:
         """
@@ -178,6 +228,8 @@ class ProxyService(MultiService):
 
     async def _stop(self) -> None:
         await super().stopService()
+        if self.gate is not None:
+            self.gate.detach()
         self.controller.stop()
         if self.promoter is not None:
             await self.promoter.stop()
@@ -311,9 +363,17 @@ def makeService(
             controller.onSwitch.append(sync.switched)
     service.logObserver = logObserverFor(config.logFormat, sys.stdout)
     monitor.setServiceParent(service)
-    site = ProxySite(resource, reactor)
+    limits = config.clientLimits
+    # The limit is set at start, once the open-file limit is raised.
+    gate = ClientGate(limits.maxClients or 1, reactor)
+    service.gate = gate
+    service.maxClients = limits.maxClients
+    service.maxConnections = config.maxConnections
+    metrics.register(ClientMetrics(resource.rejections, gate))
+    site = ProxySite(resource, reactor, limits, gate)
     endpoint = serverFromString(reactor, config.endpoint)
     listener = Listener(endpoint, site, config.listen["port"])
+    listener.onListen.append(gate.attach)
     listener.setServiceParent(service)
     if flags is not None:
         metrics.register(FlagMetrics(flags))
@@ -327,6 +387,9 @@ def makeService(
         if flags is not None:
             admin.admin.addStatus("flags", flags.table)
         mountSync(admin.admin, sync)
+        admin.admin.addStatus(
+            "clients", lambda: clientStatus(resource.rejections, gate)
+        )
         if sync is not None:
             admin.admin.addStatus("sync", sync.status)
         Listener(
