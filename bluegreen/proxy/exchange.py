@@ -28,11 +28,12 @@ from zope.interface import implementer
 from bluegreen.controller import Controller
 from bluegreen.environment import Environment
 from bluegreen.proxy.accesslog import AccessLog
+from bluegreen.proxy.body import clientTransport
 from bluegreen.proxy.failures import classifyFailure, describeFailure
 from bluegreen.proxy.headers import droppedBy, httpDate
 from bluegreen.proxy.interfaces import PassiveHealth, ProxyMetrics
 from bluegreen.proxy.pool import PoolClosed, UpstreamPool
-from bluegreen.proxy.request import ProxyRequest, clientTransport
+from bluegreen.proxy.request import ProxyRequest
 from bluegreen.proxy.upstream import UpstreamConnection
 
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
