@@ -452,9 +452,10 @@ class StreamingTests(IntegrationTestCase):
 
     async def test_slowClientPausesBackend(self) -> None:
         """
-        A client that stops reading makes the proxy stop reading from the
-        backend: the backend's (pull-produced, 64 KiB) writes stall, and it
-        never gets more than 8 MiB ahead of what the client has read.
+        With C{--response-buffering off}, a client that stops reading makes
+        the proxy stop reading from the backend: the backend's
+        (pull-produced, 64 KiB) writes stall, and it never gets more than
+        8 MiB ahead of what the client has read.
 
         The client's receive buffer and the backend's send buffer are kept at
         128 KiB, so what is in flight is mostly what the proxy holds: its
@@ -470,7 +471,7 @@ class StreamingTests(IntegrationTestCase):
 
         stats = DownloadStats()
         handler = generated(size, 64 * 1024, stats, onWrite, sendBuffer=128 * 1024)
-        _green, proxy = self.startProxyFor(handler)
+        _green, proxy = self.startProxyFor(handler, "--response-buffering", "off")
         client = await connectRaw(self, proxy.port)
         client.setReceiveBuffer(128 * 1024)
         paused: Deferred[None] = Deferred()

@@ -2,6 +2,10 @@
 """
 A request body arriving from the client, and the client connection's
 transport it pauses and resumes.
+
+With request buffering (the default) a body is received whole, into memory
+and then a temporary file, before the exchange takes an upstream connection,
+so a slow uploader never holds one (see L{RequestBody.buffer}).
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
 from twisted.web.http import Request
 from zope.interface import implementer
 
+from bluegreen.proxy.spool import BodyStore, TempFiles
 from bluegreen.proxy.upstream import UpstreamConnection
 
 #: Bytes of request body kept so a request can be resent on a new connection
@@ -27,17 +33,24 @@ PENDING_LIMIT = 64 * 1024
 @implementer(IPushProducer)
 class RequestBody:
     """
-    A request body arriving from the client, forwarded upstream as it comes.
+    A request body arriving from the client, forwarded upstream.
 
-    Until an upstream connection is ready, chunks are held (pausing the client
-    past L{PENDING_LIMIT}); the first L{REPLAY_LIMIT} bytes are kept so the
+    By default (L{stream}) it goes upstream as it comes: until an upstream
+    connection is ready, chunks are held (pausing the client past
+    L{PENDING_LIMIT}); the first L{REPLAY_LIMIT} bytes are kept so the
     request can be resent once on a fresh connection.
+
+    Once L{buffer} is called it is received whole first, into a
+    L{BodyStore}: memory, then a temporary file.  It is I{ready} (see
+    L{whenReady}) when complete, or when a chunked body passes the buffered
+    limit: then what was stored is sent, and the rest streams.
 
     @ivar request: The client's request.
     @ivar length: The declared length, or L{None} for a chunked upload.
     @ivar complete: C{True} once the client has sent the whole body.
     @ivar replayable: C{True} while all that was sent upstream is kept
-        (at most L{REPLAY_LIMIT} bytes), so it can be sent again.
+        (at most L{REPLAY_LIMIT} bytes, or the whole buffered body), so it
+        can be sent again.
     """
 
     def __init__(self, request: Request, length: int | None) -> None:
@@ -57,6 +70,76 @@ class RequestBody:
         self._discarding = False
         self._paused = False
         self._whenComplete: list[Callable[[], object]] = []
+        # Buffered mode.
+        self._store: BodyStore | None = None
+        self._limit = 0
+        self._ready = False
+        self._whenReady: list[Callable[[], object]] = []
+        self._offset = 0
+        self._sending = False
+        self._upstreamPaused = False
+
+    def buffer(self, files: TempFiles, memoryLimit: int, limit: int) -> bool:
+        """
+        Receive the body whole before it is sent, if it is not too large.
+
+        @param files: Where a temporary file comes from.
+        @param memoryLimit: Bytes kept in memory.
+        @param limit: A body declared larger streams as it comes; a chunked
+            body is ready once it passes this size.
+        @return: C{True} if the body is buffered (wait for L{whenReady}).
+        """
+        if self.complete or (self.length is not None and self.length > limit):
+            return False
+        store = BodyStore(files, memoryLimit)
+        self._store = store
+        self._limit = limit
+        pending, self._pending, self._pendingSize = self._pending, [], 0
+        try:
+            for data in pending:
+                store.write(data)
+        except OSError:
+            self._storeFailed()
+            return False
+        self._resumeClient()
+        return True
+
+    def _storeFailed(self) -> None:
+        Logger(namespace="bluegreen.proxy").failure(
+            "cannot buffer a request body: sending it as it comes"
+        )
+        store, self._store = self._store, None
+        if store is None:
+            return
+        # Back to streaming, with what was stored pending.
+        offset = 0
+        while True:
+            data = store.read(offset)
+            if not data:
+                break
+            self._pending.append(data)
+            self._pendingSize += len(data)
+            offset += len(data)
+        store.close()
+
+    def whenReady(self, f: Callable[[], object]) -> None:
+        """
+        Call C{f} once a buffered body can be sent (see L{buffer}).
+
+        @param f: Called with no argument (at once if it is ready).
+        """
+        if self._ready or self._store is None:
+            f()
+        else:
+            self._whenReady.append(f)
+
+    def _becomeReady(self) -> None:
+        if self._ready:
+            return
+        self._ready = True
+        waiting, self._whenReady = self._whenReady, []
+        for f in waiting:
+            f()
 
     # From the client
 
@@ -68,21 +151,44 @@ class RequestBody:
         """
         if self._discarding:
             return
+        store = self._store
+        if store is not None:
+            try:
+                store.write(data)
+            except OSError:
+                self._storeFailed()
+                self._pending.append(data)
+                self._pendingSize += len(data)
+                self._becomeReady()
+                return
+            if len(store) > self._limit and not self.complete:
+                # Too large to hold whole: send what is here, then stream.
+                self.replayable = False
+                self._pauseClient()
+                self._becomeReady()
+            return
         if self._conn is not None:
             self._remember(data)
             self._conn.writeBody(data)
         else:
             self._pending.append(data)
             self._pendingSize += len(data)
-            if self._pendingSize > PENDING_LIMIT and not self._paused:
-                self.pauseProducing()
+            if self._pendingSize > PENDING_LIMIT:
+                self._pauseClient()
 
     def finished(self) -> None:
         """
         The client has sent the whole body.
         """
         self.complete = True
-        if self._conn is not None:
+        if self._store is not None:
+            if self._conn is not None:
+                # Past the limit and sending what was stored: it ends the
+                # body once it has sent the rest.
+                self._sendStored()
+            else:
+                self._becomeReady()
+        elif self._conn is not None:
             self._conn.unregisterBodyProducer()
             self._conn.endBody()
         waiting, self._whenComplete = self._whenComplete, []
@@ -119,6 +225,11 @@ class RequestBody:
         """
         self._conn = conn
         conn.registerBodyProducer(self)
+        if self._store is not None:
+            self._offset = 0
+            self._upstreamPaused = False
+            self._sendStored()
+            return
         for data in self._sent:
             conn.writeBody(data)
         pending, self._pending, self._pendingSize = self._pending, [], 0
@@ -128,8 +239,39 @@ class RequestBody:
         if self.complete:
             conn.unregisterBodyProducer()
             conn.endBody()
-        elif self._paused:
-            self.resumeProducing()
+        else:
+            self._resumeClient()
+
+    def _sendStored(self) -> None:
+        """
+        Write the stored body to the connection while it takes it; then end
+        it, or (a body past the limit) stream the rest from the client.
+        """
+        store = self._store
+        if self._sending or store is None:
+            return
+        self._sending = True
+        try:
+            while self._conn is not None and not self._upstreamPaused:
+                data = store.read(self._offset)
+                if not data:
+                    break
+                self._offset += len(data)
+                self._conn.writeBody(data)
+        finally:
+            self._sending = False
+        conn = self._conn
+        if conn is None or self._upstreamPaused or self._offset < len(store):
+            return
+        if self.complete:
+            self._conn = None
+            conn.unregisterBodyProducer()
+            conn.endBody()
+        elif self._ready:
+            # Past the limit: the rest goes upstream as it comes.
+            self._store = None
+            store.close()
+            self._resumeClient()
 
     def detach(self) -> None:
         """
@@ -145,28 +287,45 @@ class RequestBody:
         self._conn = None
         self._pending = []
         self._sent = []
-        if self._paused:
-            self.resumeProducing()
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+        self._resumeClient()
+
+    def _pauseClient(self) -> None:
+        transport = clientTransport(self.request)
+        if transport is not None and not self._paused:
+            self._paused = True
+            transport.pauseProducing()
+
+    def _resumeClient(self) -> None:
+        if not self._paused:
+            return
+        transport = clientTransport(self.request)
+        self._paused = False
+        if transport is not None:
+            transport.resumeProducing()
 
     # IPushProducer, driven by the upstream transport's write buffer
 
     def pauseProducing(self) -> None:
         """
-        Stop reading from the client.
+        Stop reading from the client (or sending the stored body).
         """
-        transport = clientTransport(self.request)
-        if transport is not None:
-            self._paused = True
-            transport.pauseProducing()
+        if self._store is not None and self._conn is not None:
+            self._upstreamPaused = True
+        else:
+            self._pauseClient()
 
     def resumeProducing(self) -> None:
         """
-        Read from the client again.
+        Read from the client again (or send more of the stored body).
         """
-        transport = clientTransport(self.request)
-        self._paused = False
-        if transport is not None:
-            transport.resumeProducing()
+        if self._store is not None and self._conn is not None:
+            self._upstreamPaused = False
+            self._sendStored()
+        else:
+            self._resumeClient()
 
     def stopProducing(self) -> None:
         """

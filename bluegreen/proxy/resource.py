@@ -27,6 +27,7 @@ from bluegreen.proxy.headers import clientHost, droppedBy
 from bluegreen.proxy.interfaces import PassiveHealth, ProxyMetrics
 from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.request import ProxyRequest
+from bluegreen.proxy.spool import TempFiles
 
 # Request headers the proxy writes itself.
 _REWRITTEN = frozenset(
@@ -81,6 +82,8 @@ class ProxyResource(Resource):
         C{"off"}, from a cache: it never waits), each sent upstream as
         C{X-Feature-<NAME>}; the client's own C{X-Feature-*} headers are then
         dropped, so they cannot be forged.  L{None}: no stamping.
+    @ivar buffers: Buffers bodies for slow clients (request and response
+        buffering), or L{None}: bodies stream both ways with backpressure.
     """
 
     isLeaf = True
@@ -97,8 +100,10 @@ class ProxyResource(Resource):
         retry: bool = True,
         metrics: ProxyMetrics | None = None,
         stampFlags: Callable[[str], Mapping[str, str]] | None = None,
+        buffers: TempFiles | None = None,
     ) -> None:
         super().__init__()
+        self.buffers = buffers
         self.stampFlags = stampFlags
         self.health = health
         self.retry = retry

@@ -26,6 +26,7 @@ from bluegreen.manhole.service import checkOptions as checkManholeOptions
 from bluegreen.optionfile import readOptionFile
 from bluegreen.proxy.pool import loadTrustRoot
 from bluegreen.service.adminoptions import adminNames, checkAdminListening
+from bluegreen.service.bufferoptions import BUFFER_PARAMETERS, bufferSettings
 from bluegreen.service.config import Config
 from bluegreen.sync.locations import parseLocation, sshArguments
 from bluegreen.sync.service import SYNC_MODES
@@ -374,6 +375,7 @@ class Options(usage.Options):
         ["green-start", None, None, "Shell command starting GREEN's app (copy)."],
         ["blue-stop", None, None, "Shell command stopping BLUE's app (copy)."],
         ["blue-start", None, None, "Shell command starting BLUE's app (copy)."],
+        *BUFFER_PARAMETERS,
     ]
 
     optFlags = [
@@ -716,6 +718,7 @@ class Options(usage.Options):
                 for colour in databases
             },
             sshOptions=tuple(self["sshOptions"]),
+            buffering=bufferSettings(self),
         )
 
 

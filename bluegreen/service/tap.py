@@ -31,6 +31,7 @@ from twisted.logger import ILogObserver, Logger
 
 from bluegreen import __version__
 from bluegreen.admin.api import AdminResource
+from bluegreen.admin.buffermetrics import BufferMetrics
 from bluegreen.admin.metrics import FlagMetrics, Metrics, MetricsResource
 from bluegreen.admin.site import adminSite
 from bluegreen.controller import Controller
@@ -44,6 +45,7 @@ from bluegreen.manhole.service import Manhole
 from bluegreen.proxy.accesslog import AccessLog
 from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.resource import ProxyResource, ProxySite
+from bluegreen.proxy.spool import TempFiles
 from bluegreen.service.config import Config
 from bluegreen.service.listener import Listener, StartupError
 from bluegreen.service.logs import logObserverFor
@@ -216,6 +218,24 @@ def _syncService(
     )
 
 
+def _buffers(config: Config) -> TempFiles | None:
+    """
+    The temporary files of request and response buffering, or L{None} when
+    both are off.
+
+    @raise StartupError: If C{--temp-dir} cannot be made private to us.
+    """
+    settings = config.buffering
+    if not (settings.requestBuffering or settings.responseBuffering):
+        return None
+    buffers = TempFiles(settings)
+    try:
+        buffers.checkBase()
+    except OSError as e:
+        raise StartupError(f"--temp-dir: {settings.tempDir!r}: {e.strerror}") from None
+    return buffers
+
+
 def makeService(
     options: Config | Options, reactor: ServiceReactor | None = None
 ) -> IService:
@@ -287,9 +307,13 @@ def makeService(
         retry=config.retry,
         metrics=metrics,
         stampFlags=flags.flagsFor if flags and config.stampFlags else None,
+        buffers=_buffers(config),
     )
     service = ProxyService(controller, resource, pools, monitor, accessLog)
     service.metrics = metrics
+    if resource.buffers is not None:
+        resource.buffers.setServiceParent(service)
+        metrics.register(BufferMetrics(resource.buffers.stats))
     if flags is not None:
         service.flags = flags
         flags.setServiceParent(service)
@@ -323,6 +347,8 @@ def makeService(
         mountSync(admin.admin, sync)
         if sync is not None:
             admin.admin.addStatus("sync", sync.status)
+        if resource.buffers is not None:
+            admin.admin.addStatus("buffers", resource.buffers.stats.asDict)
         Listener(
             serverFromString(reactor, config.adminEndpoint),
             admin,
