@@ -26,6 +26,7 @@ from bluegreen.proxy.spool import BufferStats, TempFiles
 from tests._backends import (
     BackendConnection,
     ReceivedRequest,
+    closeAfterFirst,
     connectRaw,
     echo,
     fetch,
@@ -310,6 +311,64 @@ class RequestBufferingTests(BufferingTestCase):
         client.abort()
         await self.assertAllGone(proxy)
         self.assertEqual(green.requests, [])
+
+
+class BufferedRetryTests(BufferingTestCase):
+    """
+    A buffered body is kept whole, so it can be sent again where today's
+    rules allow a retry, and only there.
+    """
+
+    async def test_largeBodyReplayedOnStaleConnection(self) -> None:
+        """
+        A 200 KB C{PUT} sent on a kept-alive connection the backend then
+        closes is resent whole on a new connection (streamed, only 64 KiB
+        would have been kept: 502, see
+        L{tests.test_proxy_forwarding.ForwardingTests}).
+        """
+        green, proxy = self.startBuffered(closeAfterFirst(echo("green")))
+        client = await connectRaw(self, proxy.port)
+        await client.request(b"GET", b"/warm")
+        big = (b"0123456789" * 20_000)[:200_000]
+        response = await client.request(b"PUT", b"/big", body=big)
+        self.assertEqual(response.code, 200, response.text)
+        self.assertEqual(response.json()["sha256"], hashlib.sha256(big).hexdigest())
+        self.assertEqual(green.made, 2)
+        await self.assertAllGone(proxy)
+
+    async def test_postNotReplayed(self) -> None:
+        """
+        A C{POST} is still never sent twice: on a kept-alive connection the
+        backend closes, it gets a 502 although its body was kept.
+        """
+        green, proxy = self.startBuffered(closeAfterFirst(echo("green")))
+        client = await connectRaw(self, proxy.port)
+        await client.request(b"GET", b"/warm")
+        response = await client.request(b"POST", b"/once", body=b"p" * 100_000)
+        self.assertPlainError(response, 502, "closed the connection")
+        self.assertEqual(green.made, 1)
+        await self.assertAllGone(proxy)
+
+    async def test_switchDuringUpload(self) -> None:
+        """
+        An upload whose body is still arriving when the switch happens goes
+        wholly to the environment that was live when its head arrived, once
+        its body is in.
+        """
+        _green, proxy = self.startBuffered(echo("green"))
+        client = await connectRaw(self, proxy.port)
+        pending = client.expect()
+        client.sendRaw(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n"
+            + b"a" * 1000
+        )
+        stats = self.buffers(proxy).stats
+        await waitFor(lambda: stats.memory == 1000, "the first part buffered")
+        proxy.controller.switch("blue", "test")
+        client.sendRaw(b"b" * 2000)
+        response = await withTimeout(pending, "the upload's response")
+        self.assertEqual(response.json()["env"], "green")
+        self.assertEqual(response.json()["length"], 3000)
 
 
 class ResponseBufferingTests(BufferingTestCase):
