@@ -293,6 +293,9 @@ async def runMode(
             "get_max_ms": 1000 * max(latencies) if latencies else None,
             "backend_finished_while_held": finishedWhileHeld,
             "complete_responses": complete,
+            "incomplete": sorted(
+                (r.received, r.done.called) for r in readers if r.received < expected
+            )[:10],
             "clients": len(readers),
         }
     finally:
@@ -303,6 +306,8 @@ async def runMode(
             proxy.kill()
             proxy.wait()
         log.close()
+        if os.environ.get("SLOWREADERS_KEEP_LOG"):
+            shutil.copy(workdir / "twistd.log", f"/tmp/slowreaders-{buffering}.log")
         left = (
             list((workdir / "buffers").rglob("*"))
             if (workdir / "buffers").exists()
