@@ -8,14 +8,24 @@ removed at start.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
 import sys
+from types import SimpleNamespace
+from typing import Any, cast
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bluegreen.proxy.spool import BodyStore, BufferSettings, Spool, TempFiles
+from bluegreen.proxy.body import RequestBody
+from bluegreen.proxy.spool import (
+    BodyStore,
+    BufferSettings,
+    Closeable,
+    Spool,
+    TempFiles,
+)
 
 
 def openTempFiles(directory: str) -> list[str]:
@@ -255,3 +265,76 @@ class TempFilesTests(SynchronousTestCase):
             f.write("")
         files = TempFiles(BufferSettings(tempDir=path))
         self.assertRaises(OSError, files.checkBase)
+
+
+class _DiskFull(TempFiles):
+    """
+    Temporary files that cannot be made: the disk is full.
+    """
+
+    def openFile(self, holder: Closeable) -> int:
+        """
+        @raise OSError: Always (C{ENOSPC}).
+        """
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _Upstream:
+    """
+    What a request body is sent on, recorded.
+    """
+
+    def __init__(self) -> None:
+        self.body = b""
+        self.ended = False
+
+    def registerBodyProducer(self, producer: object) -> None:
+        """
+        Nothing to pause in this fake.
+        """
+
+    def unregisterBodyProducer(self) -> None:
+        """
+        Nothing to pause in this fake.
+        """
+
+    def writeBody(self, data: bytes) -> None:
+        """
+        Record the bytes.
+        """
+        self.body += data
+
+    def endBody(self) -> None:
+        """
+        Record the end.
+        """
+        self.ended = True
+
+
+class BodyFallbackTests(SynchronousTestCase):
+    """
+    A request body whose temporary file cannot be written streams instead,
+    every byte in order.
+    """
+
+    def test_diskFullStreams(self) -> None:
+        """
+        The disk is full when the body first passes the memory bound: what
+        was received is sent, in order, and the rest as it comes.
+        """
+        files = _DiskFull(BufferSettings(tempDir=os.path.abspath(self.mktemp())))
+        request: Any = SimpleNamespace(channel=None)
+        body = RequestBody(request, None)
+        body.dataReceived(b"ab")
+        self.assertTrue(body.buffer(files, memoryLimit=4, limit=1000))
+        ready: list[bool] = []
+        body.whenReady(lambda: ready.append(True))
+        body.dataReceived(b"cdefgh")
+        self.assertEqual(ready, [True])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        upstream = _Upstream()
+        body.attach(cast(Any, upstream))
+        body.dataReceived(b"ij")
+        body.finished()
+        self.assertEqual((upstream.body, upstream.ended), (b"abcdefghij", True))
+        self.assertEqual((files.stats.memory, files.stats.disk), (0, 0))

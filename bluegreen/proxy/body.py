@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_upstream,tests.test_bigbodies -*-
+# -*- test-case-name: tests.test_buffering,tests.test_spool,tests.test_upstream,tests.test_bigbodies -*-
 """
 A request body arriving from the client, and the client connection's
 transport it pauses and resumes.
@@ -95,32 +95,51 @@ class RequestBody:
         self._store = store
         self._limit = limit
         pending, self._pending, self._pendingSize = self._pending, [], 0
-        try:
-            for data in pending:
-                store.write(data)
-        except OSError:
-            self._storeFailed()
-            return False
+        for index, data in enumerate(pending):
+            if not self._storeWrite(store, data):
+                for rest in pending[index + 1 :]:
+                    self._pending.append(rest)
+                    self._pendingSize += len(rest)
+                return False
         self._resumeClient()
         return True
 
-    def _storeFailed(self) -> None:
-        Logger(namespace="bluegreen.proxy").failure(
-            "cannot buffer a request body: sending it as it comes"
-        )
-        store, self._store = self._store, None
-        if store is None:
-            return
-        # Back to streaming, with what was stored pending.
-        offset = 0
-        while True:
-            data = store.read(offset)
-            if not data:
-                break
-            self._pending.append(data)
-            self._pendingSize += len(data)
-            offset += len(data)
-        store.close()
+    def _storeWrite(self, store: BodyStore, data: bytes) -> bool:
+        """
+        Add C{data} to the store; if the temporary file cannot be written
+        (disk full, say), go back to streaming with everything received
+        pending, in order.
+
+        @return: C{True} if stored.
+        """
+        before = len(store)
+        try:
+            store.write(data)
+        except OSError:
+            Logger(namespace="bluegreen.proxy").failure(
+                "cannot buffer a request body: sending it as it comes"
+            )
+            kept = len(store) - before
+            self._store = None
+            offset = 0
+            while stored := store.read(offset):
+                self._pending.append(stored)
+                offset += len(stored)
+            store.close()
+            rest = data[kept:]
+            if rest:
+                self._pending.append(rest)
+            conn = self._conn
+            if conn is not None:
+                # Sending the stored part of a body past the limit: send
+                # what was not sent yet, then stream.
+                unsent = b"".join(self._pending)[self._offset :]
+                self._pending = []
+                conn.writeBody(unsent)
+                self._resumeClient()
+            self._pendingSize = sum(len(piece) for piece in self._pending)
+            return False
+        return True
 
     def whenReady(self, f: Callable[[], object]) -> None:
         """
@@ -153,12 +172,7 @@ class RequestBody:
             return
         store = self._store
         if store is not None:
-            try:
-                store.write(data)
-            except OSError:
-                self._storeFailed()
-                self._pending.append(data)
-                self._pendingSize += len(data)
+            if not self._storeWrite(store, data):
                 self._becomeReady()
                 return
             if len(store) > self._limit and not self.complete:
