@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_buffering,tests.test_spool,tests.test_upstream,tests.test_bigbodies -*-
+# -*- test-case-name: tests.test_buffering,tests.test_spool,tests.test_bigbodies -*-
 """
 A request body arriving from the client, and the client connection's
 transport it pauses and resumes.
