@@ -338,3 +338,27 @@ class BodyFallbackTests(SynchronousTestCase):
         body.finished()
         self.assertEqual((upstream.body, upstream.ended), (b"abcdefghij", True))
         self.assertEqual((files.stats.memory, files.stats.disk), (0, 0))
+
+
+class SpoolFallbackTests(SynchronousTestCase):
+    """
+    A spool whose temporary file cannot be made keeps to memory, and is then
+    full (so the upstream is paused).
+    """
+
+    def test_diskFullMemoryOnly(self) -> None:
+        """
+        Past the memory bound with no file to be had, the bytes are kept in
+        memory, in order, and the spool says it is full.
+        """
+        files = _DiskFull(BufferSettings(tempDir=os.path.abspath(self.mktemp())))
+        spool = Spool(files, memoryLimit=4, diskLimit=100)
+        spool.write(b"abc")
+        self.assertFalse(spool.full)
+        spool.write(b"defg")
+        self.assertTrue(spool.full)
+        self.assertEqual((files.stats.memory, files.stats.disk), (7, 0))
+        self.assertEqual(spool.read(), b"abc")
+        self.assertEqual(spool.read(), b"defg")
+        spool.close()
+        self.assertEqual(files.stats.memory, 0)

@@ -343,7 +343,7 @@ class Exchange:
         try:
             spool.write(data)
         except OSError:
-            self._spoolFailed(data)
+            self._spoolFailed()
             return
         if spool.full and self._conn is not None and not self._upstreamPaused:
             # Memory and file both full: the upstream waits for the client.
@@ -581,10 +581,11 @@ class Exchange:
             request.finish()
         self._log()
 
-    def _spoolFailed(self, data: bytes) -> None:
+    def _spoolFailed(self) -> None:
         """
-        The temporary file could not be written (disk full, say): the client
-        cannot get the whole response, so it is cut off.
+        The temporary file could not be written (disk full, say) after part
+        of a piece went in: the client cannot get the whole response, so it
+        is cut off.
         """
         Logger(namespace="bluegreen.proxy").failure(
             "cannot buffer a response for a slow client"

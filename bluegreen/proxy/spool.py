@@ -320,7 +320,21 @@ class Spool:
             stats.memory += len(data)
             return
         if self._fd is None:
-            self._fd = self._files.openFile(self)
+            try:
+                self._fd = self._files.openFile(self)
+            except OSError as e:
+                # No file (disk full, say): memory only from now on, so the
+                # spool is full and the writer is paused (backpressure).
+                _log.warn(
+                    "cannot make a temporary file ({error}): a slow client's "
+                    "response waits in memory only",
+                    error=e.strerror,
+                )
+                self._diskLimit = 0
+                self._memory.append(data)
+                self._memoryBytes += len(data)
+                stats.memory += len(data)
+                return
         written = os.pwrite(self._fd, data, self._writeAt)
         while written < len(data):
             written += os.pwrite(self._fd, data[written:], self._writeAt + written)
