@@ -21,7 +21,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
-from bluegreen.proxy.spool import BufferStats, TempFiles
+from bluegreen.proxy.spool import BufferSettings, BufferStats, TempFiles
 from tests._backends import (
     BackendConnection,
     ReceivedRequest,
@@ -35,6 +35,7 @@ from tests._backends import (
     withTimeout,
 )
 from tests._bodies import PatternSource, generated
+from tests._processes import spawn, twistdArguments, twistdPath
 from tests._proxytest import IntegrationTestCase
 from tests._rawclient import RawClient, RawResponse
 from tests._util import waitFor
@@ -551,3 +552,53 @@ class VisibleTests(BufferingTestCase):
         )
         self.assertGreater(buffers["diskBytes"], 0)
         self.assertEqual((buffers["tempFiles"], buffers["spilledTotal"]), (1, 1))
+
+
+class KilledProcessTests(BufferingTestCase):
+    """
+    A proxy killed with SIGKILL leaves its directory behind; the next start
+    removes it.
+    """
+
+    async def test_staleDirectoryRemovedAtStart(self) -> None:
+        """
+        A real C{twistd bluegreen} killed while it has a response on disk
+        leaves C{<temp-dir>/<pid>} (its file was unlinked at once, so the
+        kernel gave the space back); starting buffering again in that
+        C{--temp-dir} removes the directory.
+        """
+        if not os.access(twistdPath(), os.X_OK):
+            self.skipTest(f"no twistd at {twistdPath()}")
+        tempDir = os.path.abspath(self.mktemp())
+        _green, greenURL = startBackend(self, "green", large)
+        _blue, blueURL = startBackend(self, "blue", echo("blue"))
+        child = spawn(
+            self,
+            "twistd bluegreen",
+            twistdPath(),
+            twistdArguments(
+                greenURL,
+                blueURL,
+                "--admin",
+                "none",
+                "--access-log",
+                "none",
+                "--temp-dir",
+                tempDir,
+            ),
+        )
+        match = await child.waitForLine(r"ProxySite starting on (\d+)")
+        await self.slowReaders(int(match.group(1)), 1, b"/large?%d" % BIG)
+        assert child.transport is not None and child.transport.pid is not None
+        pid = child.transport.pid
+        directory = os.path.join(tempDir, str(pid))
+        await waitFor(
+            lambda: tempDescriptors(tempDir, pid), "a temporary file in the child"
+        )
+        await child.kill()
+        self.assertTrue(os.path.isdir(directory))
+        files = TempFiles(BufferSettings(tempDir=tempDir))
+        files.startService()
+        self.addCleanup(files.stopService)
+        self.assertFalse(os.path.exists(directory))
+        self.assertTrue(os.path.isdir(files.directory))
