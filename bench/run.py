@@ -19,6 +19,11 @@ It starts, each as its own child process on a free 127.0.0.1 port:
  - C{bluegreen+log}: the same, writing its access log to a temporary file.
  - C{bluegreen+twistdlog}: the default, the access log in twistd's own log
    (which goes to a file in the temporary directory).
+ - C{bluegreen+nobuffer}: C{bluegreen} with C{--request-buffering off
+   --response-buffering off}, to show what buffering (on by default) costs;
+ - C{bluegreen+post}, C{bluegreen+nobuffer+post}: the same two loaded with
+   keep-alive C{POST /} of 4 KiB bodies (C{bench/post.lua}; C{wrk} only), so
+   request buffering is at work.
 
 Each target is loaded the same way: keep-alive C{GET /} on C{--connections}
 connections for throughput, then on 1 connection for latency, each measured
@@ -64,6 +69,9 @@ TARGETS = (
     "bluegreen",
     "bluegreen+log",
     "bluegreen+twistdlog",
+    "bluegreen+nobuffer",
+    "bluegreen+post",
+    "bluegreen+nobuffer+post",
 )
 LABELS = {
     "backend": "fast backend, direct",
@@ -72,6 +80,9 @@ LABELS = {
     "bluegreen": "bluegreen",
     "bluegreen+log": "bluegreen, access log on",
     "bluegreen+twistdlog": "bluegreen, access log in twistd's log (the default)",
+    "bluegreen+nobuffer": "bluegreen, request and response buffering off",
+    "bluegreen+post": "bluegreen, POST 4 KiB bodies",
+    "bluegreen+nobuffer+post": "bluegreen, POST 4 KiB bodies, buffering off",
 }
 
 WARMUP_SECONDS = 1
@@ -82,6 +93,8 @@ TAIL_LINES = 15
 GOAL_STOCK_RATIO = 2.5
 GOAL_HELLO_RATIO = 0.5
 GOAL_ADDED_P50_MS = 0.4
+#: Buffering (on by default) may cost at most 5 % of throughput.
+GOAL_BUFFERING_RATIO = 0.95
 
 
 class StartError(Exception):
@@ -242,6 +255,11 @@ def serverCommand(name: str, port: int, backendPort: int, workdir: Path) -> list
         accessLog,
         "--admin",
         "none",
+        *(
+            ["--request-buffering", "off", "--response-buffering", "off"]
+            if "+nobuffer" in name
+            else ["--temp-dir", str(workdir / "buffers")]
+        ),
     ]
 
 
@@ -434,7 +452,7 @@ def parseWrk(output: str, connections: int) -> Measurement:
 
 
 def loadCommand(
-    wrk: str | None, port: int, connections: int, seconds: int
+    wrk: str | None, port: int, connections: int, seconds: int, post: bool = False
 ) -> list[str]:
     """
     Build the load generator's command line.
@@ -443,7 +461,9 @@ def loadCommand(
     @param port: the target's port.
     @param connections: concurrent keep-alive connections.
     @param seconds: how long to load.
+    @param post: send C{POST} requests with bodies (C{bench/post.lua}).
     @return: the command line.
+    @raise LoadError: for C{post} without C{wrk}.
     """
     if wrk is not None:
         return [
@@ -452,8 +472,11 @@ def loadCommand(
             f"-c{connections}",
             f"-d{seconds}s",
             "--latency",
+            *(["-s", str(BENCH / "post.lua")] if post else []),
             f"http://{HOST}:{port}/",
         ]
+    if post:
+        raise LoadError("POST bodies need wrk")
     return [
         sys.executable,
         str(BENCH / "_load.py"),
@@ -464,7 +487,9 @@ def loadCommand(
     ]
 
 
-def runLoad(wrk: str | None, port: int, connections: int, seconds: int) -> Measurement:
+def runLoad(
+    wrk: str | None, port: int, connections: int, seconds: int, post: bool = False
+) -> Measurement:
     """
     Load a target once and measure it.
 
@@ -472,10 +497,11 @@ def runLoad(wrk: str | None, port: int, connections: int, seconds: int) -> Measu
     @param port: the target's port.
     @param connections: concurrent keep-alive connections.
     @param seconds: how long to load.
+    @param post: send C{POST} requests with bodies.
     @return: the measurement.
     @raise LoadError: if the load generator fails.
     """
-    command = loadCommand(wrk, port, connections, seconds)
+    command = loadCommand(wrk, port, connections, seconds, post)
     try:
         done = subprocess.run(
             command,
@@ -508,7 +534,9 @@ def runLoad(wrk: str | None, port: int, connections: int, seconds: int) -> Measu
     )
 
 
-def measure(wrk: str | None, port: int, connections: int, seconds: int) -> Measurement:
+def measure(
+    wrk: str | None, port: int, connections: int, seconds: int, post: bool = False
+) -> Measurement:
     """
     Warm a target up, then measure it.
 
@@ -516,10 +544,11 @@ def measure(wrk: str | None, port: int, connections: int, seconds: int) -> Measu
     @param port: the target's port.
     @param connections: concurrent keep-alive connections.
     @param seconds: how long the measured run lasts.
+    @param post: send C{POST} requests with bodies.
     @return: the measurement of the measured run.
     """
-    runLoad(wrk, port, connections, WARMUP_SECONDS)
-    return runLoad(wrk, port, connections, seconds)
+    runLoad(wrk, port, connections, WARMUP_SECONDS, post)
+    return runLoad(wrk, port, connections, seconds, post)
 
 
 # ---------------------------------------------------------------------------
@@ -585,7 +614,7 @@ def judge(goal: Goal, runs: Sequence[Measurement | None]) -> Goal:
 
 def goals(results: dict[str, TargetResult], connections: int) -> list[Goal]:
     """
-    Judge the issue's three goals.
+    Judge the issue's goals.
 
     @param results: the results by target name.
     @param connections: the connection count of the throughput runs.
@@ -610,6 +639,18 @@ def goals(results: dict[str, TargetResult], connections: int) -> list[Goal]:
             get("bluegreen"),
             get("backend"),
             GOAL_ADDED_P50_MS,
+        ),
+        ratioGoal(
+            f"buffering on / off throughput, GET (c={connections})",
+            get("bluegreen"),
+            get("bluegreen+nobuffer"),
+            GOAL_BUFFERING_RATIO,
+        ),
+        ratioGoal(
+            f"buffering on / off throughput, POST 4 KiB (c={connections})",
+            get("bluegreen+post"),
+            get("bluegreen+nobuffer+post"),
+            GOAL_BUFFERING_RATIO,
         ),
     ]
 
@@ -991,9 +1032,10 @@ def runTarget(
             return result
     try:
         progress(f"[{name}] {args.connections} connections, {args.duration} s")
-        result.throughput = measure(wrk, port, args.connections, args.duration)
+        post = name.endswith("+post")
+        result.throughput = measure(wrk, port, args.connections, args.duration, post)
         progress(f"[{name}] 1 connection, {args.duration} s")
-        result.latency = measure(wrk, port, 1, args.duration)
+        result.latency = measure(wrk, port, 1, args.duration, post)
     except LoadError as e:
         result.error = f"could not be measured: {e}"
         progress(f"[{name}] {result.error}")

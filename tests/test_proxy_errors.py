@@ -235,7 +235,9 @@ class ClientDisconnectTests(IntegrationTestCase):
     A client that goes away cancels its upstream request.
     """
 
-    async def startSlow(self, handler: Any) -> tuple[BackendFactory, Any, str]:
+    async def startSlow(
+        self, handler: Any, *extra: str
+    ) -> tuple[BackendFactory, Any, str]:
         """
         Start a GREEN backend with C{handler}, a BLUE echo backend and the
         proxy with a file access log.
@@ -255,6 +257,7 @@ class ClientDisconnectTests(IntegrationTestCase):
             log,
             "--response-timeout",
             f"{2 * PATIENCE:g}",
+            *extra,
         )
         return green, proxy, log
 
@@ -305,9 +308,12 @@ class ClientDisconnectTests(IntegrationTestCase):
     async def test_disconnectMidUpload(self) -> None:
         """
         The client drops its connection in the middle of a large upload: the
-        backend's connection is aborted and the pool is left clean.
+        backend's connection is aborted and the pool is left clean (the
+        upload streams, with C{--request-buffering off}).
         """
-        green, proxy, _log = await self.startSlow(echo("green"))
+        green, proxy, _log = await self.startSlow(
+            echo("green"), "--request-buffering", "off"
+        )
         client = await connectRaw(self, proxy.port)
         client.sendRaw(
             b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"

@@ -548,7 +548,10 @@ class ProtocolEdgeTests(IntegrationTestCase):
                 )
                 conn.transport.loseConnection()  # type: ignore[union-attr]
 
-        _green, proxy = self.startProxyFor(echo("green"), onHead=refuse)
+        # Streamed, so the backend sees the head before the body is in.
+        _green, proxy = self.startProxyFor(
+            echo("green"), "--request-buffering", "off", onHead=refuse
+        )
         client = await connectRaw(self, proxy.port)
         pending = client.expect()
         client.sendRaw(
@@ -639,9 +642,13 @@ class ProtocolEdgeTests(IntegrationTestCase):
         """
         A small C{PUT} sent on a kept-alive connection the backend then
         closes is resent, with its whole body, on a new connection; a C{PUT}
-        body too large to have been kept is not resent (502).
+        body too large to have been kept is not resent (502), with
+        C{--request-buffering off} (a buffered body is kept whole: see
+        L{tests.test_buffering}).
         """
-        green, proxy = self.startProxyFor(closeAfterFirst(echo("green")))
+        green, proxy = self.startProxyFor(
+            closeAfterFirst(echo("green")), "--request-buffering", "off"
+        )
         client = await connectRaw(self, proxy.port)
         await client.request(b"GET", b"/warm")
         small = PatternSource(10_000)

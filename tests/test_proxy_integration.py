@@ -156,7 +156,9 @@ class AtomicSwitchTests(IntegrationTestCase):
         """
         green, greenURL = startBackend(self, "green", echo("green"))
         blue, blueURL = startBackend(self, "blue", echo("blue"))
-        proxy = startProxy(self, greenURL, blueURL)
+        # Streamed, so the body reaches GREEN as it arrives (buffered, see
+        # tests.test_buffering).
+        proxy = startProxy(self, greenURL, blueURL, "--request-buffering", "off")
         client = await connectRaw(self, proxy.port)
         parts = [b"a" * 1000, b"b" * 1000, b"c" * 1000]
         client.sendRaw(
@@ -379,9 +381,10 @@ class StreamingTests(IntegrationTestCase):
     async def test_chunkedUploadReachesBackendIntact(self) -> None:
         """
         A chunked upload of unknown length, sent in irregular pieces over
-        time, reaches the backend byte for byte (chunk-framed).
+        time, reaches the backend byte for byte (chunk-framed); with
+        C{--request-buffering off}, each piece before the next is sent.
         """
-        green, proxy = self.startProxyFor(echo("green"))
+        green, proxy = self.startProxyFor(echo("green"), "--request-buffering", "off")
         client = await connectRaw(self, proxy.port)
         pending = client.expect()
         client.sendRaw(
@@ -452,9 +455,10 @@ class StreamingTests(IntegrationTestCase):
 
     async def test_slowClientPausesBackend(self) -> None:
         """
-        A client that stops reading makes the proxy stop reading from the
-        backend: the backend's (pull-produced, 64 KiB) writes stall, and it
-        never gets more than 8 MiB ahead of what the client has read.
+        With C{--response-buffering off}, a client that stops reading makes
+        the proxy stop reading from the backend: the backend's
+        (pull-produced, 64 KiB) writes stall, and it never gets more than
+        8 MiB ahead of what the client has read.
 
         The client's receive buffer and the backend's send buffer are kept at
         128 KiB, so what is in flight is mostly what the proxy holds: its
@@ -470,7 +474,7 @@ class StreamingTests(IntegrationTestCase):
 
         stats = DownloadStats()
         handler = generated(size, 64 * 1024, stats, onWrite, sendBuffer=128 * 1024)
-        _green, proxy = self.startProxyFor(handler)
+        _green, proxy = self.startProxyFor(handler, "--response-buffering", "off")
         client = await connectRaw(self, proxy.port)
         client.setReceiveBuffer(128 * 1024)
         paused: Deferred[None] = Deferred()
@@ -502,10 +506,11 @@ class StreamingTests(IntegrationTestCase):
 
     async def test_slowBackendPausesUpload(self) -> None:
         """
-        A backend that stops reading an upload makes the proxy stop reading
-        from the client: the client's (pull-produced) writes stall, never
-        more than 8 MiB ahead of what the backend has read, and the body
-        arrives intact once the backend reads again.
+        With C{--request-buffering off}, a backend that stops reading an
+        upload makes the proxy stop reading from the client: the client's
+        (pull-produced) writes stall, never more than 8 MiB ahead of what
+        the backend has read, and the body arrives intact once the backend
+        reads again.
         """
         size = 48 * MIB
         backendPaused: Deferred[None] = Deferred()
@@ -515,7 +520,9 @@ class StreamingTests(IntegrationTestCase):
             conn.transport.pauseProducing()  # type: ignore[union-attr]
             backendPaused.callback(None)
 
-        green, proxy = self.startProxyFor(echo("green"), onHead=stall)
+        green, proxy = self.startProxyFor(
+            echo("green"), "--request-buffering", "off", onHead=stall
+        )
         client = await connectRaw(self, proxy.port)
         setBuffer(client.transport, socket.SO_SNDBUF, 128 * 1024)
         pending = client.expect()

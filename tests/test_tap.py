@@ -302,15 +302,15 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_stopService(self) -> None:
         """
-        Stopping the service stops its children (the listener and the
-        health monitor) and fires once the pools are closed.
+        Stopping the service stops its children (the temporary files, the
+        listener and the health monitor) and fires once the pools are closed.
         """
         service, _ = self.make()
         service.startService()
-        self.assertEqual([child.running for child in service], [1, 1])
+        self.assertEqual([child.running for child in service], [1, 1, 1])
         self.successResultOf(service.stopService())
         self.assertFalse(service.running)
-        self.assertEqual([child.running for child in service], [0, 0])
+        self.assertEqual([child.running for child in service], [0, 0, 0])
 
 
 class AdminServiceTests(SynchronousTestCase):
@@ -381,9 +381,9 @@ class AdminServiceTests(SynchronousTestCase):
         """
         service, _ = self.make("--admin", "tcp:4568:interface=127.0.0.1")
         service.startService()
-        self.assertEqual([child.running for child in service], [1, 1, 1])
+        self.assertEqual([child.running for child in service], [1, 1, 1, 1])
         self.successResultOf(service.stopService())
-        self.assertEqual([child.running for child in service], [0, 0, 0])
+        self.assertEqual([child.running for child in service], [0, 0, 0, 0])
 
 
 class StartupErrorTests(SynchronousTestCase):

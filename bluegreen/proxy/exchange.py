@@ -22,17 +22,20 @@ from twisted.internet.error import (
     ConnectionLost,
 )
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from bluegreen.controller import Controller
 from bluegreen.environment import Environment
 from bluegreen.proxy.accesslog import AccessLog
+from bluegreen.proxy.body import clientTransport
 from bluegreen.proxy.failures import classifyFailure, describeFailure, isLocalFailure
 from bluegreen.proxy.headers import droppedBy, httpDate
 from bluegreen.proxy.interfaces import PassiveHealth, ProxyMetrics
 from bluegreen.proxy.pool import PoolClosed, UpstreamPool
-from bluegreen.proxy.request import ProxyRequest, clientTransport
+from bluegreen.proxy.request import ProxyRequest
+from bluegreen.proxy.spool import Spool, TempFiles
 from bluegreen.proxy.upstream import UpstreamConnection
 
 _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"))
@@ -96,6 +99,19 @@ class Proxy(Protocol):
         Counts requests, upstream errors and retries, or L{None}.
         """
 
+    @property
+    def buffers(self) -> TempFiles | None:
+        """
+        Buffers bodies for slow clients (see L{BufferSettings}), or L{None}
+        to stream both ways with backpressure only.
+        """
+
+    @property
+    def side(self) -> str:
+        """
+        C{"live"} or C{"standby"} (the preview): where requests go.
+        """
+
     def buildHead(self, request: ProxyRequest, environment: Environment) -> bytes:
         """
         @param request: The client's request.
@@ -110,8 +126,13 @@ class Exchange:
     One request's trip to an environment and back.
 
     It is the L{ResponseSink} of the upstream connection and the producer
-    registered with the client's request, so a slow client pauses the
-    upstream connection.
+    registered with the client's request.  With response buffering, what a
+    slow client has not taken yet goes to a L{Spool} (memory, then a
+    temporary file), so the upstream connection is free as soon as the
+    upstream is done; only a full spool pauses the upstream.  Without it, a
+    slow client pauses the upstream connection.  With request buffering,
+    the connection is only taken once the body is in (see
+    L{RequestBody.buffer}).
 
     @ivar resource: The proxy.
     @ivar request: The client's request.
@@ -123,13 +144,18 @@ class Exchange:
 
     __slots__ = (
         "_acquiring",
+        "_clientPaused",
         "_confirmed",
         "_conn",
         "_done",
         "_responded",
         "_retried",
+        "_spool",
         "_standbyTried",
         "_timeoutCall",
+        "_upstreamDone",
+        "_upstreamPaused",
+        "_waitingBody",
         "bytes",
         "environment",
         "request",
@@ -160,7 +186,20 @@ class Exchange:
         self._retried = False
         self._standbyTried = False
         self._timeoutCall: IDelayedCall | None = None
+        self._spool: Spool | None = None
+        self._clientPaused = False
+        self._upstreamPaused = False
+        self._upstreamDone = False
+        self._waitingBody = False
         body = request.body
+        buffers = resource.buffers
+        if body is not None and buffers is not None:
+            settings = buffers.settings
+            if settings.requestBuffering and body.buffer(
+                buffers, settings.clientBodyBuffer, settings.maxBufferedBody
+            ):
+                self._waitingBody = True
+                body.whenReady(self._bodyReady)
         if body is None:
             self._startTimeout()
         else:
@@ -175,6 +214,9 @@ class Exchange:
         @param fresh: Insist on a new connection (retrying after a reused one
             failed).
         """
+        if self._waitingBody or self._done:
+            # Started by _bodyReady once the body is in.
+            return
         resource = self.resource
         pool = resource.pools[self.environment.name]
         if not fresh:
@@ -208,8 +250,15 @@ class Exchange:
         """
         resource = self.resource
         if not self._standbyTried:
-            self.environment = resource.controller.live
+            controller = resource.controller
+            self.environment = (
+                controller.live if resource.side == "live" else controller.standby()
+            )
         return resource.pools[self.environment.name].acquire(fresh)
+
+    def _bodyReady(self) -> None:
+        self._waitingBody = False
+        self.start(False)
 
     def _connected(self, conn: UpstreamConnection) -> None:
         self._acquiring = None
@@ -322,14 +371,43 @@ class Exchange:
         call = self._timeoutCall
         if call is not None:
             call.reset(self.resource.responseTimeout)
-        self.bytes += len(data)
-        self.request.write(data)
+        spool = self._spool
+        if not self._clientPaused and (spool is None or not len(spool)):
+            self.bytes += len(data)
+            self.request.write(data)
+            return
+        if spool is None:
+            buffers = self.resource.buffers
+            assert buffers is not None
+            settings = buffers.settings
+            spool = self._spool = Spool(
+                buffers, settings.proxyBuffer, settings.maxTempFile
+            )
+        try:
+            spool.write(data)
+        except OSError:
+            self._spoolFailed()
+            return
+        if spool.full and self._conn is not None and not self._upstreamPaused:
+            # Memory and file both full: the upstream waits for the client.
+            self._upstreamPaused = True
+            self._cancelTimeout()
+            self._conn.pauseProducing()
 
     def responseDone(self) -> None:
         """
-        The upstream response is complete: complete the client's.
+        The upstream response is complete: complete the client's (once the
+        client has taken what is buffered for it).
         """
         self._conn = None
+        self._upstreamDone = True
+        if self._spool is not None and len(self._spool):
+            self._cancelTimeout()
+            return
+        self._responseComplete()
+
+    def _responseComplete(self) -> None:
+        self._closeSpool()
         request = self.request
         request.unregisterProducer()
         body = request.body
@@ -389,18 +467,44 @@ class Exchange:
 
     def pauseProducing(self) -> None:
         """
-        The client is not keeping up: stop reading from the upstream (and
-        stop timing its silence, which is the client's doing).
+        The client is not keeping up: buffer for it (with response
+        buffering), or stop reading from the upstream (and stop timing its
+        silence, which is the client's doing).
         """
-        if self._conn is not None:
+        if (
+            self.resource.buffers is not None
+            and self.resource.buffers.settings.responseBuffering
+        ):
+            self._clientPaused = True
+        elif self._conn is not None:
+            self._upstreamPaused = True
             self._cancelTimeout()
             self._conn.pauseProducing()
 
     def resumeProducing(self) -> None:
         """
-        The client caught up.
+        The client caught up: give it what is buffered, and read from the
+        upstream again if it was paused.
         """
-        if self._conn is not None:
+        self._clientPaused = False
+        spool = self._spool
+        if spool is not None:
+            request = self.request
+            while not self._clientPaused and not self._done:
+                data = spool.read()
+                if not data:
+                    break
+                self.bytes += len(data)
+                request.write(data)
+            if self._done:
+                return
+            if not len(spool) and self._upstreamDone:
+                self._responseComplete()
+                return
+            if spool.full:
+                return
+        if self._upstreamPaused and self._conn is not None:
+            self._upstreamPaused = False
             self._armTimeout()
             self._conn.resumeProducing()
 
@@ -425,6 +529,7 @@ class Exchange:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.abort()
+        self._closeSpool()
         body = self.request.body
         if body is not None:
             body.discard()
@@ -512,14 +617,42 @@ class Exchange:
         if self._done:
             return
         self._done = True
+        self._closeSpool()
         self._cancelTimeout()
         request = self.request
         if not request.gone:
             request.finish()
         self._log()
 
+    def _spoolFailed(self) -> None:
+        """
+        The temporary file could not be written (disk full, say) after part
+        of a piece went in: the client cannot get the whole response, so it
+        is cut off.
+        """
+        Logger(namespace="bluegreen.proxy").failure(
+            "cannot buffer a response for a slow client"
+        )
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+        self._abortClient()
+
+    def _closeSpool(self) -> None:
+        """
+        Give back what is buffered for this exchange: the response's spool,
+        and the request body's store.
+        """
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            spool.close()
+        body = self.request.body
+        if body is not None and body.complete:
+            body.discard()
+
     def _abortClient(self) -> None:
         self._done = True
+        self._closeSpool()
         self._cancelTimeout()
         transport = clientTransport(self.request)
         if transport is not None:

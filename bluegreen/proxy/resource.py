@@ -31,6 +31,7 @@ from bluegreen.proxy.limits import ClientLimits
 from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.rejections import Rejections
 from bluegreen.proxy.request import ProxyRequest
+from bluegreen.proxy.spool import TempFiles
 
 # Request headers the proxy writes itself.
 _REWRITTEN = frozenset(
@@ -108,6 +109,8 @@ class ProxyResource(Resource):
         is not live, read once per request as the live one is).
     @ivar rejections: Counts the requests the proxy refuses itself (the
         client channel's 4xx, the upstream framing checks' 502s).
+    @ivar buffers: Buffers bodies for slow clients (request and response
+        buffering), or L{None}: bodies stream both ways with backpressure.
     """
 
     isLeaf = True
@@ -126,10 +129,12 @@ class ProxyResource(Resource):
         stampFlags: Callable[[str], Mapping[str, str]] | None = None,
         side: str = "live",
         rejections: Rejections | None = None,
+        buffers: TempFiles | None = None,
     ) -> None:
         super().__init__()
         self.side = side
         self.rejections = Rejections() if rejections is None else rejections
+        self.buffers = buffers
         self.stampFlags = stampFlags
         self.health = health
         self.retry = retry

@@ -18,6 +18,7 @@ from bluegreen.health import HealthSettings
 from bluegreen.manhole.service import ManholeSettings
 from bluegreen.promote.settings import PromotionSettings
 from bluegreen.proxy.limits import ClientLimits
+from bluegreen.proxy.spool import BufferSettings
 
 
 @frozen
@@ -73,6 +74,8 @@ class Config:
         C{--verify}...).
     @ivar clientLimits: The client limits and timeouts (C{--max-clients},
         C{--client-header-timeout}...).
+    @ivar buffering: How request and response bodies are buffered for slow
+        clients (C{--request-buffering} and the options after it).
     """
 
     listen: Mapping[str, str]
@@ -106,5 +109,6 @@ class Config:
     mirrorInterval: float
     appCommands: Mapping[str, tuple[str | None, str | None]]
     sshOptions: tuple[str, ...]
+    buffering: BufferSettings
     clientLimits: ClientLimits
     promotion: PromotionSettings = field(factory=PromotionSettings)

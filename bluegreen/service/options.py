@@ -26,9 +26,10 @@ from bluegreen.manhole.service import checkOptions as checkManholeOptions
 from bluegreen.optionfile import readOptionFile
 from bluegreen.proxy.pool import loadTrustRoot
 from bluegreen.service.adminoptions import adminNames, checkAdminListening
+from bluegreen.service.bufferoptions import BUFFER_PARAMETERS, bufferSettings
 from bluegreen.service.config import Config
-from bluegreen.service.promoteoptions import PromoteOptions, promotionSettings
 from bluegreen.service.limitoptions import LIMIT_PARAMETERS, clientLimits
+from bluegreen.service.promoteoptions import PromoteOptions, promotionSettings
 from bluegreen.sync.locations import parseLocation, sshArguments
 from bluegreen.sync.service import SYNC_MODES
 
@@ -376,6 +377,7 @@ class Options(PromoteOptions):
         ["green-start", None, None, "Shell command starting GREEN's app (copy)."],
         ["blue-stop", None, None, "Shell command stopping BLUE's app (copy)."],
         ["blue-start", None, None, "Shell command starting BLUE's app (copy)."],
+        *BUFFER_PARAMETERS,
     ]
 
     optFlags = [
@@ -723,6 +725,7 @@ class Options(PromoteOptions):
                 self, portToEndpoint, {"port": endpoint, "admin": adminEndpoint}
             ),
             clientLimits=clientLimits(self),
+            buffering=bufferSettings(self),
         )
 
 

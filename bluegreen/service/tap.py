@@ -31,6 +31,7 @@ from twisted.logger import ILogObserver, Logger
 
 from bluegreen import __version__
 from bluegreen.admin.api import AdminResource
+from bluegreen.admin.buffermetrics import BufferMetrics
 from bluegreen.admin.metrics import FlagMetrics, Metrics, MetricsResource
 from bluegreen.admin.site import adminSite
 from bluegreen.controller import Controller
@@ -49,6 +50,7 @@ from bluegreen.proxy.limits import DESCRIPTOR_RESERVE, defaultMaxClients
 from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.rejections import ClientMetrics, clientStatus
 from bluegreen.proxy.resource import ProxyResource, ProxySite
+from bluegreen.proxy.spool import TempFiles
 from bluegreen.service.config import Config
 from bluegreen.service.descriptors import raiseDescriptorLimit
 from bluegreen.service.listener import Listener, StartupError
@@ -274,6 +276,24 @@ def _syncService(
     )
 
 
+def _buffers(config: Config) -> TempFiles | None:
+    """
+    The temporary files of request and response buffering, or L{None} when
+    both are off.
+
+    @raise StartupError: If C{--temp-dir} cannot be made private to us.
+    """
+    settings = config.buffering
+    if not (settings.requestBuffering or settings.responseBuffering):
+        return None
+    buffers = TempFiles(settings)
+    try:
+        buffers.checkBase()
+    except OSError as e:
+        raise StartupError(f"--temp-dir: {settings.tempDir!r}: {e.strerror}") from None
+    return buffers
+
+
 def makeService(
     options: Config | Options, reactor: ServiceReactor | None = None
 ) -> IService:
@@ -345,9 +365,13 @@ def makeService(
         retry=config.retry,
         metrics=metrics,
         stampFlags=flags.flagsFor if flags and config.stampFlags else None,
+        buffers=_buffers(config),
     )
     service = ProxyService(controller, resource, pools, monitor, accessLog)
     service.metrics = metrics
+    if resource.buffers is not None:
+        resource.buffers.setServiceParent(service)
+        metrics.register(BufferMetrics(resource.buffers.stats))
     if flags is not None:
         service.flags = flags
         flags.setServiceParent(service)
@@ -392,6 +416,8 @@ def makeService(
         )
         if sync is not None:
             admin.admin.addStatus("sync", sync.status)
+        if resource.buffers is not None:
+            admin.admin.addStatus("buffers", resource.buffers.stats.asDict)
         Listener(
             serverFromString(reactor, config.adminEndpoint),
             admin,
