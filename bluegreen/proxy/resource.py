@@ -22,11 +22,14 @@ from twisted.web.server import NOT_DONE_YET, Site
 from bluegreen.controller import Controller
 from bluegreen.environment import Environment
 from bluegreen.proxy.accesslog import AccessLog
+from bluegreen.proxy.channel import ProxyChannel
 from bluegreen.proxy.exchange import Exchange
 from bluegreen.proxy.headers import clientHost, droppedBy
 from bluegreen.proxy.interfaces import PassiveHealth, ProxyMetrics
 from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.request import ProxyRequest
+from bluegreen.proxy.tunnel import wantsUpgrade
+from bluegreen.proxy.tunnels import Tunnels
 
 # Request headers the proxy writes itself.
 _REWRITTEN = frozenset(
@@ -41,6 +44,7 @@ class ProxySite(Site):
     """
 
     requestFactory = ProxyRequest  # type: ignore[assignment]
+    protocol = ProxyChannel  # type: ignore[assignment]
 
     def __init__(self, resource: ProxyResource, reactor: IReactorTime) -> None:
         """
@@ -85,6 +89,10 @@ class ProxyResource(Resource):
 
     isLeaf = True
 
+    #: Where upgrade requests (WebSockets...) go; L{None}: none are
+    #: upgraded (their C{Upgrade} header is dropped as hop-by-hop).
+    tunnels: Tunnels | None = None
+
     def __init__(
         self,
         controller: Controller,
@@ -117,6 +125,10 @@ class ProxyResource(Resource):
         @return: L{NOT_DONE_YET}: the exchange finishes the request.
         """
         environment = self.controller.live
+        tunnels = self.tunnels
+        if tunnels is not None and wantsUpgrade(request):
+            tunnels.start(self, request, environment)
+            return NOT_DONE_YET
         exchange = Exchange(self, request, environment)
         request.exchange = exchange
         exchange.start(False)

@@ -16,6 +16,7 @@ from bluegreen.environment import Environment
 from bluegreen.flags.target import RedisTarget
 from bluegreen.health import HealthSettings
 from bluegreen.manhole.service import ManholeSettings
+from bluegreen.proxy.tunnels import TunnelSettings
 
 
 @frozen
@@ -67,6 +68,8 @@ class Config:
     @ivar appCommands: Each environment's C{(stop, start)} shell commands
         (either may be L{None}).
     @ivar sshOptions: The C{--ssh-option} values, in order.
+    @ivar tunnel: How upgraded connections (WebSockets) are timed and
+        drained (C{--tunnel-idle-timeout}, C{--drain-timeout}).
     """
 
     listen: Mapping[str, str]
@@ -100,3 +103,4 @@ class Config:
     mirrorInterval: float
     appCommands: Mapping[str, tuple[str | None, str | None]]
     sshOptions: tuple[str, ...]
+    tunnel: TunnelSettings = TunnelSettings()

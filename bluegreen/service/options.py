@@ -27,6 +27,7 @@ from bluegreen.optionfile import readOptionFile
 from bluegreen.proxy.pool import loadTrustRoot
 from bluegreen.service.adminoptions import adminNames, checkAdminListening
 from bluegreen.service.config import Config
+from bluegreen.service.tunneloptions import TUNNEL_PARAMETERS, tunnelSettings
 from bluegreen.sync.locations import parseLocation, sshArguments
 from bluegreen.sync.service import SYNC_MODES
 
@@ -374,7 +375,7 @@ class Options(usage.Options):
         ["green-start", None, None, "Shell command starting GREEN's app (copy)."],
         ["blue-stop", None, None, "Shell command stopping BLUE's app (copy)."],
         ["blue-start", None, None, "Shell command starting BLUE's app (copy)."],
-    ]
+    ] + TUNNEL_PARAMETERS
 
     optFlags = [
         [
@@ -716,6 +717,7 @@ class Options(usage.Options):
                 for colour in databases
             },
             sshOptions=tuple(self["sshOptions"]),
+            tunnel=tunnelSettings(self),
         )
 
 

@@ -44,6 +44,7 @@ from bluegreen.manhole.service import Manhole
 from bluegreen.proxy.accesslog import AccessLog
 from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.resource import ProxyResource, ProxySite
+from bluegreen.proxy.tunnels import TunnelMetrics, Tunnels
 from bluegreen.service.config import Config
 from bluegreen.service.listener import Listener, StartupError
 from bluegreen.service.logs import logObserverFor
@@ -290,6 +291,10 @@ def makeService(
     )
     service = ProxyService(controller, resource, pools, monitor, accessLog)
     service.metrics = metrics
+    tunnels = resource.tunnels = Tunnels(reactor, config.tunnel)
+    controller.onSwitch.append(tunnels.switched)
+    metrics.register(TunnelMetrics(tunnels))
+    tunnels.setServiceParent(service)
     if flags is not None:
         service.flags = flags
         flags.setServiceParent(service)
@@ -320,6 +325,7 @@ def makeService(
         mountFlags(admin.admin, flags)
         if flags is not None:
             admin.admin.addStatus("flags", flags.table)
+        admin.admin.addStatus("tunnels", tunnels.status)
         mountSync(admin.admin, sync)
         if sync is not None:
             admin.admin.addStatus("sync", sync.status)
