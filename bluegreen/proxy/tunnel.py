@@ -22,12 +22,12 @@ from collections.abc import Mapping
 from typing import Protocol as TypingProtocol
 from typing import cast
 
-from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
     IDelayedCall,
-    IPushProducer,
     IProtocol,
+    IPushProducer,
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.internet.ssl import Certificate
 
 from bluegreen.admin.guard import AdminNames
@@ -103,4 +103,4 @@ class Config:
     mirrorInterval: float
     appCommands: Mapping[str, tuple[str | None, str | None]]
     sshOptions: tuple[str, ...]
-    tunnel: TunnelSettings = TunnelSettings()
+    tunnel: TunnelSettings = field(factory=TunnelSettings)

@@ -375,7 +375,8 @@ class Options(usage.Options):
         ["green-start", None, None, "Shell command starting GREEN's app (copy)."],
         ["blue-stop", None, None, "Shell command stopping BLUE's app (copy)."],
         ["blue-start", None, None, "Shell command starting BLUE's app (copy)."],
-    ] + TUNNEL_PARAMETERS
+        *TUNNEL_PARAMETERS,
+    ]
 
     optFlags = [
         [
