@@ -20,6 +20,7 @@ import os
 import struct
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -89,7 +90,7 @@ class FrameParser:
         @return: The frames now complete.
         """
         self.buffer += data
-        frames = []
+        frames: list[tuple[int, bytes]] = []
         while True:
             b = self.buffer
             if len(b) < 2:
@@ -133,6 +134,7 @@ class WebSocketServer(Protocol):
     """
 
     factory: WebSocketServerFactory
+    transport: Any
 
     def __init__(self) -> None:
         self.head = b""
@@ -177,7 +179,9 @@ class WebSocketServer(Protocol):
         self.upgraded = True
         self.transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + acceptKey(key) + b"\r\n\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+            + acceptKey(key)
+            + b"\r\n\r\n"
         )
 
     def frameReceived(self, opcode: int, payload: bytes) -> None:
@@ -185,7 +189,7 @@ class WebSocketServer(Protocol):
         if opcode == TEXT:
             if payload.startswith(b"stream "):
                 self.streamLeft = int(payload[7:])
-                self.transport.registerProducer(self, True)  # type: ignore[attr-defined]
+                self.transport.registerProducer(self, True)
                 self.resumeProducing()
                 return
             self.send(TEXT, name + b":" + payload)
@@ -215,7 +219,7 @@ class WebSocketServer(Protocol):
             self.streamed += n
             self.send(BINARY, streamBytes(self.streamed - n, n))
         if not self.streamLeft and not self.paused:
-            self.transport.unregisterProducer()  # type: ignore[attr-defined]
+            self.transport.unregisterProducer()
             self.send(TEXT, b"done")
             self.streamLeft = -1
 
@@ -255,7 +259,7 @@ class WebSocketServerFactory(Factory):
     @ivar lost: How many connections have closed.
     """
 
-    protocol = WebSocketServer
+    protocol = WebSocketServer  # type: ignore[assignment]
     noisy = False
 
     def __init__(self, name: str, mode: str = "upgrade") -> None:
@@ -271,7 +275,7 @@ class WebSocketServerFactory(Factory):
         Close every connection.
         """
         for conn in list(self.connections):
-            conn.transport.abortConnection()  # type: ignore[attr-defined]
+            conn.transport.abortConnection()
 
 
 class WebSocketClient(Protocol):
@@ -282,6 +286,8 @@ class WebSocketClient(Protocol):
     @ivar headers: Its headers.
     @ivar body: What followed a non-101 answer's head.
     """
+
+    transport: Any
 
     def __init__(self, path: bytes = b"/chat", upgrade: bool = True) -> None:
         self.path = path

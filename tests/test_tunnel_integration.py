@@ -78,7 +78,7 @@ class TunnelTestCase(TestCase):
         def close() -> Deferred[None] | None:
             if client.closed.called:
                 return None
-            client.transport.abortConnection()  # type: ignore[attr-defined]
+            client.transport.abortConnection()
             return client.closed
 
         self.addCleanup(close)
@@ -164,7 +164,9 @@ class EchoTests(TunnelTestCase):
         client.send(TEXT, b"stream %d" % size)
         self.assertEqual(await self.receive(client), (TEXT, b"done"))
         self.assertEqual(count[0], size)
-        self.assertEqual(received.digest(), hashlib.sha256(streamBytes(0, size)).digest())
+        self.assertEqual(
+            received.digest(), hashlib.sha256(streamBytes(0, size)).digest()
+        )
 
     async def test_backpressure(self) -> None:
         """
@@ -183,7 +185,7 @@ class EchoTests(TunnelTestCase):
             count[0] += len(data)
 
         client.onBinary = binary
-        client.transport.pauseProducing()  # type: ignore[attr-defined]
+        client.transport.pauseProducing()
         size = 64 * 1024 * 1024
         client.send(TEXT, b"stream %d" % size)
         server = green.connections[0]
@@ -192,7 +194,7 @@ class EchoTests(TunnelTestCase):
         taken = await stalled(lambda: tunnel.toClient, "the proxy's reads")
         self.assertLess(taken, 16 * 1024 * 1024)
         self.assertLess(server.streamed, 32 * 1024 * 1024)
-        client.transport.resumeProducing()  # type: ignore[attr-defined]
+        client.transport.resumeProducing()
         self.assertEqual(await self.receive(client), (TEXT, b"done"))
         self.assertEqual(count[0], size)
         expected = hashlib.sha256()

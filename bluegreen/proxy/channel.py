@@ -52,6 +52,9 @@ class ProxyChannel(HTTPChannel):
             (the channel held it, as it holds a pipelined request).
         """
         self.tunnel = tunnel
+        # HTTPChannel's private buffer, the one Twisted name read here: a
+        # public "hand the connection over" API would replace it (Twisted's
+        # own websocket support uses a private one, and drops these bytes).
         early = b"".join(self._dataBuffer)
         self._dataBuffer = []
         # The channel pauses reading while it holds too much: the tunnel

@@ -28,8 +28,8 @@ from bluegreen.proxy.headers import clientHost, droppedBy
 from bluegreen.proxy.interfaces import PassiveHealth, ProxyMetrics
 from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.request import ProxyRequest
-from bluegreen.proxy.tunnel import wantsUpgrade
 from bluegreen.proxy.tunnels import Tunnels
+from bluegreen.proxy.upgrade import wantsUpgrade
 
 # Request headers the proxy writes itself.
 _REWRITTEN = frozenset(

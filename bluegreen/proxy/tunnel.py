@@ -18,146 +18,28 @@ environment and closes those left on an old environment after a switch.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Protocol as TypingProtocol
-from typing import cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocol,
-    IPushProducer,
-    IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from bluegreen.controller import Controller
 from bluegreen.environment import Environment
-from bluegreen.proxy.accesslog import AccessLog
 from bluegreen.proxy.channel import ProxyChannel
 from bluegreen.proxy.failures import classifyFailure, describeFailure
 from bluegreen.proxy.headers import droppedBy, httpDate
-from bluegreen.proxy.interfaces import PassiveHealth, ProxyMetrics
-from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.request import ProxyRequest
+from bluegreen.proxy.upgrade import PauseReads, StreamTransport, TunnelProxy, stream
 from bluegreen.proxy.upstream import MAX_HEAD, BadResponse, UpstreamConnection
 
 #: Seconds a closing side may take to flush what was written to it before
 #: it is cut off (a peer that stopped reading would otherwise hold it open).
 CLOSE_GRACE = 15.0
-
-
-class StreamTransport(TypingProtocol):
-    """
-    What a tunnel does with each side's transport (a TCP or TLS transport
-    provides it all).
-    """
-
-    def write(self, data: bytes) -> None:
-        """
-        Send bytes.
-        """
-
-    def loseConnection(self) -> None:
-        """
-        Close once what was written is sent.
-        """
-
-    def abortConnection(self) -> None:
-        """
-        Close at once.
-        """
-
-    def pauseProducing(self) -> None:
-        """
-        Stop reading.
-        """
-
-    def resumeProducing(self) -> None:
-        """
-        Read again.
-        """
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
-        """
-        Let the transport pause C{producer} while its write buffer is full.
-        """
-
-
-def stream(transport: object) -> StreamTransport:
-    """
-    A connected protocol's transport, as a tunnel uses it.
-
-    @param transport: A TCP or TLS transport (L{ITransport} declares only
-        part of what they provide).
-    @return: The same object.
-    """
-    return cast(StreamTransport, transport)
-
-
-class TunnelProxy(TypingProtocol):
-    """
-    What a tunnel needs of the proxy (L{bluegreen.proxy.resource.ProxyResource}
-    provides it): see there for each attribute.
-    """
-
-    @property
-    def controller(self) -> Controller:
-        """
-        Holds the live environment, and names the standby.
-        """
-
-    @property
-    def pools(self) -> Mapping[str, UpstreamPool]:
-        """
-        A pool per environment (a tunnel uses only its endpoint).
-        """
-
-    @property
-    def clock(self) -> IReactorTime:
-        """
-        Times the response head, idle tunnels and closes.
-        """
-
-    @property
-    def responseTimeout(self) -> float:
-        """
-        Seconds allowed for the response head.
-        """
-
-    @property
-    def accessLog(self) -> AccessLog | None:
-        """
-        Where each tunnel is logged, or L{None}.
-        """
-
-    @property
-    def health(self) -> PassiveHealth | None:
-        """
-        Told of environments that cannot be reached, or L{None}.
-        """
-
-    @property
-    def retry(self) -> bool:
-        """
-        Retry on the standby when the live environment refuses the connection.
-        """
-
-    @property
-    def metrics(self) -> ProxyMetrics | None:
-        """
-        Counts requests and upstream errors, or L{None}.
-        """
-
-    def buildHead(self, request: ProxyRequest, environment: Environment) -> bytes:
-        """
-        @param request: The client's request.
-        @param environment: Where it goes.
-        @return: The upstream request line and end-to-end headers.
-        """
 
 
 class TunnelRegistry(TypingProtocol):
@@ -179,48 +61,6 @@ class TunnelRegistry(TypingProtocol):
     def closed(self, tunnel: Tunnel) -> None:
         """
         C{tunnel} ended.
-        """
-
-
-def wantsUpgrade(request: ProxyRequest) -> bool:
-    """
-    Whether C{request} asks to switch protocols (RFC 9110 section 7.8): an
-    HTTP/1.1 request without a body, with an C{Upgrade} header and
-    C{upgrade} among its C{Connection} tokens, on a connection that can be
-    handed over (a L{ProxyChannel}).
-
-    @param request: The client's request.
-    @return: C{True} if it goes through a L{Tunnel}.
-    """
-    if request.body is not None or request.clientproto != b"HTTP/1.1":
-        return False
-    if not isinstance(request.channel, ProxyChannel):
-        return False
-    headers = request.requestHeaders
-    if not headers.getRawHeaders(b"upgrade"):
-        return False
-    return b"upgrade" in droppedBy(headers.getRawHeaders(b"connection"))
-
-
-@implementer(IPushProducer)
-class _Reads:
-    """
-    One side's reading, as the producer the other side's transport pauses
-    while its write buffer is full.
-    """
-
-    def __init__(self, transport: object) -> None:
-        self.transport = stream(transport)
-
-    def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
-
-    def stopProducing(self) -> None:
-        """
-        The consumer is going away; the tunnel hears it from connectionLost.
         """
 
 
@@ -492,8 +332,8 @@ class Tunnel:
         early = channel.takeOver(self)
         client.write(head)
         # Each side's writes pause the other side's reads when they back up.
-        channel.registerProducer(_Reads(upstream.transport), True)
-        stream(upstream.transport).registerProducer(_Reads(client), True)
+        channel.registerProducer(PauseReads(upstream.transport), True)
+        stream(upstream.transport).registerProducer(PauseReads(client), True)
         self.openedAt = self.proxy.clock.seconds()
         self.registry.opened(self)
         self._lastActivity = self.openedAt
@@ -719,7 +559,7 @@ class Tunnel:
             request.responseHeaders.setRawHeaders(b"Date", [httpDate(time.time())])
         upstream = self._upstream
         if upstream is not None:
-            request.registerProducer(_Reads(upstream.transport), True)
+            request.registerProducer(PauseReads(upstream.transport), True)
 
     def responseData(self, data: bytes) -> None:
         """

@@ -17,7 +17,6 @@ from collections.abc import Iterable
 
 from attrs import define, field, frozen
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -25,7 +24,8 @@ from twisted.logger import Logger
 from bluegreen.controller import Switch
 from bluegreen.environment import COLOURS, Environment
 from bluegreen.proxy.request import ProxyRequest
-from bluegreen.proxy.tunnel import Tunnel, TunnelProxy
+from bluegreen.proxy.tunnel import Tunnel
+from bluegreen.proxy.upgrade import TunnelProxy
 from bluegreen.timetext import isoTime
 
 #: Switch kinds whose old environment is down: its tunnels close at once.
@@ -63,8 +63,8 @@ class Draining:
     until: float | None
 
 
-@define(slots=False, eq=False)
-class Tunnels(Service):
+@define(eq=False)
+class Tunnels:
     """
     The registry of open tunnels, and their draining.
 
@@ -220,14 +220,12 @@ class Tunnels(Service):
             ],
         }
 
-    # Service
+    def closeAll(self) -> Deferred[object]:
+        """
+        Close every tunnel and pending upgrade (the service is stopping).
 
-    def stopService(self) -> Deferred[object]:
+        @return: A Deferred firing once their connections are closed.
         """
-        Close every tunnel and pending upgrade; fire once their connections
-        are closed.
-        """
-        super().stopService()
         for name in list(self._drainCalls):
             self._stopDraining(name)
         tunnels = list(self._pending)

@@ -176,6 +176,9 @@ class ProxyService(MultiService):
     async def _stop(self) -> None:
         await super().stopService()
         self.controller.stop()
+        tunnels = self.resource.tunnels
+        if tunnels is not None:
+            await tunnels.closeAll()
         await DeferredList([pool.close() for pool in self.pools.values()])
         if self.accessLog is not None:
             self.accessLog.close()
@@ -294,7 +297,6 @@ def makeService(
     tunnels = resource.tunnels = Tunnels(reactor, config.tunnel)
     controller.onSwitch.append(tunnels.switched)
     metrics.register(TunnelMetrics(tunnels))
-    tunnels.setServiceParent(service)
     if flags is not None:
         service.flags = flags
         flags.setServiceParent(service)

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tunnel_options -*-
+# -*- test-case-name: tests.test_tunnel -*-
 """
 The options of tunnels (upgraded connections, e.g. WebSockets):
 C{--tunnel-idle-timeout} and C{--drain-timeout}, appended to
