@@ -18,7 +18,8 @@ from twisted.trial.unittest import TestCase
 
 from bluegreen.proxy.tunnels import Tunnels
 
-from ._backends import ProxyUnderTest, closedPortURL, listen, startProxy
+from ._admin import call, listeningPort
+from ._backends import ProxyUnderTest, closedPortURL, listen, portNumber, startProxy
 from ._rawclient import fetch, setBuffer
 from ._util import PATIENCE, waitFor
 from ._waiting import reactor, stalled, withTimeout
@@ -314,3 +315,37 @@ class TimeoutAndDrainTests(TunnelTestCase):
         proxy.controller.healthChanged("green", False, "test: down")
         self.assertEqual(proxy.controller.live.name, "blue")
         await withTimeout(client.closed, "the tunnel's close")
+
+
+class AdminTests(TunnelTestCase):
+    """
+    The admin API shows the tunnels.
+    """
+
+    async def test_statusAndMetrics(self) -> None:
+        """
+        C{GET /api/status} counts open tunnels per environment and shows
+        what is draining until when; C{GET /metrics} counts them too.
+        """
+        _, _, proxy = self.startServers(
+            "upgrade", "--admin", "tcp:0:interface=127.0.0.1", "--drain-timeout", "600"
+        )
+        admin = portNumber(listeningPort(proxy.service, "admin"))
+        base = f"http://127.0.0.1:{admin}"
+        await self.connect(proxy)
+        status = (await call(base + "/api/status")).json["tunnels"]
+        self.assertEqual(status["open"], {"green": 1, "blue": 0})
+        self.assertEqual(status["idle_timeout"], 3600)
+        self.assertEqual(status["drain_timeout"], 600)
+        self.assertEqual(status["draining"], [])
+        metrics = (await call(base + "/metrics")).data.decode()
+        self.assertIn('bluegreen_tunnels_open{environment="green"} 1.0', metrics)
+        self.assertIn(
+            'bluegreen_tunnels_opened_total{environment="green"} 1.0', metrics
+        )
+        proxy.controller.switch("blue")
+        (draining,) = (await call(base + "/api/status")).json["tunnels"]["draining"]
+        self.assertEqual(draining["environment"], "green")
+        self.assertEqual(draining["tunnels"], 1)
+        self.assertRegex(draining["until"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertGreater(draining["closes_in"], 590)
