@@ -288,6 +288,7 @@ class DrainTests(SynchronousTestCase):
                 {
                     "environment": "green",
                     "tunnels": 1,
+                    "responses": 0,
                     "since": "1970-01-01T00:01:40.000Z",
                     "until": "1970-01-01T00:02:10.000Z",
                     "closes_in": 30.0,

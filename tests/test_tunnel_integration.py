@@ -19,8 +19,17 @@ from twisted.trial.unittest import TestCase
 from bluegreen.proxy.tunnels import Tunnels
 
 from ._admin import call, listeningPort
-from ._backends import ProxyUnderTest, closedPortURL, listen, portNumber, startProxy
-from ._rawclient import fetch, setBuffer
+from ._backends import (
+    ProxyUnderTest,
+    closedPortURL,
+    echo,
+    listen,
+    named,
+    portNumber,
+    startBackend,
+    startProxy,
+)
+from ._rawclient import connectRaw, fetch, setBuffer
 from ._util import PATIENCE, waitFor
 from ._waiting import reactor, stalled, withTimeout
 from ._websocket import (
@@ -349,3 +358,46 @@ class AdminTests(TunnelTestCase):
         self.assertEqual(draining["tunnels"], 1)
         self.assertRegex(draining["until"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
         self.assertGreater(draining["closes_in"], 590)
+
+
+class StreamDrainTests(TunnelTestCase):
+    """
+    Responses still open on the old environment (server-sent events, long
+    polls) are drained like tunnels.
+    """
+
+    async def test_streamDrained(self) -> None:
+        """
+        A response that never ends, on GREEN, is cut C{--drain-timeout}
+        seconds after a switch to BLUE; the next request goes to BLUE.
+        """
+        _, greenURL = startBackend(
+            self, "green", named("green", parts=10**6, delay=0.05)
+        )
+        _, blueURL = startBackend(self, "blue", echo("blue"))
+        proxy = startProxy(self, greenURL, blueURL, "--drain-timeout", "1")
+        client = await self.connect(proxy, upgrade=False)
+        self.assertEqual(client.status, b"HTTP/1.1 200 OK")
+        await waitFor(lambda: b"green;" in client.body, "the stream to flow")
+        proxy.controller.switch("blue")
+        (draining,) = tunnelsOf(proxy).status()["draining"]
+        self.assertEqual((draining["tunnels"], draining["responses"]), (0, 1))
+        await withTimeout(client.closed, "the drained stream's close", 1 + PATIENCE)
+        self.assertEqual(tunnelsOf(proxy).streamsDrained, {"green": 1})
+        response = await fetch(self, proxy.port, b"GET", b"/next")
+        self.assertEqual(response.values(b"x-env"), [b"blue"])
+
+    async def test_idleConnectionKept(self) -> None:
+        """
+        A keep-alive connection with no response open is not cut: its next
+        request simply goes to the new live environment.
+        """
+        _, greenURL = startBackend(self, "green", echo("green"))
+        _, blueURL = startBackend(self, "blue", echo("blue"))
+        proxy = startProxy(self, greenURL, blueURL, "--drain-timeout", "0")
+        client = await connectRaw(self, proxy.port)
+        first = await client.request(b"GET", b"/one")
+        self.assertEqual(first.values(b"x-env"), [b"green"])
+        proxy.controller.switch("blue")
+        second = await client.request(b"GET", b"/two")
+        self.assertEqual(second.values(b"x-env"), [b"blue"])

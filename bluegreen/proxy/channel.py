@@ -10,8 +10,10 @@ on the connection: from then on its bytes belong to the tunnel
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
 
@@ -40,6 +42,8 @@ class ProxyChannel(HTTPChannel):
     # --- The tunnel's hook (bluegreen.proxy.tunnel) -------------------------
 
     tunnel: TunnelEnd | None = None
+    #: The site (L{twisted.web.server.Site.buildProtocol} sets it).
+    site: Any = None
 
     def takeOver(self, tunnel: TunnelEnd) -> bytes:
         """
@@ -63,6 +67,27 @@ class ProxyChannel(HTTPChannel):
         if transport is not None:
             transport.resumeProducing()  # type: ignore[attr-defined]
         return early
+
+    def connectionMade(self) -> None:
+        """
+        Join the site's open connections (if it keeps them: a drain looks
+        for responses still open there).
+        """
+        super().connectionMade()
+        channels = getattr(self.site, "channels", None)
+        if channels is not None:
+            channels.add(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Leave the site's open connections.
+
+        @param reason: Why.
+        """
+        channels = getattr(self.site, "channels", None)
+        if channels is not None:
+            channels.discard(self)
+        super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
         """

@@ -53,6 +53,11 @@ class ProxySite(Site):
         """
         super().__init__(resource, reactor=reactor)
         self.reactor = reactor
+        # The open client connections (ProxyChannel adds and removes
+        # itself), so a drain can find responses still open.
+        self.channels: set[ProxyChannel] = set()
+        if resource.tunnels is not None:
+            resource.tunnels.channels = self.channels
 
     def log(self, request: Request) -> None:
         """

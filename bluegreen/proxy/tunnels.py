@@ -1,19 +1,20 @@
 # -*- test-case-name: tests.test_tunnel,tests.test_tunnel_integration -*-
 """
 The open tunnels (L{bluegreen.proxy.tunnel}), per environment: counted for
-the status and metrics, closed when idle, drained after a switch, closed
-when the service stops.
+the status and metrics, drained after a switch, closed when the service
+stops.
 
-A switch changes where new requests and tunnels go; tunnels still open on
-the old environment are closed C{--drain-timeout} seconds later (at once
-after a failover, whose old environment is down; never with C{never}), so
-their clients reconnect to the new live environment instead of staying on a
-stale deploy.
+A switch changes where new requests and tunnels go; tunnels and responses
+still open on the old environment (event streams, long polls) are closed
+C{--drain-timeout} seconds later (at once after a failover, whose old
+environment is down; never with C{never}), so their clients reconnect to the
+new live environment instead of staying on a stale deploy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from attrs import define, field, frozen
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -23,9 +24,10 @@ from twisted.logger import Logger
 
 from bluegreen.controller import Switch
 from bluegreen.environment import COLOURS, Environment
+from bluegreen.proxy.channel import ProxyChannel
 from bluegreen.proxy.request import ProxyRequest
 from bluegreen.proxy.tunnel import Tunnel
-from bluegreen.proxy.upgrade import TunnelProxy
+from bluegreen.proxy.upgrade import TunnelProxy, stream
 from bluegreen.timetext import isoTime
 
 #: Switch kinds whose old environment is down: its tunnels close at once.
@@ -74,6 +76,11 @@ class Tunnels:
     @ivar openedCount: How many tunnels have opened, by environment name.
     @ivar draining: Each environment whose tunnels are being drained.
     @ivar drained: How many tunnels were closed by drains, by environment.
+    @ivar streamsDrained: How many responses still open were cut by drains,
+        by environment.
+    @ivar channels: The proxy's open client connections (its
+        L{bluegreen.proxy.resource.ProxySite} shares them), where a drain
+        finds the responses still open on the old environment.
     """
 
     clock: IReactorTime
@@ -82,6 +89,8 @@ class Tunnels:
     openedCount: dict[str, int] = field(factory=dict)
     draining: dict[str, Draining] = field(factory=dict)
     drained: dict[str, int] = field(factory=dict)
+    streamsDrained: dict[str, int] = field(factory=dict)
+    channels: set[ProxyChannel] = field(factory=set)
     _drainCalls: dict[str, IDelayedCall] = field(factory=dict)
     _pending: set[Tunnel] = field(factory=set)
     _log = Logger()
@@ -132,15 +141,14 @@ class Tunnels:
         tunnels = self.open.get(name)
         if tunnels is not None:
             tunnels.discard(tunnel)
-            if not tunnels and name in self.draining:
-                self._stopDraining(name)
 
     # Draining
 
     def switched(self, record: Switch, kind: str) -> None:
         """
         The live environment changed (a controller's switch observer): drain
-        the tunnels left on the old one, and stop draining the new one's.
+        the tunnels and responses left on the old one, and stop draining the
+        new one's.
 
         @param record: The switch.
         @param kind: How it happened (C{"failover"} and C{"recovered"}: the
@@ -148,7 +156,7 @@ class Tunnels:
         """
         self._stopDraining(record.to)
         source = record.source
-        if not self.open.get(source):
+        if not (self.open.get(source) or self.streams(source)):
             return
         delay = 0.0 if kind in _DOWN_KINDS else self.settings.drainTimeout
         if delay is None:
@@ -161,8 +169,10 @@ class Tunnels:
         self.draining[source] = Draining(source, now, now + delay)
         self._drainCalls[source] = self.clock.callLater(delay, self._drain, source)
         self._log.info(
-            "{count} tunnel(s) on {environment} close in {delay:g} s (drain)",
-            count=len(self.open[source]),
+            "{count} tunnel(s) and {streams} response(s) on {environment} close "
+            "in {delay:g} s (drain)",
+            count=self.count(source),
+            streams=len(self.streams(source)),
             environment=source,
             delay=delay,
         )
@@ -180,6 +190,39 @@ class Tunnels:
         self.drained[name] = self.drained.get(name, 0) + len(tunnels)
         for tunnel in tunnels:
             tunnel.close("drained")
+        streams = self.streams(name)
+        if streams:
+            self._log.info(
+                "cutting {count} response(s) still open on {environment} (drained)",
+                count=len(streams),
+                environment=name,
+            )
+        self.streamsDrained[name] = self.streamsDrained.get(name, 0) + len(streams)
+        for channel in streams:
+            transport = channel.transport
+            if transport is not None:
+                # The exchange hears it as its client leaving.
+                stream(transport).abortConnection()
+
+    def streams(self, name: str) -> list[ProxyChannel]:
+        """
+        The client connections with a response still open on an environment
+        (a server-sent event stream, a long poll, a slow download...), not
+        counting tunnels.
+
+        @param name: The environment.
+        @return: Their channels.
+        """
+        found = []
+        for channel in self.channels:
+            if channel.tunnel is not None:
+                continue
+            for request in channel.requests:
+                environment = getattr(request.exchange, "environment", None)
+                if isinstance(environment, Environment) and environment.name == name:
+                    found.append(channel)
+                    break
+        return found
 
     def _stopDraining(self, name: str) -> None:
         self.draining.pop(name, None)
@@ -196,7 +239,7 @@ class Tunnels:
         """
         return len(self.open.get(name, ()))
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         """
         The C{tunnels} section of C{GET /api/status}.
 
@@ -212,6 +255,7 @@ class Tunnels:
                 {
                     "environment": d.environment,
                     "tunnels": self.count(d.environment),
+                    "responses": len(self.streams(d.environment)),
                     "since": isoTime(d.since),
                     "until": None if d.until is None else isoTime(d.until),
                     "closes_in": None if d.until is None else max(0.0, d.until - now),
@@ -261,16 +305,19 @@ class TunnelMetrics:
         """
         The metric families with their current samples.
         """
-        openNow, opened, drained = _families()
+        openNow, opened, drained, cut = _families()
         tunnels = self.tunnels
         for name in COLOURS:
             openNow.add_metric([name], tunnels.count(name))
             opened.add_metric([name], tunnels.openedCount.get(name, 0))
             drained.add_metric([name], tunnels.drained.get(name, 0))
-        return [openNow, opened, drained]
+            cut.add_metric([name], tunnels.streamsDrained.get(name, 0))
+        return [openNow, opened, drained, cut]
 
 
-def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily]:
+def _families() -> tuple[
+    GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily, CounterMetricFamily
+]:
     return (
         GaugeMetricFamily(
             "bluegreen_tunnels_open",
@@ -285,6 +332,12 @@ def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily, CounterMetricFa
         CounterMetricFamily(
             "bluegreen_tunnels_drained",
             "Tunnels closed because their environment was switched away from.",
+            labels=["environment"],
+        ),
+        CounterMetricFamily(
+            "bluegreen_responses_drained",
+            "Responses still open (event streams, long polls) cut because "
+            "their environment was switched away from.",
             labels=["environment"],
         ),
     )

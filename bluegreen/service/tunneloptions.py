@@ -27,9 +27,9 @@ TUNNEL_PARAMETERS: list[list[str | None]] = [
         "drain-timeout",
         None,
         "30",
-        "Seconds upgraded connections left on the old environment stay open "
-        "after a switch before they are closed (0: at once; 'never': leave "
-        "them); a failover closes them at once.",
+        "Seconds upgraded connections and responses left on the old "
+        "environment stay open after a switch before they are closed (0: at "
+        "once; 'never': leave them); a failover closes them at once.",
     ],
 ]
 
