@@ -22,6 +22,7 @@ from ._admin import call, listeningPort
 from ._backends import (
     ProxyUnderTest,
     closedPortURL,
+    delayed,
     echo,
     listen,
     named,
@@ -401,3 +402,18 @@ class StreamDrainTests(TunnelTestCase):
         proxy.controller.switch("blue")
         second = await client.request(b"GET", b"/two")
         self.assertEqual(second.values(b"x-env"), [b"blue"])
+
+    async def test_waitingRequestKept(self) -> None:
+        """
+        A request still waiting for its answer on the old environment is not
+        cut by the drain: it gets GREEN's answer.
+        """
+        green, greenURL = startBackend(self, "green", delayed(0.5, echo("green")))
+        _, blueURL = startBackend(self, "blue", echo("blue"))
+        proxy = startProxy(self, greenURL, blueURL, "--drain-timeout", "0")
+        answer = Deferred.fromCoroutine(fetch(self, proxy.port, b"GET", b"/slow"))
+        await waitFor(lambda: green.requests, "the request to reach GREEN")
+        proxy.controller.switch("blue")
+        response = await withTimeout(answer, "GREEN's answer")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.values(b"x-env"), [b"green"])

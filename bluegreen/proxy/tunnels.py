@@ -208,7 +208,9 @@ class Tunnels:
         """
         The client connections with a response still open on an environment
         (a server-sent event stream, a long poll, a slow download...), not
-        counting tunnels.
+        counting tunnels.  Only responses already started count: a request
+        still waiting for its answer gets that answer, or its C{504} after
+        C{--response-timeout}, as usual.
 
         @param name: The environment.
         @return: Their channels.
@@ -218,6 +220,8 @@ class Tunnels:
             if channel.tunnel is not None:
                 continue
             for request in channel.requests:
+                if not request.startedWriting or request.finished:
+                    continue
                 environment = getattr(request.exchange, "environment", None)
                 if isinstance(environment, Environment) and environment.name == name:
                     found.append(channel)
