@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial.unittest import TestCase
 
-from ._backends import listen, startProxy
-from ._chromium import CHROMIUM, launch
-from ._websocket import WebSocketServerFactory
+from ._admin import listeningPort
+from ._backends import listen, portNumber, startProxy
+from ._chromium import CHROMIUM, launch, reactor
+from ._waiting import withTimeout
+from ._websocket import WebSocketClient, WebSocketServerFactory
 
 #: Opens a WebSocket to the page's own origin, sends "hello" and keeps every
 #: message and the close in window globals the test reads.
@@ -72,13 +75,54 @@ class BrowserWebSocketTests(TestCase):
             await page.waitFor("window.__messages.length && window.__messages[0]"),
             "green:hello",
         )
-        _, headers = green.requests[-1]
-        self.assertEqual(headers[b"upgrade"], [b"websocket"])
+        # (The browser may also have asked for /favicon.ico.)
+        upgrades = [line for line, headers in green.requests if b"upgrade" in headers]
+        self.assertEqual(upgrades, [b"GET /chat HTTP/1.1"])
         proxy.controller.switch("blue")
         await page.waitFor("window.__closed")
         await page.evaluate(OPEN)
         self.assertEqual(
             await page.waitFor("window.__messages.length && window.__messages[0]"),
             "blue:hello",
+        )
+        self.assertEqual(await page.evaluate("window.__errors"), [])
+
+    async def test_dashboardDraining(self) -> None:
+        """
+        The dashboard's "Tunnels" section shows the open tunnels, and after
+        a switch what is draining until when.
+        """
+        green = WebSocketServerFactory("green")
+        blue = WebSocketServerFactory("blue")
+        for factory in (green, blue):
+            self.addCleanup(factory.stop)
+        proxy = startProxy(
+            self,
+            f"http://127.0.0.1:{listen(self, green)}",
+            f"http://127.0.0.1:{listen(self, blue)}",
+            "--drain-timeout",
+            "600",
+            "--admin",
+            "tcp:0:interface=127.0.0.1",
+        )
+        admin = portNumber(listeningPort(proxy.service, "admin"))
+        client = WebSocketClient()
+        await connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), client
+        )
+        self.addCleanup(lambda: client.transport.abortConnection())
+        await withTimeout(client.answered, "the handshake's answer")
+        page = await launch(self.addCleanup)
+        await page.goto(f"http://127.0.0.1:{admin}/")
+        section = "document.getElementById('extra-tunnels').innerText"
+        text = await page.waitFor(f"{section}.indexOf('GREEN 1') >= 0 && {section}")
+        self.assertIn("60 min", text)
+        self.assertIn("10 min", text)
+        proxy.controller.switch("blue")
+        text = await page.waitFor(
+            f"{section}.indexOf('draining GREEN') >= 0 && {section}"
+        )
+        self.assertRegex(
+            text, r"1 tunnel, 0 responses, closed at \d\d:\d\d:\d\d \(in 10 min\)"
         )
         self.assertEqual(await page.evaluate("window.__errors"), [])
