@@ -13,7 +13,12 @@ import socket
 import tempfile
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.trial.unittest import TestCase
 
 from bluegreen.proxy.tunnels import Tunnels
@@ -25,11 +30,13 @@ from ._backends import (
     delayed,
     echo,
     listen,
+    listenTLS,
     named,
     portNumber,
     startBackend,
     startProxy,
 )
+from ._certificates import makeCertificates
 from ._rawclient import connectRaw, fetch, setBuffer
 from ._util import PATIENCE, waitFor
 from ._waiting import reactor, stalled, withTimeout
@@ -417,3 +424,49 @@ class StreamDrainTests(TunnelTestCase):
         response = await withTimeout(answer, "GREEN's answer")
         self.assertEqual(response.code, 200)
         self.assertEqual(response.values(b"x-env"), [b"green"])
+
+
+class TLSTests(TunnelTestCase):
+    """
+    A WebSocket over TLS on both sides: C{wss://} to a TLS listener of the
+    proxy, and an C{https://} environment.
+    """
+
+    async def test_tlsBothSides(self) -> None:
+        """
+        The handshake and frames go through both TLS connections, a large
+        stream included (backpressure through the TLS transports).
+        """
+        certs = makeCertificates(self.mktemp(), {"good": ["localhost", "127.0.0.1"]})
+        keyFile = self.mktemp()
+        with open(keyFile, "wb") as f:
+            f.write(certs.servers["good"])
+        green = WebSocketServerFactory("green")
+        self.addCleanup(green.stop)
+        greenPort = listenTLS(self, green, certs.serverOptions("good"))
+        proxy = startProxy(
+            self,
+            f"https://localhost:{greenPort}",
+            closedPortURL(),
+            "--upstream-ca",
+            certs.caPath,
+            "--port",
+            f"ssl:0:privateKey={keyFile}:interface=127.0.0.1",
+        )
+        client = WebSocketClient()
+        endpoint = wrapClientTLS(
+            optionsForClientTLS("localhost", Certificate.loadPEM(certs.caPEM)),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port),
+        )
+        await connectProtocol(endpoint, client)
+        self.addCleanup(lambda: client.transport.abortConnection())
+        await withTimeout(client.answered, "the handshake's answer")
+        self.assertEqual(client.status, b"HTTP/1.1 101 Switching Protocols")
+        client.send(TEXT, b"secret")
+        self.assertEqual(await self.receive(client), (TEXT, b"green:secret"))
+        size = 8 * 1024 * 1024
+        count = [0]
+        client.onBinary = lambda data: count.__setitem__(0, count[0] + len(data))
+        client.send(TEXT, b"stream %d" % size)
+        self.assertEqual(await self.receive(client), (TEXT, b"done"))
+        self.assertEqual(count[0], size)

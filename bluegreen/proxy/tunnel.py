@@ -230,6 +230,7 @@ class Tunnel:
         self.isHead = request.method == b"HEAD"
         self._upstream: TunnelUpstream | None = None
         self._client: StreamTransport | None = None
+        self._channel: ProxyChannel | None = None
         self._clientOpen = True
         self._upstreamOpen = False
         self._standbyTried = False
@@ -326,6 +327,7 @@ class Tunnel:
             stream(upstream.transport).abortConnection()
             return
         client = self._client = stream(channel.transport)
+        self._channel = channel
         self._cancelTimer()
         self._responded = True
         self.status = 101
@@ -385,16 +387,28 @@ class Tunnel:
             self._abandon(why)
             return
         self._end(why)
-        sides = []
-        if self._clientOpen and self._client is not None:
-            sides.append(self._client)
-        if self._upstreamOpen and self._upstream is not None:
-            sides.append(stream(self._upstream.transport))
-        for transport in sides:
+        clock = self.proxy.clock
+        channel = self._channel
+        if self._clientOpen and channel is not None:
+            # A TLS transport closes only once no producer is registered:
+            # HTTPChannel.loseConnection unregisters itself, we do ours.
+            channel.unregisterProducer()
+            channel.loseConnection()
+            self._graceCalls.append(clock.callLater(CLOSE_GRACE, self._cutClient))
+        upstream = self._upstream
+        if self._upstreamOpen and upstream is not None:
+            transport = stream(upstream.transport)
+            transport.unregisterProducer()
             transport.loseConnection()
-            self._graceCalls.append(
-                self.proxy.clock.callLater(CLOSE_GRACE, transport.abortConnection)
-            )
+            self._graceCalls.append(clock.callLater(CLOSE_GRACE, self._cutUpstream))
+
+    def _cutClient(self) -> None:
+        if self._clientOpen and self._client is not None:
+            self._client.abortConnection()
+
+    def _cutUpstream(self) -> None:
+        if self._upstreamOpen and self._upstream is not None:
+            stream(self._upstream.transport).abortConnection()
 
     def whenGone(self) -> Deferred[None]:
         """

@@ -60,6 +60,11 @@ class StreamTransport(TypingProtocol):
         Let the transport pause C{producer} while its write buffer is full.
         """
 
+    def unregisterProducer(self) -> None:
+        """
+        Undo L{registerProducer}.
+        """
+
 
 def stream(transport: object) -> StreamTransport:
     """
