@@ -21,6 +21,7 @@ from bluegreen.proxy.channel import ProxyChannel
 from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.request import ProxyRequest
 from bluegreen.proxy.resource import ProxyResource, ProxySite
+from bluegreen.proxy.tunnel import CLOSE_GRACE
 from bluegreen.proxy.tunnels import TunnelMetrics, Tunnels, TunnelSettings
 from bluegreen.proxy.upgrade import wantsUpgrade
 from bluegreen.service.options import Options
@@ -210,6 +211,24 @@ class TunnelClockTests(SynchronousTestCase):
         upstream.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(harness.reactor.getDelayedCalls(), [])
         self.assertEqual(harness.tunnels._pending, set())
+
+    def test_closeGrace(self) -> None:
+        """
+        A side that does not take what it was sent before the close is cut
+        off after L{CLOSE_GRACE} seconds; one that closes in time is not.
+        """
+        harness = Harness(TunnelSettings(idleTimeout=10.0))
+        channel, client, upstream, server = harness.open()
+        harness.reactor.advance(10)
+        self.assertTrue(client.disconnecting and server.disconnecting)
+        upstream.connectionLost(Failure(ConnectionDone()))
+        harness.reactor.advance(CLOSE_GRACE - 0.1)
+        self.assertFalse(client.disconnected)
+        harness.reactor.advance(0.1)
+        self.assertTrue(client.disconnected)
+        self.assertFalse(server.disconnected)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(harness.reactor.getDelayedCalls(), [])
 
     def test_responseTimeout(self) -> None:
         """
