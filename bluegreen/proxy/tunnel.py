@@ -263,6 +263,8 @@ class Tunnel:
         proxy = self.proxy
         self._countError(reason)
         environment = self.environment
+        # As for any request that cannot reach it: see UpstreamPool.distrust.
+        proxy.pools[environment.name].distrust()
         health = proxy.health
         if health is not None:
             _, text = describeFailure(reason)
