@@ -56,11 +56,14 @@ class ProxyChannel(HTTPChannel):
             (the channel held it, as it holds a pipelined request).
         """
         self.tunnel = tunnel
-        # HTTPChannel's private buffer, the one Twisted name read here: a
-        # public "hand the connection over" API would replace it (Twisted's
-        # own websocket support uses a private one, and drops these bytes).
-        early = b"".join(self._dataBuffer)
-        self._dataBuffer = []
+        # HTTPChannel's private buffer, the one Twisted name read here (see
+        # WRAPPED_PRIVATES in tests/test_layout.py): a public "hand the
+        # connection over" API would replace it (Twisted's own websocket
+        # support uses a private one, and drops these bytes).
+        private: Any = self
+        held: list[bytes] = private._dataBuffer
+        early = b"".join(held)
+        del held[:]
         # The channel pauses reading while it holds too much: the tunnel
         # does its own flow control from here.
         transport = self.transport
