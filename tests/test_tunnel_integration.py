@@ -211,7 +211,9 @@ class EchoTests(TunnelTestCase):
         (tunnel,) = tunnelsOf(proxy).open["green"]
         taken = await stalled(lambda: tunnel.toClient, "the proxy's reads")
         self.assertLess(taken, 16 * 1024 * 1024)
-        self.assertLess(server.streamed, 32 * 1024 * 1024)
+        # (The kernel buffers between the server and the proxy, not the
+        # proxy, hold the rest of what the server sent.)
+        self.assertLess(server.streamed, size)
         client.transport.resumeProducing()
         self.assertEqual(await self.receive(client), (TEXT, b"done"))
         self.assertEqual(count[0], size)
