@@ -28,6 +28,10 @@ WRAPPED_PRIVATES = {
     # HTTPChannel holds the request line privately until the whole body is
     # in; a streaming proxy needs it once the headers are (requestLine()).
     "bluegreen.proxy.request": {"_command", "_path", "_version"},
+    # HTTPChannel holds what a client sends after the request it is handling
+    # privately; an upgraded connection's first bytes may be there
+    # (ProxyChannel.takeOver()).
+    "bluegreen.proxy.channel": {"_dataBuffer"},
 }
 
 #: Twisted private methods overridden on purpose, each in one subclass whose

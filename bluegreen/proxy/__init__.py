@@ -14,5 +14,12 @@ The reverse proxy.
     health monitor);
   - L{bluegreen.proxy.pool}: persistent connections per environment;
   - L{bluegreen.proxy.upstream}: the lean HTTP/1.1 upstream protocol;
-  - L{bluegreen.proxy.accesslog}: one log line per request.
+  - L{bluegreen.proxy.accesslog}: one log line per request;
+  - L{bluegreen.proxy.channel}: the client connection, which a tunnel can
+    take over;
+  - L{bluegreen.proxy.upgrade}: which requests upgrade, and what a tunnel
+    needs;
+  - L{bluegreen.proxy.tunnel}: an upgrade (WebSocket) on a connection of its
+    own, then bytes both ways;
+  - L{bluegreen.proxy.tunnels}: the open tunnels, drained after a switch.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_front_limits,tests.test_front_channel -*-
+# -*- test-case-name: tests.test_front_limits,tests.test_tunnel -*-
 """
 The proxy's client connections: twisted.web's L{HTTPChannel} with the
 front door's limits and timeouts (L{ClientLimits}), each refusal answered
@@ -29,6 +29,10 @@ A refused client's response says C{Connection: close}; the proxy then
 closes its side for writing and reads and drops what the client still
 sends for up to C{lingerTimeout}, so that the client's kernel does not
 throw the response away by resetting the connection over unread data.
+
+An accepted upgrade (C{101 Switching Protocols}, e.g. a WebSocket) ends HTTP
+on the connection: L{ProxyChannel.takeOver} hands its bytes to the tunnel
+(L{bluegreen.proxy.tunnel}), and the limits and timers above stop.
 """
 
 from __future__ import annotations
@@ -65,6 +69,20 @@ _ABSOLUTE = re.compile(rb"(https?)://([^/?#]*)(.*)\Z", re.IGNORECASE | re.DOTALL
 
 #: The states of a client connection, as L{ProxyChannel.state} names them.
 HEAD, BODY, HANDLING, IDLE, CLOSING = "head", "body", "handling", "idle", "closing"
+
+
+class TunnelEnd(Protocol):
+    """
+    What takes a client connection over (a tunnel): it is given every byte
+    the client sends from then on.
+    """
+
+    def clientData(self, data: bytes) -> None:
+        """
+        Bytes from the client.
+
+        @param data: The bytes.
+        """
 
 
 class FrontDoor(Protocol):
@@ -194,10 +212,13 @@ class ProxyChannel(HTTPChannel):
         request is in; waiting for its response to end), L{IDLE} (a
         keep-alive connection between requests) or L{CLOSING} (refused;
         lingering before the close).
+    @ivar tunnel: What the connection was handed over to by L{takeOver},
+        or L{None} while it speaks HTTP.
     """
 
     site: FrontDoor
     state = HEAD
+    tunnel: TunnelEnd | None = None
     _headerCall: IDelayedCall | None = None
     _headStarted = 0.0
     _lingerCall: IDelayedCall | None = None
@@ -222,6 +243,10 @@ class ProxyChannel(HTTPChannel):
         if gate is not None:
             self._counted = True
             gate.opened()
+        channels = getattr(self.site, "channels", None)
+        if channels is not None:
+            # A drain looks for responses still open there.
+            channels.add(self)
         self._beginHead()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -240,7 +265,39 @@ class ProxyChannel(HTTPChannel):
             gate = self.site.gate
             if gate is not None:
                 gate.closed()
+        channels = getattr(self.site, "channels", None)
+        if channels is not None:
+            channels.discard(self)
         super().connectionLost(reason)
+
+    def takeOver(self, tunnel: TunnelEnd) -> bytes:
+        """
+        Stop parsing HTTP: every byte the client sends from now on goes to
+        C{tunnel}, and the head and idle timers stop (the tunnel has its
+        own).  The request being handled stays unfinished; its
+        C{connectionLost} still tells when the connection ends.
+
+        @param tunnel: The new owner of the connection's bytes.
+        @return: What the client sent after the request and before now
+            (the channel held it, as it holds a pipelined request).
+        """
+        self.tunnel = tunnel
+        self._cancelHeaderTimer()
+        self.setTimeout(None)
+        # HTTPChannel's private buffer (see WRAPPED_PRIVATES in
+        # tests/test_layout.py): a public "hand the connection over" API
+        # would replace it (Twisted's own websocket support uses a private
+        # one, and drops these bytes).
+        private: Any = self
+        held: list[bytes] = private._dataBuffer
+        early = b"".join(held)
+        del held[:]
+        # The channel pauses reading while it holds too much: the tunnel
+        # does its own flow control from here.
+        transport = self.transport
+        if transport is not None:
+            transport.resumeProducing()  # type: ignore[attr-defined]
+        return early
 
     # Parsing
 
@@ -251,6 +308,10 @@ class ProxyChannel(HTTPChannel):
 
         @param data: The bytes.
         """
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.clientData(data)
+            return
         if self.state == CLOSING:
             return
         if self.state == IDLE:
@@ -431,6 +492,8 @@ class ProxyChannel(HTTPChannel):
         The idle timer fired: a silence within a head or a body is a 408;
         between requests the connection is closed as twisted.web does.
         """
+        if self.tunnel is not None:
+            return
         if self.state == HEAD:
             self._refuseSlowHead()
         elif self.state == BODY:

@@ -32,6 +32,8 @@ from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.rejections import Rejections
 from bluegreen.proxy.request import ProxyRequest
 from bluegreen.proxy.spool import TempFiles
+from bluegreen.proxy.tunnels import Tunnels
+from bluegreen.proxy.upgrade import wantsUpgrade
 
 # Request headers the proxy writes itself.
 _REWRITTEN = frozenset(
@@ -53,6 +55,7 @@ class ProxySite(Site):
 
     protocol = ProxyChannel  # type: ignore[assignment]
     requestFactory = ProxyRequest  # type: ignore[assignment]
+    protocol = ProxyChannel  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -72,6 +75,11 @@ class ProxySite(Site):
         self.reactor = reactor
         self.rejections = resource.rejections
         self.gate = gate
+        # The open client connections (ProxyChannel adds and removes
+        # itself), so a drain can find responses still open.
+        self.channels: set[ProxyChannel] = set()
+        if resource.tunnels is not None:
+            resource.tunnels.channels = self.channels
 
     def log(self, request: Request) -> None:
         """
@@ -115,6 +123,10 @@ class ProxyResource(Resource):
 
     isLeaf = True
 
+    #: Where upgrade requests (WebSockets...) go; L{None}: none are
+    #: upgraded (their C{Upgrade} header is dropped as hop-by-hop).
+    tunnels: Tunnels | None = None
+
     def __init__(
         self,
         controller: Controller,
@@ -154,6 +166,10 @@ class ProxyResource(Resource):
         """
         controller = self.controller
         environment = controller.live if self.side == "live" else controller.standby()
+        tunnels = self.tunnels
+        if tunnels is not None and wantsUpgrade(request):
+            tunnels.start(self, request, environment)
+            return NOT_DONE_YET
         exchange = Exchange(self, request, environment)
         request.exchange = exchange
         exchange.start(False)

@@ -19,6 +19,7 @@ from bluegreen.manhole.service import ManholeSettings
 from bluegreen.promote.settings import PromotionSettings
 from bluegreen.proxy.limits import ClientLimits
 from bluegreen.proxy.spool import BufferSettings
+from bluegreen.proxy.tunnels import TunnelSettings
 
 
 @frozen
@@ -76,6 +77,8 @@ class Config:
         C{--client-header-timeout}...).
     @ivar buffering: How request and response bodies are buffered for slow
         clients (C{--request-buffering} and the options after it).
+    @ivar tunnel: How upgraded connections (WebSockets) are timed and
+        drained (C{--tunnel-idle-timeout}, C{--drain-timeout}).
     """
 
     listen: Mapping[str, str]
@@ -112,3 +115,4 @@ class Config:
     buffering: BufferSettings
     clientLimits: ClientLimits
     promotion: PromotionSettings = field(factory=PromotionSettings)
+    tunnel: TunnelSettings = field(factory=TunnelSettings)

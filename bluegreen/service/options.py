@@ -29,7 +29,9 @@ from bluegreen.service.adminoptions import adminNames, checkAdminListening
 from bluegreen.service.bufferoptions import BUFFER_PARAMETERS, bufferSettings
 from bluegreen.service.config import Config
 from bluegreen.service.limitoptions import LIMIT_PARAMETERS, clientLimits
+from bluegreen.service.optionvalues import byteSize, choice, count, seconds
 from bluegreen.service.promoteoptions import PromoteOptions, promotionSettings
+from bluegreen.service.tunneloptions import TUNNEL_PARAMETERS, tunnelSettings
 from bluegreen.sync.locations import parseLocation, sshArguments
 from bluegreen.sync.service import SYNC_MODES
 
@@ -83,66 +85,6 @@ def portToEndpoint(
             f"--{name}: {value!r} has no socket path (e.g. unix:/run/bg.sock)"
         )
     return text
-
-
-def _seconds(name: str, value: str) -> float:
-    """
-    @return: C{value} as a positive, finite number of seconds.
-    @raise usage.UsageError: Naming C{--name}, if it is not one.
-    """
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
-        raise usage.UsageError(
-            f"--{name}: {value!r} is not a positive number of seconds"
-        )
-    return seconds
-
-
-def _count(name: str, value: str) -> int:
-    """
-    @return: C{value} as a whole number >= 1.
-    @raise usage.UsageError: Naming C{--name}, if it is not one.
-    """
-    text = value.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise usage.UsageError(f"--{name}: {value!r} is not a whole number >= 1")
-    return int(text)
-
-
-#: The multipliers of a number of bytes' suffixes.
-_BYTE_SUFFIXES = {"": 1, "k": 1024, "m": 1024 * 1024}
-
-
-def _bytes(name: str, value: str) -> int:
-    """
-    @return: C{value} as a whole number of bytes >= 0, with an optional
-        C{K} (1024) or C{M} (1024 * 1024) suffix, in either case.
-    @raise usage.UsageError: Naming C{--name}, if it is not one.
-    """
-    text = value.strip().lower()
-    suffix = text[-1:] if text[-1:] in ("k", "m") else ""
-    digits = text[: len(text) - len(suffix)]
-    if not (digits.isascii() and digits.isdigit()):
-        raise usage.UsageError(
-            f"--{name}: {value!r} is not a whole number of bytes >= 0 "
-            "(e.g. 65536, 64K, 1M)"
-        )
-    return int(digits) * _BYTE_SUFFIXES[suffix]
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    """
-    @return: C{value}, one of C{choices}.
-    @raise usage.UsageError: Naming C{--name} and the choices, if it is not.
-    """
-    if value not in choices:
-        raise usage.UsageError(
-            f"--{name}: {value!r} must be " + " or ".join(repr(c) for c in choices)
-        )
-    return value
 
 
 class Options(PromoteOptions):
@@ -378,6 +320,7 @@ class Options(PromoteOptions):
         ["blue-stop", None, None, "Shell command stopping BLUE's app (copy)."],
         ["blue-start", None, None, "Shell command starting BLUE's app (copy)."],
         *BUFFER_PARAMETERS,
+        *TUNNEL_PARAMETERS,
     ]
 
     optFlags = [
@@ -451,9 +394,9 @@ class Options(PromoteOptions):
         @return: The health check settings.
         @raise usage.UsageError: Naming the option.
         """
-        interval = _seconds("health-interval", self["health-interval"])
-        fast = _seconds("fast-interval", self["fast-interval"])
-        timeout = _seconds("health-timeout", self["health-timeout"])
+        interval = seconds("health-interval", self["health-interval"])
+        fast = seconds("fast-interval", self["fast-interval"])
+        timeout = seconds("health-timeout", self["health-timeout"])
         path = self["health-path"]
         if not path.startswith("/") or any(c.isspace() or ord(c) < 32 for c in path):
             raise usage.UsageError(
@@ -464,7 +407,7 @@ class Options(PromoteOptions):
             expect = StatusSet.parse(self["health-expect"])
         except ValueError as e:
             raise usage.UsageError(f"--health-expect: {e}") from None
-        maxBody = _bytes("health-max-body", self["health-max-body"])
+        maxBody = byteSize("health-max-body", self["health-max-body"])
         expectBody = self._expectBody(maxBody)
         return HealthSettings(
             interval=interval,
@@ -472,8 +415,8 @@ class Options(PromoteOptions):
             path=path,
             expect=expect,
             timeout=timeout,
-            fall=_count("fall", self["fall"]),
-            rise=_count("rise", self["rise"]),
+            fall=count("fall", self["fall"]),
+            rise=count("rise", self["rise"]),
             maxBody=maxBody,
             expectBody=expectBody,
         )
@@ -651,25 +594,25 @@ class Options(PromoteOptions):
                 trustRoot = loadTrustRoot(self["upstream-ca"])
             except ValueError as e:
                 raise usage.UsageError(f"--upstream-ca: {e}") from None
-        connectTimeout = _seconds("connect-timeout", self["connect-timeout"])
-        responseTimeout = _seconds("response-timeout", self["response-timeout"])
-        idleTimeout = _seconds("idle-timeout", self["idle-timeout"])
-        maxConnections = _count("max-connections", self["max-connections"])
+        connectTimeout = seconds("connect-timeout", self["connect-timeout"])
+        responseTimeout = seconds("response-timeout", self["response-timeout"])
+        idleTimeout = seconds("idle-timeout", self["idle-timeout"])
+        maxConnections = count("max-connections", self["max-connections"])
         health = self._healthSettings()
-        retry = _choice("retry", self["retry"], ("connect", "none"))
-        failback = _choice("failback", self["failback"], ("manual", "auto"))
-        failbackDelay = _seconds("failback-delay", self["failback-delay"])
+        retry = choice("retry", self["retry"], ("connect", "none"))
+        failback = choice("failback", self["failback"], ("manual", "auto"))
+        failbackDelay = seconds("failback-delay", self["failback-delay"])
         redisTargets = self._redisTargets()
         flagNames = self._flagNames()
-        redisTimeout = _seconds("redis-timeout", self["redis-timeout"])
-        flagRefresh = _seconds("flag-refresh", self["flag-refresh"])
+        redisTimeout = seconds("redis-timeout", self["redis-timeout"])
+        flagRefresh = seconds("flag-refresh", self["flag-refresh"])
         if self["stamp-flags"] and not any(redisTargets.values()):
             raise usage.UsageError(
                 "--stamp-flags: no environment has a Redis (give --green-redis "
                 "and/or --blue-redis)"
             )
         databases, syncMode = self._databases()
-        mirrorInterval = _seconds("mirror-interval", self["mirror-interval"])
+        mirrorInterval = seconds("mirror-interval", self["mirror-interval"])
         if self["state"] is not None:
             _checkWritableFile("state", self["state"])
         if self["sshOptions"]:
@@ -726,6 +669,7 @@ class Options(PromoteOptions):
             ),
             clientLimits=clientLimits(self),
             buffering=bufferSettings(self),
+            tunnel=tunnelSettings(self),
         )
 
 

@@ -19,6 +19,7 @@ from twisted.python import usage
 
 from bluegreen.exposure import listeningOn
 from bluegreen.promote.settings import AnalysisSettings, PathCheck, PromotionSettings
+from bluegreen.service.optionvalues import seconds
 
 
 def parseCheck(value: str) -> PathCheck:
@@ -158,10 +159,10 @@ def promotionSettings(
     command = options["verify-command"]
     if command is not None and not command.strip():
         raise usage.UsageError("--verify-command: empty; give a shell command")
-    timeout = _seconds("verify-timeout", options["verify-timeout"])
+    timeout = seconds("verify-timeout", options["verify-timeout"])
     autoPromote = None
     if options["auto-promote"] is not None:
-        autoPromote = _seconds("auto-promote", options["auto-promote"])
+        autoPromote = seconds("auto-promote", options["auto-promote"])
     checks = tuple(options.get("verifyChecks", ()))
     if autoPromote is not None and not checks and command is None:
         raise usage.UsageError(
@@ -186,7 +187,7 @@ def _analysis(options: usage.Options) -> AnalysisSettings:
     @raise usage.UsageError: Naming the option and the problem.
     """
     text = options["analysis-window"].strip()
-    window = 0.0 if text in ("0", "0.0") else _seconds("analysis-window", text)
+    window = 0.0 if text in ("0", "0.0") else seconds("analysis-window", text)
     count = options["analysis-min-requests"].strip()
     if not (count.isascii() and count.isdigit()) or int(count) < 1:
         raise usage.UsageError(
@@ -204,21 +205,5 @@ def _analysis(options: usage.Options) -> AnalysisSettings:
         )
     maxP95 = None
     if options["max-p95"] is not None:
-        maxP95 = _seconds("max-p95", options["max-p95"])
+        maxP95 = seconds("max-p95", options["max-p95"])
     return AnalysisSettings(window, int(count), maxErrorRate, maxP95)
-
-
-def _seconds(name: str, value: str) -> float:
-    """
-    @return: C{value} as a positive, finite number of seconds.
-    @raise usage.UsageError: Naming C{--name}, if it is not one.
-    """
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise usage.UsageError(
-            f"--{name}: {value!r} is not a positive number of seconds"
-        )
-    return seconds

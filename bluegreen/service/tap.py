@@ -51,6 +51,7 @@ from bluegreen.proxy.pool import UpstreamPool
 from bluegreen.proxy.rejections import ClientMetrics, clientStatus
 from bluegreen.proxy.resource import ProxyResource, ProxySite
 from bluegreen.proxy.spool import TempFiles
+from bluegreen.proxy.tunnels import TunnelMetrics, Tunnels
 from bluegreen.service.config import Config
 from bluegreen.service.descriptors import raiseDescriptorLimit
 from bluegreen.service.listener import Listener, StartupError
@@ -235,6 +236,9 @@ class ProxyService(MultiService):
         self.controller.stop()
         if self.promoter is not None:
             await self.promoter.stop()
+        tunnels = self.resource.tunnels
+        if tunnels is not None:
+            await tunnels.closeAll()
         await DeferredList([pool.close() for pool in self.pools.values()])
         if self.accessLog is not None:
             self.accessLog.close()
@@ -372,6 +376,9 @@ def makeService(
     if resource.buffers is not None:
         resource.buffers.setServiceParent(service)
         metrics.register(BufferMetrics(resource.buffers.stats))
+    tunnels = resource.tunnels = Tunnels(reactor, config.tunnel)
+    controller.onSwitch.append(tunnels.switched)
+    metrics.register(TunnelMetrics(tunnels))
     if flags is not None:
         service.flags = flags
         flags.setServiceParent(service)
@@ -410,6 +417,7 @@ def makeService(
         mountFlags(admin.admin, flags)
         if flags is not None:
             admin.admin.addStatus("flags", flags.table)
+        admin.admin.addStatus("tunnels", tunnels.status)
         mountSync(admin.admin, sync)
         admin.admin.addStatus(
             "clients", lambda: clientStatus(resource.rejections, gate)
