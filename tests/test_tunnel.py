@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from attrs import define, field
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -18,7 +20,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from bluegreen.controller import Controller, Switch
 from bluegreen.environment import Environment
 from bluegreen.proxy.channel import ProxyChannel
+from bluegreen.proxy.clients import ClientGate
+from bluegreen.proxy.limits import ClientLimits
 from bluegreen.proxy.pool import UpstreamPool
+from bluegreen.proxy.rejections import Rejections
 from bluegreen.proxy.request import ProxyRequest
 from bluegreen.proxy.resource import ProxyResource, ProxySite
 from bluegreen.proxy.tunnel import CLOSE_GRACE
@@ -38,13 +43,27 @@ SWITCHING = (
 )
 
 
+@define
+class FrontDoorStub:
+    """
+    What a L{ProxyChannel} needs of its site, with the default limits.
+    """
+
+    limits: ClientLimits = field(factory=ClientLimits)
+    rejections: Rejections = field(factory=Rejections)
+    gate: ClientGate | None = None
+    reactor: Clock = field(factory=Clock)
+
+
 def request(
     *headers: tuple[bytes, bytes], version: bytes = b"HTTP/1.1"
 ) -> ProxyRequest:
     """
-    A request on a L{ProxyChannel}, with C{headers}.
+    A request on a L{ProxyChannel} (its site's limits the defaults, its
+    timers on a L{Clock}), with C{headers}.
     """
     channel = ProxyChannel()
+    channel.site = FrontDoorStub()
     channel.makeConnection(StringTransport())
     req = ProxyRequest(channel)
     req.clientproto = version
