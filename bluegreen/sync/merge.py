@@ -18,6 +18,7 @@ nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from twisted.logger import Logger
 
@@ -76,6 +77,8 @@ class Merge:
         attach: str,
         outcome: Outcome,
         lockAttempts: int = LOCK_ATTEMPTS,
+        before: Sequence[str] = (),
+        after: Sequence[str] = (),
     ) -> None:
         """
         @param hosts: Runs C{sqlite3}.
@@ -84,12 +87,18 @@ class Merge:
         @param outcome: Where the counts and conflicts go (those found
             before a failure stay there).
         @param lockAttempts: See L{lockAttempts}.
+        @param before: Statements run first in the merge's transaction
+            (the exact sync's seeding sets its C{applying} flag).
+        @param after: Statements run last in it, before the report (the
+            seeding's position); the report is in C{temp._bg_report}.
         """
         self.hosts = hosts
         self.target = target
         self._attach = attach
         self.outcome = outcome
         self.lockAttempts = lockAttempts
+        self._before = list(before)
+        self._after = list(after)
         self._targetTables: dict[str, Table] = {}
 
     async def run(self, apply: bool) -> None:
@@ -113,6 +122,7 @@ class Merge:
             "key, source, target, n, detail);",
             "CREATE TEMP TABLE _bg_fk0 AS SELECT count(*) AS n "
             "FROM pragma_foreign_key_check(NULL, 'main');",
+            *self._before,
         ]
         hasSequence = await self._hasSequence()
         for name in sorted(set(sourceTables) - set(targetTables)):
@@ -143,6 +153,7 @@ class Merge:
             "INSERT INTO _bg_guard SELECT (SELECT count(*) FROM "
             "pragma_foreign_key_check(NULL, 'main')) <= (SELECT n FROM _bg_fk0);"
         )
+        script.extend(self._after)
         script.append(
             "SELECT tbl, kind, key, source, target, n, detail "
             "FROM _bg_report ORDER BY id;"
