@@ -39,6 +39,7 @@ from attrs import field, frozen
 from bluegreen.sync.errors import SyncError
 from bluegreen.sync.hosts import Hosts
 from bluegreen.sync.locations import Location
+from bluegreen.sync.merge import LOCK_ATTEMPTS, runLocked
 from bluegreen.sync.schema import Table
 from bluegreen.sync.sql import ident, literal, rowJSON
 
@@ -229,11 +230,20 @@ class Capture:
     @ivar hosts: Runs C{sqlite3} where the database is.
     """
 
-    def __init__(self, hosts: Hosts) -> None:
+    def __init__(self, hosts: Hosts, lockAttempts: int = LOCK_ATTEMPTS) -> None:
         """
         @param hosts: Runs C{sqlite3} where the database is.
+        @param lockAttempts: How many times a change to the capture is
+            tried while the database is locked.
         """
         self.hosts = hosts
+        self.lockAttempts = lockAttempts
+
+    async def _write(self, database: Location, script: str, what: str) -> None:
+        """
+        Run one transaction on C{database}, again while it is locked.
+        """
+        await runLocked(self.hosts, database, script, self.lockAttempts, what)
 
     async def probe(self, database: Location) -> Probe:
         """
@@ -283,8 +293,10 @@ class Capture:
             if state.fingerprint == probe.fingerprint:
                 return state, None
         tables = await self.hosts.tables(database)
-        await self.hosts.sqlite(
-            database, installSQL(tables.values(), probe.fingerprint, probe.triggers)
+        await self._write(
+            database,
+            installSQL(tables.values(), probe.fingerprint, probe.triggers),
+            "installing the change capture",
         )
         return await self.read(database), (
             "refreshed" if probe.installed else "installed"
@@ -304,7 +316,9 @@ class Capture:
         probe = await self.probe(database)
         if not probe.installed and not probe.triggers:
             return False
-        await self.hosts.sqlite(database, uninstallSQL(probe.triggers))
+        await self._write(
+            database, uninstallSQL(probe.triggers), "removing the change capture"
+        )
         return True
 
     async def newOrigin(self, database: Location) -> None:
@@ -315,7 +329,7 @@ class Capture:
 
         @param database: The copy.
         """
-        await self.hosts.sqlite(
+        await self._write(
             database,
             "BEGIN IMMEDIATE;\n"
             f"UPDATE {ident(STATE)} SET v = {literal(uuid.uuid4().hex)} "
@@ -323,6 +337,7 @@ class Capture:
             f"DELETE FROM {ident(LOG)};\n"
             f"DELETE FROM {ident(APPLIED)};\n"
             "COMMIT;\n",
+            "giving the copy an origin",
         )
 
     async def trim(self, database: Location, upTo: int) -> None:
@@ -333,10 +348,11 @@ class Capture:
         @param database: The database whose log it is.
         @param upTo: The sequence number.
         """
-        await self.hosts.sqlite(
+        await self._write(
             database,
             "BEGIN IMMEDIATE;\n"
             f"DELETE FROM {ident(LOG)} WHERE seq <= {int(upTo)};\n"
             f"UPDATE {ident(STATE)} SET v = max(v, {int(upTo)}) WHERE k = 'floor';\n"
             "COMMIT;\n",
+            "trimming the change log",
         )

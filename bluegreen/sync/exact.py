@@ -43,7 +43,7 @@ from bluegreen.sync.capture import (
 from bluegreen.sync.errors import SyncError
 from bluegreen.sync.hosts import Hosts, decodeArrays
 from bluegreen.sync.locations import Location
-from bluegreen.sync.merge import LOCK_ATTEMPTS, Merge, isBusy
+from bluegreen.sync.merge import LOCK_ATTEMPTS, Merge, runLocked
 from bluegreen.sync.migrate import Migrate
 from bluegreen.sync.process import ProcessFailed, ProcessResult
 from bluegreen.sync.report import Conflict, Outcome
@@ -148,7 +148,7 @@ class Exact:
             )
         if not await hosts.isFile(src):
             raise SyncError(f"source database {src} does not exist")
-        capture = Capture(hosts)
+        capture = Capture(hosts, self.lockAttempts)
         if dryRun:
             await self._dryRun(capture, transfer, outcome)
             return
@@ -322,29 +322,14 @@ class Exact:
         @raise SyncError: If the target stayed locked, or another sync
             moved its position.
         """
-        attempts = max(1, self.lockAttempts)
-        failure: ProcessFailed | None = None
-        for attempt in range(1, attempts + 1):
-            try:
-                return await hosts.sqlite(dst, script, "-json")
-            except ProcessFailed as e:
-                if _MOVED in e.result.stderr:
-                    raise SyncError(
-                        f"another sync applied changes to {dst} meanwhile; "
-                        "nothing was applied: sync again"
-                    ) from e
-                if not isBusy(e):
-                    raise
-                _log.warn(
-                    "sync: {target} stayed locked (attempt {attempt} of "
-                    "{attempts}): {error}",
-                    target=str(dst),
-                    attempt=attempt,
-                    attempts=attempts,
-                    error=str(e),
-                )
-                failure = e
-        raise SyncError(
-            f"{dst} stayed locked through {attempts} attempts of the apply "
-            f"(is a writer holding it?): {failure}"
-        )
+        try:
+            return await runLocked(
+                hosts, dst, script, self.lockAttempts, "the apply", "-json"
+            )
+        except ProcessFailed as e:
+            if _MOVED in e.result.stderr:
+                raise SyncError(
+                    f"another sync applied changes to {dst} meanwhile; "
+                    "nothing was applied: sync again"
+                ) from e
+            raise
