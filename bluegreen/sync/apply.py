@@ -174,6 +174,8 @@ class Script:
         """
         source = change.new if change.new is not None else change.old
         resolution = "took source" if self.policy == "take-source" else "kept target"
+        if self.policy == "take-source":
+            self._out.append("DELETE FROM temp._bg_hit;")
         self._out.append(
             f"INSERT INTO {ident(CONFLICTS)}(at, run, origin, seq, tbl, op, kind, "
             f"key, source, target, detail, resolution) SELECT {NOW_SQL}, "
@@ -183,7 +185,7 @@ class Script:
             f"{literal(resolution)} WHERE {where};"
         )
         if self.policy == "take-source":
-            self._out.append("DELETE FROM temp._bg_hit;")
+            # changes(): rows the conflict's INSERT wrote, 1 if it was one.
             self._out.append("INSERT INTO temp._bg_hit SELECT changes();")
 
     def add(self, change: Change) -> None:

@@ -1,0 +1,456 @@
+# -*- test-case-name: tests.test_sync_capture -*-
+"""
+Tests for the exact C{migrate}: L{bluegreen.sync.capture} (triggers and
+change log), L{bluegreen.sync.apply} and L{bluegreen.sync.exact}.  The app's
+writes are real C{sqlite3} processes (each its own connection), the syncs
+real C{sqlite3} children.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from typing import Any
+
+from twisted.internet import reactor as _reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from bluegreen.sync.apply import (
+    CHANGED_ON_BOTH,
+    BadChange,
+    Script,
+    parseChanges,
+)
+from bluegreen.sync.capture import Capture
+from bluegreen.sync.locations import Location
+from bluegreen.sync.report import KEY_CONFLICT, TABLE_ONLY_ON_SOURCE, SyncReport
+from bluegreen.sync.syncer import Syncer
+from tests._util import PATIENCE
+
+from .test_sync import RowWriter, SyncTestsMixin, content, rows
+from .test_sync_more import killing
+
+reactor: Any = _reactor
+
+#: The workshop's meow.io tables: no primary keys (multisets), plus a keyed
+#: table like the sample app's.
+WORKSHOP = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE votes(catId INTEGER, votes INTEGER);
+CREATE TABLE cats(img TEXT);
+CREATE TABLE facts(id INTEGER PRIMARY KEY AUTOINCREMENT, text TEXT NOT NULL,
+                   photo BLOB, score REAL);
+INSERT INTO cats VALUES ('tom.png');
+INSERT INTO facts(text) VALUES ('one'), ('two');
+"""
+
+SQLITE3 = shutil.which("sqlite3") or "sqlite3"
+
+
+def app(path: str, sql: str) -> None:
+    """
+    Write as the app does: its own C{sqlite3} process and connection,
+    waiting on a busy database rather than failing.
+    """
+    subprocess.run(
+        [SQLITE3, "-bail", "-cmd", f".timeout {int(PATIENCE * 1000)}", path],
+        input=sql.encode("utf-8"),
+        check=True,
+        capture_output=True,
+    )
+
+
+def votes(path: str) -> list[tuple[Any, ...]]:
+    """
+    @return: The multiset of C{votes}, as (catId, votes, how many).
+    """
+    return rows(path, "SELECT catId, votes, count(*) FROM votes GROUP BY 1, 2")
+
+
+class ExactTests(SyncTestsMixin, TestCase):
+    """
+    Syncs both ways between two databases written by an app.
+    """
+
+    timeout = 4 * PATIENCE
+
+    def setUp(self) -> None:
+        """
+        Two databases with the workshop's tables, seeded (first sync each
+        way).
+        """
+        super().setUp()
+        for path in (self.source, self.target):
+            app(path, WORKSHOP)
+
+    async def both(self) -> tuple[SyncReport, SyncReport]:
+        """
+        Sync green -> blue, then blue -> green; both must be complete.
+        """
+        there = await self.syncer.sync(self.source, self.target, "migrate")
+        back = await self.syncer.sync(self.target, self.source, "migrate")
+        return there, back
+
+    async def seed(self) -> None:
+        """
+        The first sync each way (capture installed, snapshot merged once).
+        """
+        there, back = await self.both()
+        self.assertEqual(there.method, "seeded")
+        self.assertEqual(back.method, "seeded")
+        self.assertTrue(there.complete and back.complete, there.summary())
+
+    async def test_identicalRows(self) -> None:
+        """
+        Three identical votes on green and two on blue between syncs: five
+        on both sides after syncing both ways (a snapshot compare gives
+        four); syncing again changes nothing.
+        """
+        await self.seed()
+        app(self.source, "INSERT INTO votes VALUES (5, 1);" * 3)
+        app(self.target, "INSERT INTO votes VALUES (5, 1);" * 2)
+        there, back = await self.both()
+        self.assertEqual((there.method, there.changes), ("changes", 3))
+        self.assertEqual((back.method, back.changes), ("changes", 2))
+        self.assertTrue(there.complete and back.complete, back.summary())
+        self.assertEqual(votes(self.source), [(5, 1, 5)])
+        self.assertEqual(votes(self.target), [(5, 1, 5)])
+        again = await self.both()
+        self.assertEqual([r.changes for r in again], [0, 0])
+        self.assertEqual(content(self.source), content(self.target))
+
+    async def test_noEcho(self) -> None:
+        """
+        What a sync applies is not captured in the target's log.
+        """
+        await self.seed()
+        app(self.source, "INSERT INTO votes VALUES (1, 1);")
+        await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertEqual(
+            rows(self.target, "SELECT count(*) FROM _bluegreen_log"), [(0,)]
+        )
+        self.assertEqual(
+            rows(self.target, "SELECT v FROM _bluegreen_state WHERE k='applying'"),
+            [(0,)],
+        )
+
+    async def test_updatesAndDeletes(self) -> None:
+        """
+        Updates and deletes on both sides, keyed and keyless, reach the
+        other side; the databases converge.
+        """
+        await self.seed()
+        app(
+            self.source,
+            "INSERT INTO votes VALUES (1, 1), (1, 1), (2, NULL);"
+            "UPDATE facts SET text = 'ONE', score = 0.1 + 0.2 WHERE id = 1;"
+            "UPDATE cats SET img = 'tom2.png';",
+        )
+        app(
+            self.target,
+            "DELETE FROM facts WHERE id = 2;"
+            "INSERT INTO facts(id, text, photo) VALUES (10, 'blob', x'00ff00');",
+        )
+        await self.both()
+        app(
+            self.target,
+            "DELETE FROM votes WHERE rowid IN "
+            "(SELECT rowid FROM votes WHERE catId = 1 LIMIT 1);"
+            "UPDATE votes SET votes = 7 WHERE catId = 2;",
+        )
+        await self.both()
+        expected = [(1, 1, 1), (2, 7, 1)]
+        self.assertEqual(votes(self.source), expected)
+        self.assertEqual(votes(self.target), expected)
+        for path in (self.source, self.target):
+            self.assertEqual(
+                rows(path, "SELECT id, text, hex(photo), score FROM facts ORDER BY id"),
+                [(1, "ONE", "", 0.1 + 0.2), (10, "blob", "00FF00", None)],
+            )
+            self.assertEqual(rows(path, "SELECT img FROM cats"), [("tom2.png",)])
+        self.assertEqual(content(self.source), content(self.target))
+
+    async def test_conflicts(self) -> None:
+        """
+        The same key changed on both sides, and the same new id inserted on
+        both: the target keeps its rows, the source's versions are kept in
+        its conflicts table; the sync is incomplete (the CLI exits 1).
+        """
+        await self.seed()
+        app(
+            self.source,
+            "UPDATE facts SET text = 'green' WHERE id = 1;"
+            "INSERT INTO facts(text) VALUES ('green three');",
+        )
+        app(
+            self.target,
+            "UPDATE facts SET text = 'blue' WHERE id = 1;"
+            "INSERT INTO facts(text) VALUES ('blue three');",
+        )
+        report = await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertFalse(report.complete)
+        self.assertEqual(
+            sorted((c.kind, c.key) for c in report.conflicts),
+            [(CHANGED_ON_BOTH, ("1",)), (KEY_CONFLICT, ("3",))],
+        )
+        self.assertEqual(
+            rows(self.target, "SELECT id, text FROM facts ORDER BY id"),
+            [(1, "blue"), (2, "two"), (3, "blue three")],
+        )
+        kept = rows(
+            self.target,
+            "SELECT kind, tbl, op, source, target, resolution FROM "
+            "_bluegreen_conflicts ORDER BY seq",
+        )
+        self.assertEqual(
+            [
+                (k, t, o, json.loads(s)["text"], json.loads(g)["text"], r)
+                for k, t, o, s, g, r in kept
+            ],
+            [
+                (CHANGED_ON_BOTH, "facts", "U", "'green'", "'blue'", "kept target"),
+                (
+                    KEY_CONFLICT,
+                    "facts",
+                    "I",
+                    "'green three'",
+                    "'blue three'",
+                    "kept target",
+                ),
+            ],
+        )
+        again = await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertTrue(again.complete)
+        self.assertEqual(
+            len(rows(self.target, "SELECT * FROM _bluegreen_conflicts")), 2
+        )
+
+    async def test_takeSource(self) -> None:
+        """
+        With C{take-source} the source's version is written and the
+        target's kept in the conflicts table.
+        """
+        await self.seed()
+        app(self.source, "UPDATE facts SET text = 'green' WHERE id = 1;")
+        app(self.target, "UPDATE facts SET text = 'blue' WHERE id = 1;")
+        report = await self.syncer.sync(
+            self.source, self.target, "migrate", onConflict="take-source"
+        )
+        self.assertEqual([c.kind for c in report.conflicts], [CHANGED_ON_BOTH])
+        self.assertEqual(
+            rows(self.target, "SELECT text FROM facts WHERE id = 1"), [("green",)]
+        )
+        [(target, resolution)] = rows(
+            self.target, "SELECT target, resolution FROM _bluegreen_conflicts"
+        )
+        self.assertEqual(
+            (json.loads(target)["text"], resolution), ("'blue'", "took source")
+        )
+
+    async def test_schemaChange(self) -> None:
+        """
+        A deploy adds a column (both sides) and a table (green only)
+        between passes: the triggers are re-created, the new column's
+        values travel, the new table's changes are kept as conflicts.
+        """
+        await self.seed()
+        for path in (self.source, self.target):
+            app(path, "ALTER TABLE votes ADD COLUMN who TEXT;")
+        app(
+            self.source,
+            "CREATE TABLE extra(x); INSERT INTO votes VALUES (3, 1, 'ann');",
+        )
+        report = await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertIn(f"change capture refreshed in {self.source}", report.notes)
+        # The insert came before the triggers were re-created: it is
+        # captured by the old ones (without the new column) and travels.
+        app(
+            self.source,
+            "INSERT INTO votes VALUES (4, 1, 'bob'); INSERT INTO extra VALUES (1);",
+        )
+        report = await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertEqual(
+            rows(self.target, "SELECT catId, who FROM votes ORDER BY catId"),
+            [(3, None), (4, "bob")],
+        )
+        self.assertEqual([c.kind for c in report.conflicts], [TABLE_ONLY_ON_SOURCE])
+        self.assertEqual(
+            rows(self.target, "SELECT tbl, source FROM _bluegreen_conflicts"),
+            [("extra", '{"x": "1"}')],
+        )
+
+    async def test_killedMidApply(self) -> None:
+        """
+        The apply's C{sqlite3} killed before its C{COMMIT}: the target and
+        its position are unchanged; the next sync applies everything once.
+        """
+        await self.seed()
+        app(self.source, "INSERT INTO votes VALUES (8, 8);" * 50)
+        before = content(self.target)
+        position = rows(self.target, "SELECT seq FROM _bluegreen_applied")
+
+        def apply(argv: tuple[str, ...], stdin: bytes) -> bool:
+            return b"position_moved_by_another_sync" in stdin
+
+        runner = killing(apply, 1.0, stall=True)
+        report = await Syncer(reactor, runner).sync(self.source, self.target, "migrate")
+        self.assertEqual(len(runner.killed), 1)
+        self.assertIn("killed by signal KILL", report.error or "")
+        self.assertEqual(content(self.target), before)
+        self.assertEqual(
+            rows(self.target, "SELECT seq FROM _bluegreen_applied"), position
+        )
+        again = await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertEqual(again.changes, 50)
+        self.assertEqual(votes(self.target), [(8, 8, 50)])
+
+    async def test_appWritingDuringSync(self) -> None:
+        """
+        The app writes to the target (with a busy timeout) while syncs
+        apply: no error reaches it, nothing of either is lost.
+        """
+        await self.seed()
+        writer = RowWriter(self.target, 1000, "app")
+        writer.start()
+        try:
+            for i in range(5):
+                app(self.source, f"INSERT INTO votes VALUES ({i}, 1);" * 200)
+                report = await self.syncer.sync(self.source, self.target, "migrate")
+                self.assertTrue(report.complete, report.summary())
+        finally:
+            await writer.stop()
+        self.assertEqual(writer.errors, [])
+        self.assertEqual(rows(self.target, "SELECT count(*) FROM votes"), [(1000,)])
+        got = {r[0] for r in rows(self.target, "SELECT id FROM facts")}
+        self.assertTrue(set(writer.written) <= got)
+        back = await self.syncer.sync(self.target, self.source, "migrate")
+        self.assertTrue(back.complete, back.summary())
+        self.assertEqual(content(self.source), content(self.target))
+
+    async def test_trimmedFallback(self) -> None:
+        """
+        The log is trimmed once applied; a target whose position was
+        trimmed away (another target synced from the same source) falls
+        back to a snapshot merge, reported.
+        """
+        await self.seed()
+        app(self.source, "INSERT INTO votes VALUES (1, 2);")
+        await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertEqual(
+            rows(self.source, "SELECT count(*) FROM _bluegreen_log"), [(0,)]
+        )
+        other = os.path.join(self.dir, "other.db")
+        shutil.copy(self.target, other)
+        app(self.source, "INSERT INTO votes VALUES (1, 3);")
+        await self.syncer.sync(self.source, self.target, "migrate")
+        report = await self.syncer.sync(self.source, other, "migrate")
+        self.assertIn("log was trimmed past", " ".join(report.notes))
+        self.assertEqual(report.method, "fallback")
+        self.assertEqual(votes(other), votes(self.source))
+
+
+class CaptureTests(SyncTestsMixin, TestCase):
+    """
+    Installing, refreshing and removing the capture.
+    """
+
+    timeout = 2 * PATIENCE
+
+    async def test_installAndUninstall(self) -> None:
+        """
+        The capture logs the app's writes with origin, sequence and old and
+        new values (BLOB and NULL exact); C{bluegreen sync uninstall} takes
+        everything away.
+        """
+        app(self.source, WORKSHOP)
+        capture = Capture(self.syncer.hosts)
+        where = Location.local(self.source)
+        state, done = await capture.ensure(where)
+        self.assertEqual(done, "installed")
+        self.assertEqual((await capture.ensure(where))[1], None)
+        app(
+            self.source,
+            "INSERT INTO facts(text, photo) VALUES ('it''s', x'00ff');"
+            "UPDATE votes SET votes = 1; DELETE FROM cats;",
+        )
+        log = rows(
+            self.source, "SELECT seq, origin, tbl, op, old, new FROM _bluegreen_log"
+        )
+        self.assertEqual(
+            [
+                (s, o, t, op, old and json.loads(old), new and json.loads(new))
+                for s, o, t, op, old, new in log
+            ],
+            [
+                (
+                    1,
+                    state.origin,
+                    "facts",
+                    "I",
+                    None,
+                    {"id": "3", "text": "'it''s'", "photo": "X'00FF'", "score": "NULL"},
+                ),
+                (2, state.origin, "cats", "D", {"img": "'tom.png'"}, None),
+            ],
+        )
+        from .test_cli_admin import bluegreen
+
+        out, err, code = await bluegreen("sync", "uninstall", self.source)
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertEqual(
+            rows(
+                self.source,
+                "SELECT name FROM sqlite_schema WHERE name LIKE '%bluegreen%'",
+            ),
+            [],
+        )
+        out, err, code = await bluegreen("sync", "uninstall", self.source)
+        self.assertEqual(code, 0)
+        self.assertIn("nothing to remove", out)
+
+
+class ParseTests(SynchronousTestCase):
+    """
+    Log rows are checked before they become SQL.
+    """
+
+    def test_badLiteral(self) -> None:
+        """
+        A value that is not a C{quote()} literal is refused.
+        """
+        row = {
+            "seq": 1,
+            "tbl": "t",
+            "op": "I",
+            "old": None,
+            "at": 0,
+            "new": json.dumps({"a": "1); DROP TABLE t; --"}),
+        }
+        self.assertRaises(BadChange, parseChanges, [row])
+
+    def test_literals(self) -> None:
+        """
+        Every kind of C{quote()} output is taken.
+        """
+        new = {"a": "NULL", "b": "-1.5e+300", "c": "'x''y'", "d": "X'00FF'", "e": "12"}
+        [change] = parseChanges(
+            [
+                {
+                    "seq": 1,
+                    "tbl": "t",
+                    "op": "I",
+                    "old": None,
+                    "new": json.dumps(new),
+                    "at": 1,
+                }
+            ]
+        )
+        self.assertEqual(change.new, new)
+
+    def test_policy(self) -> None:
+        """
+        An unknown conflict policy is refused.
+        """
+        self.assertRaises(ValueError, Script, {}, "o", "r", "newest-ish")
