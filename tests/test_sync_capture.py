@@ -351,6 +351,116 @@ class ExactTests(SyncTestsMixin, TestCase):
         self.assertEqual(votes(other), votes(self.source))
 
 
+class CommandLineTests(SyncTestsMixin, TestCase):
+    """
+    C{bluegreen sync conflicts}, C{--on-conflict} and their usage errors.
+    """
+
+    timeout = 2 * PATIENCE
+
+    async def test_conflicts(self) -> None:
+        """
+        A sync meeting a conflict exits 1; C{bluegreen sync conflicts}
+        lists it (exit 1), as JSON too; a database without any exits 0.
+        """
+        from .test_cli_admin import bluegreen
+
+        for path in (self.source, self.target):
+            app(path, WORKSHOP)
+        args = ("sync", "--strategy", "migrate")
+        for a, b in ((self.source, self.target), (self.target, self.source)):
+            _, err, code = await bluegreen(*args, "--from", a, "--to", b)
+            self.assertEqual((code, err), (0, ""))
+        app(self.source, "UPDATE facts SET text = 'green' WHERE id = 2;")
+        app(self.target, "UPDATE facts SET text = 'blue' WHERE id = 2;")
+        out, err, code = await bluegreen(
+            *args, "--from", self.source, "--to", self.target
+        )
+        self.assertEqual(code, 1)
+        self.assertIn("CONFLICT changed_on_both: facts key (2)", out)
+        out, err, code = await bluegreen("sync", "conflicts", self.target)
+        self.assertEqual((code, err), (1, ""))
+        self.assertIn("changed_on_both: facts key (2) change 1 (kept target)", out)
+        self.assertIn("""source: {"id": "2", "text": "'green'""", out)
+        self.assertIn("1 conflict kept in", out)
+        out, err, code = await bluegreen("sync", "conflicts", "--json", self.target)
+        [kept] = json.loads(out)
+        self.assertEqual((kept["kind"], kept["key"]), (CHANGED_ON_BOTH, ["2"]))
+        self.assertEqual(kept["target"]["text"], "'blue'")
+        out, err, code = await bluegreen("sync", "conflicts", self.source)
+        self.assertEqual((code, out), (0, f"{self.source}: no conflicts kept\n"))
+
+    async def test_usage(self) -> None:
+        """
+        Bad values and misplaced options are usage errors (exit 2) that say
+        what is wrong.
+        """
+        from .test_cli_admin import bluegreen
+
+        cases = [
+            (
+                (
+                    "--from",
+                    "a",
+                    "--to",
+                    "b",
+                    "--strategy",
+                    "migrate",
+                    "--on-conflict",
+                    "newest-ish",
+                ),
+                "--on-conflict 'newest-ish': expected keep-target or take-source",
+            ),
+            (
+                (
+                    "--from",
+                    "a",
+                    "--to",
+                    "b",
+                    "--strategy",
+                    "copy",
+                    "--on-conflict",
+                    "take-source",
+                ),
+                "--on-conflict is for migrate only",
+            ),
+            (("uninstall",), "uninstall takes one database"),
+            (("conflicts", "a", "b"), "conflicts takes one database"),
+            (("conflicts", "host:relative"), "must be absolute"),
+            (
+                ("uninstall", "a", "--dry-run"),
+                "--dry-run and --on-conflict do not apply",
+            ),
+            (("conflicts", "a", "--from", "b"), "--from does not apply"),
+        ]
+        for argv, message in cases:
+            _, err, code = await bluegreen("sync", *argv)
+            self.assertEqual(code, 2, argv)
+            self.assertIn(message, err)
+
+    async def test_copyThenMigrate(self) -> None:
+        """
+        A target made by C{copy} carries the source's origin id: the next
+        C{migrate} gives it one of its own, and both directions work.
+        """
+        app(self.source, WORKSHOP)
+        app(self.target, WORKSHOP)
+        await self.syncer.sync(self.source, self.target, "migrate")
+        os.remove(self.target)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.target + suffix):
+                os.remove(self.target + suffix)
+        copied = await self.syncer.sync(self.source, self.target, "copy")
+        self.assertTrue(copied.complete, copied.summary())
+        app(self.source, "INSERT INTO votes VALUES (1, 1);")
+        app(self.target, "INSERT INTO votes VALUES (2, 2);")
+        report = await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertIn("got an origin id of its own", " ".join(report.notes))
+        back = await self.syncer.sync(self.target, self.source, "migrate")
+        self.assertTrue(back.complete, back.summary())
+        self.assertEqual(votes(self.source), votes(self.target))
+
+
 class CaptureTests(SyncTestsMixin, TestCase):
     """
     Installing, refreshing and removing the capture.
