@@ -378,6 +378,8 @@ def _throughAdmin(
         body["strategy"] = options["strategy"]
     if options["dry-run"]:
         body["dry_run"] = True
+    if options["on-conflict"] is not None:
+        body["on_conflict"] = options["on-conflict"]
     outcome: dict[str, int] = {}
 
     async def go(reactor: ClientReactor) -> None:

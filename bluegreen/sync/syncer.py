@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from bluegreen.sync.capture import Capture
 from bluegreen.sync.copy import Copy
 from bluegreen.sync.errors import SyncError
 from bluegreen.sync.exact import Exact
@@ -203,6 +204,23 @@ class Syncer:
             error=error,
         )
         return report
+
+    def prepare(self, database: str | Location) -> Deferred[str | None]:
+        """
+        Install the change capture in C{database} (or re-create its
+        triggers after a schema change), once any running sync has
+        finished.
+
+        @param database: A local path or a L{Location}.
+        @return: Fires with what was done (C{installed}, C{refreshed}) or
+            L{None}.
+        """
+
+        async def locked() -> str | None:
+            capture = Capture(self.hosts, self._lockAttempts)
+            return (await capture.ensure(resolveLocation(database)))[1]
+
+        return self.lock.run(lambda: Deferred.fromCoroutine(locked()))
 
     async def version(self, host: Location | None = None) -> tuple[int, ...]:
         """
