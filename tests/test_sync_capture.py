@@ -131,10 +131,15 @@ class ExactTests(SyncTestsMixin, TestCase):
         self.assertEqual(
             rows(self.target, "SELECT count(*) FROM _bluegreen_log"), [(0,)]
         )
+        # The app's next write gets the next number, and travels back.
+        app(self.target, "INSERT INTO votes VALUES (2, 2);")
         self.assertEqual(
-            rows(self.target, "SELECT v FROM _bluegreen_state WHERE k='applying'"),
-            [(0,)],
+            rows(self.target, "SELECT seq, tbl, op FROM _bluegreen_log"),
+            [(1, "votes", "I")],
         )
+        back = await self.syncer.sync(self.target, self.source, "migrate")
+        self.assertEqual(back.changes, 1)
+        self.assertEqual(votes(self.source), votes(self.target))
 
     async def test_updatesAndDeletes(self) -> None:
         """
@@ -331,16 +336,18 @@ class ExactTests(SyncTestsMixin, TestCase):
 
     async def test_trimmedFallback(self) -> None:
         """
-        The log is trimmed once applied; a target whose position was
+        The log is trimmed once applied (the newest row kept, so that a
+        sequence number is never given twice); a target whose position was
         trimmed away (another target synced from the same source) falls
         back to a snapshot merge, reported.
         """
         await self.seed()
         app(self.source, "INSERT INTO votes VALUES (1, 2);")
         await self.syncer.sync(self.source, self.target, "migrate")
-        self.assertEqual(
-            rows(self.source, "SELECT count(*) FROM _bluegreen_log"), [(0,)]
-        )
+        # Trimmed, but the newest row stays: numbers are never given twice.
+        app(self.source, "INSERT INTO votes VALUES (1, 2);")
+        await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertEqual(rows(self.source, "SELECT seq FROM _bluegreen_log"), [(2,)])
         other = os.path.join(self.dir, "other.db")
         shutil.copy(self.target, other)
         app(self.source, "INSERT INTO votes VALUES (1, 3);")

@@ -4,8 +4,9 @@ Applying another database's captured changes (L{bluegreen.sync.capture})
 exactly, as one SQL script run by one C{sqlite3} child in one C{BEGIN
 IMMEDIATE} transaction on the target:
 
-  - the C{applying} flag is set first, so the target's capture triggers
-    skip what the script writes (no echo), and cleared before C{COMMIT};
+  - the log rows the target's capture triggers make for what the script
+    writes are removed before C{COMMIT} (no echo: see
+    L{bluegreen.sync.capture});
   - a guard checks that the target's position for the source is still the
     one read before (another sync did not apply the same changes);
   - the changes, in order: inserts; updates and deletes by primary key, or
@@ -31,7 +32,13 @@ from typing import Any
 
 from attrs import field, frozen
 
-from bluegreen.sync.capture import APPLIED, CONFLICTS, NOW_SQL, STATE
+from bluegreen.sync.capture import (
+    APPLIED,
+    CONFLICTS,
+    NO_ECHO_AFTER,
+    NO_ECHO_BEFORE,
+    NOW_SQL,
+)
 from bluegreen.sync.report import KEY_CONFLICT, TABLE_ONLY_ON_SOURCE
 from bluegreen.sync.schema import Table
 from bluegreen.sync.sql import ident, literal, rowJSON
@@ -358,11 +365,10 @@ class Script:
         @param commit: Commit (else roll back: a dry run).
         @return: The whole script: one transaction.
         """
-        state = ident(STATE)
         head = [
             "PRAGMA foreign_keys = OFF;",
             "BEGIN IMMEDIATE;",
-            f"UPDATE {state} SET v = 1 WHERE k = 'applying';",
+            NO_ECHO_BEFORE,
             "CREATE TEMP TABLE _bg_guard(ok, CONSTRAINT "
             "position_moved_by_another_sync CHECK (ok));",
             f"INSERT INTO temp._bg_guard SELECT coalesce((SELECT seq FROM "
@@ -374,7 +380,7 @@ class Script:
             f"INSERT INTO {ident(APPLIED)}(origin, seq, at) VALUES "
             f"({literal(self.origin)}, {int(upTo)}, {NOW_SQL}) ON CONFLICT(origin) "
             "DO UPDATE SET seq = excluded.seq, at = excluded.at;",
-            f"UPDATE {state} SET v = 0 WHERE k = 'applying';",
+            NO_ECHO_AFTER,
             "SELECT 'applied' AS done;",
             f"SELECT tbl, kind, op, seq, key, source, target, detail, resolution "
             f"FROM {ident(CONFLICTS)} WHERE run = {literal(self.run)} ORDER BY id;",

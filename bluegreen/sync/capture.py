@@ -7,9 +7,8 @@ Everything bluegreen keeps in the app's database is named with one prefix,
 L{PREFIX} (C{_bluegreen_}):
 
   - C{_bluegreen_state(k, v)}: the database's C{origin} id (random, made at
-    install), the schema C{fingerprint} the triggers were made for, the
-    C{floor} (the log was trimmed up to this sequence number) and the
-    C{applying} flag (1 only inside a sync's apply transaction);
+    install), the schema C{fingerprint} the triggers were made for and the
+    C{floor} (the log was trimmed up to this sequence number);
   - C{_bluegreen_log(seq, origin, tbl, op, old, new, at)}: one row per row
     the app inserted (C{I}), updated (C{U}) or deleted (C{D}); C{old} and
     C{new} are JSON objects of column name -> the value's SQL literal
@@ -20,8 +19,14 @@ L{PREFIX} (C{_bluegreen_}):
     apply (see L{bluegreen.sync.apply});
   - triggers C{_bluegreen_i_T}, C{_bluegreen_u_T}, C{_bluegreen_d_T} on
     every application table C{T}: C{AFTER INSERT/UPDATE/DELETE}, in the
-    app's own transaction, skipped while C{applying} is 1 (so what a sync
-    applies is not captured again: no echo).
+    app's own transaction, the origin id written into them (a trigger's
+    C{WHEN} or a lookup would cost every write of the app more).
+
+What a sync applies is not captured again (no echo): the apply transaction
+removes the log rows its own writes made before it commits (SQLite has one
+writer at a time, so every log row made inside it is the sync's).  The
+sequence is the log's rowid: trimming always keeps the newest row, so a
+number is never given twice.
 
 Installing, re-creating the triggers after a schema change (noticed by the
 fingerprint) and uninstalling each run as one C{sqlite3} child and one
@@ -93,16 +98,26 @@ def _setting(name: str) -> str:
 STATE_SQL = (
     f"SELECT {_setting('origin')} AS origin, {_setting('fingerprint')} AS fp, "
     f"coalesce({_setting('floor')}, 0) AS floor, "
-    f"coalesce((SELECT seq FROM sqlite_sequence WHERE name = {literal(LOG)}), 0) "
-    "AS top, "
+    f"coalesce((SELECT max(seq) FROM {ident(LOG)}), 0) AS top, "
     f"(SELECT json_group_object(origin, seq) FROM {ident(APPLIED)}) AS applied;"
+)
+
+#: Run first in a sync's transaction on a database: where its log ends.
+NO_ECHO_BEFORE = (
+    f"CREATE TEMP TABLE _bg_top AS SELECT coalesce(max(seq), 0) AS n "
+    f"FROM main.{ident(LOG)};"
+)
+
+#: Run last in it: remove what the triggers logged of the sync's writes.
+NO_ECHO_AFTER = (
+    f"DELETE FROM main.{ident(LOG)} WHERE seq > (SELECT n FROM temp._bg_top);"
 )
 
 #: The capture's tables.
 CREATE_SQL = (
     f"CREATE TABLE IF NOT EXISTS {ident(STATE)}(k TEXT PRIMARY KEY, v);",
-    f"CREATE TABLE IF NOT EXISTS {ident(LOG)}(seq INTEGER PRIMARY KEY "
-    "AUTOINCREMENT, origin TEXT NOT NULL, tbl TEXT NOT NULL, op TEXT NOT NULL, "
+    f"CREATE TABLE IF NOT EXISTS {ident(LOG)}(seq INTEGER PRIMARY KEY, "
+    "origin TEXT NOT NULL, tbl TEXT NOT NULL, op TEXT NOT NULL, "
     "old TEXT, new TEXT, at REAL NOT NULL);",
     f"CREATE TABLE IF NOT EXISTS {ident(APPLIED)}(origin TEXT PRIMARY KEY, "
     "seq INTEGER NOT NULL, at REAL NOT NULL);",
@@ -157,9 +172,10 @@ def triggerName(letter: str, table: str) -> str:
     return f"{PREFIX}{letter}_{table}"
 
 
-def triggerSQL(table: Table) -> list[str]:
+def triggerSQL(table: Table, origin: str) -> list[str]:
     """
     @param table: An application table.
+    @param origin: The database's origin id.
     @return: The C{CREATE TRIGGER}s capturing its changes.
     """
     columns = [c.name for c in table.columns]
@@ -169,31 +185,36 @@ def triggerSQL(table: Table) -> list[str]:
         new = rowJSON("NEW", columns) if op != "D" else "NULL"
         out.append(
             f"CREATE TRIGGER {ident(triggerName(letter, table.name))} AFTER "
-            f"{event} ON {ident(table.name)} WHEN {_setting('applying')} IS NOT 1 "
+            f"{event} ON {ident(table.name)} "
             f"BEGIN INSERT INTO {ident(LOG)}(origin, tbl, op, old, new, at) "
-            f"VALUES ({_setting('origin')}, {literal(table.name)}, {literal(op)}, "
+            f"VALUES ({literal(origin)}, {literal(table.name)}, {literal(op)}, "
             f"{old}, {new}, {NOW_SQL}); END;"
         )
     return out
 
 
 def installSQL(
-    tables: Iterable[Table], fingerprint: str, dropTriggers: Iterable[str]
+    tables: Iterable[Table],
+    fingerprint: str,
+    dropTriggers: Iterable[str],
+    origin: str | None,
 ) -> str:
     """
     @param tables: The application's tables.
     @param fingerprint: Their fingerprint (read before C{tables}: if the
         schema changes in between, the next pass installs again).
     @param dropTriggers: The capture's triggers there now.
+    @param origin: The database's origin id (L{None}: make one).
     @return: One transaction creating the capture's tables (if missing),
         the origin (if none) and the triggers (replacing C{dropTriggers}).
     """
     script = ["BEGIN IMMEDIATE;", *CREATE_SQL]
     state = ident(STATE)
+    if origin is None:
+        origin = uuid.uuid4().hex
     for key, value in (
-        ("origin", literal(uuid.uuid4().hex)),
+        ("origin", literal(origin)),
         ("floor", "0"),
-        ("applying", "0"),
         ("version", str(VERSION)),
     ):
         script.append(
@@ -205,7 +226,7 @@ def installSQL(
     )
     script.extend(f"DROP TRIGGER IF EXISTS {ident(name)};" for name in dropTriggers)
     for table in tables:
-        script.extend(triggerSQL(table))
+        script.extend(triggerSQL(table, origin))
     script.append("COMMIT;")
     return "\n".join(script) + "\n"
 
@@ -218,7 +239,6 @@ def uninstallSQL(triggers: Iterable[str]) -> str:
     script = ["BEGIN IMMEDIATE;"]
     script.extend(f"DROP TRIGGER IF EXISTS {ident(name)};" for name in triggers)
     script.extend(f"DROP TABLE IF EXISTS {ident(name)};" for name in TABLES)
-    script.append(f"DELETE FROM sqlite_sequence WHERE name = {literal(LOG)};")
     script.append("COMMIT;")
     return "\n".join(script) + "\n"
 
@@ -288,14 +308,16 @@ class Capture:
         if not await self.hosts.isFile(database):
             raise SyncError(f"database {database} does not exist")
         probe = await self.probe(database)
+        origin = None
         if probe.installed:
             state = await self.read(database)
             if state.fingerprint == probe.fingerprint:
                 return state, None
+            origin = state.origin
         tables = await self.hosts.tables(database)
         await self._write(
             database,
-            installSQL(tables.values(), probe.fingerprint, probe.triggers),
+            installSQL(tables.values(), probe.fingerprint, probe.triggers, origin),
             "installing the change capture",
         )
         return await self.read(database), (
@@ -321,24 +343,28 @@ class Capture:
         )
         return True
 
-    async def newOrigin(self, database: Location) -> None:
+    async def newOrigin(self, database: Location) -> CaptureState:
         """
         Give a database that is a copy of another (same origin id) an
         origin of its own, forgetting its log and positions (its content
-        came from the other: nothing of its own is in them).
+        came from the other: nothing of its own is in them), and triggers
+        writing it.
 
         @param database: The copy.
+        @return: Its new state.
         """
         await self._write(
             database,
             "BEGIN IMMEDIATE;\n"
             f"UPDATE {ident(STATE)} SET v = {literal(uuid.uuid4().hex)} "
             "WHERE k = 'origin';\n"
+            f"UPDATE {ident(STATE)} SET v = '' WHERE k = 'fingerprint';\n"
             f"DELETE FROM {ident(LOG)};\n"
             f"DELETE FROM {ident(APPLIED)};\n"
             "COMMIT;\n",
             "giving the copy an origin",
         )
+        return (await self.ensure(database))[0]
 
     async def trim(self, database: Location, upTo: int) -> None:
         """
@@ -351,7 +377,8 @@ class Capture:
         await self._write(
             database,
             "BEGIN IMMEDIATE;\n"
-            f"DELETE FROM {ident(LOG)} WHERE seq <= {int(upTo)};\n"
+            f"DELETE FROM {ident(LOG)} WHERE seq <= {int(upTo)} AND seq < "
+            f"(SELECT max(seq) FROM {ident(LOG)});\n"
             f"UPDATE {ident(STATE)} SET v = max(v, {int(upTo)}) WHERE k = 'floor';\n"
             "COMMIT;\n",
             "trimming the change log",

@@ -35,6 +35,8 @@ from bluegreen.sync.capture import (
     APPLIED,
     CONFLICTS,
     LOG,
+    NO_ECHO_AFTER,
+    NO_ECHO_BEFORE,
     NOW_SQL,
     STATE,
     Capture,
@@ -65,8 +67,7 @@ def fetchSQL(position: int) -> str:
     return (
         "BEGIN;\n"
         f"SELECT coalesce((SELECT v FROM {ident(STATE)} WHERE k = 'floor'), 0) "
-        f"AS floor, coalesce((SELECT seq FROM sqlite_sequence WHERE name = "
-        f"{literal(LOG)}), 0) AS top;\n"
+        f"AS floor, coalesce((SELECT max(seq) FROM {ident(LOG)}), 0) AS top;\n"
         f"SELECT seq, tbl, op, old, new, at FROM {ident(LOG)} WHERE seq > "
         f"{int(position)} ORDER BY seq;\n"
         "COMMIT;\n"
@@ -159,8 +160,7 @@ class Exact:
         if done is not None:
             outcome.notes.append(f"change capture {done} in {dst}")
         if source.origin == target.origin:
-            await capture.newOrigin(dst)
-            target = await capture.read(dst)
+            target = await capture.newOrigin(dst)
             outcome.notes.append(
                 f"{dst} is a copy of {src}: it got an origin id of its own"
             )
@@ -223,7 +223,6 @@ class Exact:
             why=why,
         )
         await transfer.ship(hashes=False)
-        state = f"main.{ident(STATE)}"
         run = uuid.uuid4().hex
         after = [
             f"INSERT INTO main.{ident(CONFLICTS)}(at, run, origin, seq, tbl, op, "
@@ -233,11 +232,11 @@ class Exact:
             "'kept target' FROM temp._bg_report WHERE kind NOT IN "
             "('inserted', 'target_only');",
             f"INSERT INTO main.{ident(APPLIED)}(origin, seq, at) SELECT (SELECT v "
-            f"FROM g.{ident(STATE)} WHERE k = 'origin'), coalesce((SELECT seq FROM "
-            f"g.sqlite_sequence WHERE name = {literal(LOG)}), 0), {NOW_SQL} "
+            f"FROM g.{ident(STATE)} WHERE k = 'origin'), coalesce((SELECT max(seq) "
+            f"FROM g.{ident(LOG)}), 0), {NOW_SQL} "
             "WHERE 1 ON CONFLICT(origin) DO UPDATE SET seq = excluded.seq, "
             "at = excluded.at;",
-            f"UPDATE {state} SET v = 0 WHERE k = 'applying';",
+            NO_ECHO_AFTER,
         ]
         merge = Merge(
             transfer.hosts,
@@ -245,7 +244,7 @@ class Exact:
             transfer.attach(),
             outcome,
             self.lockAttempts,
-            before=[f"UPDATE {state} SET v = 1 WHERE k = 'applying';"],
+            before=[NO_ECHO_BEFORE],
             after=after,
         )
         await merge.run(apply=not dryRun)
