@@ -11,7 +11,7 @@ import sqlite3
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests._util import PATIENCE, waitFor
 
@@ -153,3 +153,40 @@ class ServiceTests(TestCase):
         )
         self.assertEqual(answer.json["report"]["method"], "changes")
         self.assertEqual(facts(synced.blue), [(1, "one"), (2, "late")])
+
+
+class DashboardTests(SynchronousTestCase):
+    """
+    The dashboard's sync section shows the changes the mirror applied.
+    """
+
+    def test_mirrorChanges(self) -> None:
+        """
+        With the exact sync, the mirror's note counts the changes its last
+        pass applied.
+        """
+        from .test_dashboard_sync import NOON, describeSync, syncStatus
+
+        mirror = {
+            "interval": 1.0,
+            "running": True,
+            "direction": "green->blue",
+            "lag": 0.5,
+            "last_rows": 2,
+            "last_changes": 3,
+            "last_pass": None,
+            "failing": False,
+            "failures": 0,
+            "error": None,
+        }
+        view = describeSync(syncStatus(mode="mirror", mirror=mirror), NOON)
+        self.assertEqual(
+            view["notes"],
+            [
+                {
+                    "kind": "",
+                    "text": "Mirror GREEN \u2192 BLUE (every 1 s): lag 0.5 s; the "
+                    "last pass applied 3 changes.",
+                }
+            ],
+        )

@@ -183,7 +183,7 @@ class SyncService(MultiService):
         controller: Controller,
         databases: Mapping[str, str],
         mode: str = "migrate",
-        mirrorInterval: float = 5.0,
+        mirrorInterval: float = 1.0,
         commands: Mapping[str, tuple[str | None, str | None]] | None = None,
     ) -> None:
         """
