@@ -428,7 +428,8 @@ class WorkshopTests(TestCase):
         The workshop: GREEN serves and takes writes; a bad commit fails over
         to BLUE with the writes; the C{RECENT} flag shows and hides the
         uploads; the revert and C{bluegreen switch green} bring the traffic
-        back with BLUE's writes; a stream of C{GET /} sees no error but
+        back with BLUE's writes, and a vote made on BLUE after that switch
+        follows with the next sync; a stream of C{GET /} sees no error but
         GREEN's own 500s before the failover; Ctrl-C leaves nothing.
         """
         t0 = time.monotonic()
@@ -530,6 +531,37 @@ class WorkshopTests(TestCase):
 
             await _until("BLUE's vote on GREEN", back)
             timings["back on GREEN"] = time.monotonic() - t0
+
+            # 4b. A vote on the old side (BLUE) after the switch, as a request
+            # finishing there makes one: the exact sync carries it over as a
+            # change (the switch's own syncs may still run: asked again
+            # while refused).
+            status = await self.status()
+            assert status is not None
+            blueURL = status["environments"]["blue"]["url"]
+            beforeLate = _rows(self.db("blue"), VOTES)
+            response = await self.client.post(
+                f"{blueURL}/fact/2/vote", json={"score": 1}, timeout=PATIENCE
+            )
+            self.assertEqual(response.code, 201, await response.content())
+            late = _rows(self.db("blue"), VOTES) - beforeLate
+            self.assertEqual({(f, s) for _, f, s, _ in late}, {(2, 1)})
+            said: list[str] = []
+
+            async def lateSynced() -> bool:
+                try:
+                    said.append(await self.bluegreen("sync", "blue", "green"))
+                except AssertionError as e:
+                    if "already running" in str(e):
+                        return False
+                    raise
+                return late <= _rows(self.db("green"), VOTES)
+
+            await _until("BLUE's late vote on GREEN", lateSynced)
+            self.assertIn("complete: copied 1 row, 0 conflicts", said[-1])
+            self.assertIn("1 change applied from the source's log", said[-1])
+            again = await self.bluegreen("sync", "blue", "green")
+            self.assertIn("complete: copied 0 rows, 0 conflicts", again)
 
             # 5. The stream: once it has seen GREEN again, judge it.
             again = time.monotonic()

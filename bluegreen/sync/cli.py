@@ -356,6 +356,9 @@ def reportFromJSON(data: dict[str, Any]) -> SyncReport:
         error=data.get("error"),
         backup=data.get("backup"),
         seconds=float(data.get("seconds") or 0.0),
+        method=data.get("method"),
+        changes=int(data.get("changes") or 0),
+        notes=tuple(data.get("notes") or ()),
     )
 
 

@@ -175,6 +175,11 @@ class SyncReport:
                 lines.append(f"  {name}: {count} row(s) only on the target (kept)")
         if self.backup:
             lines.append(f"  old target kept as {self.backup}")
+        if self.method == "changes":
+            lines.append(
+                f"  {self.changes} change{'s' if self.changes != 1 else ''} "
+                "applied from the source's log"
+            )
         for note in self.notes:
             lines.append(f"  {note}")
         for conflict in self.conflicts:
