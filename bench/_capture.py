@@ -201,7 +201,9 @@ async def measure(reactor: Any, args: Any, work: str) -> dict[str, Any]:
     db.executemany(
         "INSERT INTO facts VALUES (?, ?, 0)", ((i, f"fact {i}") for i in range(inserts))
     )
-    db.executemany("UPDATE facts SET score = 1 WHERE id = ?", ((i,) for i in range(tenth)))
+    db.executemany(
+        "UPDATE facts SET score = 1 WHERE id = ?", ((i,) for i in range(tenth))
+    )
     db.executemany(
         "DELETE FROM facts WHERE id = ?", ((i,) for i in range(tenth, 2 * tenth))
     )

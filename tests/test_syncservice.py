@@ -124,7 +124,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             options.config.databases, {"green": self.green, "blue": self.blue}
         )
-        self.assertEqual(options.config.mirrorInterval, 5.0)
+        self.assertEqual(options.config.mirrorInterval, 1.0)
 
     def test_explicit(self) -> None:
         """
