@@ -31,6 +31,7 @@ from tests._util import PATIENCE
 
 from .test_sync import RowWriter, SyncTestsMixin, content, rows
 from .test_sync_more import killing
+from .test_sync_remote import RemoteTestCase
 
 reactor: Any = _reactor
 
@@ -571,3 +572,44 @@ class ParseTests(SynchronousTestCase):
         An unknown conflict policy is refused.
         """
         self.assertRaises(ValueError, Script, {}, "o", "r", "newest-ish")
+
+
+class RemoteExactTests(RemoteTestCase):
+    """
+    The exact sync between a local and a remote database (over ssh).
+    """
+
+    async def test_bothWays(self) -> None:
+        """
+        Identical rows, updates and deletes travel both ways between a local
+        and a remote database; every C{sqlite3} on the remote side runs
+        through ssh; C{bluegreen sync uninstall} works on the remote one.
+        """
+        local = os.path.join(self.local, "green.db")
+        remote = self.at("blue.db")
+        app(local, WORKSHOP)
+        app(remote.path, WORKSHOP)
+        syncer = self.syncer()
+        for a, b in ((local, remote), (remote, local)):
+            first = await syncer.sync(a, b, "migrate")
+            self.assertEqual(first.method, "seeded", first.summary())
+        app(local, "INSERT INTO votes VALUES (5, 1);" * 3 + "DELETE FROM cats;")
+        app(remote.path, "INSERT INTO votes VALUES (5, 1);" * 2)
+        app(remote.path, "UPDATE facts SET text = 'remote' WHERE id = 1;")
+        there = await syncer.sync(local, remote, "migrate")
+        back = await syncer.sync(remote, local, "migrate")
+        self.assertEqual((there.changes, back.changes), (4, 3), back.summary())
+        self.assertTrue(there.complete and back.complete)
+        self.assertEqual(content(local), content(remote.path))
+        self.assertEqual(votes(local), [(5, 1, 5)])
+        self.assertTrue(self.usedSSH())
+        self.assertNoLocalSqliteOnRemote()
+        removed = await Capture(syncer.hosts).uninstall(remote)
+        self.assertTrue(removed)
+        self.assertEqual(
+            rows(
+                remote.path,
+                "SELECT name FROM sqlite_schema WHERE name LIKE '%bluegreen%'",
+            ),
+            [],
+        )
