@@ -255,6 +255,33 @@ class ExactTests(SyncTestsMixin, TestCase):
             (json.loads(target)["text"], resolution), ("'blue'", "took source")
         )
 
+    async def test_newest(self) -> None:
+        """
+        With C{newest} the row changed last wins, on either side; the other
+        version is kept.
+        """
+        await self.seed()
+        app(self.target, "UPDATE facts SET text = 'blue first' WHERE id = 1;")
+        app(self.source, "UPDATE facts SET text = 'green later' WHERE id = 1;")
+        app(self.source, "UPDATE facts SET text = 'green first' WHERE id = 2;")
+        app(self.target, "UPDATE facts SET text = 'blue later' WHERE id = 2;")
+        report = await self.syncer.sync(
+            self.source, self.target, "migrate", onConflict="newest"
+        )
+        self.assertEqual(len(report.conflicts), 2, report.summary())
+        self.assertEqual(
+            rows(self.target, "SELECT id, text FROM facts ORDER BY id"),
+            [(1, "green later"), (2, "blue later")],
+        )
+        self.assertEqual(
+            rows(
+                self.target,
+                "SELECT json_extract(source, '$.id'), resolution FROM "
+                "_bluegreen_conflicts ORDER BY seq",
+            ),
+            [("1", "took source (newer)"), ("2", "kept target (newer)")],
+        )
+
     async def test_schemaChange(self) -> None:
         """
         A deploy adds a column (both sides) and a table (green only)
@@ -417,7 +444,8 @@ class CommandLineTests(SyncTestsMixin, TestCase):
                     "--on-conflict",
                     "newest-ish",
                 ),
-                "--on-conflict 'newest-ish': expected keep-target or take-source",
+                "--on-conflict 'newest-ish': expected keep-target or take-source "
+                "or newest",
             ),
             (
                 (

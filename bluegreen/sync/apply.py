@@ -20,7 +20,10 @@ changed on both sides, the same new key inserted on both sides, the row
 gone) is a conflict: by default (C{keep-target}) the target keeps its row
 and the source's version goes into C{_bluegreen_conflicts} with the
 target's; with C{take-source} the source's version is written and the
-target's is kept there.  Nothing is lost either way.
+target's is kept there; with C{newest}, whichever was changed last wins (the
+source's change time against the target's last logged change of that row;
+a row the target's log does not mention counts as older), the other is kept.
+Nothing is lost either way.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from attrs import field, frozen
 from bluegreen.sync.capture import (
     APPLIED,
     CONFLICTS,
+    LOG,
     NO_ECHO_AFTER,
     NO_ECHO_BEFORE,
     NOW_SQL,
@@ -44,7 +48,7 @@ from bluegreen.sync.schema import Table
 from bluegreen.sync.sql import ident, literal, rowJSON
 
 #: The conflict policies of C{--on-conflict}.
-POLICIES = ("keep-target", "take-source")
+POLICIES = ("keep-target", "take-source", "newest")
 
 #: A change met a row the target changed (or deleted) since.
 CHANGED_ON_BOTH = "changed_on_both"
@@ -174,14 +178,25 @@ class Script:
         target: str,
         detail: str,
         where: str,
+        newer: str = "1",
     ) -> None:
         """
         Keep the source's version of C{change} (and the target's row) in the
         conflicts table when C{where} holds.
+
+        @param newer: SQL: whether the source's change is newer than the
+            target's row (for C{newest}).
         """
         source = change.new if change.new is not None else change.old
-        resolution = "took source" if self.policy == "take-source" else "kept target"
-        if self.policy == "take-source":
+        resolution = {
+            "take-source": "'took source'",
+            "keep-target": "'kept target'",
+        }.get(
+            self.policy,
+            f"CASE WHEN {newer} THEN 'took source (newer)' "
+            "ELSE 'kept target (newer)' END",
+        )
+        if self.policy != "keep-target":
             self._out.append("DELETE FROM temp._bg_hit;")
         self._out.append(
             f"INSERT INTO {ident(CONFLICTS)}(at, run, origin, seq, tbl, op, kind, "
@@ -189,11 +204,31 @@ class Script:
             f"{literal(self.run)}, {literal(self.origin)}, {change.seq}, "
             f"{literal(change.table)}, {literal(change.op)}, {literal(kind)}, {key}, "
             f"{literal(json.dumps(source))}, {target}, {literal(detail)}, "
-            f"{literal(resolution)} WHERE {where};"
+            f"{resolution} WHERE {where};"
         )
-        if self.policy == "take-source":
+        if self.policy != "keep-target":
             # changes(): rows the conflict's INSERT wrote, 1 if it was one.
-            self._out.append("INSERT INTO temp._bg_hit SELECT changes();")
+            hit = (
+                "changes()"
+                if self.policy == "take-source"
+                else f"changes() AND {newer}"
+            )
+            self._out.append(f"INSERT INTO temp._bg_hit SELECT {hit};")
+
+    def _newer(self, change: Change, row: Mapping[str, str], key: list[str]) -> str:
+        """
+        @return: SQL: whether C{change} is newer than the target's last
+            logged change of the row with C{row}'s key.
+        """
+        match = " AND ".join(
+            f"json_extract(coalesce(new, old), {literal('$.' + json.dumps(k))}) = "
+            f"{literal(row[k])}"
+            for k in key
+        )
+        return (
+            f"{change.at!r} > coalesce((SELECT max(at) FROM main.{ident(LOG)} "
+            f"WHERE tbl = {literal(change.table)} AND {match}), 0)"
+        )
 
     def add(self, change: Change) -> None:
         """
@@ -242,12 +277,13 @@ class Script:
         """
         everything = [c.name for c in table.columns]
         hit = "(SELECT n FROM temp._bg_hit) = 1"
-        take = self.policy == "take-source"
+        take = self.policy != "keep-target"
         if change.op == "I":
             new = change.new
             assert new is not None
             at = _match(new, key)
             keyText = literal(json.dumps([new[k] for k in key]))
+            newer = self._newer(change, new, key) if self.policy == "newest" else "1"
             targetRow = (
                 f"(SELECT {rowJSON('m', everything)} FROM {T} m "
                 f"WHERE {_match(new, key, 'm.')})"
@@ -259,6 +295,7 @@ class Script:
                 targetRow,
                 "same key inserted on both sides, different content",
                 f"EXISTS (SELECT 1 FROM {T} WHERE {at} AND NOT ({_match(new, cols)}))",
+                newer=newer,
             )
             self._out.append(
                 f"INSERT INTO {T}({', '.join(ident(c) for c in cols)}) SELECT "
@@ -275,6 +312,7 @@ class Script:
         oldCols = [c for c in cols if c in old]
         at = _match(old, key)
         keyText = literal(json.dumps([old[k] for k in key]))
+        newer = self._newer(change, old, key) if self.policy == "newest" else "1"
         targetRow = (
             f"(SELECT {rowJSON('m', everything)} FROM {T} m "
             f"WHERE {_match(old, key, 'm.')})"
@@ -292,6 +330,7 @@ class Script:
                 f"NOT EXISTS (SELECT 1 FROM {T} WHERE {at} AND {_match(old, oldCols)}) "
                 f"AND NOT EXISTS (SELECT 1 FROM {T} WHERE {newAt} AND "
                 f"{_match(new, cols)})",
+                newer=newer,
             )
             self._out.append(
                 f"UPDATE {T} SET {self._set(new, cols)} WHERE {at} AND "
@@ -311,6 +350,7 @@ class Script:
             targetRow,
             "deleted on the source; changed on the target",
             f"EXISTS (SELECT 1 FROM {T} WHERE {at} AND NOT ({_match(old, oldCols)}))",
+            newer=newer,
         )
         self._out.append(f"DELETE FROM {T} WHERE {at} AND {_match(old, oldCols)};")
         if take:
@@ -351,7 +391,7 @@ class Script:
             f"{_match(old, [c for c in cols if c in old])})",
         )
         self._out.append(f"UPDATE {T} SET {self._set(new, cols)} WHERE {one};")
-        if self.policy == "take-source":
+        if self.policy != "keep-target":
             self._out.append(
                 f"INSERT INTO {T}({', '.join(ident(c) for c in cols)}) SELECT "
                 f"{', '.join(new[c] for c in cols)} "

@@ -16,9 +16,9 @@ naming environments rather than databases::
 
     bluegreen sync green blue [--strategy copy|migrate] [--dry-run] [--json]
 
-C{--on-conflict keep-target|take-source} says which row stays when the same
-row changed on both sides (C{migrate}; the other is kept in the target's
-conflicts table either way).  And, for one database (local or remote)::
+C{--on-conflict keep-target|take-source|newest} says which row stays when
+the same row changed on both sides (C{migrate}; the other is kept in the
+target's conflicts table either way).  And, for one database (local or remote)::
 
     bluegreen sync conflicts LOCATION [--json]   list the kept conflicts
                                                  (exit 1 if there are any)
@@ -49,7 +49,7 @@ from bluegreen.sync.report import Conflict, SyncReport
 ACTIONS = ("conflicts", "uninstall")
 
 #: The values of C{--on-conflict} (L{bluegreen.sync.apply.POLICIES}).
-CONFLICT_POLICIES = ("keep-target", "take-source")
+CONFLICT_POLICIES = ("keep-target", "take-source", "newest")
 
 
 class SyncOptions(CommandOptions):
@@ -93,8 +93,8 @@ class SyncOptions(CommandOptions):
             "on-conflict",
             None,
             None,
-            "migrate: keep-target (default) or take-source, when the same row "
-            "changed on both sides.",
+            "migrate: keep-target (default), take-source or newest, when the "
+            "same row changed on both sides.",
         ],
     ]
 

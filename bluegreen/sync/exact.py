@@ -307,7 +307,7 @@ class Exact:
                 f"{row['detail']} (change {row['seq']}, {row['resolution']})",
             )
             outcome.conflicts.append(conflict)
-            if row["resolution"] == "kept target":
+            if row["resolution"].startswith("kept target"):
                 kept[row["tbl"]] = kept.get(row["tbl"], 0) + 1
         for table, count in script.counts.items():
             outcome.copied[table] = count - kept.get(table, 0)

@@ -266,7 +266,7 @@ class SyncService(MultiService):
         @param wait: Wait for other on-demand syncs rather than raising
             L{SyncBusy} (the switch hooks wait).
         @param onConflict: For C{migrate}: C{keep-target} (L{None}: the
-            default) or C{take-source}.
+            default), C{take-source} or C{newest}.
         @return: The report (failures are in it: C{error}).
         @raise ValueError: For unknown environments or strategy.
         @raise SyncBusy: If another on-demand sync runs (and not C{wait}).

@@ -126,8 +126,9 @@ class Syncer:
             target's host (over ssh when that is remote).
         @param startCommand: For C{copy}: one that starts it again.
         @param onConflict: For C{migrate}: C{keep-target} (the target keeps
-            its row, the source's goes into its conflicts table) or
-            C{take-source} (the other way round).
+            its row, the source's goes into its conflicts table),
+            C{take-source} (the other way round) or C{newest} (the row
+            changed last wins).
         @return: Fires with the L{SyncReport} (failures are in the report).
         @raise ValueError: For an unknown strategy or conflict policy.
         """
