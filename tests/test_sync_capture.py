@@ -476,8 +476,9 @@ class CommandLineTests(SyncTestsMixin, TestCase):
 
     async def test_copyThenMigrate(self) -> None:
         """
-        A target made by C{copy} carries the source's origin id: the next
-        C{migrate} gives it one of its own, and both directions work.
+        A target made by C{copy} becomes a database of its own (origin id,
+        positions): the next C{migrate} both ways applies changes, updates
+        included.
         """
         app(self.source, WORKSHOP)
         app(self.target, WORKSHOP)
@@ -490,11 +491,28 @@ class CommandLineTests(SyncTestsMixin, TestCase):
         self.assertTrue(copied.complete, copied.summary())
         app(self.source, "INSERT INTO votes VALUES (1, 1);")
         app(self.target, "INSERT INTO votes VALUES (2, 2);")
+        app(self.target, "UPDATE facts SET text = 'on the copy' WHERE id = 1;")
         report = await self.syncer.sync(self.source, self.target, "migrate")
-        self.assertIn("got an origin id of its own", " ".join(report.notes))
+        self.assertEqual((report.method, report.changes), ("changes", 1))
         back = await self.syncer.sync(self.target, self.source, "migrate")
         self.assertTrue(back.complete, back.summary())
+        self.assertEqual((back.method, back.changes), ("changes", 2))
         self.assertEqual(votes(self.source), votes(self.target))
+        self.assertEqual(content(self.source), content(self.target))
+
+    async def test_sameOrigin(self) -> None:
+        """
+        A file copied by hand (same origin id on both sides) gets an origin
+        of its own at the next sync, which says so.
+        """
+        app(self.source, WORKSHOP)
+        app(self.target, WORKSHOP)
+        await self.syncer.sync(self.source, self.target, "migrate")
+        os.remove(self.target)
+        shutil.copy(self.source, self.target)
+        report = await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertIn("got an origin id of its own", " ".join(report.notes))
+        self.assertTrue(report.complete, report.summary())
 
 
 class CaptureTests(SyncTestsMixin, TestCase):

@@ -366,6 +366,48 @@ class Capture:
         )
         return (await self.ensure(database))[0]
 
+    async def adoptCopy(self, copy: Location, source: Location) -> bool:
+        """
+        Make a fresh copy of C{source} (the C{copy} strategy's staged file,
+        before it takes the target's place) a database of its own: a new
+        origin id, an empty log, triggers writing the new id, and positions
+        saying exactly where the two stand (the copy has applied the
+        source's log up to the snapshot, the source nothing of the copy's
+        empty log), so that the next syncs both ways apply changes.
+
+        @param copy: The copy (no app has it open).
+        @param source: The database it was copied from.
+        @return: Whether the copy had the capture (else nothing was done).
+        """
+        probe = await self.probe(copy)
+        if not probe.installed:
+            return False
+        state = await self.read(copy)
+        origin = uuid.uuid4().hex
+        await self._write(
+            copy,
+            "BEGIN IMMEDIATE;\n"
+            f"UPDATE {ident(STATE)} SET v = {literal(origin)} WHERE k = 'origin';\n"
+            f"UPDATE {ident(STATE)} SET v = '' WHERE k = 'fingerprint';\n"
+            f"UPDATE {ident(STATE)} SET v = 0 WHERE k = 'floor';\n"
+            f"DELETE FROM {ident(LOG)};\n"
+            f"DELETE FROM {ident(APPLIED)};\n"
+            f"INSERT INTO {ident(APPLIED)}(origin, seq, at) VALUES "
+            f"({literal(state.origin)}, {state.top}, {NOW_SQL});\n"
+            "COMMIT;\n",
+            "giving the copy an origin",
+        )
+        await self.ensure(copy)
+        await self._write(
+            source,
+            "BEGIN IMMEDIATE;\n"
+            f"INSERT INTO {ident(APPLIED)}(origin, seq, at) VALUES "
+            f"({literal(origin)}, 0, {NOW_SQL});\n"
+            "COMMIT;\n",
+            "recording the copy's position",
+        )
+        return True
+
     async def trim(self, database: Location, upTo: int) -> None:
         """
         Remove the changes at or below C{upTo} from the log (every side
