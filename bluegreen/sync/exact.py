@@ -169,9 +169,9 @@ class Exact:
         if why is not None or position is None:
             await self._seed(transfer, outcome, position is None, why or "", False)
             return
-        await self._apply(hosts, src, dst, source, position, outcome, True)
-        if self.trim and source.top > 0:
-            applied = (await capture.read(dst)).applied.get(source.origin, 0)
+        applied = await self._apply(hosts, src, dst, source, position, outcome, True)
+        # Only what the target has applied, only when that moved the floor.
+        if self.trim and applied > source.floor:
             try:
                 await capture.trim(src, applied)
             except (SyncError, ProcessFailed) as e:
@@ -258,9 +258,11 @@ class Exact:
         position: int,
         outcome: Outcome,
         commit: bool,
-    ) -> None:
+    ) -> int:
         """
         Apply the source's changes after C{position} to the target.
+
+        @return: The target's position now.
         """
         arrays = await hosts.query(src, fetchSQL(position))
         head = arrays[0][0]
@@ -273,7 +275,7 @@ class Exact:
             )
         outcome.method = "changes"
         if not rows:
-            return
+            return position
         try:
             changes = parseChanges(rows)
         except (BadChange, ValueError) as e:
@@ -312,6 +314,7 @@ class Exact:
         for table, count in script.counts.items():
             outcome.copied[table] = count - kept.get(table, 0)
         outcome.changes = len(changes)
+        return changes[-1].seq
 
     async def _execute(self, hosts: Hosts, dst: Location, script: str) -> ProcessResult:
         """
