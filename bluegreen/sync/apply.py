@@ -47,6 +47,12 @@ from bluegreen.sync.report import KEY_CONFLICT, TABLE_ONLY_ON_SOURCE
 from bluegreen.sync.schema import Table
 from bluegreen.sync.sql import ident, literal, rowJSON
 
+#: How many inserts into one table one statement applies.
+BATCH = 500
+
+#: The detail of a key conflict of two inserts.
+INSERTED_ON_BOTH = "same key inserted on both sides, different content"
+
 #: The conflict policies of C{--on-conflict}.
 POLICIES = ("keep-target", "take-source", "newest")
 
@@ -169,6 +175,8 @@ class Script:
         self.counts: dict[str, int] = {}
         self.skippedColumns: dict[str, set[str]] = {}
         self._out: list[str] = []
+        self._batch: list[Change] = []
+        self._shape: tuple[str, tuple[str, ...], bool] | None = None
 
     def _conflict(
         self,
@@ -238,6 +246,7 @@ class Script:
         """
         table = self.tables.get(change.table)
         if table is None:
+            self._flush()
             self._conflict(
                 change,
                 TABLE_ONLY_ON_SOURCE,
@@ -255,12 +264,79 @@ class Script:
         if missing:
             self.skippedColumns.setdefault(change.table, set()).update(missing)
         cols = [c.name for c in table.columns if c.name in row]
-        T = ident(table.name)
         key = list(table.key)
-        if key and all(k in row for k in key):
-            self._keyed(change, table, T, key, cols)
+        keyed = bool(key) and all(k in row for k in key)
+        if change.op == "I" and self.policy == "keep-target":
+            shape = (table.name, tuple(cols), keyed)
+            if shape != self._shape or len(self._batch) >= BATCH:
+                self._flush()
+                self._shape = shape
+            self._batch.append(change)
+            return
+        self._flush()
+        self._one(change, table, cols, keyed)
+
+    def _one(self, change: Change, table: Table, cols: list[str], keyed: bool) -> None:
+        """
+        The statements applying one change.
+        """
+        T = ident(table.name)
+        if keyed:
+            self._keyed(change, table, T, list(table.key), cols)
         else:
             self._keyless(change, table, T, cols)
+
+    def _flush(self) -> None:
+        """
+        The statements applying the inserts gathered into one table (one
+        multi-row statement, or two with a key: the conflicts, then the
+        rows whose key is free).
+        """
+        batch, shape = self._batch, self._shape
+        self._batch, self._shape = [], None
+        if not batch or shape is None:
+            return
+        name, columns, keyed = shape
+        table = self.tables[name]
+        cols = list(columns)
+        if len(batch) == 1:
+            self._one(batch[0], table, cols, keyed)
+            return
+        T = ident(name)
+        names = ", ".join(ident(c) for c in cols)
+        values = ",\n".join(
+            "(" + ", ".join([str(c.seq), *(c.new[k] for k in cols if c.new)]) + ")"
+            for c in batch
+        )
+        if not keyed:
+            self._out.append(
+                f"INSERT INTO {T}({names}) SELECT {names} FROM (WITH v(_bg_seq, "
+                f"{names}) AS (VALUES {values}) SELECT * FROM v ORDER BY _bg_seq);"
+            )
+            return
+        key = list(table.key)
+        everything = [c.name for c in table.columns]
+        self._out.append(
+            f"CREATE TEMP TABLE _bg_v AS WITH v(_bg_seq, {names}) AS "
+            f"(VALUES {values}) SELECT * FROM v;"
+        )
+        at = " AND ".join(f"m.{ident(k)} IS v.{ident(k)}" for k in key)
+        same = " AND ".join(f"m.{ident(c)} IS v.{ident(c)}" for c in cols) or "1"
+        keyText = "json_array(" + ", ".join(f"quote(v.{ident(k)})" for k in key) + ")"
+        self._out.append(
+            f"INSERT INTO {ident(CONFLICTS)}(at, run, origin, seq, tbl, op, kind, "
+            f"key, source, target, detail, resolution) SELECT {NOW_SQL}, "
+            f"{literal(self.run)}, {literal(self.origin)}, v._bg_seq, "
+            f"{literal(name)}, 'I', {literal(KEY_CONFLICT)}, {keyText}, "
+            f"{rowJSON('v', cols)}, {rowJSON('m', everything)}, "
+            f"{literal(INSERTED_ON_BOTH)}, 'kept target' FROM temp._bg_v v "
+            f"JOIN {T} m ON {at} WHERE NOT ({same}) ORDER BY v._bg_seq;"
+        )
+        self._out.append(
+            f"INSERT INTO {T}({names}) SELECT {names} FROM temp._bg_v v WHERE "
+            f"NOT EXISTS (SELECT 1 FROM {T} m WHERE {at}) ORDER BY v._bg_seq;"
+        )
+        self._out.append("DROP TABLE temp._bg_v;")
 
     def _set(self, row: Mapping[str, str], cols: Sequence[str]) -> str:
         """
@@ -293,7 +369,7 @@ class Script:
                 KEY_CONFLICT,
                 keyText,
                 targetRow,
-                "same key inserted on both sides, different content",
+                INSERTED_ON_BOTH,
                 f"EXISTS (SELECT 1 FROM {T} WHERE {at} AND NOT ({_match(new, cols)}))",
                 newer=newer,
             )
@@ -405,6 +481,7 @@ class Script:
         @param commit: Commit (else roll back: a dry run).
         @return: The whole script: one transaction.
         """
+        self._flush()
         head = [
             "PRAGMA foreign_keys = OFF;",
             "BEGIN IMMEDIATE;",
