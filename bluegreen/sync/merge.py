@@ -136,7 +136,7 @@ class Merge:
             before a failure stay there).
         @param lockAttempts: See L{lockAttempts}.
         @param before: Statements run first in the merge's transaction
-            (the exact sync's seeding sets its C{applying} flag).
+            (the exact sync's seeding notes where the change log ends).
         @param after: Statements run last in it, before the report (the
             seeding's position); the report is in C{temp._bg_report}.
         """

@@ -15,18 +15,23 @@ time whatever starts it:
   - a mirror pass is skipped when its tick finds a sync running or
     waiting; the next tick tries again.
 
+When it starts (unless C{--sync none} or C{mirror}, whose first pass does
+it at once) it installs the change capture in both databases
+(L{bluegreen.sync.capture}), so that the app's changes are captured from
+then on; C{migrate} (L{bluegreen.sync.exact}) applies them.
+
 For each direction (C{green->blue}, C{blue->green}) the service remembers
 the last sync (L{LastSync}; dry runs change nothing and are not recorded).
 For the mirror it reports the lag: the seconds since the start of the last
-complete pass from the environment live now to the standby (the pass's
-snapshot is taken at its start), and the rows copied by the last pass.  A
-pass with conflicts or an error is a failure: it is reported in the status
-(and logged once per run of failures, with one line when passes succeed
-again) and the loop goes on.
+complete pass from the environment live now to the standby (the pass reads
+the source's changes at its start), and the rows and changes of the last
+pass.  A pass with conflicts or an error is a failure: it is reported in the
+status (and logged once per run of failures, with one line when passes
+succeed again) and the loop goes on.  A conflict is met once: it is kept in
+the standby's conflicts table and the next pass goes on with new changes.
 
-The controller does not call the sync around switches yet;
-L{SyncService.beforeSwitch} and L{SyncService.afterSwitch} are what it will
-call.
+The controller calls L{SyncService.beforeSwitch} before a planned switch
+and L{SyncService.switched} after every switch.
 """
 
 from __future__ import annotations
