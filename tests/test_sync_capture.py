@@ -25,6 +25,7 @@ from bluegreen.sync.apply import (
 )
 from bluegreen.sync.capture import Capture
 from bluegreen.sync.locations import Location
+from bluegreen.sync.process import ProcessRunner, Tools
 from bluegreen.sync.report import KEY_CONFLICT, TABLE_ONLY_ON_SOURCE, SyncReport
 from bluegreen.sync.syncer import Syncer
 from tests._util import PATIENCE
@@ -338,6 +339,31 @@ class ExactTests(SyncTestsMixin, TestCase):
         again = await self.syncer.sync(self.source, self.target, "migrate")
         self.assertEqual(again.changes, 50)
         self.assertEqual(votes(self.target), [(8, 8, 50)])
+
+    async def test_positionMoved(self) -> None:
+        """
+        Another sync applying the same changes between this one's read and
+        its apply (the guard sees the position moved): nothing is applied
+        twice, the sync fails saying so, the next one is a no-op.
+        """
+        await self.seed()
+        app(self.source, "INSERT INTO votes VALUES (9, 9);")
+        target = self.target
+        raced: list[bool] = []
+
+        class Racing(ProcessRunner):
+            def run(self, argv: Any, stdin: bytes = b"", *a: Any, **kw: Any) -> Any:
+                if b"position_moved_by_another_sync" in stdin and not raced:
+                    raced.append(True)
+                    app(target, "UPDATE _bluegreen_applied SET seq = seq + 1;")
+                return super().run(argv, stdin, *a, **kw)
+
+        runner = Racing(reactor, Tools.find())
+        report = await Syncer(reactor, runner).sync(self.source, target, "migrate")
+        self.assertIn("another sync applied changes", report.error or "")
+        self.assertEqual(votes(target), [])
+        again = await self.syncer.sync(self.source, target, "migrate")
+        self.assertEqual((again.changes, again.error), (0, None))
 
     async def test_appWritingDuringSync(self) -> None:
         """
