@@ -26,7 +26,12 @@ from bluegreen.sync.apply import (
 from bluegreen.sync.capture import Capture
 from bluegreen.sync.locations import Location
 from bluegreen.sync.process import ProcessRunner, Tools
-from bluegreen.sync.report import KEY_CONFLICT, TABLE_ONLY_ON_SOURCE, SyncReport
+from bluegreen.sync.report import (
+    KEY_CONFLICT,
+    TABLE_ONLY_ON_SOURCE,
+    UNIQUE_CONFLICT,
+    SyncReport,
+)
 from bluegreen.sync.syncer import Syncer
 from tests._util import PATIENCE
 
@@ -233,6 +238,32 @@ class ExactTests(SyncTestsMixin, TestCase):
         self.assertEqual(
             len(rows(self.target, "SELECT * FROM _bluegreen_conflicts")), 2
         )
+
+    async def test_uniqueConflicts(self) -> None:
+        """
+        A UNIQUE value taken by another row on the target (inserts in a
+        batch, one insert, an update): a conflict kept, the rest applied,
+        and the next sync is not stuck on it.
+        """
+        await self.seed()
+        for path in (self.source, self.target):
+            app(path, "CREATE TABLE pets(id INTEGER PRIMARY KEY, name TEXT UNIQUE);")
+        await self.both()
+        app(self.source, "INSERT INTO pets VALUES (1, 'tom'), (2, 'rex');")
+        app(self.source, "INSERT INTO pets VALUES (3, 'max');")
+        app(self.source, "UPDATE pets SET name = 'zed' WHERE id = 2;")
+        app(self.target, "INSERT INTO pets VALUES (5, 'tom'), (6, 'max'), (7, 'zed');")
+        report = await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertEqual(
+            [(c.kind, c.key) for c in report.conflicts],
+            [(UNIQUE_CONFLICT, (key,)) for key in ("1", "3", "2")],
+        )
+        self.assertEqual(
+            rows(self.target, "SELECT id, name FROM pets ORDER BY id"),
+            [(2, "rex"), (5, "tom"), (6, "max"), (7, "zed")],
+        )
+        again = await self.syncer.sync(self.source, self.target, "migrate")
+        self.assertEqual((again.error, again.changes), (None, 0))
 
     async def test_takeSource(self) -> None:
         """

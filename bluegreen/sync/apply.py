@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from attrs import field, frozen
@@ -43,7 +43,11 @@ from bluegreen.sync.capture import (
     NO_ECHO_BEFORE,
     NOW_SQL,
 )
-from bluegreen.sync.report import KEY_CONFLICT, TABLE_ONLY_ON_SOURCE
+from bluegreen.sync.report import (
+    KEY_CONFLICT,
+    TABLE_ONLY_ON_SOURCE,
+    UNIQUE_CONFLICT,
+)
 from bluegreen.sync.schema import Table
 from bluegreen.sync.sql import ident, literal, rowJSON
 
@@ -52,6 +56,9 @@ BATCH = 500
 
 #: The detail of a key conflict of two inserts.
 INSERTED_ON_BOTH = "same key inserted on both sides, different content"
+
+#: The detail of a UNIQUE conflict.
+UNIQUE_TAKEN = "a UNIQUE value is taken by another row on the target"
 
 #: The conflict policies of C{--on-conflict}.
 POLICIES = ("keep-target", "take-source", "newest")
@@ -299,8 +306,18 @@ class Script:
         name, columns, keyed = shape
         table = self.tables[name]
         cols = list(columns)
-        if len(batch) == 1:
-            self._one(batch[0], table, cols, keyed)
+        key = list(table.key)
+        exclude = (
+            " AND NOT ("
+            + " AND ".join(f"u.{ident(k)} IS v.{ident(k)}" for k in key)
+            + ")"
+            if keyed
+            else ""
+        )
+        clash = self._clash(table, lambda c: f"v.{ident(c)}", cols, exclude)
+        if len(batch) == 1 or (clash is not None and not keyed):
+            for change in batch:
+                self._one(change, table, cols, keyed)
             return
         T = ident(name)
         names = ", ".join(ident(c) for c in cols)
@@ -314,7 +331,6 @@ class Script:
                 f"{names}) AS (VALUES {values}) SELECT * FROM v ORDER BY _bg_seq);"
             )
             return
-        key = list(table.key)
         everything = [c.name for c in table.columns]
         self._out.append(
             f"CREATE TEMP TABLE _bg_v AS WITH v(_bg_seq, {names}) AS "
@@ -323,6 +339,18 @@ class Script:
         at = " AND ".join(f"m.{ident(k)} IS v.{ident(k)}" for k in key)
         same = " AND ".join(f"m.{ident(c)} IS v.{ident(c)}" for c in cols) or "1"
         keyText = "json_array(" + ", ".join(f"quote(v.{ident(k)})" for k in key) + ")"
+        free = ""
+        if clash is not None:
+            free = f" AND NOT ({clash})"
+            self._out.append(
+                f"INSERT INTO {ident(CONFLICTS)}(at, run, origin, seq, tbl, op, kind, "
+                f"key, source, target, detail, resolution) SELECT {NOW_SQL}, "
+                f"{literal(self.run)}, {literal(self.origin)}, v._bg_seq, "
+                f"{literal(name)}, 'I', {literal(UNIQUE_CONFLICT)}, {keyText}, "
+                f"{rowJSON('v', cols)}, NULL, {literal(UNIQUE_TAKEN)}, 'kept target' "
+                f"FROM temp._bg_v v WHERE NOT EXISTS (SELECT 1 FROM {T} m WHERE "
+                f"{at}) AND ({clash}) ORDER BY v._bg_seq;"
+            )
         self._out.append(
             f"INSERT INTO {ident(CONFLICTS)}(at, run, origin, seq, tbl, op, kind, "
             f"key, source, target, detail, resolution) SELECT {NOW_SQL}, "
@@ -334,9 +362,34 @@ class Script:
         )
         self._out.append(
             f"INSERT INTO {T}({names}) SELECT {names} FROM temp._bg_v v WHERE "
-            f"NOT EXISTS (SELECT 1 FROM {T} m WHERE {at}) ORDER BY v._bg_seq;"
+            f"NOT EXISTS (SELECT 1 FROM {T} m WHERE {at}){free} ORDER BY v._bg_seq;"
         )
         self._out.append("DROP TABLE temp._bg_v;")
+
+    def _clash(
+        self,
+        table: Table,
+        value: Callable[[str], str],
+        cols: Sequence[str],
+        exclude: str = "",
+    ) -> str | None:
+        """
+        @param value: The SQL of the new value of a column.
+        @param exclude: More SQL leaving the row itself out (C{AND ...} on
+            alias C{u}).
+        @return: SQL: whether a UNIQUE index (other than the key) of the
+            target already holds the new values in another row; L{None}
+            when no index applies.
+        """
+        parts = []
+        for unique in table.uniques:
+            if not all(c in cols for c in unique):
+                continue
+            same = " AND ".join(f"u.{ident(c)} = {value(c)}" for c in unique)
+            parts.append(
+                f"EXISTS (SELECT 1 FROM {ident(table.name)} u WHERE {same}{exclude})"
+            )
+        return " OR ".join(parts) or None
 
     def _set(self, row: Mapping[str, str], cols: Sequence[str]) -> str:
         """
@@ -364,6 +417,21 @@ class Script:
                 f"(SELECT {rowJSON('m', everything)} FROM {T} m "
                 f"WHERE {_match(new, key, 'm.')})"
             )
+            clash = self._clash(
+                table, new.__getitem__, cols, f" AND NOT ({_match(new, key, 'u.')})"
+            )
+            free = ""
+            if clash is not None:
+                free = f" AND NOT ({clash})"
+                self._conflict(
+                    change,
+                    UNIQUE_CONFLICT,
+                    keyText,
+                    "NULL",
+                    UNIQUE_TAKEN,
+                    f"NOT EXISTS (SELECT 1 FROM {T} WHERE {at}) AND ({clash})",
+                    newer=newer,
+                )
             self._conflict(
                 change,
                 KEY_CONFLICT,
@@ -376,7 +444,7 @@ class Script:
             self._out.append(
                 f"INSERT INTO {T}({', '.join(ident(c) for c in cols)}) SELECT "
                 f"{', '.join(new[c] for c in cols)} WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {T} WHERE {at});"
+                f"(SELECT 1 FROM {T} WHERE {at}){free};"
             )
             if take:
                 self._out.append(
@@ -397,6 +465,22 @@ class Script:
             new = change.new
             assert new is not None
             newAt = _match(new, key) if all(k in new for k in key) else at
+            clash = self._clash(
+                table, new.__getitem__, cols, f" AND NOT ({_match(old, key, 'u.')})"
+            )
+            free = ""
+            if clash is not None:
+                free = f" AND NOT ({clash})"
+                self._conflict(
+                    change,
+                    UNIQUE_CONFLICT,
+                    keyText,
+                    targetRow,
+                    UNIQUE_TAKEN,
+                    f"EXISTS (SELECT 1 FROM {T} WHERE {at} AND "
+                    f"{_match(old, oldCols)}) AND ({clash})",
+                    newer=newer,
+                )
             self._conflict(
                 change,
                 CHANGED_ON_BOTH,
@@ -410,7 +494,7 @@ class Script:
             )
             self._out.append(
                 f"UPDATE {T} SET {self._set(new, cols)} WHERE {at} AND "
-                f"{_match(old, oldCols)};"
+                f"{_match(old, oldCols)}{free};"
             )
             if take:
                 self._out.append(f"DELETE FROM {T} WHERE ({at} OR {newAt}) AND {hit};")
@@ -440,9 +524,16 @@ class Script:
         if change.op == "I":
             new = change.new
             assert new is not None
+            clash = self._clash(table, new.__getitem__, cols)
+            free = ""
+            if clash is not None:
+                free = f" WHERE NOT ({clash})"
+                self._conflict(
+                    change, UNIQUE_CONFLICT, "NULL", "NULL", UNIQUE_TAKEN, clash
+                )
             self._out.append(
-                f"INSERT INTO {T}({', '.join(ident(c) for c in cols)}) VALUES "
-                f"({', '.join(new[c] for c in cols)});"
+                f"INSERT INTO {T}({', '.join(ident(c) for c in cols)}) SELECT "
+                f"{', '.join(new[c] for c in cols)}{free};"
             )
             return
         old = change.old
