@@ -167,7 +167,7 @@ class Exact:
         position = target.applied.get(source.origin)
         why = unservable(position, source)
         if why is not None or position is None:
-            await self._seed(transfer, outcome, position is None, why or "", False)
+            await self._seed(transfer, outcome, position is None, why or "")
             return
         applied = await self._apply(hosts, src, dst, source, position, outcome, True)
         # Only what the target has applied, only when that moved the floor.
@@ -208,7 +208,6 @@ class Exact:
         outcome: Outcome,
         first: bool,
         why: str,
-        dryRun: bool,
     ) -> None:
         """
         Merge a snapshot of the source, recording the snapshot's log
@@ -247,7 +246,7 @@ class Exact:
             before=[NO_ECHO_BEFORE],
             after=after,
         )
-        await merge.run(apply=not dryRun)
+        await merge.run(apply=True)
 
     async def _apply(
         self,
