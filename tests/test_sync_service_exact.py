@@ -8,7 +8,7 @@ policy, the status and the metrics.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -95,6 +95,15 @@ class ServiceTests(TestCase):
                     if sample.name.endswith("_total"):
                         applied[sample.labels["direction"]] = sample.value
         self.assertGreaterEqual(applied["green->blue"], 3)
+        lagged = [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "bluegreen_sync_mirror_lag_changes"
+            for sample in family.samples
+        ]
+        # Present once a pass ran; its value moves with every pass.
+        self.assertEqual(len(lagged), 1)
+        self.assertGreaterEqual(lagged[0], 0)
 
     async def test_onConflict(self) -> None:
         """
@@ -190,3 +199,36 @@ class DashboardTests(SynchronousTestCase):
                 }
             ],
         )
+
+
+class LagChangesTests(SynchronousTestCase):
+    """
+    L{SyncService.lagChanges} outside the mirror.
+    """
+
+    def test_noMirror(self) -> None:
+        """
+        Without the mirror there is no lag in changes.
+        """
+        from twisted.internet.task import Clock
+
+        from bluegreen.controller import Controller
+        from bluegreen.environment import Environment
+        from bluegreen.sync.process import ProcessRunner, Tools
+        from bluegreen.sync.service import SyncService
+        from bluegreen.sync.syncer import Syncer
+
+        clock = Clock()
+        environments = {
+            name: Environment.fromURL(name, f"http://127.0.0.1:{port}")
+            for name, port in (("green", 5002), ("blue", 5001))
+        }
+        controller = Controller.create(environments, "green", clock)
+        sync = SyncService(
+            clock,
+            Syncer(clock, ProcessRunner(cast(Any, clock), Tools.find())),
+            controller,
+            {"green": "g.db", "blue": "b.db"},
+            mode="migrate",
+        )
+        self.assertIsNone(sync.lagChanges())

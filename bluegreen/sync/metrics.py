@@ -53,6 +53,17 @@ def _families() -> tuple[
     )
 
 
+def _lagChangesFamily() -> GaugeMetricFamily:
+    """
+    @return: The family of the mirror's lag in changes, empty.
+    """
+    return GaugeMetricFamily(
+        "bluegreen_sync_mirror_lag_changes",
+        "Captured changes the standby was behind when the last mirror pass "
+        "started (the changes it applied; absent before the first pass).",
+    )
+
+
 def _changesFamily() -> CounterMetricFamily:
     """
     @return: The family of captured changes applied, empty.
@@ -81,7 +92,7 @@ class SyncMetrics:
         """
         The metric families, without samples.
         """
-        return [*_families(), _changesFamily()]
+        return [*_families(), _changesFamily(), _lagChangesFamily()]
 
     def collect(self) -> Iterable[Metric]:
         """
@@ -103,4 +114,8 @@ class SyncMetrics:
         changes = _changesFamily()
         for way, count in sorted(sync.changesApplied.items()):
             changes.add_metric([way], count)
-        return [runs, rows, conflicts, duration, lag, changes]
+        lagChanges = _lagChangesFamily()
+        behindChanges = sync.lagChanges()
+        if behindChanges is not None:
+            lagChanges.add_metric([], behindChanges)
+        return [runs, rows, conflicts, duration, lag, changes, lagChanges]

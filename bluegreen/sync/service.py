@@ -689,6 +689,16 @@ class SyncService(MultiService):
             return None
         return max(0.0, self.clock.seconds() - when)
 
+    def lagChanges(self) -> int | None:
+        """
+        @return: How many captured changes the standby was behind when the
+            last mirror pass started (the changes that pass applied);
+            L{None} before the first pass (or without the mirror).
+        """
+        if self.mode != MIRROR:
+            return None
+        return self._mirrorChanges
+
     # Reporting
 
     def status(self) -> dict[str, Any]:
