@@ -481,6 +481,11 @@ class CommandLineTests(SyncTestsMixin, TestCase):
         self.assertEqual(kept["target"]["text"], "'blue'")
         out, err, code = await bluegreen("sync", "conflicts", self.source)
         self.assertEqual((code, out), (0, f"{self.source}: no conflicts kept\n"))
+        missing = os.path.join(self.dir, "typo.db")
+        out, err, code = await bluegreen("sync", "conflicts", missing)
+        self.assertEqual(code, 1)
+        self.assertIn(f"database {missing} does not exist", err)
+        self.assertFalse(os.path.exists(missing))
 
     async def test_usage(self) -> None:
         """

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from bluegreen.sync.capture import CONFLICTS, Capture
+from bluegreen.sync.errors import SyncError
 from bluegreen.sync.hosts import Hosts
 from bluegreen.sync.locations import Location
 from bluegreen.sync.sql import ident, literal
@@ -40,7 +41,11 @@ async def listConflicts(hosts: Hosts, database: Location) -> list[dict[str, Any]
     @param database: A database the exact sync wrote to.
     @return: Its kept conflicts, oldest first (none if the capture was
         never installed there); C{key}, C{source} and C{target} decoded.
+    @raise SyncError: If the database does not exist (C{sqlite3} would
+        create it).
     """
+    if not await hosts.isFile(database):
+        raise SyncError(f"database {database} does not exist")
     probe = await Capture(hosts).probe(database)
     if not probe.installed:
         return []
