@@ -29,6 +29,13 @@ dst"} (bounded by C{--backup-timeout}: it restarts on every write),
 C{sqlite3 src "VACUUM INTO 'dst'"} and a plain C{cp} of the file (which is
 not a safe way to copy a live database: the baseline of raw I/O).
 
+With C{--exact} it measures the exact sync instead (see C{bench/_capture.py}):
+the change capture's cost to the app's write rate, the mirror's lag at
+C{--rate} writes/s and a sync of C{--changes} captured changes::
+
+    .venv/bin/python bench/sync.py --exact --mirror-interval 1 [--rate 50]
+        [--changes 100000] [--seconds 20] [--rounds 3]
+
 Finally, with the writer stopped, one more C{migrate} must leave the target
 holding every row of the source.  Every child is stopped (the sync's own
 runner: C{TERM} then C{KILL}; the baselines by their timeout) and the
@@ -514,6 +521,16 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, metavar="FILE", help="also write all numbers to FILE"
     )
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="measure the exact sync instead (bench/_capture.py): the capture's "
+        "cost to the app's writes, the mirror's lag at --rate writes/s and "
+        "--mirror-interval (use 1), a sync of --changes changes",
+    )
+    parser.add_argument("--changes", type=int, default=100_000, metavar="N")
+    parser.add_argument("--seconds", type=float, default=20.0, metavar="SECONDS")
+    parser.add_argument("--rounds", type=int, default=3, metavar="N")
     args = parser.parse_args(argv)
     if args.rows < 10 or args.rate <= 0 or args.mirror_passes < 1:
         parser.error("--rows >= 10, --rate > 0 and --mirror-passes >= 1")
@@ -547,7 +564,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         reactor.stop()
 
     def start() -> None:
-        d = Deferred.fromCoroutine(measure(reactor, args, work))
+        if args.exact:
+            import _capture
+
+            d = Deferred.fromCoroutine(_capture.measure(reactor, args, work))
+        else:
+            d = Deferred.fromCoroutine(measure(reactor, args, work))
         d.addBoth(finished)
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -561,6 +583,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not isinstance(result, dict):
         progress(f"the run failed: {result}")
         return 1
+    if args.exact:
+        import _capture
+
+        print(_capture.render(result, args))
+        return 1 if result["failures"] else 0
     print(report(result, facts))
     if args.json is not None:
         args.json.write_text(json.dumps({**facts, **result}, indent=2) + "\n")

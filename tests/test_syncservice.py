@@ -124,7 +124,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             options.config.databases, {"green": self.green, "blue": self.blue}
         )
-        self.assertEqual(options.config.mirrorInterval, 5.0)
+        self.assertEqual(options.config.mirrorInterval, 1.0)
 
     def test_explicit(self) -> None:
         """
@@ -537,8 +537,10 @@ class MirrorTests(TestCase):
 
     async def test_failure(self) -> None:
         """
-        A failing pass (a conflicting row on the standby) is reported in
-        the status and logged once; the loop goes on and recovers.
+        A pass that meets a conflict (a row the standby holds differently)
+        is reported in the status and logged once; the conflict is kept in
+        the standby's conflicts table (the standby keeps its row) and the
+        next passes, which apply only new changes, succeed again.
         """
         events = captureSyncEvents(self)
         synced = await startSynced(
@@ -550,23 +552,40 @@ class MirrorTests(TestCase):
             blue=[(1, "one"), (2, "deux")],
         )
         sync = synced.sync
-        await waitFor(
-            lambda: sync.status()["mirror"]["failures"] >= 3, "three failed passes"
-        )
+
+        def named(name: str) -> list[LogEvent]:
+            return [e for e in events if e.get("event") == name]
+
+        await waitFor(lambda: named("sync-mirror-failed"), "a failed pass")
+        [failed] = named("sync-mirror-failed")
+        self.assertIn("key_conflict: facts key (2)", failed["why"])
+        await waitFor(lambda: named("sync-mirror-recovered"), "recovery")
         mirror = (await call(synced.base + "/api/status")).json["sync"]["mirror"]
-        self.assertTrue(mirror["failing"])
-        self.assertIn("key_conflict: facts key (2)", mirror["error"])
+        self.assertFalse(mirror["failing"])
         self.assertTrue(mirror["running"])
-        self.assertIsNone(mirror["lag"])
-        failed = [e for e in events if e.get("event") == "sync-mirror-failed"]
-        self.assertEqual(len(failed), 1)
-        # Fix the conflict: the loop is still there and recovers.
-        execute(synced.blue, "DELETE FROM facts WHERE id = 2")
-        await waitFor(lambda: not sync.status()["mirror"]["failing"], "recovery")
-        self.assertEqual(facts(synced.blue), [(1, "one"), (2, "two")])
         self.assertIsNotNone(sync.lag())
-        recovered = [e for e in events if e.get("event") == "sync-mirror-recovered"]
-        self.assertEqual(len(recovered), 1)
+        self.assertEqual(facts(synced.blue), [(1, "one"), (2, "deux")])
+        db = sqlite3.connect(synced.blue, timeout=PATIENCE)
+        try:
+            kept = db.execute(
+                "SELECT kind, source, target FROM _bluegreen_conflicts"
+            ).fetchall()
+        finally:
+            db.close()
+        self.assertEqual(
+            [(k, json.loads(s), json.loads(t)) for k, s, t in kept],
+            [
+                (
+                    "key_conflict",
+                    {"id": "2", "text": "'two'"},
+                    {"id": "2", "text": "'deux'"},
+                )
+            ],
+        )
+        # A new row on the live side travels as a change.
+        execute(synced.green, "INSERT INTO facts VALUES (3, 'three')")
+        await waitFor(lambda: (3, "three") in facts(synced.blue), "the new row")
+        self.assertEqual(len(named("sync-mirror-failed")), 1)
 
     async def test_followsLive(self) -> None:
         """
@@ -648,7 +667,9 @@ class SwitchSyncTests(TestCase):
             payload={"to": "blue", "force": True},
         )
         self.assertEqual(forced.code, 200, forced.data)
-        self.assertFalse(forced.json["sync"]["complete"])
+        # The conflict was kept in blue's conflicts table by the first sync:
+        # the forced switch's sync has no new one.
+        self.assertTrue(forced.json["sync"]["complete"])
         self.assertEqual(forced.json["switched"]["to"], "blue")
 
     async def test_afterSwitchBringsLateRows(self) -> None:

@@ -428,7 +428,8 @@ class WorkshopTests(TestCase):
         The workshop: GREEN serves and takes writes; a bad commit fails over
         to BLUE with the writes; the C{RECENT} flag shows and hides the
         uploads; the revert and C{bluegreen switch green} bring the traffic
-        back with BLUE's writes; a stream of C{GET /} sees no error but
+        back with BLUE's writes, and a vote made on BLUE after that switch
+        follows with the next sync; a stream of C{GET /} sees no error but
         GREEN's own 500s before the failover; Ctrl-C leaves nothing.
         """
         t0 = time.monotonic()
@@ -537,6 +538,36 @@ class WorkshopTests(TestCase):
 
             await _until("BLUE's vote on GREEN", back)
             timings["back on GREEN"] = time.monotonic() - t0
+
+            # 4b. A vote on the old side (BLUE) after the switch and its
+            # syncs, as a request finishing there makes one: the next exact
+            # sync carries it over as a change.
+            async def hooksDone() -> bool:
+                status = await self.status()
+                if status is None:
+                    return False
+                last = status["sync"]["last"].get("blue->green") or {}
+                return (
+                    last.get("who") == "after switch" and not status["sync"]["running"]
+                )
+
+            await _until("the sync after the switch", hooksDone)
+            blueStatus = await self.status()
+            assert blueStatus is not None
+            blueURL = blueStatus["environments"]["blue"]["url"]
+            beforeLate = _rows(self.db("blue"), VOTES)
+            response = await self.client.post(
+                f"{blueURL}/fact/2/vote", json={"score": 1}, timeout=PATIENCE
+            )
+            self.assertEqual(response.code, 201, await response.content())
+            lateVotes = _rows(self.db("blue"), VOTES) - beforeLate
+            self.assertEqual({(f, s) for _, f, s, _ in lateVotes}, {(2, 1)})
+            lateSaid = await self.bluegreen("sync", "blue", "green")
+            self.assertTrue(lateVotes <= _rows(self.db("green"), VOTES), lateSaid)
+            self.assertIn("complete: copied 1 row, 0 conflicts", lateSaid)
+            self.assertIn("1 change applied from the source's log", lateSaid)
+            lateAgain = await self.bluegreen("sync", "blue", "green")
+            self.assertIn("complete: copied 0 rows, 0 conflicts", lateAgain)
 
             # 5. The stream: once it has seen GREEN again, judge it.
             again = time.monotonic()

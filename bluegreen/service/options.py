@@ -312,7 +312,7 @@ class Options(PromoteOptions):
         [
             "mirror-interval",
             None,
-            "5",
+            "1",
             "Seconds between passes of --sync mirror (live -> standby).",
         ],
         ["green-stop", None, None, "Shell command stopping GREEN's app (copy)."],

@@ -58,7 +58,8 @@ from bluegreen.service.listener import Listener, StartupError
 from bluegreen.service.logs import logObserverFor
 from bluegreen.service.options import Options
 from bluegreen.sync.api import mountSync
-from bluegreen.sync.service import SyncMetrics, SyncService
+from bluegreen.sync.metrics import SyncMetrics
+from bluegreen.sync.service import SyncService
 
 __all__ = ["Options", "ProxyService", "ServiceReactor", "StartupError", "makeService"]
 

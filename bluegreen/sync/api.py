@@ -6,7 +6,8 @@ L{bluegreen.sync.service})::
     GET  /api/sync   the last sync of each direction, the running one and
                      the mirror's lag (the status' C{sync} section)
     POST /api/sync   {"from": "green", "to": "blue", "strategy": "migrate",
-                     "dry_run": false, "who": "..."}: sync now and answer
+                     "dry_run": false, "who": "...",
+                     "on_conflict": "keep-target"}: sync now and answer
                      {"report": <the report>, "sync": <as GET>} (200 also
                      when the sync was incomplete or failed: the report's
                      "complete" and "error" say so)
@@ -88,7 +89,12 @@ class SyncAPI:
         checkFields(
             call.body,
             required={"from": str, "to": str},
-            optional={"strategy": str, "dry_run": bool, "who": str},
+            optional={
+                "strategy": str,
+                "dry_run": bool,
+                "who": str,
+                "on_conflict": str,
+            },
         )
         body: dict[str, Any] = call.body
         who = f"admin API from {call.client}"
@@ -109,6 +115,7 @@ class SyncAPI:
                 body.get("strategy"),
                 dryRun=body.get("dry_run", False),
                 who=who,
+                onConflict=body.get("on_conflict"),
             )
         except ValueError as e:
             raise AdminError(400, str(e)) from None

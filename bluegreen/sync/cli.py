@@ -16,6 +16,15 @@ naming environments rather than databases::
 
     bluegreen sync green blue [--strategy copy|migrate] [--dry-run] [--json]
 
+C{--on-conflict keep-target|take-source|newest} says which row stays when
+the same row changed on both sides (C{migrate}; the other is kept in the
+target's conflicts table either way).  And, for one database (local or remote)::
+
+    bluegreen sync conflicts LOCATION [--json]   list the kept conflicts
+                                                 (exit 1 if there are any)
+    bluegreen sync uninstall LOCATION            remove everything the change
+                                                 capture added
+
 Prints a human summary (or, with C{--json}, the JSON report).  Exit status:
 0 when everything was (or, with C{--dry-run}, would be) copied, 1 when
 there were conflicts or a failure (the report says which), 2 usage error.
@@ -36,6 +45,12 @@ from bluegreen.environment import COLOURS
 from bluegreen.sync.locations import parseLocation, sshArguments
 from bluegreen.sync.report import Conflict, SyncReport
 
+#: The commands on one database.
+ACTIONS = ("conflicts", "uninstall")
+
+#: The values of C{--on-conflict} (L{bluegreen.sync.apply.POLICIES}).
+CONFLICT_POLICIES = ("keep-target", "take-source", "newest")
+
 
 class SyncOptions(CommandOptions):
     """
@@ -46,13 +61,16 @@ class SyncOptions(CommandOptions):
     """
 
     envs: tuple[str, str] | None = None
+    action: tuple[str, str] | None = None
 
     synopsis = (
         "bluegreen sync --from LOCATION --to LOCATION --strategy copy|migrate "
         "[--dry-run] [--json] [--stop-cmd CMD --start-cmd CMD] "
         "[--ssh-option OPT]...\n"
         "       bluegreen sync green|blue blue|green [--strategy copy|migrate] "
-        "[--dry-run] [--json]"
+        "[--dry-run] [--json]\n"
+        "       bluegreen sync conflicts LOCATION [--json]\n"
+        "       bluegreen sync uninstall LOCATION"
     )
     optFlags = [["dry-run", None, "Report what would be copied; change nothing."]]
     optParameters = [
@@ -71,6 +89,13 @@ class SyncOptions(CommandOptions):
             "copy: shell command stopping the target app (on the target's host).",
         ],
         ["start-cmd", None, None, "copy: shell command starting it again."],
+        [
+            "on-conflict",
+            None,
+            None,
+            "migrate: keep-target (default), take-source or newest, when the "
+            "same row changed on both sides.",
+        ],
     ]
 
     def opt_ssh_option(self, value: str) -> None:
@@ -92,6 +117,18 @@ class SyncOptions(CommandOptions):
         """
         if not args:
             return
+        if args[0] in ACTIONS:
+            if len(args) != 2:
+                raise usage.UsageError(
+                    f"sync: {args[0]} takes one database (a local path or "
+                    "[user@]host:/path)"
+                )
+            try:
+                parseLocation(args[1])
+            except ValueError as e:
+                raise usage.UsageError(f"sync {args[0]}: {e}") from e
+            self.action = (args[0], args[1])
+            return
         if len(args) != 2:
             raise usage.UsageError(
                 "sync: give two environments (e.g. bluegreen sync green blue) "
@@ -112,6 +149,23 @@ class SyncOptions(CommandOptions):
 
         @raise usage.UsageError: If not.
         """
+        policy = self["on-conflict"]
+        if policy is not None and policy not in CONFLICT_POLICIES:
+            raise usage.UsageError(
+                f"sync: --on-conflict {policy!r}: expected "
+                + " or ".join(CONFLICT_POLICIES)
+            )
+        if self.action is not None:
+            for name in ("from", "to", "strategy", "stop-cmd", "start-cmd"):
+                if self[name] is not None:
+                    raise usage.UsageError(
+                        f"sync {self.action[0]}: --{name} does not apply"
+                    )
+            if self["dry-run"] or policy is not None:
+                raise usage.UsageError(
+                    f"sync {self.action[0]}: --dry-run and --on-conflict do not apply"
+                )
+            return
         if self.envs is not None:
             for name in ("from", "to", "stop-cmd", "start-cmd"):
                 if self[name] is not None:
@@ -140,6 +194,8 @@ class SyncOptions(CommandOptions):
             )
         if self["strategy"] == "migrate" and (self["stop-cmd"] or self["start-cmd"]):
             raise usage.UsageError("sync: --stop-cmd/--start-cmd are for copy only")
+        if self["strategy"] == "copy" and policy is not None:
+            raise usage.UsageError("sync: --on-conflict is for migrate only")
 
 
 def runSync(options: usage.Options, settings: Settings) -> int:
@@ -168,6 +224,12 @@ def runSync(options: usage.Options, settings: Settings) -> int:
         print(f"bluegreen: {e}", file=sys.stderr)
         return 1
     outcome: dict[str, int] = {}
+    action = getattr(options, "action", None)
+    if action is not None:
+        return _react(
+            lambda reactor: _act(reactor, tools, options, action, asJSON, outcome),
+            outcome,
+        )
 
     async def go(reactor: ProcessReactor) -> None:
         syncer = Syncer(
@@ -182,6 +244,7 @@ def runSync(options: usage.Options, settings: Settings) -> int:
             dryRun=bool(options["dry-run"]),
             stopCommand=options["stop-cmd"],
             startCommand=options["start-cmd"],
+            onConflict=options["on-conflict"] or "keep-target",
         )
         if asJSON:
             sys.stdout.write(
@@ -194,6 +257,54 @@ def runSync(options: usage.Options, settings: Settings) -> int:
         outcome["code"] = 0 if report.complete else 1
 
     return _react(go, outcome)
+
+
+async def _act(
+    reactor: Any,
+    tools: Any,
+    options: usage.Options,
+    action: tuple[str, str],
+    asJSON: bool,
+    outcome: dict[str, int],
+) -> None:
+    """
+    C{bluegreen sync conflicts|uninstall LOCATION}: print, set the exit code.
+    """
+    from bluegreen.sync.conflicts import describe, listConflicts, uninstall
+    from bluegreen.sync.errors import SyncError
+    from bluegreen.sync.hosts import Hosts
+    from bluegreen.sync.locations import resolveLocation
+    from bluegreen.sync.process import ProcessFailed, ProcessRunner
+
+    hosts = Hosts(ProcessRunner(reactor, tools), options.get("sshOptions", ()))
+    name, where = action
+    database = resolveLocation(parseLocation(where))
+    try:
+        if name == "uninstall":
+            removed = await uninstall(hosts, database)
+            print(
+                f"removed the change capture from {database}"
+                if removed
+                else f"{database}: nothing to remove (no change capture)"
+            )
+            outcome["code"] = 0
+            return
+        found = await listConflicts(hosts, database)
+    except (SyncError, ProcessFailed) as e:
+        print(f"bluegreen: sync {name}: {e}", file=sys.stderr)
+        outcome["code"] = 1
+        return
+    if asJSON:
+        sys.stdout.write(json.dumps(found, indent=2, ensure_ascii=False) + "\n")
+    elif not found:
+        print(f"{database}: no conflicts kept")
+    else:
+        for conflict in found:
+            print(describe(conflict))
+        print(
+            f"{len(found)} conflict{'s' if len(found) != 1 else ''} kept in {database}"
+        )
+    outcome["code"] = 1 if found else 0
 
 
 def _react(
@@ -245,6 +356,9 @@ def reportFromJSON(data: dict[str, Any]) -> SyncReport:
         error=data.get("error"),
         backup=data.get("backup"),
         seconds=float(data.get("seconds") or 0.0),
+        method=data.get("method"),
+        changes=int(data.get("changes") or 0),
+        notes=tuple(data.get("notes") or ()),
     )
 
 
@@ -267,6 +381,8 @@ def _throughAdmin(
         body["strategy"] = options["strategy"]
     if options["dry-run"]:
         body["dry_run"] = True
+    if options["on-conflict"] is not None:
+        body["on_conflict"] = options["on-conflict"]
     outcome: dict[str, int] = {}
 
     async def go(reactor: ClientReactor) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 
+from bluegreen.sync.capture import Capture
 from bluegreen.sync.errors import SyncError
 from bluegreen.sync.merge import LOCK_ATTEMPTS, Merge
 from bluegreen.sync.report import (
@@ -139,10 +140,17 @@ class _CopyRun:
                 )
                 await self._noSidecars()
                 await self.refuseIfTargetAhead()
-            if mode == "wal":
-                await self.hosts.sqlite(
-                    self.dst.at(self.staged), "PRAGMA journal_mode=WAL;", "-list"
-                )
+            # The staged file is the source's snapshot, change capture
+            # included: it becomes a database of its own, positions set, so
+            # that the next migrate both ways applies changes.
+            adopted = await Capture(self.hosts, self._lockAttempts).adoptCopy(
+                self.dst.at(self.staged), self.transfer.src
+            )
+            if mode == "wal" or adopted:
+                if mode == "wal":
+                    await self.hosts.sqlite(
+                        self.dst.at(self.staged), "PRAGMA journal_mode=WAL;", "-list"
+                    )
                 await self.transfer.verifyStaged(manifest, None)
             await self._swap(exists)
         except BaseException as refused:

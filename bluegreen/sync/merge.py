@@ -18,6 +18,7 @@ nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from twisted.logger import Logger
 
@@ -57,6 +58,54 @@ def isBusy(error: ProcessFailed) -> bool:
     return result.exitCode == 1 and _BUSY in result.stderr
 
 
+async def runLocked(
+    hosts: Hosts,
+    target: Location,
+    script: str,
+    attempts: int,
+    what: str,
+    *options: str,
+) -> ProcessResult:
+    """
+    Run one transaction's script on C{target}, again while it is locked.
+
+    @param hosts: Runs C{sqlite3}.
+    @param target: The database.
+    @param script: The script (one transaction).
+    @param attempts: How many times it is tried (each waits C{sqlite3}'s
+        C{.timeout}).
+    @param what: What it is, for the messages (C{the merge}).
+    @param options: More C{sqlite3} options.
+    @return: C{sqlite3}'s result.
+    @raise SyncError: If the target stayed locked through every attempt.
+    @raise ProcessFailed: If C{sqlite3} failed otherwise.
+    """
+    attempts = max(1, attempts)
+    failure: ProcessFailed | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            return await hosts.sqlite(target, script, *options)
+        except ProcessFailed as e:
+            if not isBusy(e):
+                raise
+            # An app committing back to back can win the lock at every
+            # poll of sqlite3's busy handler; the transaction rolled
+            # back, so running it again is safe.
+            _log.warn(
+                "sync: {target} stayed locked (attempt {attempt} of "
+                "{attempts}): {error}",
+                target=str(target),
+                attempt=attempt,
+                attempts=attempts,
+                error=str(e),
+            )
+            failure = e
+    raise SyncError(
+        f"{target} stayed locked through {attempts} attempts "
+        f"of {what} (is a writer holding it?): {failure}"
+    )
+
+
 class Merge:
     """
     One merge of the attached snapshot into the target: what it copied and
@@ -76,6 +125,8 @@ class Merge:
         attach: str,
         outcome: Outcome,
         lockAttempts: int = LOCK_ATTEMPTS,
+        before: Sequence[str] = (),
+        after: Sequence[str] = (),
     ) -> None:
         """
         @param hosts: Runs C{sqlite3}.
@@ -84,12 +135,18 @@ class Merge:
         @param outcome: Where the counts and conflicts go (those found
             before a failure stay there).
         @param lockAttempts: See L{lockAttempts}.
+        @param before: Statements run first in the merge's transaction
+            (the exact sync's seeding notes where the change log ends).
+        @param after: Statements run last in it, before the report (the
+            seeding's position); the report is in C{temp._bg_report}.
         """
         self.hosts = hosts
         self.target = target
         self._attach = attach
         self.outcome = outcome
         self.lockAttempts = lockAttempts
+        self._before = list(before)
+        self._after = list(after)
         self._targetTables: dict[str, Table] = {}
 
     async def run(self, apply: bool) -> None:
@@ -113,6 +170,7 @@ class Merge:
             "key, source, target, n, detail);",
             "CREATE TEMP TABLE _bg_fk0 AS SELECT count(*) AS n "
             "FROM pragma_foreign_key_check(NULL, 'main');",
+            *self._before,
         ]
         hasSequence = await self._hasSequence()
         for name in sorted(set(sourceTables) - set(targetTables)):
@@ -143,6 +201,7 @@ class Merge:
             "INSERT INTO _bg_guard SELECT (SELECT count(*) FROM "
             "pragma_foreign_key_check(NULL, 'main')) <= (SELECT n FROM _bg_fk0);"
         )
+        script.extend(self._after)
         script.append(
             "SELECT tbl, kind, key, source, target, n, detail "
             "FROM _bg_report ORDER BY id;"
@@ -185,29 +244,8 @@ class Merge:
         @raise SyncError: If the target stayed locked through
             L{lockAttempts} attempts.
         """
-        attempts = max(1, self.lockAttempts)
-        failure: ProcessFailed | None = None
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self.hosts.sqlite(self.target, script, "-json")
-            except ProcessFailed as e:
-                if not isBusy(e):
-                    raise
-                # An app committing back to back can win the lock at every
-                # poll of sqlite3's busy handler; the transaction rolled
-                # back, so running it again is safe.
-                _log.warn(
-                    "sync: {target} stayed locked (attempt {attempt} of "
-                    "{attempts}): {error}",
-                    target=str(self.target),
-                    attempt=attempt,
-                    attempts=attempts,
-                    error=str(e),
-                )
-                failure = e
-        raise SyncError(
-            f"{self.target} stayed locked through {attempts} attempts "
-            f"of the merge (is a writer holding it?): {failure}"
+        return await runLocked(
+            self.hosts, self.target, script, self.lockAttempts, "the merge", "-json"
         )
 
     async def _hasSequence(self) -> bool:

@@ -77,6 +77,12 @@ class SyncReport:
     @ivar error: Why the sync failed or was refused, or L{None}.
     @ivar backup: Where C{copy} kept the target's old file.
     @ivar seconds: How long it took.
+    @ivar method: How C{migrate} did it: C{changes} (the source's captured
+        changes applied), C{seeded} (first sync of the pair: a snapshot
+        merged) or C{fallback} (the position could not be served: a
+        snapshot merged); L{None} for C{copy}.
+    @ivar changes: Captured changes applied (C{method} C{changes}).
+    @ivar notes: What else happened (capture installed, why a fallback).
     """
 
     strategy: str
@@ -89,6 +95,9 @@ class SyncReport:
     error: str | None = None
     backup: str | None = None
     seconds: float = 0.0
+    method: str | None = None
+    changes: int = 0
+    notes: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -114,6 +123,9 @@ class SyncReport:
             "error": self.error,
             "backup": self.backup,
             "seconds": round(self.seconds, 3),
+            "method": self.method,
+            "changes": self.changes,
+            "notes": list(self.notes),
         }
 
     def brief(self) -> dict[str, Any]:
@@ -163,6 +175,13 @@ class SyncReport:
                 lines.append(f"  {name}: {count} row(s) only on the target (kept)")
         if self.backup:
             lines.append(f"  old target kept as {self.backup}")
+        if self.method == "changes":
+            lines.append(
+                f"  {self.changes} change{'s' if self.changes != 1 else ''} "
+                "applied from the source's log"
+            )
+        for note in self.notes:
+            lines.append(f"  {note}")
         for conflict in self.conflicts:
             lines.append(f"  CONFLICT {conflict.describe()}")
         if self.error:
@@ -245,9 +264,15 @@ class Outcome:
     @ivar conflicts: What could not be carried over.
     @ivar backup: Where C{copy} kept the target's old file (a path on the
         target's host).
+    @ivar method: See L{SyncReport.method}.
+    @ivar changes: See L{SyncReport.changes}.
+    @ivar notes: See L{SyncReport.notes}.
     """
 
     copied: dict[str, int] = Factory(dict)
     targetOnly: dict[str, int] = Factory(dict)
     conflicts: list[Conflict] = Factory(list)
     backup: str | None = None
+    method: str | None = None
+    changes: int = 0
+    notes: list[str] = Factory(list)

@@ -86,8 +86,10 @@ class Table:
 
 
 #: The tables of schema C{{schema}} (an SQL literal, filled in with
-#: C{str.format}): each one's columns, UNIQUE indexes and foreign keys, as
-#: one JSON document (L{parseTables} reads it).
+#: C{str.format}), leaving out SQLite's own and the change capture's
+#: (C{_bluegreen_}, see L{bluegreen.sync.capture}): each one's columns,
+#: UNIQUE indexes and foreign keys, as one JSON document (L{parseTables}
+#: reads it).
 INTROSPECT = """
 SELECT json_group_array(json_object(
   'name', l.name, 'wr', l.wr,
@@ -105,7 +107,8 @@ SELECT json_group_array(json_object(
 )) AS tables
 FROM pragma_table_list l
 WHERE l.schema = {schema} AND l.type = 'table'
-  AND l.name NOT LIKE 'sqlite^_%' ESCAPE '^';
+  AND l.name NOT LIKE 'sqlite^_%' ESCAPE '^'
+  AND l.name NOT LIKE '^_bluegreen^_%' ESCAPE '^';
 """
 
 

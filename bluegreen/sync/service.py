@@ -15,27 +15,31 @@ time whatever starts it:
   - a mirror pass is skipped when its tick finds a sync running or
     waiting; the next tick tries again.
 
+When it starts (unless C{--sync none} or C{mirror}, whose first pass does
+it at once) it installs the change capture in both databases
+(L{bluegreen.sync.capture}), so that the app's changes are captured from
+then on; C{migrate} (L{bluegreen.sync.exact}) applies them.
+
 For each direction (C{green->blue}, C{blue->green}) the service remembers
 the last sync (L{LastSync}; dry runs change nothing and are not recorded).
 For the mirror it reports the lag: the seconds since the start of the last
-complete pass from the environment live now to the standby (the pass's
-snapshot is taken at its start), and the rows copied by the last pass.  A
-pass with conflicts or an error is a failure: it is reported in the status
-(and logged once per run of failures, with one line when passes succeed
-again) and the loop goes on.
+complete pass from the environment live now to the standby (the pass reads
+the source's changes at its start), and the rows and changes of the last
+pass.  A pass with conflicts or an error is a failure: it is reported in the
+status (and logged once per run of failures, with one line when passes
+succeed again) and the loop goes on.  A conflict is met once: it is kept in
+the standby's conflicts table and the next pass goes on with new changes.
 
-The controller does not call the sync around switches yet;
-L{SyncService.beforeSwitch} and L{SyncService.afterSwitch} are what it will
-call.
+The controller calls L{SyncService.beforeSwitch} before a planned switch
+and L{SyncService.switched} after every switch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from attrs import frozen
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -43,6 +47,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from bluegreen.controller import Controller, Switch
+from bluegreen.sync.apply import POLICIES as CONFLICT_POLICIES
 from bluegreen.sync.locations import parseLocation
 from bluegreen.sync.report import SyncReport
 from bluegreen.sync.syncer import Syncer
@@ -105,6 +110,8 @@ class LastSync:
     @ivar complete: Whether everything was copied.
     @ivar error: Why it failed, or L{None}.
     @ivar who: Who asked for it (C{mirror} for a pass).
+    @ivar changes: Captured changes applied (see L{SyncReport.changes}).
+    @ivar method: How C{migrate} did it (see L{SyncReport.method}).
     """
 
     when: float
@@ -115,6 +122,8 @@ class LastSync:
     complete: bool
     error: str | None
     who: str
+    changes: int = 0
+    method: str | None = None
 
     def asJSON(self) -> dict[str, Any]:
         """
@@ -129,6 +138,8 @@ class LastSync:
             "complete": self.complete,
             "error": self.error,
             "who": self.who,
+            "changes": self.changes,
+            "method": self.method,
         }
 
 
@@ -166,6 +177,7 @@ class SyncService(MultiService):
     @ivar counts: Syncs (and passes) finished, by C{(direction, strategy,
         result)}.
     @ivar rowsCopied: Rows copied, by direction.
+    @ivar changesApplied: Captured changes applied, by direction.
     @ivar conflicts: Conflicts reported, by direction.
     """
 
@@ -176,7 +188,7 @@ class SyncService(MultiService):
         controller: Controller,
         databases: Mapping[str, str],
         mode: str = "migrate",
-        mirrorInterval: float = 5.0,
+        mirrorInterval: float = 1.0,
         commands: Mapping[str, tuple[str | None, str | None]] | None = None,
     ) -> None:
         """
@@ -207,6 +219,7 @@ class SyncService(MultiService):
             (d, s, r): 0 for d in directions for s in strategies for r in RESULTS
         }
         self.rowsCopied = dict.fromkeys(directions, 0)
+        self.changesApplied = dict.fromkeys(directions, 0)
         self.conflicts = dict.fromkeys(directions, 0)
         self.durations: dict[str, float] = {}
         self._pending = 0
@@ -219,6 +232,8 @@ class SyncService(MultiService):
         # last pass's rows, the current run of failures.
         self._mirrorOK: dict[str, float] = {}
         self._mirrorRows: int | None = None
+        self._mirrorChanges: int | None = None
+        self._preparing: Deferred[None] | None = None
         self._mirrorLast: LastSync | None = None
         self._mirrorDirection: str | None = None
         self._failures = 0
@@ -242,6 +257,7 @@ class SyncService(MultiService):
         dryRun: bool = False,
         who: str = "unknown",
         wait: bool = False,
+        onConflict: str | None = None,
     ) -> SyncReport:
         """
         Sync C{target}'s database from C{source}'s.
@@ -254,6 +270,8 @@ class SyncService(MultiService):
         @param who: Who asks, for the log and L{last}.
         @param wait: Wait for other on-demand syncs rather than raising
             L{SyncBusy} (the switch hooks wait).
+        @param onConflict: For C{migrate}: C{keep-target} (L{None}: the
+            default), C{take-source} or C{newest}.
         @return: The report (failures are in it: C{error}).
         @raise ValueError: For unknown environments or strategy.
         @raise SyncBusy: If another on-demand sync runs (and not C{wait}).
@@ -279,6 +297,11 @@ class SyncService(MultiService):
                     else ""
                 )
             )
+        if onConflict is not None and onConflict not in CONFLICT_POLICIES:
+            raise ValueError(
+                f"unknown conflict policy {onConflict!r}; expected "
+                + " or ".join(CONFLICT_POLICIES)
+            )
         if not self.running:
             raise SyncUnavailable("the sync service is not running")
         if self._pending and not wait:
@@ -300,7 +323,15 @@ class SyncService(MultiService):
                 event="sync-start",
             )
             report = await self._run(
-                source, target, strategy, dryRun, stop, start, who, strategy
+                source,
+                target,
+                strategy,
+                dryRun,
+                stop,
+                start,
+                who,
+                strategy,
+                onConflict or "keep-target",
             )
         finally:
             self._pending -= 1
@@ -402,11 +433,13 @@ class SyncService(MultiService):
         start: str | None,
         who: str,
         label: str,
+        onConflict: str = "keep-target",
     ) -> SyncReport:
         """
         Run one sync through the syncer's lock and remember it.
 
         @param label: The C{strategy} recorded: C{strategy}, or C{mirror}.
+        @param onConflict: The conflict policy (C{migrate}).
         """
         entry = {
             "from": source,
@@ -425,6 +458,7 @@ class SyncService(MultiService):
                 dryRun=dryRun,
                 stopCommand=stop,
                 startCommand=start,
+                onConflict=onConflict,
             )
         except Exception as e:
             _log.failure(
@@ -468,6 +502,8 @@ class SyncService(MultiService):
             when=began,
             strategy=label,
             rowsCopied=rows,
+            changes=report.changes,
+            method=report.method,
             conflicts=len(report.conflicts),
             seconds=report.seconds,
             complete=report.complete,
@@ -478,6 +514,7 @@ class SyncService(MultiService):
         key = (way, label, _result(report))
         self.counts[key] = self.counts.get(key, 0) + 1
         self.rowsCopied[way] = self.rowsCopied.get(way, 0) + rows
+        self.changesApplied[way] = self.changesApplied.get(way, 0) + report.changes
         self.conflicts[way] = self.conflicts.get(way, 0) + len(report.conflicts)
         self.durations[way] = report.seconds
         return last
@@ -489,6 +526,9 @@ class SyncService(MultiService):
         Start the mirror loop (with C{--sync mirror}): a first pass now.
         """
         super().startService()
+        # The mirror's first pass, now, installs the capture itself.
+        if self.mode not in ("none", MIRROR):
+            self._preparing = Deferred.fromCoroutine(self._prepare())
         if self.mode == MIRROR:
             self._mirroring = True
             self._schedule(0.0)
@@ -497,6 +537,35 @@ class SyncService(MultiService):
                 "within {interval} s",
                 interval=self.mirrorInterval,
             )
+
+    async def _prepare(self) -> None:
+        """
+        Install the change capture in every database (or re-create its
+        triggers) at start, so that the app's changes are captured from
+        now on; a failure is logged, and the first sync tries again.
+        """
+        for name, where in self.databases.items():
+            try:
+                done = await self.syncer.prepare(parseLocation(where))
+            except Exception as e:
+                _log.warn(
+                    "sync: could not install the change capture in {env}'s "
+                    "database {db}: {error} (the first sync tries again)",
+                    env=name,
+                    db=where,
+                    error=f"{type(e).__name__}: {e}",
+                    event="sync-capture-failed",
+                )
+                continue
+            if done is not None:
+                _log.info(
+                    "sync: change capture {done} in {env}'s database {db}",
+                    done=done,
+                    env=name,
+                    db=where,
+                    event="sync-capture",
+                )
+        self._preparing = None
 
     def _schedule(self, delay: float) -> None:
         """
@@ -539,6 +608,8 @@ class SyncService(MultiService):
             call.cancel()
         if done is not None:
             await done
+        if self._preparing is not None:
+            await self._preparing
         # Every sync running or waiting (on demand, a switch hook's).
         while self._inFlight:
             waiter: Deferred[None] = Deferred()
@@ -575,6 +646,7 @@ class SyncService(MultiService):
         last = self.last[way]
         self._mirrorLast = last
         self._mirrorRows = last.rowsCopied
+        self._mirrorChanges = last.changes
         if report.complete:
             self._mirrorOK[way] = last.when
             if self._failures:
@@ -617,6 +689,16 @@ class SyncService(MultiService):
             return None
         return max(0.0, self.clock.seconds() - when)
 
+    def lagChanges(self) -> int | None:
+        """
+        @return: How many captured changes the standby was behind when the
+            last mirror pass started (the changes that pass applied);
+            L{None} before the first pass (or without the mirror).
+        """
+        if self.mode != MIRROR:
+            return None
+        return self._mirrorChanges
+
     # Reporting
 
     def status(self) -> dict[str, Any]:
@@ -635,6 +717,7 @@ class SyncService(MultiService):
                 "direction": direction(source, self.controller.other(source).name),
                 "lag": None if lag is None else round(lag, 3),
                 "last_rows": self._mirrorRows,
+                "last_changes": self._mirrorChanges,
                 "last_pass": None
                 if self._mirrorLast is None
                 else self._mirrorLast.asJSON(),
@@ -651,89 +734,9 @@ class SyncService(MultiService):
         }
 
 
-def _families() -> tuple[
-    CounterMetricFamily,
-    CounterMetricFamily,
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    GaugeMetricFamily,
-]:
-    """
-    @return: The families of L{SyncMetrics}, empty.
-    """
-    return (
-        CounterMetricFamily(
-            "bluegreen_sync_runs",
-            "Database syncs finished (mirror passes: strategy mirror), by "
-            "result: complete, incomplete (conflicts) or failed.",
-            labels=["direction", "strategy", "result"],
-        ),
-        CounterMetricFamily(
-            "bluegreen_sync_rows_copied",
-            "Rows copied by database syncs.",
-            labels=["direction"],
-        ),
-        CounterMetricFamily(
-            "bluegreen_sync_conflicts",
-            "Conflicts reported by database syncs (rows not copied).",
-            labels=["direction"],
-        ),
-        GaugeMetricFamily(
-            "bluegreen_sync_duration_seconds",
-            "How long the last database sync of the direction took.",
-            labels=["direction"],
-        ),
-        GaugeMetricFamily(
-            "bluegreen_sync_mirror_lag_seconds",
-            "Seconds since the start of the last complete mirror pass from the "
-            "live database to the standby (absent before the first one).",
-        ),
-    )
-
-
-class SyncMetrics:
-    """
-    The sync's metrics: a collector for L{bluegreen.admin.metrics.Metrics.register}.
-
-    @ivar sync: The sync service.
-    """
-
-    def __init__(self, sync: SyncService) -> None:
-        """
-        @param sync: The sync service.
-        """
-        self.sync = sync
-
-    def describe(self) -> Iterable[Metric]:
-        """
-        The metric families, without samples.
-        """
-        return list(_families())
-
-    def collect(self) -> Iterable[Metric]:
-        """
-        The metric families with their current samples.
-        """
-        runs, rows, conflicts, duration, lag = _families()
-        sync = self.sync
-        for (way, strategy, result), count in sorted(sync.counts.items()):
-            runs.add_metric([way, strategy, result], count)
-        for way, count in sorted(sync.rowsCopied.items()):
-            rows.add_metric([way], count)
-        for way, count in sorted(sync.conflicts.items()):
-            conflicts.add_metric([way], count)
-        for way, seconds in sorted(sync.durations.items()):
-            duration.add_metric([way], seconds)
-        behind = sync.lag()
-        if behind is not None:
-            lag.add_metric([], behind)
-        return [runs, rows, conflicts, duration, lag]
-
-
 __all__ = [
     "LastSync",
     "SyncBusy",
-    "SyncMetrics",
     "SyncService",
     "SyncUnavailable",
     "direction",

@@ -12,10 +12,12 @@ Every step is a C{sqlite3} or C{rsync} child run by a
 L{bluegreen.sync.process.ProcessRunner}; Python's C{sqlite3} module is not on
 the data path.  One sync runs at a time (L{Syncer.lock}).
 
-Both strategies start the same way (L{bluegreen.sync.transfer}: snapshot,
-verify, ship, verify); then L{bluegreen.sync.migrate} merges the snapshot
-into the live target and L{bluegreen.sync.copy} replaces the stopped
-target with it.
+C{migrate} (L{bluegreen.sync.exact}) applies the source's captured changes
+to the live target; the first time (and when the changes since the
+target's position are gone) it merges a snapshot instead
+(L{bluegreen.sync.transfer}: snapshot, verify, ship, verify; then
+L{bluegreen.sync.migrate}).  L{bluegreen.sync.copy} replaces the stopped
+target with a snapshot.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from bluegreen.sync.capture import Capture
 from bluegreen.sync.copy import Copy
 from bluegreen.sync.errors import SyncError
+from bluegreen.sync.exact import Exact
 from bluegreen.sync.hosts import Hosts
 from bluegreen.sync.locations import Location, resolveLocation
 from bluegreen.sync.merge import LOCK_ATTEMPTS
-from bluegreen.sync.migrate import Migrate
 from bluegreen.sync.process import ProcessFailed, ProcessReactor, ProcessRunner
 from bluegreen.sync.report import Outcome, SyncReport
 from bluegreen.sync.transfer import Transfer
@@ -108,6 +111,7 @@ class Syncer:
         dryRun: bool = False,
         stopCommand: str | None = None,
         startCommand: str | None = None,
+        onConflict: str = "keep-target",
     ) -> Deferred[SyncReport]:
         """
         Sync C{target} from C{source}, once any running sync has finished.
@@ -121,13 +125,17 @@ class Syncer:
             target app (and returns once it has exited); it runs on the
             target's host (over ssh when that is remote).
         @param startCommand: For C{copy}: one that starts it again.
+        @param onConflict: For C{migrate}: C{keep-target} (the target keeps
+            its row, the source's goes into its conflicts table),
+            C{take-source} (the other way round) or C{newest} (the row
+            changed last wins).
         @return: Fires with the L{SyncReport} (failures are in the report).
-        @raise ValueError: For an unknown strategy.
+        @raise ValueError: For an unknown strategy or conflict policy.
         """
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}")
         chosen: Strategy = (
-            Migrate(self._lockAttempts)
+            Exact(self._lockAttempts, onConflict)
             if strategy == "migrate"
             else Copy(stopCommand, startCommand, self._lockAttempts)
         )
@@ -182,6 +190,9 @@ class Syncer:
             if outcome.backup is not None
             else None,
             seconds=max(0.0, self._clock.seconds() - started),
+            method=outcome.method,
+            changes=outcome.changes,
+            notes=tuple(outcome.notes),
         )
         _log.info(
             "sync {strategy} {source} -> {target}: {rows} rows, "
@@ -194,6 +205,23 @@ class Syncer:
             error=error,
         )
         return report
+
+    def prepare(self, database: str | Location) -> Deferred[str | None]:
+        """
+        Install the change capture in C{database} (or re-create its
+        triggers after a schema change), once any running sync has
+        finished.
+
+        @param database: A local path or a L{Location}.
+        @return: Fires with what was done (C{installed}, C{refreshed}) or
+            L{None}.
+        """
+
+        async def locked() -> str | None:
+            capture = Capture(self.hosts, self._lockAttempts)
+            return (await capture.ensure(resolveLocation(database)))[1]
+
+        return self.lock.run(lambda: Deferred.fromCoroutine(locked()))
 
     async def version(self, host: Location | None = None) -> tuple[int, ...]:
         """
