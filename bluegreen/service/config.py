@@ -16,6 +16,7 @@ from bluegreen.environment import Environment
 from bluegreen.flags.target import RedisTarget
 from bluegreen.health import HealthSettings
 from bluegreen.manhole.service import ManholeSettings
+from bluegreen.service.fleetoptions import CoordinateSettings
 
 
 @frozen
@@ -67,6 +68,7 @@ class Config:
     @ivar appCommands: Each environment's C{(stop, start)} shell commands
         (either may be L{None}).
     @ivar sshOptions: The C{--ssh-option} values, in order.
+    @ivar coordinate: The state shared with other instances, or L{None}.
     """
 
     listen: Mapping[str, str]
@@ -100,3 +102,4 @@ class Config:
     mirrorInterval: float
     appCommands: Mapping[str, tuple[str | None, str | None]]
     sshOptions: tuple[str, ...]
+    coordinate: CoordinateSettings | None = None

@@ -27,6 +27,7 @@ from bluegreen.optionfile import readOptionFile
 from bluegreen.proxy.pool import loadTrustRoot
 from bluegreen.service.adminoptions import adminNames, checkAdminListening
 from bluegreen.service.config import Config
+from bluegreen.service.fleetoptions import FLEET_PARAMETERS, coordinateSettings
 from bluegreen.sync.locations import parseLocation, sshArguments
 from bluegreen.sync.service import SYNC_MODES
 
@@ -375,6 +376,7 @@ class Options(usage.Options):
         ["blue-stop", None, None, "Shell command stopping BLUE's app (copy)."],
         ["blue-start", None, None, "Shell command starting BLUE's app (copy)."],
     ]
+    optParameters += FLEET_PARAMETERS
 
     optFlags = [
         [
@@ -716,6 +718,7 @@ class Options(usage.Options):
                 for colour in databases
             },
             sshOptions=tuple(self["sshOptions"]),
+            coordinate=coordinateSettings(self),
         )
 
 

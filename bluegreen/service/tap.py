@@ -36,6 +36,9 @@ from bluegreen.admin.site import adminSite
 from bluegreen.controller import Controller
 from bluegreen.flags.api import mountFlags
 from bluegreen.flags.service import FlagService
+from bluegreen.fleet.coordinator import Coordinator
+from bluegreen.fleet.metrics import FleetMetrics
+from bluegreen.fleet.redis import RedisBackend
 from bluegreen.health import HealthMonitor
 from bluegreen.healthclient import healthClient
 from bluegreen.manhole.auth import ManholeError
@@ -79,6 +82,8 @@ class ProxyService(MultiService):
         Redis (C{--green-redis}, C{--blue-redis}).
     @ivar sync: The database sync, or L{None} without C{--green-db} and
         C{--blue-db}.
+    @ivar coordinator: The state shared with other instances, or L{None}
+        without C{--coordinate}.
     """
 
     _log = Logger()
@@ -87,6 +92,7 @@ class ProxyService(MultiService):
     metrics: Metrics | None = None
     flags: FlagService | None = None
     sync: SyncService | None = None
+    coordinator: Coordinator | None = None
 
     def __init__(
         self,
@@ -293,6 +299,17 @@ def makeService(
     if flags is not None:
         service.flags = flags
         flags.setServiceParent(service)
+    coordinator = None
+    if config.coordinate is not None:
+        backend = RedisBackend(
+            config.coordinate.target, reactor, reactor, config.redisTimeout
+        )
+        coordinator = Coordinator(
+            controller, backend, reactor, config.coordinate.fallback
+        )
+        service.coordinator = coordinator
+        coordinator.setServiceParent(service)
+        metrics.register(FleetMetrics(coordinator))
     sync = _syncService(config, reactor, controller)
     if sync is not None:
         service.sync = sync
@@ -302,7 +319,11 @@ def makeService(
             # Planned switches sync first; every switch brings over, after
             # it, what the old live database took meanwhile.
             controller.beforeSwitch = sync.beforeSwitch
-            controller.onSwitch.append(sync.switched)
+            controller.onSwitch.append(
+                sync.switched
+                if coordinator is None
+                else coordinator.ifWon(sync.switched)
+            )
     service.logObserver = logObserverFor(config.logFormat, sys.stdout)
     monitor.setServiceParent(service)
     site = ProxySite(resource, reactor)
@@ -321,6 +342,8 @@ def makeService(
         if flags is not None:
             admin.admin.addStatus("flags", flags.table)
         mountSync(admin.admin, sync)
+        if coordinator is not None:
+            admin.admin.addStatus("coordination", coordinator.status)
         if sync is not None:
             admin.admin.addStatus("sync", sync.status)
         Listener(
