@@ -116,6 +116,8 @@ class Coordinator(Service):
         L{None}.
     @ivar counts: Proposals C{won}, C{lost}, C{unsent}, and switches
         C{followed}.
+    @ivar failedAttempts: Connection attempts failed or connections lost
+        since start.
     """
 
     _log = Logger()
@@ -145,6 +147,7 @@ class Coordinator(Service):
         self.reachable = False
         self.outageSince: float | None = clock.seconds()
         self.counts = dict.fromkeys(("won", "lost", "unsent", "followed"), 0)
+        self.failedAttempts = 0
         self._outcomes: dict[Switch, Deferred[bool]] = {}
         self._unsent: tuple[int, SharedSwitch] | None = None
         self._reading = False
@@ -192,6 +195,13 @@ class Coordinator(Service):
             f"reached ({self.backend.error or 'not connected yet'}); keeping "
             f"{self.controller.live.name} (--coordinate-fallback none)"
         )
+
+    @property
+    def proposing(self) -> bool:
+        """
+        C{True} while a switch made here waits for its compare-and-set.
+        """
+        return bool(self._outcomes)
 
     def ifWon(self, observer: SwitchObserver) -> SwitchObserver:
         """
@@ -253,6 +263,7 @@ class Coordinator(Service):
         An attempt failed or a connection went: an outage, logged once.
         """
         self.reachable = False
+        self.failedAttempts += 1
         if self.outageSince is None:
             self.outageSince = self.clock.seconds()
         if not self._logged and self.running:
