@@ -128,8 +128,7 @@ class FleetTests(TestCase):
             step=0.001,
         )
         _log.info(
-            "measured: a switch through one instance reached all three in "
-            "{ms:.1f} ms",
+            "measured: a switch through one instance reached all three in {ms:.1f} ms",
             ms=(time.monotonic() - started) * 1000,
         )
         self.assertLess(delay, PATIENCE)
@@ -236,8 +235,10 @@ class FleetTests(TestCase):
         finally:
             redis.resume()
         await waitFor(
-            lambda: not any(coordinator(p).proposing for p in proxies)
-            and len({len(p.controller.history) for p in proxies} | {1}) == 1,
+            lambda: (
+                not any(coordinator(p).proposing for p in proxies)
+                and len({len(p.controller.history) for p in proxies} | {1}) == 1
+            ),
             "every proposal is decided and the histories agree",
         )
         self.assertEqual(await redis.cli("LLEN", HISTORY_KEY), "1")
