@@ -307,6 +307,9 @@ class Controller:
             raise UnknownEnvironment(_unknown(live, self.environments))
         previous, self.live = self.live, self.environments[live]
         self.history, self.why = list(history), why
+        if self.mode == "failback-pending" and live == self.preferred:
+            # Another instance failed back: nothing left to wait for.
+            self._preferredLost()
         if previous.name != live:
             self._log.warn(
                 "following the shared state: live environment {source} -> {to} "

@@ -43,6 +43,7 @@ class FakeRedis:
         self.backends: list[FakeBackend] = []
         self.up = True
         self.held: Deferred[None] | None = None
+        self.claimed: str | None = None
 
     def down(self) -> None:
         """
@@ -131,6 +132,18 @@ class FakeBackend:
         redis.publish(record.encode())
         return True, redis.generation
 
+    async def claim(self, instance: str, seconds: float) -> str | None:
+        if not self.redis.up:
+            raise LinkDown("connection refused")
+        if self.redis.claimed is not None:
+            return self.redis.claimed
+        self.redis.claimed = instance
+        return None
+
+    async def release(self, instance: str) -> None:
+        if self.redis.claimed == instance:
+            self.redis.claimed = None
+
 
 class Instance:
     """
@@ -139,7 +152,12 @@ class Instance:
     """
 
     def __init__(
-        self, redis: FakeRedis, clock: Clock, fallback: str = "none", name: str = ""
+        self,
+        redis: FakeRedis,
+        clock: Clock,
+        fallback: str = "none",
+        name: str = "",
+        failback: str = "manual",
     ) -> None:
         self.health: dict[str, bool | None] = {"green": True, "blue": True}
         environments = {
@@ -147,7 +165,12 @@ class Instance:
             for colour, port in (("green", 5002), ("blue", 5001))
         }
         self.controller = Controller.create(
-            environments, "green", clock, isUp=self.health.get
+            environments,
+            "green",
+            clock,
+            isUp=self.health.get,
+            failback=failback,
+            failbackDelay=30.0,
         )
         self.coordinator = Coordinator(
             self.controller, FakeBackend(redis), clock, fallback, name or None
@@ -156,7 +179,17 @@ class Instance:
         self.controller.onSwitch.append(
             self.coordinator.ifWon(lambda record, kind: self.synced.append(record))
         )
+        self.presynced: list[tuple[str, str]] = []
+        self.presync: Deferred[None] = Deferred()
+        self.controller.beforeSwitch = self.coordinator.exclusive(self.beforeSwitch)
         self.coordinator.startService()
+
+    def beforeSwitch(self, source: str, target: str) -> Deferred[None]:
+        """
+        A sync before a planned switch, finished by firing L{presync}.
+        """
+        self.presynced.append((source, target))
+        return self.presync
 
     def fail(self, name: str) -> None:
         """
@@ -164,6 +197,13 @@ class Instance:
         """
         self.health[name] = False
         self.controller.healthChanged(name, False, f"{name}: status 500")
+
+    def recover(self, name: str) -> None:
+        """
+        This instance's checks see C{name} come back up.
+        """
+        self.health[name] = True
+        self.controller.healthChanged(name, True, "status 200")
 
 
 def backend(instance: Instance) -> FakeBackend:
@@ -261,6 +301,41 @@ class CoordinatorTests(TestCase):
             ],
             [(1, 0), (0, 1), (0, 1)],
         )
+
+    def test_failbackOnce(self) -> None:
+        """
+        With C{--failback auto}, every instance sees GREEN back: the one that
+        claims the sync syncs and fails back, the others are refused the
+        sync (failback postponed) and follow it, cancelling theirs.
+        """
+        a, b, c = (
+            Instance(self.redis, self.clock, name=f"i{n}", failback="auto")
+            for n in range(3)
+        )
+        settle(self.clock)
+        for instance in (a, b, c):
+            instance.fail("green")
+        settle(self.clock)
+        self.assertEqual(self.redis.generation, 1)
+        for instance in (a, b, c):
+            instance.recover("green")
+            self.assertEqual(instance.controller.mode, "failback-pending")
+        self.clock.advance(30)
+        settle(self.clock)
+        self.assertEqual([len(i.presynced) for i in (a, b, c)], [1, 0, 0])
+        self.assertEqual(a.presynced, [("blue", "green")])
+        a.presync.callback(None)
+        settle(self.clock)
+        self.assertEqual(self.redis.generation, 2)
+        self.assertIsNone(self.redis.claimed)
+        for instance in (a, b, c):
+            self.assertEqual(instance.controller.active, "green")
+            self.assertEqual(instance.controller.mode, "serving")
+            self.assertEqual(len(instance.controller.history), 2)
+        self.clock.advance(300)
+        settle(self.clock)
+        self.assertEqual([len(i.presynced) for i in (a, b, c)], [1, 0, 0])
+        self.assertEqual(self.redis.generation, 2)
 
     def test_unreachableKeepsColour(self) -> None:
         """

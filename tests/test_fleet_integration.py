@@ -253,6 +253,24 @@ class FleetTests(TestCase):
         self.assertEqual(len(histories), 1, histories)
         self.assertEqual([p.controller.active for p in proxies], ["blue"] * 3)
 
+    async def test_syncClaim(self) -> None:
+        """
+        The sync before a switch is claimed by one instance at a time in
+        the real Redis; only its holder releases it.
+        """
+        redis = await startRedis(self)
+        _green, greenURL, _blue, blueURL = self.backends()
+        proxy = self.instance(redis, greenURL, blueURL)
+        await self.following([proxy])
+        backend = coordinator(proxy).backend
+        self.assertIsNone(await backend.claim("x", PATIENCE))
+        self.assertEqual(await backend.claim("y", PATIENCE), "x")
+        await backend.release("y")
+        self.assertEqual(await backend.claim("y", PATIENCE), "x")
+        await backend.release("x")
+        self.assertIsNone(await backend.claim("y", PATIENCE))
+        self.assertEqual(await redis.cli("GET", "bluegreen:fleet:sync"), "y")
+
     async def test_redisOutage(self) -> None:
         """
         Redis killed: every instance keeps its live environment, says so in

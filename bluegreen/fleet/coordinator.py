@@ -36,12 +36,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from bluegreen.controller import Controller, Switch, SwitchObserver
+from bluegreen.controller import Controller, Switch, SwitchObserver, SwitchRefused
 from bluegreen.flags.link import LinkDown, RedisReplyError
-from bluegreen.fleet.state import BadRecord, FleetState, SharedSwitch
+from bluegreen.fleet.state import SYNC_CLAIM, BadRecord, FleetState, SharedSwitch
 
 #: C{--coordinate-fallback} values.
 FALLBACKS = ("none", "local")
+
+#: The controller's C{beforeSwitch}: C{(source, target)} to a Deferred report.
+BeforeSwitch = Callable[[str, str], Deferred[Any]]
 
 
 class Backend(Protocol):
@@ -89,6 +92,16 @@ class Backend(Protocol):
     async def propose(self, expected: int, record: SharedSwitch) -> tuple[bool, int]:
         """
         The compare-and-set; returns whether it was made and the generation.
+        """
+
+    async def claim(self, instance: str, seconds: float) -> str | None:
+        """
+        Claim the sync before a switch; L{None}, or who holds it.
+        """
+
+    async def release(self, instance: str) -> None:
+        """
+        Release the claim.
         """
 
 
@@ -223,6 +236,47 @@ class Coordinator(Service):
                     observer(record, kind)
 
             outcome.addCallback(decided)
+
+        return wrapped
+
+    def exclusive(self, beforeSwitch: BeforeSwitch) -> BeforeSwitch:
+        """
+        Wrap the sync run before a planned switch (an operator's, or an
+        automatic failback) so that one instance at a time runs it: every
+        instance with C{--failback auto} sees the preferred environment come
+        back, but only the one that claims the sync syncs and switches; the
+        others are refused (a failback is then postponed, and they follow).
+
+        @param beforeSwitch: The sync's C{beforeSwitch}.
+        @return: What to set as the controller's C{beforeSwitch}.
+        """
+
+        async def run(source: str, target: str) -> Any:
+            refused = self.refusal(target)
+            if refused:
+                raise SwitchRefused(refused)
+            if not self.reachable:  # --coordinate-fallback local
+                return await beforeSwitch(source, target)
+            try:
+                holder = await self.backend.claim(self.instance, SYNC_CLAIM)
+            except (LinkDown, RedisReplyError) as e:
+                raise SwitchRefused(
+                    f"cannot claim the sync in the coordination Redis ({e})"
+                ) from None
+            if holder is not None:
+                raise SwitchRefused(
+                    f"instance {holder} is already syncing for a switch"
+                )
+            try:
+                return await beforeSwitch(source, target)
+            finally:
+                try:
+                    await self.backend.release(self.instance)
+                except (LinkDown, RedisReplyError):
+                    pass  # It expires by itself.
+
+        def wrapped(source: str, target: str) -> Deferred[Any]:
+            return Deferred.fromCoroutine(run(source, target))
 
         return wrapped
 

@@ -23,6 +23,7 @@ from bluegreen.fleet.state import (
     HISTORY_KEY,
     HISTORY_LIMIT,
     STATE_KEY,
+    SYNC_KEY,
     BadRecord,
     FleetState,
     SharedSwitch,
@@ -178,3 +179,29 @@ class RedisBackend:
         except (TypeError, ValueError):
             raise BadRecord(f"unexpected answer {answer!r}") from None
         return parseGeneration(made) == 1, parseGeneration(generation)
+
+    async def claim(self, instance: str, seconds: float) -> str | None:
+        """
+        Claim the sync before a switch for C{instance}, for at most
+        C{seconds}.
+
+        @return: L{None} if claimed, else the instance holding it.
+        @raise LinkDown: If Redis cannot be reached.
+        """
+        connection = self._connection()
+        milliseconds = max(1, int(seconds * 1000))
+        answer = await connection.execute(
+            "SET", SYNC_KEY, instance, "NX", "PX", milliseconds
+        )
+        if answer is not None:
+            return None
+        holder = await connection.get(SYNC_KEY)
+        return holder or "another instance"
+
+    async def release(self, instance: str) -> None:
+        """
+        Release C{instance}'s sync claim (if it still holds it).
+
+        @raise LinkDown: If Redis cannot be reached.
+        """
+        await self._connection().execute("EVAL", script.RELEASE, 1, SYNC_KEY, instance)

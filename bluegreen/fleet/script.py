@@ -14,6 +14,8 @@ announcement published), else C{{0, generation, live}}: the state as it is
 L{READ}: the state and the history; C{ARGV[1]} is the colour to record as
 live when there is no state yet (the first instance's C{--active}).
 Answers C{{live, generation, {records...}}}.
+
+L{RELEASE}: delete the sync claim C{KEYS[1]} if C{ARGV[1]} still holds it.
 """
 
 from __future__ import annotations
@@ -41,4 +43,11 @@ return {
   redis.call('HGET', KEYS[1], 'generation') or '0',
   redis.call('LRANGE', KEYS[2], 0, -1),
 }
+"""
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """

@@ -23,6 +23,12 @@ STATE_KEY = PREFIX + "state"
 #: The list of recorded switches (JSON), oldest first.
 HISTORY_KEY = PREFIX + "history"
 
+#: Held (the instance's name) while an instance syncs before its switch.
+SYNC_KEY = PREFIX + "sync"
+
+#: Seconds the sync claim lasts if its holder never releases it (it died).
+SYNC_CLAIM = 600.0
+
 #: The channel every switch is announced on.
 CHANNEL = PREFIX + "switches"
 

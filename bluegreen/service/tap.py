@@ -318,7 +318,11 @@ def makeService(
         if sync.mode != "none":
             # Planned switches sync first; every switch brings over, after
             # it, what the old live database took meanwhile.
-            controller.beforeSwitch = sync.beforeSwitch
+            controller.beforeSwitch = (
+                sync.beforeSwitch
+                if coordinator is None
+                else coordinator.exclusive(sync.beforeSwitch)
+            )
             controller.onSwitch.append(
                 sync.switched
                 if coordinator is None
