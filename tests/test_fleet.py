@@ -269,6 +269,9 @@ class CoordinatorTests(TestCase):
         self.assertEqual(self.redis.generation, 1)
         self.assertEqual([len(i.synced) for i in (a, b, c)], [1, 0, 0])
         self.assertEqual(b.coordinator.counts["followed"], 1)
+        self.assertEqual(
+            b.coordinator.status()["last_switch"], "generation 1 by i0 (manual)"
+        )
         self.assertEqual(b.controller.history, a.controller.history)
 
     def test_failoverAtOnce(self) -> None:

@@ -285,6 +285,7 @@ class Coordinator(Service):
         The C{coordination} section of C{/api/status}.
         """
         state = self.state
+        last = state.history[-1] if state is not None and state.history else None
         return {
             "redis": self.backend.describe(),
             "reachable": self.reachable,
@@ -294,7 +295,12 @@ class Coordinator(Service):
             "instance": self.instance,
             "generation": None if state is None else state.generation,
             "shared_live": None if state is None else state.live,
-            "history": [] if state is None else [r.asJSON() for r in state.history],
+            # Who won it: the status's own history is the shared one.
+            "last_switch": (
+                f"generation {last.generation} by {last.instance} ({last.kind})"
+                if last is not None
+                else None
+            ),
             "note": (
                 None
                 if self.reachable
