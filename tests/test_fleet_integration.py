@@ -310,6 +310,9 @@ class FleetTests(TestCase):
             SwitchRefused, proxies[1].controller.switch, "blue", "manual"
         )
         self.assertIn("coordination Redis", str(error))
+        refused = await call(f"{base}/api/switch", "POST", payload={"to": "blue"})
+        self.assertEqual(refused.code, 409)
+        self.assertIn("coordination Redis", refused.json["error"])
 
         await redis.start()
         await self.following(proxies)
@@ -322,6 +325,21 @@ class FleetTests(TestCase):
         self.assertEqual(len(ups), 3, ups)
         metrics = (await call(f"{base}/metrics")).data.decode()
         self.assertIn("bluegreen_coordination_up 1.0", metrics)
+        self.assertIn("bluegreen_coordination_generation 7.0", metrics)
+
+        # An operator's switch through one instance's admin API.
+        answer = await call(f"{base}/api/switch", "POST", payload={"to": "green"})
+        self.assertEqual(answer.code, 200, answer.data)
+        await waitFor(
+            lambda: all(p.controller.active == "green" for p in proxies),
+            "the admin API's switch reaches every instance",
+        )
+        status = (await call(f"{base}/api/status")).json
+        self.assertTrue(status["coordination"]["reachable"])
+        self.assertEqual(status["coordination"]["generation"], 8)
+        self.assertEqual(
+            [(s["from"], s["to"]) for s in status["history"]], [("blue", "green")]
+        )
 
 
 def coordinator(proxy: ProxyUnderTest) -> Coordinator:
