@@ -23,8 +23,8 @@ health monitor's state changes and by operators:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from attrs import define, field, frozen
 from automat import MethodicalMachine
@@ -56,6 +56,21 @@ class SwitchRefused(Exception):
     A switch that would be wrong (the target is down, or already live); the
     message says why.
     """
+
+
+class Coordination(Protocol):
+    """
+    What the controller asks of several instances' shared state
+    (L{bluegreen.fleet.coordinator.Coordinator}); without one, every switch
+    is local.
+    """
+
+    def refusal(self, to: str) -> str | None:
+        """
+        @param to: The environment about to be made live.
+        @return: Why this instance must not switch now (e.g. the shared
+            state cannot be reached), or L{None}.
+        """
 
 
 @frozen
@@ -113,6 +128,9 @@ class Controller:
         L{deployed}); saved in the state file.
     @ivar onDeployed: Called with the name of an environment whenever a
         revision is reported for it.
+    @ivar coordination: The state shared with other instances
+        (C{--coordinate}), or L{None}: it may refuse a switch (L{Coordination})
+        and calls L{adopt} to follow the others' switches.
     """
 
     environments: Mapping[str, Environment]
@@ -136,6 +154,7 @@ class Controller:
     verify: Callable[[str], Deferred[Any]] | None = None
     revisions: dict[str, statefile.Revision] = field(factory=dict)
     onDeployed: list[Callable[[str], object]] = field(factory=list)
+    coordination: Coordination | None = None
     _log = Logger()
     _machine = MethodicalMachine()
 
@@ -251,6 +270,9 @@ class Controller:
         if not force and self.isUp(to) is False:
             last = self._reasons.get(to, "failing its health checks")
             raise SwitchRefused(f"{to} is down ({last}); use force to switch anyway")
+        refused = self.coordination and self.coordination.refusal(to)
+        if refused:
+            raise SwitchRefused(refused)
 
     async def plannedSwitch(
         self,
@@ -322,6 +344,34 @@ class Controller:
         )
         self._save()
         tellObservers(self.onDeployed, self._log, "deployed", name)
+
+    def adopt(self, live: str, why: str, history: Sequence[Switch]) -> None:
+        """
+        Follow the state shared with other instances: C{live} is live, with
+        their history (no observer is told: this instance did not switch).
+
+        @param live: The environment live in the shared state.
+        @param why: Why it is live.
+        @param history: The shared switches, oldest first.
+        @raise UnknownEnvironment: If C{live} names no environment.
+        """
+        if live not in self.environments:
+            raise UnknownEnvironment(_unknown(live, self.environments))
+        previous, self.live = self.live, self.environments[live]
+        self.history, self.why = list(history), why
+        if self.mode == "failback-pending" and live == self.preferred:
+            # Another instance failed back: nothing left to wait for.
+            self._preferredLost()
+        if previous.name != live:
+            self._log.warn(
+                "following the shared state: live environment {source} -> {to} "
+                "({reason})",
+                source=previous.name,
+                to=live,
+                reason=why,
+                event="switch-followed",
+            )
+        self._save()
 
     def stop(self) -> None:
         """
@@ -554,6 +604,17 @@ class Controller:
     # Helpers of the outputs
 
     def _switchTo(self, to: str, reason: str, kind: str) -> None:
+        refused = self.coordination and self.coordination.refusal(to)
+        if refused:
+            self._log.warn(
+                "not switching {source} -> {to} ({reason}): {refused}",
+                source=self.live.name,
+                to=to,
+                reason=reason,
+                refused=refused,
+                event="switch-not-made",
+            )
+            return
         previous = self.live
         # The one assignment that moves traffic.
         self.live = self.environments[to]

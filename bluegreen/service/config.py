@@ -20,6 +20,7 @@ from bluegreen.promote.settings import PromotionSettings
 from bluegreen.proxy.limits import ClientLimits
 from bluegreen.proxy.spool import BufferSettings
 from bluegreen.proxy.tunnels import TunnelSettings
+from bluegreen.service.fleetoptions import CoordinateSettings
 
 
 @frozen
@@ -79,6 +80,7 @@ class Config:
         clients (C{--request-buffering} and the options after it).
     @ivar tunnel: How upgraded connections (WebSockets) are timed and
         drained (C{--tunnel-idle-timeout}, C{--drain-timeout}).
+    @ivar coordinate: The state shared with other instances, or L{None}.
     """
 
     listen: Mapping[str, str]
@@ -116,3 +118,4 @@ class Config:
     clientLimits: ClientLimits
     promotion: PromotionSettings = field(factory=PromotionSettings)
     tunnel: TunnelSettings = field(factory=TunnelSettings)
+    coordinate: CoordinateSettings | None = None

@@ -28,6 +28,7 @@ from bluegreen.proxy.pool import loadTrustRoot
 from bluegreen.service.adminoptions import adminNames, checkAdminListening
 from bluegreen.service.bufferoptions import BUFFER_PARAMETERS, bufferSettings
 from bluegreen.service.config import Config
+from bluegreen.service.fleetoptions import FLEET_PARAMETERS, coordinateSettings
 from bluegreen.service.limitoptions import LIMIT_PARAMETERS, clientLimits
 from bluegreen.service.optionvalues import byteSize, choice, count, seconds
 from bluegreen.service.promoteoptions import PromoteOptions, promotionSettings
@@ -322,6 +323,7 @@ class Options(PromoteOptions):
         *BUFFER_PARAMETERS,
         *TUNNEL_PARAMETERS,
     ]
+    optParameters += FLEET_PARAMETERS
 
     optFlags = [
         [
@@ -670,6 +672,7 @@ class Options(PromoteOptions):
             clientLimits=clientLimits(self),
             buffering=bufferSettings(self),
             tunnel=tunnelSettings(self),
+            coordinate=coordinateSettings(self),
         )
 
 

@@ -37,6 +37,9 @@ from bluegreen.admin.site import adminSite
 from bluegreen.controller import Controller
 from bluegreen.flags.api import mountFlags
 from bluegreen.flags.service import FlagService
+from bluegreen.fleet.coordinator import Coordinator
+from bluegreen.fleet.metrics import FleetMetrics
+from bluegreen.fleet.redis import RedisBackend
 from bluegreen.health import HealthMonitor
 from bluegreen.healthclient import healthClient
 from bluegreen.manhole.auth import ManholeError
@@ -90,6 +93,8 @@ class ProxyService(MultiService):
     @ivar sync: The database sync, or L{None} without C{--green-db} and
         C{--blue-db}.
     @ivar promoter: The deployment workflow (preview, promotion, revisions).
+    @ivar coordinator: The state shared with other instances, or L{None}
+        without C{--coordinate}.
     """
 
     _log = Logger()
@@ -99,6 +104,7 @@ class ProxyService(MultiService):
     flags: FlagService | None = None
     sync: SyncService | None = None
     promoter: Promoter | None = None
+    coordinator: Coordinator | None = None
 
     def __init__(
         self,
@@ -383,6 +389,17 @@ def makeService(
     if flags is not None:
         service.flags = flags
         flags.setServiceParent(service)
+    coordinator = None
+    if config.coordinate is not None:
+        backend = RedisBackend(
+            config.coordinate.target, reactor, reactor, config.redisTimeout
+        )
+        coordinator = Coordinator(
+            controller, backend, reactor, config.coordinate.fallback
+        )
+        service.coordinator = coordinator
+        coordinator.setServiceParent(service)
+        metrics.register(FleetMetrics(coordinator))
     sync = _syncService(config, reactor, controller)
     if sync is not None:
         service.sync = sync
@@ -391,8 +408,16 @@ def makeService(
         if sync.mode != "none":
             # Planned switches sync first; every switch brings over, after
             # it, what the old live database took meanwhile.
-            controller.beforeSwitch = sync.beforeSwitch
-            controller.onSwitch.append(sync.switched)
+            controller.beforeSwitch = (
+                sync.beforeSwitch
+                if coordinator is None
+                else coordinator.exclusive(sync.beforeSwitch)
+            )
+            controller.onSwitch.append(
+                sync.switched
+                if coordinator is None
+                else coordinator.ifWon(sync.switched)
+            )
     service.logObserver = logObserverFor(config.logFormat, sys.stdout)
     monitor.setServiceParent(service)
     limits = config.clientLimits
@@ -423,6 +448,8 @@ def makeService(
         admin.admin.addStatus(
             "clients", lambda: clientStatus(resource.rejections, gate)
         )
+        if coordinator is not None:
+            admin.admin.addStatus("coordination", coordinator.status)
         if sync is not None:
             admin.admin.addStatus("sync", sync.status)
         if resource.buffers is not None:
