@@ -396,7 +396,14 @@ def main() -> int:
         final = processFacts(pid)
         proxy.stop()
         children.remove(proxy)
-        leftovers = sorted(str(p.relative_to(proxyTemp)) for p in proxyTemp.rglob("*"))
+        # Files only: the temporary directory itself (and a per-process
+        # directory in it) may stay; what matters is that no file does.
+        leftovers = sorted(
+            str(p.relative_to(proxyTemp)) for p in proxyTemp.rglob("*") if p.is_file()
+        )
+        directories = sorted(
+            str(p.relative_to(proxyTemp)) for p in proxyTemp.rglob("*") if p.is_dir()
+        )
     finally:
         stop.set()
         while children:
@@ -431,6 +438,7 @@ def main() -> int:
     print("Events:")
     for event in events:
         print(f"  {event}")
+    print(f"Directories left in the proxy's temp dir: {directories or 'none'}")
     print("Answers:")
     for kind, n in sorted(tally.answers.items()):
         print(f"  {n:8,} {kind}")
