@@ -23,6 +23,7 @@ from attrs import frozen
 from tests._backends import (
     BackendConnection,
     BackendFactory,
+    ProxyUnderTest,
     ReceivedRequest,
     echo,
     rawThen,
@@ -546,13 +547,13 @@ class UpstreamFramingTests(IntegrationTestCase):
     Each row of L{ROWS} through the real proxy (one generated test per row).
     """
 
-    def startFor(self, row: Row) -> tuple[BackendFactory, int]:
+    def startFor(self, row: Row) -> tuple[BackendFactory, ProxyUnderTest]:
         """
         Start the row's raw upstream as GREEN (answering C{/row} with the
         row's bytes and anything else with L{FRESH}), an echo BLUE, and the
         proxy.
 
-        @return: The upstream and the proxy's port.
+        @return: The upstream and the proxy.
         """
 
         def fresh(request: ReceivedRequest, conn: BackendConnection) -> None:
@@ -562,7 +563,7 @@ class UpstreamFramingTests(IntegrationTestCase):
         green, greenURL = startBackend(self, "green", handler)
         _blue, blueURL = startBackend(self, "blue", echo("blue"))
         proxy = startProxy(self, greenURL, blueURL)
-        return green, proxy.port
+        return green, proxy
 
     async def checkRow(self, row: Row) -> None:
         """
@@ -570,7 +571,8 @@ class UpstreamFramingTests(IntegrationTestCase):
         the next request on the same client connection (or a new one, if it
         was cut) gets a fresh response from a fresh upstream exchange.
         """
-        green, port = self.startFor(row)
+        green, proxy = self.startFor(row)
+        port = proxy.port
         client = await connectRaw(self, port)
         request = client.request(row.method, b"/row")
         if row.outcome == "aborted":
@@ -582,7 +584,7 @@ class UpstreamFramingTests(IntegrationTestCase):
             client = await connectRaw(self, port)
         else:
             response = await withTimeout(request, row.name)
-            self.checkResponse(row, response)
+            self.checkResponse(row, response, proxy)
         first = green.requests[0]
         carrier = next(c for c in green.connections if first in c.requests)
         if row.outcome != "forwarded" or not row.reused:
@@ -597,13 +599,18 @@ class UpstreamFramingTests(IntegrationTestCase):
         if row.outcome != "forwarded" or not row.reused:
             self.assertNotIn(green.requests[1], carrier.requests)
 
-    def checkResponse(self, row: Row, response: RawResponse) -> None:
+    def checkResponse(
+        self, row: Row, response: RawResponse, proxy: ProxyUnderTest
+    ) -> None:
         """
-        Check the client's response to C{row}'s request.
+        Check the client's response to C{row}'s request, and that a refused
+        response is counted with the proxy's other refusals.
         """
         self.assertTrue(response.complete)
         if row.outcome == "refused":
             self.assertPlainError(response, 502, "sent an invalid response", row.word)
+            counts = proxy.resource.rejections.counts
+            self.assertEqual(counts.get((502, "invalid_response")), 1)
             return
         self.assertEqual(response.code, row.code, response.text)
         self.assertEqual(response.content, row.body)

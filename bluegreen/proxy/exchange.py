@@ -34,6 +34,7 @@ from bluegreen.proxy.failures import classifyFailure, describeFailure, isLocalFa
 from bluegreen.proxy.headers import droppedBy, httpDate
 from bluegreen.proxy.interfaces import PassiveHealth, ProxyMetrics
 from bluegreen.proxy.pool import PoolClosed, UpstreamPool
+from bluegreen.proxy.rejections import Rejections
 from bluegreen.proxy.request import ProxyRequest
 from bluegreen.proxy.spool import Spool, TempFiles
 from bluegreen.proxy.upstream import UpstreamConnection
@@ -104,6 +105,12 @@ class Proxy(Protocol):
         """
         Buffers bodies for slow clients (see L{BufferSettings}), or L{None}
         to stream both ways with backpressure only.
+        """
+
+    @property
+    def rejections(self) -> Rejections:
+        """
+        Counts the requests the proxy refuses itself.
         """
 
     @property
@@ -587,8 +594,13 @@ class Exchange:
             metrics.upstreamError(self.environment.name, kind)
 
     def _fail(self, reason: Failure) -> None:
-        pool = self.resource.pools[self.environment.name]
-        status, text = describeFailure(reason, pool.connectTimeout)
+        resource = self.resource
+        pool = resource.pools[self.environment.name]
+        status, text, kind = classifyFailure(reason, pool.connectTimeout)
+        if kind == "invalid_response":
+            # Refused by the framing checks: counted with the proxy's
+            # other refusals (bluegreen_rejected_requests_total).
+            resource.rejections.count(status, kind)
         self._error(status, text)
 
     def _error(self, status: int, text: str) -> None:

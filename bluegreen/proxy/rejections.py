@@ -35,6 +35,8 @@ CAUSES: dict[str, int] = {
     "request_line_too_long": 414,
     "header_section_too_large": 431,
     "too_many_fields": 431,
+    # The environment's response failed the framing checks (proxy/framing.py).
+    "invalid_response": 502,
 }
 
 #: Reason phrases of the statuses the proxy refuses with.
