@@ -167,6 +167,25 @@ class WorkflowTests(TestCase):
         out, err, code = await flow.cli("switch", "blue", "--force")
         self.assertEqual((code, flow.controller.active), (0, "blue"))
 
+    async def test_forcedPromotion(self) -> None:
+        """
+        C{bluegreen promote --force} skips the failing checks and switches,
+        saying it was forced; with C{--check-only} it is a usage error.
+        """
+        flow = await self.start("--verify", "/=200")
+        await setMode(self.pool, flow.blue, "fail500")
+        _out, err, code = await flow.cli("promote", "--check-only", "--force")
+        self.assertEqual(
+            (code, err.splitlines()[0]),
+            (2, "bluegreen: promote: --check-only and --force contradict each other"),
+        )
+        self.assertEqual(flow.controller.active, "green")
+        out, err, code = await flow.cli("promote", "--force")
+        self.assertEqual((code, err), (0, ""), out)
+        self.assertIn("promoted BLUE (was green)", out)
+        self.assertIn("forced", out)
+        self.assertEqual(flow.controller.active, "blue")
+
     async def test_failingCommandRefuses(self) -> None:
         """
         A C{--verify-command} exiting non-zero refuses the promotion, naming

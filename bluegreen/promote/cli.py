@@ -3,7 +3,7 @@
 The workflow's commands of the C{bluegreen} console script (see
 L{bluegreen.cli.main})::
 
-    bluegreen promote [--check-only]   run the promotion checks against the
+    bluegreen promote [--check-only|--force]  run the promotion checks against the
                                        standby and switch to it if they pass
     bluegreen deployed green|blue --revision REV [--message TEXT]
                                        record what an environment runs now
@@ -35,17 +35,29 @@ from bluegreen.environment import COLOURS
 
 class PromoteOptions(CommandOptions):
     """
-    C{bluegreen promote [--check-only]}.
+    C{bluegreen promote [--check-only | --force]}.
     """
 
     command = "promote"
-    synopsis = "bluegreen promote [--check-only] [--json]"
+    synopsis = "bluegreen promote [--check-only | --force] [--json]"
     longdesc = (
         "Run the promotion checks (--verify, --verify-command) against the "
         "standby and make it live if all pass; a failed check refuses the "
         "promotion (exit status 1) and says what it got."
     )
-    optFlags = [["check-only", None, "Run the checks, switch nothing."]]
+    optFlags = [
+        ["check-only", None, "Run the checks, switch nothing."],
+        ["force", "f", "Skip the checks and switch (even to a standby that is down)."],
+    ]
+
+    def postOptions(self) -> None:
+        """
+        @raise usage.UsageError: For C{--check-only} with C{--force}.
+        """
+        if self["check-only"] and self["force"]:
+            raise usage.UsageError(
+                "promote: --check-only and --force contradict each other"
+            )
 
 
 class DeployedOptions(CommandOptions):
@@ -140,7 +152,13 @@ async def _promote(
         text = "\n".join([head, *formatVerification(verification)]) + "\n"
     else:
         try:
-            answer = await call(reactor, settings, "POST", "/api/promote", {})
+            answer = await call(
+                reactor,
+                settings,
+                "POST",
+                "/api/promote",
+                {"force": bool(options["force"])},
+            )
         except Failed as e:
             raise Failed(str(e).replace(" (HTTP 409)", "")) from None
         switched = answer["switched"]
