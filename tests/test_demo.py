@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -49,13 +48,51 @@ def _get(url: str) -> tuple[int, bytes]:
         return 0, b""
 
 
-def _listening(port: int) -> bool:
+def _listeners(port: int) -> set[str]:
     """
-    @return: Whether something accepts connections on C{port} of 127.0.0.1.
+    @return: The socket inodes listening on TCP C{port} (IPv4 or IPv6), read
+        from C{/proc/net}: no connection is made (a connect to a free port of
+        the ephemeral range can connect to itself).
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                inodes.add(inode)
+    return inodes
+
+
+def _demoListening(port: int, root: Path) -> list[int]:
+    """
+    @return: The processes running in the demo's directory C{root} (as all
+        its children do) that listen on C{port}.  A listener of another
+        process (a test running beside this one may be given the same free
+        port once the demo let it go) does not count.
+    """
+    inodes = _listeners(port)
+    if not inodes:
+        return []
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    where = str(root.resolve())
+    owners = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not os.readlink(proc / "cwd").startswith(where):
+                continue
+            links = {os.readlink(fd) for fd in (proc / "fd").iterdir()}
+        except OSError:
+            continue
+        if links & wanted:
+            owners.append(int(proc.name))
+    return owners
 
 
 def _alive(pid: int) -> bool:
@@ -100,13 +137,15 @@ def assertNothingLeft(
     ports: dict[str, int],
 ) -> None:
     """
-    Assert that none of the demo's children (C{pids}) still runs, none of
-    its C{ports} is open, and no pid file is left in C{root/run}.
+    Assert that none of the demo's children (C{pids}) still runs, no process
+    in the demo's directory listens on any of its C{ports}, and no pid file
+    is left in C{root/run}.
     """
     for name, pid in pids.items():
         testCase.assertFalse(_alive(pid), f"{name} (pid {pid}) still runs")
     for name, port in ports.items():
-        testCase.assertFalse(_listening(port), f"{name}'s port {port} is open")
+        owners = _demoListening(port, root)
+        testCase.assertEqual(owners, [], f"{name}'s port {port} is open")
     testCase.assertEqual(childPids(root), {})
 
 
