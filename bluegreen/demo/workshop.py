@@ -180,6 +180,19 @@ def _freePort(avoid: set[int]) -> int:
             return port
 
 
+def writeAtomically(path: Path, text: str) -> None:
+    """
+    Replace C{path} with C{text} in one step (a temporary file renamed over
+    it), so a reader never sees it half written.
+
+    @param path: The file.
+    @param text: Its new content.
+    """
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def _git(*args: str, cwd: Path | None = None) -> None:
     """
     Run C{git}, quietly unless it fails.
@@ -233,7 +246,7 @@ def choosePorts(root: Path, proxy: int, admin: int | None) -> dict[str, int]:
                 avoid.add(old)
             else:
                 ports[key] = _freePort(avoid)
-    (root / "ports.json").write_text(json.dumps(ports, indent=2) + "\n")
+    writeAtomically(root / "ports.json", json.dumps(ports, indent=2) + "\n")
     return ports
 
 
@@ -416,7 +429,7 @@ class DemoService(MultiService):
             for name in set(self._pids) - set(pids):
                 (self.root / "run" / f"{name}.pid").unlink(missing_ok=True)
             for name, pid in pids.items():
-                (self.root / "run" / f"{name}.pid").write_text(f"{pid}\n")
+                writeAtomically(self.root / "run" / f"{name}.pid", f"{pid}\n")
             self._pids = pids
 
     def restartApp(self, name: str) -> None:
@@ -704,7 +717,7 @@ def runDemo(options: DemoOptions) -> int:
     except DemoError as e:
         print(f"bluegreen demo: {e}", file=sys.stderr)
         return 1
-    pidFile.write_text(f"{os.getpid()}\n")
+    writeAtomically(pidFile, f"{os.getpid()}\n")
     logFile = (root / "demo.log").open("a", encoding="utf-8")
     globalLogBeginner.beginLoggingTo(
         [textFileLogObserver(logFile)], redirectStandardIO=False
