@@ -31,11 +31,26 @@ FLUSH_INTERVAL = 1.0
 BATCH_LINES = 1000
 
 
-def _stamp(when: float) -> str:
+class _Stamps:
     """
-    @return: C{when} as a local ISO 8601 time to the second.
+    Local ISO 8601 times to the second, each formatted once: a busy proxy
+    logs many lines a second, and C{strftime} per line would show.
     """
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(when))
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._stamp = ""
+
+    def __call__(self, when: float) -> str:
+        """
+        @param when: Seconds since the epoch.
+        @return: C{when} as a local ISO 8601 time to the second.
+        """
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(second))
+        return self._stamp
 
 
 @implementer(ILogObserver)
@@ -47,16 +62,11 @@ class _LineWriter:
 
     def __init__(self, file: IO[str]) -> None:
         self.file = file
-        self._second = -1
-        self._stamp = ""
+        self._stamps = _Stamps()
 
     def __call__(self, event: dict[str, Any]) -> None:
-        when = event.get("log_time") or time.time()
-        second = int(when)
-        if second != self._second:
-            self._second = second
-            self._stamp = _stamp(second)
-        self.file.write(f"{self._stamp} {event['line']}\n")
+        stamp = self._stamps(event.get("log_time") or time.time())
+        self.file.write(f"{stamp} {event['line']}\n")
 
 
 class AccessLog:
@@ -83,8 +93,7 @@ class AccessLog:
         self._batched = batched
         self._lines: list[str] = []
         self._records: list[dict[str, Any]] = []
-        self._second = -1
-        self._stamp = ""
+        self._stamps = _Stamps()
 
     @classmethod
     def fromOption(cls, value: str) -> AccessLog | None:
@@ -156,12 +165,8 @@ class AccessLog:
             self.logger.info("{line}", line=line, **fields)
             return
         now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = _stamp(second)
         fields["time"] = now
-        self._lines.append(f"{self._stamp} {line}")
+        self._lines.append(f"{self._stamps(now)} {line}")
         self._records.append(fields)
         if len(self._lines) >= BATCH_LINES:
             self.flush()
