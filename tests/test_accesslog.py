@@ -79,6 +79,17 @@ class BatchTests(SynchronousTestCase):
         self.clock.advance(FLUSH_INTERVAL)
         self.assertEqual(len(self.events), 1, "nothing new, no event")
 
+    def test_tail(self) -> None:
+        """
+        A tunnel's line ends with its own words, and its record holds its
+        extra fields, in the same batch as other requests.
+        """
+        self.log.record(request(b"/chat"), "green", 101, 21, 2.0, "tunnel up=27", up=27)
+        self.log.flush()
+        text = formatEvent(self.events[0]).splitlines()
+        self.assertTrue(text[1].endswith(" 101 21 green 2000.0ms tunnel up=27"))
+        self.assertEqual(self.events[0]["records"][0]["up"], 27)
+
     def test_full(self) -> None:
         """
         L{BATCH_LINES} lines are logged at once, without waiting.

@@ -133,6 +133,8 @@ class AccessLog:
         status: int,
         size: int,
         duration: float,
+        tail: str = "",
+        **extra: object,
     ) -> None:
         """
         Log one request.
@@ -142,6 +144,9 @@ class AccessLog:
         @param status: The status sent (499 when the client left first).
         @param size: Response body bytes sent.
         @param duration: Seconds from arrival to the end.
+        @param tail: More words at the end of the line (a tunnel's byte
+            counts), if any.
+        @param extra: More structured fields, for JSON logs.
         """
         client = getattr(request.getClientAddress(), "host", None) or "-"
         method = request.method.decode("latin-1")
@@ -152,7 +157,9 @@ class AccessLog:
             f'{client} "{method} {path} {protocol}" {status} {size} {environment} '
             f"{milliseconds:.1f}ms"
         )
-        fields = {
+        if tail:
+            line = f"{line} {tail}"
+        fields: dict[str, Any] = {
             "client": client,
             "method": method,
             "path": path,
@@ -160,6 +167,7 @@ class AccessLog:
             "bytes": size,
             "environment": environment,
             "duration": duration,
+            **extra,
         }
         if not self._batched:
             self.logger.info("{line}", line=line, **fields)

@@ -663,25 +663,13 @@ class Tunnel:
                 self.request, self.environment.name, self.status, self.toClient, seconds
             )
             return
-        request = self.request
-        client = getattr(request.getClientAddress(), "host", None) or "-"
-        method = request.method.decode("latin-1")
-        path = request.uri.decode("latin-1")
-        line = (
-            f'{client} "{method} {path} HTTP/1.1" 101 {self.toClient} '
-            f"{self.environment.name} {seconds * 1000.0:.1f}ms tunnel "
-            f"up={self.toUpstream} down={self.toClient} end={self.ended}"
-        )
-        accessLog.logger.info(
-            "{line}",
-            line=line,
-            client=client,
-            method=method,
-            path=path,
-            status=101,
-            bytes=self.toClient,
-            environment=self.environment.name,
-            duration=seconds,
+        accessLog.record(
+            self.request,
+            self.environment.name,
+            101,
+            self.toClient,
+            seconds,
+            f"tunnel up={self.toUpstream} down={self.toClient} end={self.ended}",
             tunnel=True,
             bytesUp=self.toUpstream,
             bytesDown=self.toClient,
