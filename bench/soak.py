@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from failover import Child, setMode
+from failover import Child, envOf, setMode, startApp
 from run import (
     exitOnSignals,
     freePort,
@@ -56,9 +56,6 @@ from run import (
     twistdPath,
 )
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-APP = REPO / "tests" / "_apps.py"
 HOST = "127.0.0.1"
 SCHEMA = "CREATE TABLE votes (catId INTEGER, votes INTEGER);"
 
@@ -93,11 +90,7 @@ def classify(status: int, body: bytes, tally: Tally) -> tuple[str, bool]:
     """
     @return: A name for an answer, and whether it is expected.
     """
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = None
-    env = document.get("env") if isinstance(document, dict) else None
+    env = envOf(body)
     if status == 200 and env in ("green", "blue"):
         return f"200 {env}", True
     if status == 500 and env == "green":
@@ -287,12 +280,7 @@ def main() -> int:
             redis[name] = startRedis(work / name, port)
         ports = {}
         for name in ("green", "blue"):
-            child = Child(
-                name, [sys.executable, str(APP), "--name", name, "--port", "0"]
-            )
-            children.append(child)
-            _, match = child.waitForLine(r'^\{"ready": true.*"port": (\d+)\}$')
-            ports[name] = int(match.group(1))
+            _, ports[name] = startApp(name, children)
         adminPort = freePort()
         env = dict(os.environ, TMPDIR=str(proxyTemp))
         proxy = Child(
