@@ -113,10 +113,10 @@ class Proxy(Protocol):
         Counts the requests the proxy refuses itself.
         """
 
-    @property
-    def side(self) -> str:
+    def destination(self) -> Environment:
         """
-        C{"live"} or C{"standby"} (the preview): where requests go.
+        Where a request goes now (the live environment, or the standby for
+        the preview).
         """
 
     def buildHead(self, request: ProxyRequest, environment: Environment) -> bytes:
@@ -257,10 +257,7 @@ class Exchange:
         """
         resource = self.resource
         if not self._standbyTried:
-            controller = resource.controller
-            self.environment = (
-                controller.live if resource.side == "live" else controller.standby()
-            )
+            self.environment = resource.destination()
         return resource.pools[self.environment.name].acquire(fresh)
 
     def _bodyReady(self) -> None:

@@ -164,8 +164,7 @@ class ProxyResource(Resource):
 
         @return: L{NOT_DONE_YET}: the exchange finishes the request.
         """
-        controller = self.controller
-        environment = controller.live if self.side == "live" else controller.standby()
+        environment = self.destination()
         tunnels = self.tunnels
         if tunnels is not None and wantsUpgrade(request):
             tunnels.start(self, request, environment)
@@ -174,6 +173,14 @@ class ProxyResource(Resource):
         request.exchange = exchange
         exchange.start(False)
         return NOT_DONE_YET
+
+    def destination(self) -> Environment:
+        """
+        @return: Where a request goes now: the live environment, or the
+            standby for the C{--preview} listener (C{side="standby"}).
+        """
+        controller = self.controller
+        return controller.live if self.side == "live" else controller.standby()
 
     def buildHead(self, request: ProxyRequest, environment: Environment) -> bytes:
         """
