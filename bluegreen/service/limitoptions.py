@@ -17,6 +17,7 @@ from twisted.python import usage
 
 from bluegreen.proxy import limits as defaults
 from bluegreen.proxy.limits import ClientLimits
+from bluegreen.service.optionvalues import count, seconds
 
 #: The multipliers of a size's suffixes.
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -84,23 +85,6 @@ LIMIT_PARAMETERS: list[list[Any]] = [
 ]
 
 
-def _seconds(options: Mapping[str, Any], name: str) -> float:
-    """
-    @return: The option's value, a positive and finite number of seconds.
-    @raise usage.UsageError: Naming C{--name}, if it is not one.
-    """
-    value = options[name]
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise usage.UsageError(
-            f"--{name}: {value!r} is not a positive number of seconds"
-        )
-    return seconds
-
-
 def _bytes(options: Mapping[str, Any], name: str, zero: bool = False) -> int:
     """
     @param zero: Whether 0 is allowed.
@@ -121,18 +105,6 @@ def _bytes(options: Mapping[str, Any], name: str, zero: bool = False) -> int:
     return int(digits) * _UNITS[suffix]
 
 
-def _count(options: Mapping[str, Any], name: str) -> int:
-    """
-    @return: The option's value, a whole number >= 1.
-    @raise usage.UsageError: Naming C{--name}, if it is not one.
-    """
-    value = options[name]
-    text = str(value).strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise usage.UsageError(f"--{name}: {value!r} is not a whole number >= 1")
-    return int(text)
-
-
 def clientLimits(options: Mapping[str, Any]) -> ClientLimits:
     """
     Check the client limit options.
@@ -144,11 +116,13 @@ def clientLimits(options: Mapping[str, Any]) -> ClientLimits:
     maxBody = _bytes(options, "max-body-size", zero=True)
     clients = str(options["max-clients"]).strip()
     return ClientLimits(
-        headerTimeout=_seconds(options, "client-header-timeout"),
-        idleTimeout=_seconds(options, "client-idle-timeout"),
+        headerTimeout=seconds(
+            "client-header-timeout", options["client-header-timeout"]
+        ),
+        idleTimeout=seconds("client-idle-timeout", options["client-idle-timeout"]),
         requestLineLimit=_bytes(options, "max-request-line"),
         headerSectionLimit=_bytes(options, "max-header-size"),
-        headerFieldsLimit=_count(options, "max-header-fields"),
+        headerFieldsLimit=count("max-header-fields", options["max-header-fields"]),
         maxBodySize=maxBody or None,
         maxClients=None if clients == "auto" else _maxClients(clients),
     )
